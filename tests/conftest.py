@@ -1,0 +1,83 @@
+"""Fixtures: a clean environment with fake credentials, and AWS stood in by moto on loopback."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from watchtower_refresh._fake_aws import FakeAWS, FakeClock, read_messages
+
+ROLE_ARN = "arn:aws:iam::123456789012:role/logger"
+REGION = "us-east-1"
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """Strip AWS_* variables and shared config, then set fake keys and a region.
+
+    No test can reach real AWS: there are no real credentials, the instance metadata
+    service is off, and the tests that deliver point every client at loopback.
+    """
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFAKESOURCEKEY000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake-source-secret")
+    monkeypatch.setenv("AWS_REGION", REGION)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Put the root logger back as it was, and close the handlers a test left on it."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+
+
+@pytest.fixture(scope="session")
+def fake_aws_server() -> Iterator[FakeAWS]:
+    """One moto server behind the fault injector for the whole run."""
+    with FakeAWS() as server:
+        yield server
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock the test moves by hand."""
+    return FakeClock(datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.timezone.utc))
+
+
+@pytest.fixture
+def aws(fake_aws_server: FakeAWS, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAWS]:
+    """The fake AWS, emptied, with every boto3 client in this process pointed at it."""
+    fake_aws_server.reset()
+    fake_aws_server.injector.token_lifetime = None
+    for name, value in fake_aws_server.environment(REGION).items():
+        monkeypatch.setenv(name, value)
+    yield fake_aws_server
+    fake_aws_server.injector.clock = lambda: datetime.datetime.now(datetime.timezone.utc)
+
+
+@pytest.fixture
+def messages(aws: FakeAWS) -> Callable[[str], list[str]]:
+    """Read back every message of a log group from the fake service."""
+    client = boto3.client("logs", region_name=REGION, endpoint_url=aws.endpoint_url)
+
+    def read(group: str) -> list[str]:
+        return list(read_messages(client, group))
+
+    return read

@@ -1,0 +1,722 @@
+"""The handler against moto on loopback: delivery, refresh, faults, limits, threads, fork."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import logging
+import logging.config
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+import watchtower
+
+from tests.conftest import REGION, ROLE_ARN
+from watchtower_refresh import (
+    ConfigurationError,
+    RefreshingCloudWatchLogHandler,
+    WatchtowerRefreshWarning,
+    refreshable_session,
+)
+from watchtower_refresh._batching import MAX_BATCH_BYTES
+from watchtower_refresh._fake_aws import FakeAWS, FakeClock, Fault
+
+Read = Callable[[str], list[str]]
+AHEAD = datetime.timedelta(seconds=800)
+
+
+@pytest.fixture
+def make_handler() -> Iterator[Callable[..., RefreshingCloudWatchLogHandler]]:
+    """Build handlers with a short send interval; close them all afterwards."""
+    made: list[RefreshingCloudWatchLogHandler] = []
+
+    def make(group: str = "app", **options: Any) -> RefreshingCloudWatchLogHandler:
+        options.setdefault("send_interval", 0.05)
+        handler = RefreshingCloudWatchLogHandler(group, **options)
+        made.append(handler)
+        return handler
+
+    yield make
+    for handler in made:
+        handler.close()
+
+
+def sender_threads() -> int:
+    return sum(t.name == "watchtower-refresh-sender" for t in threading.enumerate())
+
+
+def logger_for(handler: logging.Handler, name: str = "app") -> logging.Logger:
+    logger = logging.getLogger(f"test.{name}.{id(handler)}")
+    logger.handlers = [handler]
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    return logger
+
+
+# --------------------------------------------------------------------------- construction
+
+
+def test_is_a_watchtower_handler_with_its_attributes() -> None:
+    handler = RefreshingCloudWatchLogHandler("grp", log_stream_name="{logger_name}")
+    assert isinstance(handler, watchtower.CloudWatchLogHandler)
+    assert handler.log_group_name == "grp"
+    assert handler.log_stream_name == "{logger_name}"
+    assert "grp" in repr(handler)
+
+
+def test_constructor_makes_no_request(aws: FakeAWS) -> None:
+    handler = RefreshingCloudWatchLogHandler("quiet", role_arn=ROLE_ARN, log_group_retention_days=7)
+    assert sum(aws.injector.counts.values()) == 0
+    assert handler.stats.queued == 0
+    handler.close()
+    assert sum(aws.injector.counts.values()) == 0
+
+
+def test_constructor_succeeds_without_region_or_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    handler = RefreshingCloudWatchLogHandler("grp", role_arn=ROLE_ARN)
+    logger = logger_for(handler)
+    with pytest.warns(WatchtowerRefreshWarning, match="no AWS region is configured.*AWS_REGION"):
+        logger.info("goes nowhere")
+        assert handler.flush(timeout=10)
+    assert handler.stats.dropped == {"NoRegionError": 1}
+    handler.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"log_group_name": "bad name!"}, "log_group_name 'bad name!' is invalid"),
+        ({"log_group_name": ""}, "log_group_name '' is invalid"),
+        ({"log_stream_name": "{hostname}"}, "unknown fields \\['hostname'\\]"),
+        ({"log_stream_name": "{unclosed"}, "not a valid template"),
+        ({"send_interval": "soon"}, "send_interval must be a number"),
+        ({"max_batch_count": 10_001}, "max_batch_count must be a whole number"),
+        ({"max_batch_size": "2000000"}, "at most 1048576"),
+        ({"log_group_retention_days": 8}, "must be one of 1, 3, 5, 7, 14"),
+        ({"use_queues": "maybe"}, "use_queues must be true or false"),
+        ({"duration_seconds": 600, "role_arn": ROLE_ARN}, "duration_seconds .* at least 900"),
+        ({"role_arn": "arn:aws:iam::12:role/x"}, "role_arn .* is invalid"),
+        ({"role_session_name": "x"}, "role_session_name only apply with role_arn"),
+        ({"session_factory": "no.such.module:fn"}, "cannot be imported"),
+        (
+            {"session_factory": "boto3:Session", "role_arn": ROLE_ARN},
+            "session_factory excludes role_arn",
+        ),
+        ({"boto3_client": object(), "profile_name": "p"}, "boto3_client excludes profile_name"),
+        ({"log_group": "a", "log_group_name": "b"}, "give log_group_name or its older name"),
+        ({"log_group_tags": "a=1,b"}, "key=value pairs"),
+    ],
+)
+def test_invalid_options_fail_at_configuration(options: dict[str, Any], match: str) -> None:
+    options.setdefault("log_group_name", "grp")
+    with pytest.raises(ConfigurationError, match=match):
+        RefreshingCloudWatchLogHandler(**options)
+
+
+def test_every_option_accepts_its_text_form() -> None:
+    handler = RefreshingCloudWatchLogHandler(
+        "grp",
+        use_queues="false",
+        send_interval="2.5",
+        max_batch_size="500000",
+        max_batch_count="100",
+        create_log_group="no",
+        create_log_stream="yes",
+        log_group_tags="team=platform, env=prod",
+        log_group_retention_days="30",
+        max_message_size="4096",
+        role_arn=ROLE_ARN,
+        duration_seconds="900",
+        queue_max_events="10",
+        queue_max_bytes="100000",
+        flush_timeout="3",
+        json_serialize_default="builtins:str",
+        level="INFO",
+    )
+    assert handler.use_queues is False
+    assert handler.send_interval == 2.5
+    assert (handler.max_batch_size, handler.max_batch_count) == (500_000, 100)
+    assert (handler.create_log_group, handler.create_log_stream) == (False, True)
+    assert handler.log_group_tags == {"team": "platform", "env": "prod"}
+    assert handler.log_group_retention_days == 30
+    assert handler.json_serialize_default is str
+    assert handler.level == logging.INFO
+
+
+def test_deprecated_watchtower_aliases_still_work() -> None:
+    with pytest.warns(DeprecationWarning, match="log_group is deprecated"):
+        handler = RefreshingCloudWatchLogHandler(log_group="old-name")
+    assert handler.log_group_name == "old-name"
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+def test_dict_config_with_role_arn_delivers(aws: FakeAWS, messages: Read) -> None:
+    config = json.loads(
+        json.dumps(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "handlers": {
+                    "cloudwatch": {
+                        "()": "watchtower_refresh.RefreshingCloudWatchLogHandler",
+                        "log_group_name": "/svc/orders",
+                        "log_stream_name": "{logger_name}",
+                        "role_arn": ROLE_ARN,
+                        "duration_seconds": "900",
+                        "send_interval": "0.1",
+                    }
+                },
+                "loggers": {"orders": {"handlers": ["cloudwatch"], "level": "INFO"}},
+            }
+        )
+    )
+    logging.config.dictConfig(config)
+    logger = logging.getLogger("orders")
+    logger.info("order %s placed", 42)
+    logger.warning({"order": 43, "state": "late"})
+    handler = logger.handlers[0]
+    assert isinstance(handler, RefreshingCloudWatchLogHandler)
+    handler.close()
+    assert sorted(messages("/svc/orders")) == sorted(
+        ["order 42 placed", '{"order": 43, "state": "late"}']
+    )
+    assert aws.injector.counts["AssumeRole"] == 1
+    logger.handlers.clear()
+
+
+def test_group_is_created_with_retention_and_tags(aws: FakeAWS, make_handler: Any) -> None:
+    handler = make_handler(
+        "/svc/tagged", log_group_retention_days=14, log_group_tags={"team": "platform"}
+    )
+    logger_for(handler).info("hello")
+    assert handler.flush(timeout=10)
+    client = boto3.client("logs")
+    group = client.describe_log_groups(logGroupNamePrefix="/svc/tagged")["logGroups"][0]
+    assert group["retentionInDays"] == 14
+    assert client.list_tags_log_group(logGroupName="/svc/tagged")["tags"] == {"team": "platform"}
+
+
+def test_existing_group_is_tagged_through_its_arn(aws: FakeAWS, make_handler: Any) -> None:
+    boto3.client("logs").create_log_group(logGroupName="/svc/existing")
+    handler = make_handler("/svc/existing", log_group_tags="team=platform")
+    logger_for(handler).info("hello")
+    assert handler.flush(timeout=10)
+    tags = boto3.client("logs").list_tags_log_group(logGroupName="/svc/existing")["tags"]
+    assert tags == {"team": "platform"}
+    assert aws.injector.counts["GetCallerIdentity"] == 1
+
+
+def test_one_sender_thread_for_many_loggers_and_streams(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    handler = make_handler("/svc/many", log_stream_name="{logger_name}")
+    for index in range(20):
+        logger_for(handler, f"part{index}").info("from part %d", index)
+    assert sender_threads() == 1
+    assert handler.flush(timeout=10)
+    streams = boto3.client("logs").describe_log_streams(logGroupName="/svc/many")["logStreams"]
+    assert len(streams) == 20
+    assert len(messages("/svc/many")) == 20
+
+
+def test_stream_template_fields(aws: FakeAWS, make_handler: Any) -> None:
+    handler = make_handler(
+        "/svc/names", log_stream_name="{process_id}/{thread_name}/{strftime:%Y-%m-%d}"
+    )
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hi", None, None)
+    record.created = 1_700_000_000.0
+    handler.handle(record)
+    assert handler.flush(timeout=10)
+    streams = boto3.client("logs").describe_log_streams(logGroupName="/svc/names")["logStreams"]
+    assert [s["logStreamName"] for s in streams] == [f"{os.getpid()}/MainThread/2023-11-14"]
+
+
+def test_flush_waits_for_everything_queued_before_it(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    handler = make_handler("/svc/flush", send_interval=3600)
+    logger = logger_for(handler)
+    for index in range(100):
+        logger.info("line %d", index)
+    assert handler.stats.queued == 100
+    assert handler.flush(timeout=10)
+    assert handler.stats.delivered == 100
+    assert len(messages("/svc/flush")) == 100
+
+
+def test_flush_times_out_during_an_outage(aws: FakeAWS, make_handler: Any) -> None:
+    aws.injector.add_fault(Fault("ServiceUnavailableException", action="PutLogEvents", status=503))
+    handler = make_handler("/svc/outage", flush_timeout=0.3)
+    logger_for(handler).info("stuck for now")
+    started = time.monotonic()
+    assert handler.flush(timeout=0.3) is False
+    assert time.monotonic() - started < 5
+    with pytest.warns(WatchtowerRefreshWarning, match="gave up resending"):
+        handler.close()
+    assert handler.stats.dropped == {"shutdown": 1}
+
+
+def test_close_is_idempotent_and_later_records_are_counted(aws: FakeAWS, make_handler: Any) -> None:
+    handler = make_handler("/svc/closed")
+    logger = logger_for(handler)
+    logger.info("before close")
+    handler.close()
+    handler.close()
+    with pytest.warns(WatchtowerRefreshWarning, match="closed handler"):
+        logger.info("after close")
+    logger.info("after close again")
+    assert handler.stats.delivered == 1
+    assert handler.stats.dropped == {"closed": 2}
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+def test_no_record_lost_across_expiries_the_client_did_not_see_coming(
+    aws: FakeAWS, clock: FakeClock, make_handler: Any, messages: Read
+) -> None:
+    # AWS's clock runs 800 s ahead of ours, so the client believes each 900 s token has
+    # 800 s more than it has: 950 s on, AWS says expired while the client sees 750 s left
+    # and no reason to refresh. Each of the three expiries is met as an error.
+    aws.injector.clock = lambda: clock() + AHEAD
+    handler = make_handler(
+        "/svc/expiry",
+        session_factory=lambda: refreshable_session(
+            ROLE_ARN, duration_seconds=900, region_name=REGION, clock=clock
+        ),
+    )
+    logger = logger_for(handler)
+    sent = []
+    for round_ in range(4):
+        for index in range(25):
+            sent.append(f"round {round_} line {index}")
+            logger.info(sent[-1])
+        assert handler.flush(timeout=20)
+        clock.advance(950)
+    assert sorted(messages("/svc/expiry")) == sorted(sent)
+    assert aws.injector.counts["ExpiredTokenException"] == 3
+    assert handler.stats.credential_refreshes == 3
+    assert handler.stats.dropped == {}
+    assert aws.injector.counts["AssumeRole"] == 4
+
+
+def test_900_second_credentials_assume_the_role_about_once_per_lifetime(
+    aws: FakeAWS, clock: FakeClock, make_handler: Any, messages: Read
+) -> None:
+    aws.injector.clock = clock
+    handler = make_handler(
+        "/svc/hours",
+        session_factory=lambda: refreshable_session(
+            ROLE_ARN, duration_seconds=900, region_name=REGION, clock=clock
+        ),
+    )
+    logger = logger_for(handler)
+    minutes = 120
+    for minute in range(minutes):
+        logger.info("minute %d", minute)
+        assert handler.flush(timeout=10)
+        clock.advance(60)
+    assert len(messages("/svc/hours")) == minutes
+    # Refreshed when a quarter of 900 s is left: every 675 s, 10 or 11 times in 2 hours,
+    # never letting a token expire; botocore's own windows would call STS every minute.
+    assert 10 <= aws.injector.counts["AssumeRole"] <= 12
+    assert aws.injector.counts["ExpiredTokenException"] == 0
+    assert handler.stats.credential_refreshes == 0
+
+
+def test_static_session_credentials_warn_once_and_drop_on_expiry(
+    aws: FakeAWS, clock: FakeClock, make_handler: Any, messages: Read
+) -> None:
+    aws.injector.clock = clock
+    answer = boto3.client("sts").assume_role(RoleArn=ROLE_ARN, RoleSessionName="once")
+    keys = answer["Credentials"]
+
+    def one_answer_session() -> boto3.Session:
+        return boto3.Session(
+            aws_access_key_id=keys["AccessKeyId"],
+            aws_secret_access_key=keys["SecretAccessKey"],
+            aws_session_token=keys["SessionToken"],
+        )
+
+    handler = make_handler("/svc/static", session_factory=one_answer_session)
+    logger = logger_for(handler)
+    with pytest.warns(WatchtowerRefreshWarning, match="carry a session token but cannot refresh"):
+        logger.info("while the token lives")
+        assert handler.flush(timeout=10)
+    clock.advance(4000)
+    with pytest.warns(WatchtowerRefreshWarning, match="ExpiredTokenException|expired"):
+        logger.info("after it expired")
+        assert handler.flush(timeout=10)
+    assert messages("/svc/static") == ["while the token lives"]
+    assert handler.stats.dropped == {"ExpiredTokenException": 1}
+
+
+def test_assume_role_denied_is_reported_with_the_action(aws: FakeAWS, make_handler: Any) -> None:
+    aws.injector.add_fault(Fault("AccessDenied", action="AssumeRole", status=403))
+    handler = make_handler("/svc/denied-sts", role_arn=ROLE_ARN)
+    with pytest.warns(WatchtowerRefreshWarning, match="AssumeRole was denied.*sts:AssumeRole"):
+        logger_for(handler).info("x")
+        assert handler.flush(timeout=10)
+    assert handler.stats.dropped == {"AccessDenied": 1}
+
+
+# --------------------------------------------------------------------------- faults
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("ThrottlingException", action="PutLogEvents", times=3),
+        Fault("ServiceUnavailableException", action="PutLogEvents", status=503, times=3),
+        Fault("InternalFailure", action="PutLogEvents", status=500, times=2),
+        Fault("ConnectionReset", action="PutLogEvents", times=2),
+        Fault("ThrottlingException", action="CreateLogStream", times=2),
+    ],
+    ids=lambda fault: f"{fault.code}-{fault.action}",
+)
+def test_transient_failures_are_resent(
+    aws: FakeAWS, make_handler: Any, messages: Read, fault: Fault
+) -> None:
+    aws.injector.add_fault(fault)
+    handler = make_handler("/svc/transient")
+    logger = logger_for(handler)
+    for index in range(10):
+        logger.info("line %d", index)
+    assert handler.flush(timeout=30)
+    assert sorted(messages("/svc/transient")) == sorted(f"line {i}" for i in range(10))
+    assert handler.stats.retried >= 1
+    assert handler.stats.dropped == {}
+
+
+def test_access_denied_drops_with_one_warning_then_resumes(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    denial = aws.injector.add_fault(
+        Fault(
+            "AccessDeniedException",
+            action="PutLogEvents",
+            message="User: arn:aws:sts::123456789012:assumed-role/logger/x is not authorized "
+            "to perform: logs:PutLogEvents on resource: arn:aws:logs:us-east-1:123456789012:"
+            "log-group:/svc/denied:log-stream:s",
+        )
+    )
+    handler = make_handler("/svc/denied", log_stream_name="s")
+    logger = logger_for(handler)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for batch in range(3):
+            logger.info("denied %d", batch)
+            assert handler.flush(timeout=10)
+    ours = [w for w in caught if issubclass(w.category, WatchtowerRefreshWarning)]
+    assert len(ours) == 1
+    assert "logs:PutLogEvents" in str(ours[0].message)
+    assert "watchtower-refresh policy" in str(ours[0].message)
+    assert aws.injector.counts["PutLogEvents"] == 3  # one try per batch: no spinning
+    aws.injector.remove_fault(denial)
+    logger.info("allowed again")
+    assert handler.flush(timeout=10)
+    assert messages("/svc/denied") == ["allowed again"]
+    assert handler.stats.dropped == {"AccessDeniedException": 3}
+    assert handler.stats.delivered == 1
+
+
+def test_deleted_stream_is_recreated(aws: FakeAWS, make_handler: Any, messages: Read) -> None:
+    handler = make_handler("/svc/deleted", log_stream_name="only")
+    logger = logger_for(handler)
+    logger.info("before")
+    assert handler.flush(timeout=10)
+    boto3.client("logs").delete_log_stream(logGroupName="/svc/deleted", logStreamName="only")
+    logger.info("after")
+    assert handler.flush(timeout=10)
+    assert messages("/svc/deleted") == ["after"]  # the first went with the deleted stream
+    assert aws.injector.counts["CreateLogStream"] == 2
+    assert handler.stats.delivered == 2
+
+
+def test_missing_group_without_creation_gives_up_with_advice(
+    aws: FakeAWS, make_handler: Any
+) -> None:
+    handler = make_handler("/svc/absent", create_log_group=False, create_log_stream=False)
+    with pytest.warns(WatchtowerRefreshWarning, match="does not exist and create_log_group"):
+        logger_for(handler).info("x")
+        assert handler.flush(timeout=10)
+    assert handler.stats.dropped == {"ResourceNotFoundException": 1}
+
+
+def test_denied_group_creation_warns_and_delivery_goes_on(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    boto3.client("logs").create_log_group(logGroupName="/svc/precreated")
+    aws.injector.add_fault(Fault("AccessDeniedException", action="CreateLogGroup"))
+    handler = make_handler("/svc/precreated")
+    with pytest.warns(WatchtowerRefreshWarning, match="CreateLogGroup.*create_log_group=False"):
+        logger_for(handler).info("still delivered")
+        assert handler.flush(timeout=10)
+    assert messages("/svc/precreated") == ["still delivered"]
+
+
+def test_queue_cap_drops_and_counts_with_one_warning(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    outage = aws.injector.add_fault(
+        Fault("ServiceUnavailableException", action="PutLogEvents", status=503)
+    )
+    handler = make_handler("/svc/capped", queue_max_events=50)
+    logger = logger_for(handler)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for index in range(200):
+            logger.info("line %d", index)
+    assert [str(w.message) for w in caught if "queue" in str(w.message)] == [
+        f"the queue of log group /svc/capped is full (50 records or {64 * 1024 * 1024} bytes): "
+        "records are dropped and counted in stats.dropped['queue_full'] until it drains"
+    ]
+    assert handler.stats.queued == 50
+    aws.injector.remove_fault(outage)
+    assert handler.flush(timeout=30)
+    assert sorted(messages("/svc/capped")) == sorted(f"line {i}" for i in range(50))
+    assert handler.stats.dropped == {"queue_full": 150}
+
+
+def test_queue_byte_cap(aws: FakeAWS, make_handler: Any) -> None:
+    aws.injector.add_fault(Fault("ServiceUnavailableException", action="PutLogEvents", status=503))
+    handler = make_handler("/svc/bytes", queue_max_bytes=MAX_BATCH_BYTES, flush_timeout=0.1)
+    logger = logger_for(handler)
+    with pytest.warns(WatchtowerRefreshWarning, match="is full"):
+        for _ in range(5):
+            logger.info("x" * 300_000)
+    assert handler.stats.queued == 3
+    assert handler.stats.dropped == {"queue_full": 2}
+
+
+# --------------------------------------------------------------------------- records
+
+
+def test_large_messages_are_cut_with_a_marker(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    handler = make_handler("/svc/large", max_message_size=1000)
+    logger_for(handler).info("é" * 2000)
+    assert handler.flush(timeout=10)
+    (message,) = messages("/svc/large")
+    assert message.endswith(" [truncated: 4000 bytes in all]")
+    assert len(message.encode()) <= 1000 - 26
+    assert handler.stats.truncated == 1
+
+
+def test_default_limit_is_the_service_one_megabyte(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    handler = make_handler("/svc/megabyte")
+    logger = logger_for(handler)
+    logger.info("a" * 600_000)  # longer than watchtower's 256 KB cut
+    logger.info("b" * 2_000_000)
+    assert handler.flush(timeout=30)
+    sizes = sorted(len(m.encode()) for m in messages("/svc/megabyte"))
+    assert sizes == [600_000, MAX_BATCH_BYTES - 26]
+    assert handler.stats.truncated == 1
+
+
+def test_bad_records_never_raise_and_are_counted(
+    aws: FakeAWS, make_handler: Any, messages: Read, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handler = make_handler("/svc/bad")
+    logger = logger_for(handler)
+    logger.info("%d apples", "three")  # a broken %-format
+    with pytest.warns(WatchtowerRefreshWarning, match="empty message"):
+        logger.info("")
+    logger.info("lone surrogate \udc80 kept")
+    logger.info({"unserialisable": object()})
+    assert handler.flush(timeout=10)
+    got = messages("/svc/bad")
+    assert "lone surrogate \\udc80 kept" in got
+    assert any(m.startswith('{"unserialisable": "<object object') for m in got)
+    assert handler.stats.dropped == {"format_error": 1, "empty": 1}
+    assert "apples" in capsys.readouterr().err  # logging's handleError reported it
+
+
+def test_rejected_events_are_counted(aws: FakeAWS, make_handler: Any) -> None:
+    # AWS's answer for [old, old, fine, too new]; moto's indexes are off by one.
+    info = {"tooOldLogEventEndIndex": 2, "tooNewLogEventStartIndex": 3}
+    aws.injector.add_fault(
+        Fault("", action="PutLogEvents", times=1, answer={"rejectedLogEventsInfo": info})
+    )
+    handler = make_handler("/svc/rejected", send_interval=3600)
+    logger = logger_for(handler)
+    with pytest.warns(WatchtowerRefreshWarning, match="refused 3 of 4 events"):
+        for index in range(4):
+            logger.info("event %d", index)
+        assert handler.flush(timeout=10)
+    assert handler.stats.rejected == 3
+    assert handler.stats.delivered == 1
+    assert handler.stats.dropped == {"too_old": 2, "too_new": 1}
+
+
+# --------------------------------------------------------------------------- threads
+
+
+def test_no_record_lost_from_eight_threads_while_the_stream_is_created(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    aws.injector.add_fault(Fault("", action="CreateLogStream", delay=1.0, times=1))
+    handler = make_handler("/svc/threads", log_stream_name="shared")
+    logger = logger_for(handler)
+    logger.info("first, which starts the sender")
+    start = threading.Barrier(8)
+
+    def work(worker: int) -> None:
+        start.wait()
+        for index in range(250):
+            logger.info("worker %d line %d", worker, index)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert handler.flush(timeout=30)
+    got = messages("/svc/threads")
+    assert len(got) == 1 + 8 * 250
+    assert len(set(got)) == len(got)
+    assert aws.injector.counts["CreateLogStream"] == 1
+
+
+def test_use_queues_false_sends_in_the_callers_thread_and_refreshes(
+    aws: FakeAWS, clock: FakeClock, messages: Read
+) -> None:
+    aws.injector.clock = lambda: clock() + AHEAD
+    handler = RefreshingCloudWatchLogHandler(
+        "/svc/sync",
+        use_queues=False,
+        session_factory=lambda: refreshable_session(ROLE_ARN, duration_seconds=900, clock=clock),
+    )
+    logger = logger_for(handler)
+    logger.info("one")
+    clock.advance(950)
+    logger.info("two")
+    assert sender_threads() == 0
+    assert messages("/svc/sync") == ["one", "two"]
+    assert handler.stats.credential_refreshes == 1
+    handler.close()
+
+
+# --------------------------------------------------------------------------- processes
+
+_CHILD_SCRIPT = textwrap.dedent(
+    """
+    import logging, os, sys
+    from watchtower_refresh import RefreshingCloudWatchLogHandler
+
+    handler = RefreshingCloudWatchLogHandler(
+        sys.argv[1], log_stream_name="{process_id}", role_arn=sys.argv[2], send_interval=60
+    )
+    logger = logging.getLogger("app")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.info("parent before fork")
+    if sys.argv[3] == "fork":
+        pid = os.fork()
+        if pid == 0:
+            logger.info("child %d", os.getpid())
+            handler.close()
+            os._exit(0 if handler.stats.delivered == 1 else 3)
+        os.waitpid(pid, 0)
+        logger.info("parent after fork")
+    # no close(): logging's exit hook must deliver what is queued
+    """
+)
+
+
+def run_script(aws: FakeAWS, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **aws.environment(REGION)}
+    return subprocess.run(
+        [sys.executable, "-c", _CHILD_SCRIPT, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_pending_records_are_delivered_at_exit_without_close(aws: FakeAWS, messages: Read) -> None:
+    result = run_script(aws, "/svc/exit", ROLE_ARN, "no-fork")
+    assert result.returncode == 0, result.stderr
+    assert messages("/svc/exit") == ["parent before fork"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_builds_its_own_client_and_delivers(aws: FakeAWS, messages: Read) -> None:
+    result = run_script(aws, "/svc/fork", ROLE_ARN, "fork")
+    assert result.returncode == 0, result.stderr
+    got = messages("/svc/fork")
+    child = [m for m in got if m.startswith("child ")]
+    assert sorted(got) == sorted(["parent before fork", "parent after fork", *child])
+    assert len(child) == 1
+    assert aws.injector.counts["AssumeRole"] == 2  # one per process
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def test_no_secret_in_any_output(
+    aws: FakeAWS,
+    clock: FakeClock,
+    make_handler: Any,
+    messages: Read,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    aws.injector.clock = lambda: clock() + AHEAD
+    captured = io.StringIO()
+    root = logging.getLogger()
+    root.addHandler(logging.StreamHandler(captured))
+    root.setLevel(logging.DEBUG)
+    handler = make_handler(
+        "/svc/secrets",
+        session_factory=lambda: refreshable_session(ROLE_ARN, duration_seconds=900, clock=clock),
+    )
+    root.addHandler(handler)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for round_ in range(3):
+            logging.getLogger("app").info("round %d", round_)
+            assert handler.flush(timeout=20)
+            clock.advance(950)
+        aws.injector.add_fault(Fault("AccessDeniedException", action="PutLogEvents", times=1))
+        logging.getLogger("app").info("denied")
+        assert handler.flush(timeout=20)
+    root.removeHandler(handler)
+    handler.close()
+    secrets = aws.injector.issued_secrets()
+    assert len(secrets) == 3 * 3  # three AssumeRole answers
+    out = capsys.readouterr()
+    everything = "\n".join(
+        [
+            captured.getvalue(),
+            out.out,
+            out.err,
+            repr(handler),
+            repr(handler.stats),
+            *(str(w.message) for w in caught),
+            *messages("/svc/secrets"),
+        ]
+    )
+    assert "Response body" in captured.getvalue()  # botocore did log the STS answers
+    for secret in secrets:
+        assert secret not in everything

@@ -1,0 +1,154 @@
+"""Events and the PutLogEvents limits they are batched under.
+
+Pure functions, no I/O: the handler turns records into ``Event`` tuples in the caller's
+thread, and the sender splits them into batches the service accepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from operator import attrgetter
+from typing import NamedTuple
+
+__all__ = [
+    "EVENT_OVERHEAD",
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_EVENTS",
+    "MAX_BATCH_SPAN_MS",
+    "MAX_EVENT_BYTES",
+    "Event",
+    "RejectedCounts",
+    "count_rejected",
+    "split_batches",
+    "truncate",
+    "utf8_size",
+]
+
+EVENT_OVERHEAD = 26
+"""Bytes the service adds to each event's UTF-8 message size when it sizes a batch."""
+MAX_BATCH_BYTES = 1_048_576
+"""Largest batch, in bytes: UTF-8 message bytes plus 26 bytes per event."""
+MAX_BATCH_EVENTS = 10_000
+"""Most events in one batch."""
+MAX_BATCH_SPAN_MS = 24 * 3600 * 1000
+"""Longest time, in milliseconds, between the first and last event of one batch."""
+MAX_EVENT_BYTES = MAX_BATCH_BYTES
+"""Largest event, in bytes, counting the 26-byte overhead: a batch of one."""
+
+
+class Event(NamedTuple):
+    """One log event waiting to be sent."""
+
+    stream: str
+    """Log stream name."""
+    timestamp: int
+    """Milliseconds since the epoch."""
+    message: str
+    """The formatted message, valid UTF-8."""
+    size: int
+    """UTF-8 size of ``message`` in bytes, without the 26-byte overhead."""
+
+
+class RejectedCounts(NamedTuple):
+    """Events of one batch the service refused, by reason."""
+
+    too_new: int
+    too_old: int
+    expired: int
+
+    @property
+    def total(self) -> int:
+        """Events refused, whatever the reason."""
+        return self.too_new + self.too_old + self.expired
+
+
+def utf8_size(message: str) -> tuple[str, int]:
+    """Return the message as valid UTF-8 text and its size in bytes.
+
+    Lone surrogates cannot be encoded; they are replaced by their ``\\udcxx`` escape so the
+    record is still delivered.
+    """
+    if message.isascii():
+        return message, len(message)
+    try:
+        return message, len(message.encode("utf-8"))
+    except UnicodeEncodeError:
+        encoded = message.encode("utf-8", "backslashreplace")
+        return encoded.decode("utf-8"), len(encoded)
+
+
+def truncate(message: str, size: int, limit: int) -> tuple[str, int]:
+    """Cut ``message`` to at most ``limit`` UTF-8 bytes, ending with a visible marker.
+
+    Args:
+        message: Valid UTF-8 text.
+        size: Its size in bytes.
+        limit: Largest size allowed, in bytes.
+
+    Returns:
+        The message (unchanged when it fits) and its new size in bytes.
+    """
+    if size <= limit:
+        return message, size
+    marker = f" [truncated: {size} bytes in all]"
+    keep = max(0, limit - len(marker))
+    head = message.encode("utf-8")[:keep].decode("utf-8", "ignore")
+    cut = head + marker
+    return cut, len(cut.encode("utf-8"))
+
+
+def split_batches(
+    events: Sequence[Event],
+    max_bytes: int = MAX_BATCH_BYTES,
+    max_events: int = MAX_BATCH_EVENTS,
+) -> Iterator[list[Event]]:
+    """Yield batches of one stream's events that PutLogEvents accepts.
+
+    Each batch is in chronological order, holds at most ``max_events`` events and
+    ``max_bytes`` bytes (UTF-8 message bytes plus 26 per event) and spans less than 24 hours.
+    Events keep their arrival order among equal timestamps.
+
+    Args:
+        events: Events of one stream, in any order.
+        max_bytes: Batch size limit in bytes, at most 1,048,576.
+        max_events: Batch length limit in events, at most 10,000.
+    """
+    batch: list[Event] = []
+    batch_bytes = 0
+    first = 0
+    for event in sorted(events, key=attrgetter("timestamp")):
+        cost = event.size + EVENT_OVERHEAD
+        if batch and (
+            len(batch) >= max_events
+            or batch_bytes + cost > max_bytes
+            or event.timestamp - first >= MAX_BATCH_SPAN_MS
+        ):
+            yield batch
+            batch, batch_bytes = [], 0
+        if not batch:
+            first = event.timestamp
+        batch.append(event)
+        batch_bytes += cost
+    if batch:
+        yield batch
+
+
+def count_rejected(info: dict[str, int] | None, batch_length: int) -> RejectedCounts:
+    """Count the events a PutLogEvents response says it refused.
+
+    Args:
+        info: The response's ``rejectedLogEventsInfo``, or None.
+        batch_length: Number of events sent.
+
+    Returns:
+        Events refused as too new (``tooNewLogEventStartIndex`` onwards, inclusive), too old
+        and expired (before ``tooOldLogEventEndIndex`` and ``expiredLogEventEndIndex``,
+        exclusive), each counted once.
+    """
+    if not info:
+        return RejectedCounts(0, 0, 0)
+    too_new_start = info.get("tooNewLogEventStartIndex")
+    too_new = batch_length - too_new_start if too_new_start is not None else 0
+    expired = min(info.get("expiredLogEventEndIndex", 0), batch_length)
+    too_old = max(0, min(info.get("tooOldLogEventEndIndex", 0), batch_length) - expired)
+    return RejectedCounts(max(0, too_new), too_old, expired)

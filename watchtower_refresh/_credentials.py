@@ -1,0 +1,395 @@
+"""Sessions whose credentials refresh themselves.
+
+``refreshable_session`` returns a ``boto3.Session`` in one of three modes:
+
+* **assumed role** (``role_arn``): a ``CredentialProvider`` registered on the session's own
+  credential resolver calls STS AssumeRole from source credentials (the default chain, a
+  ``source_profile`` or a ``base_session``). The expiry comes from the response's
+  ``Expiration``; the refresh windows are sized from the credential's lifetime.
+* **profile** (``profile_name``): botocore's own providers for that profile (``role_arn`` +
+  ``source_profile``, SSO, ``credential_process``), which refresh themselves.
+* **default chain**: environment, web identity, container role (ECS, EKS Pod Identity),
+  instance role (EC2), all refreshed by botocore.
+
+No network I/O happens here: STS is first called when a client resolves its credentials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import os
+import platform
+import re
+import sys
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.credentials import (
+    CredentialProvider,
+    CredentialResolver,
+    Credentials,
+    RefreshableCredentials,
+)
+from botocore.exceptions import NoRegionError
+
+from ._exceptions import ConfigurationError
+from ._options import as_int, as_optional_str, check_pattern
+from ._redact import install_redaction
+
+if TYPE_CHECKING:
+    from mypy_boto3_sts import STSClient
+
+__all__ = [
+    "ASSUME_ROLE_METHOD",
+    "AssumeRoleProvider",
+    "Clock",
+    "SessionOptions",
+    "default_role_session_name",
+    "non_refreshing_problem",
+    "refresh_windows",
+    "refreshable_session",
+]
+
+Clock = Callable[[], datetime.datetime]
+"""A function returning the current time as an aware datetime."""
+
+ASSUME_ROLE_METHOD = "assume-role"
+STS_MIN_DURATION = 900
+STS_MAX_DURATION = 43_200
+DEFAULT_DURATION = 3_600
+# botocore's own windows; ours never exceed them.
+BOTOCORE_ADVISORY_WINDOW = 900.0
+BOTOCORE_MANDATORY_WINDOW = 600.0
+
+_ROLE_ARN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"
+_SESSION_NAME = r"[\w+=,.@-]{2,64}"
+_EXTERNAL_ID = r"[\w+=,.@:/-]{2,1224}"
+
+
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def refresh_windows(lifetime_seconds: float) -> tuple[float, float]:
+    """Return the (advisory, mandatory) refresh windows for a credential's lifetime.
+
+    The rule: refreshing starts when a quarter of the lifetime remains, at most 900 s before
+    expiry, and becomes blocking at an eighth, at most 600 s before expiry. botocore's fixed
+    900 s / 600 s windows would make a 900 s credential refresh before every request; with
+    this rule it is refreshed after about 675 s, 5.3 times an hour.
+
+    Args:
+        lifetime_seconds: How long the credential lives, in seconds.
+
+    Returns:
+        The advisory and mandatory windows, in seconds before expiry.
+    """
+    lifetime = max(0.0, lifetime_seconds)
+    return (
+        min(BOTOCORE_ADVISORY_WINDOW, lifetime / 4),
+        min(BOTOCORE_MANDATORY_WINDOW, lifetime / 8),
+    )
+
+
+def default_role_session_name() -> str:
+    """Return a valid RoleSessionName derived from the program and host names.
+
+    The result matches STS's rule (2 to 64 characters of ``[A-Za-z0-9_+=,.@-]``) so that
+    CloudTrail shows which program on which host assumed the role.
+    """
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    raw = f"{program}@{platform.node() or 'host'}"
+    name = re.sub(r"[^\w+=,.@-]", "-", raw, flags=re.ASCII)[:64]
+    return name if len(name) >= 2 else "watchtower-refresh"
+
+
+class AssumeRoleProvider(CredentialProvider):
+    """A botocore credential provider that assumes a role with refresh windows sized to fit.
+
+    Registered as the only provider of its session's credential resolver. ``load()`` calls
+    AssumeRole once and returns ``RefreshableCredentials`` whose ``refresh_using`` calls it
+    again; expiry times come from STS's ``Expiration`` as ISO 8601 with an offset.
+    """
+
+    METHOD = ASSUME_ROLE_METHOD
+    CANONICAL_NAME = "watchtower-refresh-assume-role"
+
+    def __init__(
+        self,
+        *,
+        source_session: boto3.Session,
+        role_arn: str,
+        role_session_name: str,
+        duration_seconds: int,
+        external_id: str | None,
+        region_name: str | None,
+        clock: Clock,
+    ) -> None:
+        super().__init__()
+        self._source_session = source_session
+        self._role_arn = role_arn
+        self._role_session_name = role_session_name
+        self._duration_seconds = duration_seconds
+        self._external_id = external_id
+        self._region_name = region_name
+        self._clock = clock
+        self._sts: STSClient | None = None
+        self._sts_lock = threading.Lock()
+
+    def _sts_client(self) -> STSClient:
+        with self._sts_lock:
+            if self._sts is None:
+                region = self._region_name or self._source_session.region_name
+                if not region:
+                    # Without a region STS would go to the global endpoint.
+                    raise NoRegionError
+                self._sts = self._source_session.client(
+                    "sts", region_name=region, config=Config(retries={"mode": "standard"})
+                )
+            return self._sts
+
+    def fetch(self) -> dict[str, str]:
+        """Call AssumeRole and return botocore's credential metadata.
+
+        Returns:
+            ``access_key``, ``secret_key``, ``token`` and ``expiry_time`` (ISO 8601 with its
+            UTC offset, taken from the response).
+        """
+        kwargs: dict[str, Any] = {
+            "RoleArn": self._role_arn,
+            "RoleSessionName": self._role_session_name,
+            "DurationSeconds": self._duration_seconds,
+        }
+        if self._external_id:
+            kwargs["ExternalId"] = self._external_id
+        credentials = self._sts_client().assume_role(**kwargs)["Credentials"]
+        expiration = credentials["Expiration"]
+        if expiration.tzinfo is None:  # botocore parses it aware; keep it so if a stub does not
+            expiration = expiration.replace(tzinfo=datetime.timezone.utc)
+        return {
+            "access_key": credentials["AccessKeyId"],
+            "secret_key": credentials["SecretAccessKey"],
+            "token": credentials["SessionToken"],
+            "expiry_time": expiration.isoformat(),
+        }
+
+    def load(self) -> RefreshableCredentials:
+        """Assume the role and return credentials that refresh themselves."""
+        metadata = self.fetch()
+        expiry = datetime.datetime.fromisoformat(metadata["expiry_time"])
+        # The lifetime sizes the windows only; a slow local clock can only shorten it.
+        lifetime = min(self._duration_seconds, (expiry - self._clock()).total_seconds())
+        advisory, mandatory = refresh_windows(lifetime)
+        return RefreshableCredentials(
+            access_key=metadata["access_key"],
+            secret_key=metadata["secret_key"],
+            token=metadata["token"],
+            expiry_time=expiry,
+            refresh_using=self.fetch,
+            method=self.METHOD,
+            time_fetcher=self._clock,
+            advisory_timeout=math.ceil(advisory),
+            mandatory_timeout=math.ceil(mandatory),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionOptions:
+    """Validated options of ``refreshable_session``; building from them does no network I/O."""
+
+    role_arn: str | None = None
+    role_session_name: str | None = None
+    duration_seconds: int = DEFAULT_DURATION
+    external_id: str | None = None
+    region_name: str | None = None
+    profile_name: str | None = None
+    base_session: boto3.Session | None = None
+    clock: Clock | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        role_arn: str | None = None,
+        *,
+        role_session_name: str | None = None,
+        duration_seconds: int | str | None = None,
+        external_id: str | None = None,
+        region_name: str | None = None,
+        profile_name: str | None = None,
+        source_profile: str | None = None,
+        base_session: boto3.Session | None = None,
+        clock: Clock | None = None,
+    ) -> SessionOptions:
+        """Validate ``refreshable_session``'s arguments; raise ``ConfigurationError`` if wrong."""
+        region = as_optional_str("region_name", region_name)
+        arn = as_optional_str("role_arn", role_arn)
+        profile = as_optional_str("profile_name", profile_name)
+        source = as_optional_str("source_profile", source_profile)
+        if arn is None:
+            extra = {
+                "role_session_name": role_session_name,
+                "duration_seconds": duration_seconds,
+                "external_id": external_id,
+                "source_profile": source,
+                "base_session": base_session,
+            }
+            given = sorted(name for name, value in extra.items() if value not in (None, ""))
+            if given:
+                message = f"{', '.join(given)} only apply with role_arn"
+                raise ConfigurationError(message)
+            return cls(region_name=region, profile_name=profile, clock=clock)
+        check_pattern(
+            "role_arn", arn, _ROLE_ARN, "expected arn:aws:iam::<12-digit account>:role/<name>"
+        )
+        session_name = as_optional_str("role_session_name", role_session_name)
+        if session_name is not None:
+            check_pattern(
+                "role_session_name",
+                session_name,
+                _SESSION_NAME,
+                "2 to 64 characters of letters, digits and +=,.@_-",
+            )
+        duration = as_int(
+            "duration_seconds",
+            DEFAULT_DURATION if duration_seconds in (None, "") else duration_seconds,
+            minimum=STS_MIN_DURATION,
+            maximum=STS_MAX_DURATION,
+        )
+        ext_id = as_optional_str("external_id", external_id)
+        if ext_id is not None:
+            check_pattern(
+                "external_id",
+                ext_id,
+                _EXTERNAL_ID,
+                "2 to 1224 characters of letters, digits and +=,.@:/_-",
+            )
+        sources = [
+            name
+            for name, value in (
+                ("profile_name", profile),
+                ("source_profile", source),
+                ("base_session", base_session),
+            )
+            if value is not None
+        ]
+        if len(sources) > 1:
+            message = (
+                f"give at most one source of credentials for role_arn, not {' and '.join(sources)}"
+            )
+            raise ConfigurationError(message)
+        return cls(
+            role_arn=arn,
+            role_session_name=session_name,
+            duration_seconds=duration,
+            external_id=ext_id,
+            region_name=region,
+            profile_name=profile or source,
+            base_session=base_session,
+            clock=clock,
+        )
+
+    def build(self) -> boto3.Session:
+        """Return a new session for these options; nothing is fetched until a client asks."""
+        install_redaction()
+        if self.role_arn is None:
+            return boto3.Session(profile_name=self.profile_name, region_name=self.region_name)
+        source = self.base_session or boto3.Session(
+            profile_name=self.profile_name, region_name=self.region_name
+        )
+        region = self.region_name or source.region_name
+        provider = AssumeRoleProvider(
+            source_session=source,
+            role_arn=self.role_arn,
+            role_session_name=self.role_session_name or default_role_session_name(),
+            duration_seconds=self.duration_seconds,
+            external_id=self.external_id,
+            region_name=region,
+            clock=self.clock or _utc_now,
+        )
+        core = botocore.session.Session()
+        core.register_component("credential_provider", CredentialResolver([provider]))
+        return boto3.Session(botocore_session=core, region_name=region)
+
+
+def refreshable_session(
+    role_arn: str | None = None,
+    *,
+    role_session_name: str | None = None,
+    duration_seconds: int | str | None = None,
+    external_id: str | None = None,
+    region_name: str | None = None,
+    profile_name: str | None = None,
+    source_profile: str | None = None,
+    base_session: boto3.Session | None = None,
+    clock: Clock | None = None,
+) -> boto3.Session:
+    """Return a boto3 session whose credentials refresh themselves before they expire.
+
+    Args:
+        role_arn: The role to assume. Without it, the session uses ``profile_name`` or the
+            default credential chain, whose providers refresh on their own.
+        role_session_name: RoleSessionName, 2 to 64 characters; by default
+            ``program@host``.
+        duration_seconds: Requested credential lifetime, 900 to 43,200 seconds (default
+            3,600). Refreshing starts when a quarter of the lifetime remains (at most 900 s
+            before expiry) and blocks at an eighth (at most 600 s): a 900 s credential is
+            fetched about once every 675 s, not before every request.
+        external_id: ExternalId for the AssumeRole call, if the role's trust policy needs one.
+        region_name: Region of the session and of its STS endpoint. STS is always called on
+            a regional endpoint; with no region anywhere (argument, ``AWS_REGION``,
+            ``AWS_DEFAULT_REGION``, profile), the first AssumeRole raises ``NoRegionError``
+            instead of going to the global endpoint. ``AWS_ENDPOINT_URL_STS`` and
+            ``AWS_ENDPOINT_URL`` are honoured.
+        profile_name: A profile of the shared config files. With ``role_arn`` it is the
+            source of the credentials used to assume the role (same as ``source_profile``).
+        source_profile: Profile whose credentials assume ``role_arn``.
+        base_session: Session whose credentials assume ``role_arn``.
+        clock: Returns the current time as an aware datetime; for simulations and tests.
+
+    Returns:
+        A ``boto3.Session``. Nothing is fetched until a client first needs credentials.
+
+    Raises:
+        ConfigurationError: An argument is invalid (the message says which and why).
+    """
+    return SessionOptions.parse(
+        role_arn,
+        role_session_name=role_session_name,
+        duration_seconds=duration_seconds,
+        external_id=external_id,
+        region_name=region_name,
+        profile_name=profile_name,
+        source_profile=source_profile,
+        base_session=base_session,
+        clock=clock,
+    ).build()
+
+
+def non_refreshing_problem(credentials: Credentials | None) -> str | None:
+    """Say what is wrong with credentials that carry a session token but cannot refresh.
+
+    Args:
+        credentials: What ``session.get_credentials()`` returned.
+
+    Returns:
+        A sentence saying what stops working and what to do, or None when the credentials
+        refresh themselves or are long-term keys.
+    """
+    if credentials is None or isinstance(credentials, RefreshableCredentials):
+        return None
+    if not credentials.get_frozen_credentials().token:
+        return None
+    method = getattr(credentials, "method", None) or "unknown"
+    return (
+        f"the credentials in use (source: {method}) carry a session token but cannot refresh, "
+        "so delivery stops when that session expires; pass role_arn= (and the source "
+        "credentials) or profile_name= to RefreshingCloudWatchLogHandler instead of keys "
+        "from one AssumeRole answer, or export AWS_CONTAINER_CREDENTIALS_* / use a profile "
+        "with credential_process"
+    )

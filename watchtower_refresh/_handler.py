@@ -1,0 +1,970 @@
+"""``RefreshingCloudWatchLogHandler``: watchtower's handler, rebuilt around refreshing credentials.
+
+How a record travels:
+
+1. ``emit()`` (caller's thread) formats the record, sizes it, truncates it if needed and
+   appends an ``Event`` to one bounded in-memory queue. Nothing else: no clock read, no
+   stream-name formatting unless the template has a per-record field, no network.
+2. One sender thread per handler drains the queue when a batch is full, ``send_interval``
+   has passed since the oldest waiting event, or ``flush()``/``close()`` asks. It builds the
+   ``logs`` client on first use (so the constructor does no I/O), creates the group and
+   streams, splits events into batches within the service limits and puts them.
+3. Each failure is classified by its error code: refresh the credentials and resend, back
+   off and resend, create the missing group or stream and resend, or give up on that batch
+   with one warning that says what to change. Every record ends up counted in ``stats``:
+   delivered, or dropped with a reason.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import enum
+import logging
+import math
+import os
+import platform
+import random
+import string
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import watchtower
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+
+from ._batching import (
+    EVENT_OVERHEAD,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_EVENTS,
+    MAX_EVENT_BYTES,
+    Event,
+    count_rejected,
+    split_batches,
+    truncate,
+    utf8_size,
+)
+from ._credentials import SessionOptions, non_refreshing_problem
+from ._exceptions import ConfigurationError, WatchtowerRefreshWarning
+from ._options import (
+    as_bool,
+    as_callable,
+    as_float,
+    as_int,
+    as_optional_str,
+    as_tags,
+    check_pattern,
+)
+from ._redact import install_redaction, redact
+
+if TYPE_CHECKING:
+    from mypy_boto3_logs import CloudWatchLogsClient
+
+__all__ = ["DeliveryStats", "RefreshingCloudWatchLogHandler"]
+
+DEFAULT_LOG_GROUP_NAME = "watchtower"
+DEFAULT_LOG_STREAM_NAME = watchtower.DEFAULT_LOG_STREAM_NAME
+DEFAULT_QUEUE_MAX_EVENTS = 100_000
+DEFAULT_QUEUE_MAX_BYTES = 64 * 1024 * 1024
+RETENTION_DAYS = frozenset(
+    (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557)
+) | frozenset((2922, 3288, 3653))
+_STREAM_FIELDS = frozenset(
+    ("machine_name", "program_name", "process_id", "logger_name", "thread_name", "strftime")
+)
+_PER_RECORD_FIELDS = frozenset(("logger_name", "thread_name", "strftime"))
+_LOG_GROUP_RULE = "1 to 512 characters of letters, digits and _-./#"
+
+_BACKOFF_BASE = 0.1  # seconds
+_BACKOFF_CAP = 20.0  # seconds
+_MAX_QUICK_RETRIES = 2  # refresh or create-and-resend this often before backing off too
+
+_EXPIRED_CODES = frozenset(("ExpiredTokenException", "ExpiredToken", "RequestExpired"))
+_MISSING_CODES = frozenset(("ResourceNotFoundException",))
+_TRANSIENT_CODES = frozenset(
+    (
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ServiceUnavailableException",
+        "ServiceUnavailable",
+        "InternalFailure",
+        "InternalServerError",
+        "OperationAbortedException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "IDPCommunicationError",
+    )
+)
+
+_local = threading.local()
+
+
+def _in_delivery() -> bool:
+    """True in a thread that is sending logs: what it logs must not come back to us."""
+    return getattr(_local, "delivering", False)
+
+
+class _Outcome(enum.Enum):
+    REFRESH = "refresh credentials and resend"
+    CREATE = "create the group or stream and resend"
+    BACKOFF = "back off and resend"
+    GIVE_UP = "drop the batch"
+
+
+def _error_code(exc: BaseException) -> str | None:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "")) or None
+    return None
+
+
+def _classify(exc: BaseException) -> _Outcome:
+    """Decide what to do about a failed put, from the error code rather than the HTTP status."""
+    code = _error_code(exc)
+    if code is not None and isinstance(exc, ClientError):
+        if code in _EXPIRED_CODES:
+            return _Outcome.REFRESH
+        if code in _MISSING_CODES and exc.operation_name == "PutLogEvents":
+            return _Outcome.CREATE
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+            return _Outcome.BACKOFF
+        return _Outcome.GIVE_UP
+    if isinstance(exc, (NoRegionError, NoCredentialsError, PartialCredentialsError)):
+        return _Outcome.GIVE_UP
+    if isinstance(exc, (BotoConnectionError, HTTPClientError, CredentialRetrievalError)):
+        return _Outcome.BACKOFF
+    if isinstance(exc, BotoCoreError):
+        return _Outcome.GIVE_UP
+    return _Outcome.BACKOFF
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliveryStats:
+    """A snapshot of what a handler did with the records it was given.
+
+    Every record given to ``emit()`` ends up in ``delivered``, ``rejected``, one of the
+    ``dropped`` reasons, or ``queued`` (still waiting or in flight).
+    """
+
+    delivered: int = 0
+    """Events the service accepted."""
+    rejected: int = 0
+    """Events the service refused one by one (too new, too old, expired); see ``dropped``."""
+    dropped: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    """Records given up, by reason: ``queue_full``, ``closed``, ``shutdown``, ``empty``,
+    ``format_error``, ``too_new``, ``too_old``, ``expired``, or the AWS error code or
+    exception name that refused the batch."""
+    retried: int = 0
+    """Puts resent after a throttle, a 5xx, a connection error or a missing resource."""
+    credential_refreshes: int = 0
+    """Times fresh credentials were fetched after the service said the token had expired."""
+    truncated: int = 0
+    """Messages cut to ``max_message_size``."""
+    queued: int = 0
+    """Records waiting to be sent or in flight."""
+
+    @property
+    def dropped_total(self) -> int:
+        """Records given up, whatever the reason."""
+        return sum(self.dropped.values())
+
+
+def _pick_alias(
+    name: str, value: str | None, default: str | None, old_name: str, old_value: str | None
+) -> str | None:
+    """Return the value of an option that watchtower also accepts under an older name."""
+    if old_value is None:
+        return value
+    if value != default:
+        message = f"give {name} or its older name {old_name}, not both"
+        raise ConfigurationError(message)
+    if old_name != "boto3_profile_name":
+        warnings.warn(f"{old_name} is deprecated: use {name}", DeprecationWarning, stacklevel=4)
+    return old_value
+
+
+def _warn(message: str) -> None:
+    """Issue a WatchtowerRefreshWarning that cannot raise into a sender or a caller.
+
+    Under ``-W error`` a warning becomes an exception in whichever thread issues it; the
+    message is then written to stderr instead.
+    """
+    try:
+        warnings.warn(redact(message), WatchtowerRefreshWarning, stacklevel=3)
+    except Exception:
+        with contextlib.suppress(Exception):  # nowhere left to report to
+            sys.stderr.write(f"WatchtowerRefreshWarning: {redact(message)}\n")
+
+
+class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
+    """A logging handler that ships records to CloudWatch Logs with refreshing credentials.
+
+    A drop-in subclass of ``watchtower.CloudWatchLogHandler``: it takes watchtower's
+    arguments, plus the ones that say where credentials come from. The constructor only
+    validates; it builds no client and makes no network call, so it is safe at import time
+    and in Lambda's init phase. The ``logs`` client is built once per process, on the sender
+    thread, at the first delivery; after ``os.fork()`` the child builds its own.
+
+    Every option may be given as a string, so ``logging.config.dictConfig`` can build the
+    handler from YAML, JSON or INI with
+    ``"()": "watchtower_refresh.RefreshingCloudWatchLogHandler"``.
+
+    Args:
+        log_group_name: Log group to write to; 1 to 512 characters of ``[A-Za-z0-9_./#-]``.
+        log_stream_name: Stream name template with watchtower's fields ``{machine_name}``,
+            ``{program_name}``, ``{process_id}``, ``{logger_name}``, ``{thread_name}`` and
+            ``{strftime:%Y-%m-%d}`` (UTC, from the record's time). Colons and ``*`` in the
+            result become ``-``.
+        use_queues: True (the default) sends from a background thread in batches; False
+            sends each record from the caller's thread, with the same refresh and retry
+            rules, waiting at most ``flush_timeout`` seconds per record.
+        send_interval: Longest time, in seconds, a record waits before its batch is sent.
+        max_batch_size: Largest batch in bytes (UTF-8 message bytes + 26 per event), at most
+            1,048,576.
+        max_batch_count: Most events per batch, at most 10,000.
+        boto3_client: A ready ``logs`` client. Its credentials are used as they are: if they
+            expire, nothing can refresh them; prefer the options below.
+        boto3_profile_name: watchtower's name for ``profile_name``.
+        create_log_group: Create the group if it does not exist (needs
+            ``logs:CreateLogGroup``).
+        log_group_tags: Tags for the group: a mapping, a JSON object, or ``k=v,k2=v2``.
+        json_serialize_default: ``default`` function for ``json.dumps`` of dict messages,
+            or its dotted path.
+        log_group_retention_days: Retention policy for the group, in days (one of the
+            values CloudWatch Logs accepts), or None to leave it.
+        create_log_stream: Create streams as needed (needs ``logs:CreateLogStream``).
+        max_message_size: Largest event in bytes, counting the 26-byte overhead; default and
+            maximum 1,048,576. A longer message is cut and ends with
+            ``[truncated: N bytes in all]``.
+        log_group: Deprecated watchtower alias of ``log_group_name``.
+        stream_name: Deprecated watchtower alias of ``log_stream_name``.
+        role_arn: Role to assume for delivery; see ``refreshable_session``.
+        role_session_name: RoleSessionName, 2 to 64 characters; default ``program@host``.
+        duration_seconds: Credential lifetime to request, 900 to 43,200 seconds.
+        external_id: ExternalId for AssumeRole.
+        region_name: Region of CloudWatch Logs and STS.
+        profile_name: Profile to use (with ``role_arn``: the source of credentials).
+        endpoint_url: CloudWatch Logs endpoint, e.g. a VPC endpoint or a local stand-in.
+            ``AWS_ENDPOINT_URL_LOGS`` and ``AWS_ENDPOINT_URL`` are honoured without it.
+        session_factory: A callable returning a ``boto3.Session``, or its dotted path
+            (``package.module:function``). Called on the sender thread at first delivery
+            and again after an expired-token error. Excludes the credential options above.
+        queue_max_events: Most records held in memory (queued or in flight); more are
+            dropped and counted as ``queue_full``. Default 100,000.
+        queue_max_bytes: Most message bytes held in memory, counting 26 bytes per record.
+            Default 64 MiB.
+        flush_timeout: Longest time, in seconds, that ``close()`` (and so interpreter exit)
+            waits for delivery, and that a record waits in ``use_queues=False`` mode.
+            Default 10.
+        level: The handler's level.
+    """
+
+    def __init__(
+        self,
+        log_group_name: str = DEFAULT_LOG_GROUP_NAME,
+        log_stream_name: str = DEFAULT_LOG_STREAM_NAME,
+        use_queues: bool | str = True,
+        send_interval: float | str = 5.0,
+        max_batch_size: int | str = MAX_BATCH_BYTES,
+        max_batch_count: int | str = MAX_BATCH_EVENTS,
+        boto3_client: Any = None,
+        boto3_profile_name: str | None = None,
+        create_log_group: bool | str = True,
+        log_group_tags: Mapping[str, str] | str | None = None,
+        json_serialize_default: Callable[[Any], Any] | str | None = None,
+        log_group_retention_days: int | str | None = None,
+        create_log_stream: bool | str = True,
+        max_message_size: int | str = MAX_EVENT_BYTES,
+        log_group: str | None = None,
+        stream_name: str | None = None,
+        *,
+        role_arn: str | None = None,
+        role_session_name: str | None = None,
+        duration_seconds: int | str | None = None,
+        external_id: str | None = None,
+        region_name: str | None = None,
+        profile_name: str | None = None,
+        endpoint_url: str | None = None,
+        session_factory: Callable[[], boto3.Session] | str | None = None,
+        queue_max_events: int | str = DEFAULT_QUEUE_MAX_EVENTS,
+        queue_max_bytes: int | str = DEFAULT_QUEUE_MAX_BYTES,
+        flush_timeout: float | str = 10.0,
+        level: int | str = logging.NOTSET,
+    ) -> None:
+        # watchtower's __init__ builds a client and calls AWS; only logging's runs here.
+        logging.Handler.__init__(self, level)
+        install_redaction()
+        group = _pick_alias(
+            "log_group_name", log_group_name, DEFAULT_LOG_GROUP_NAME, "log_group", log_group
+        )
+        self.log_group_name = check_pattern(
+            "log_group_name", str(group), r"[\w\-./#]{1,512}", _LOG_GROUP_RULE
+        )
+        template = _pick_alias(
+            "log_stream_name", log_stream_name, DEFAULT_LOG_STREAM_NAME, "stream_name", stream_name
+        )
+        self.log_stream_name = self._check_template(str(template))
+        self.use_queues = as_bool("use_queues", use_queues)
+        # watchtower annotates whole seconds; fractions work here.
+        interval = as_float("send_interval", send_interval, minimum=0.0)
+        self.send_interval = interval  # type: ignore[assignment]
+        self.max_batch_size = as_int(
+            "max_batch_size", max_batch_size, minimum=EVENT_OVERHEAD + 1, maximum=MAX_BATCH_BYTES
+        )
+        self.max_batch_count = as_int(
+            "max_batch_count", max_batch_count, minimum=1, maximum=MAX_BATCH_EVENTS
+        )
+        self.max_message_size = as_int(
+            "max_message_size",
+            max_message_size,
+            minimum=EVENT_OVERHEAD + 64,
+            maximum=MAX_EVENT_BYTES,
+        )
+        self.create_log_group = as_bool("create_log_group", create_log_group)
+        self.create_log_stream = as_bool("create_log_stream", create_log_stream)
+        self.log_group_tags = as_tags("log_group_tags", log_group_tags)
+        self.log_group_retention_days = self._check_retention(log_group_retention_days)
+        self.queue_max_events = as_int("queue_max_events", queue_max_events, minimum=1)
+        self.queue_max_bytes = as_int(
+            "queue_max_bytes", queue_max_bytes, minimum=self.max_message_size
+        )
+        self.flush_timeout = as_float("flush_timeout", flush_timeout, minimum=0.0)
+        self.region_name = as_optional_str("region_name", region_name)
+        self.endpoint_url = as_optional_str("endpoint_url", endpoint_url)
+        serializer = as_callable("json_serialize_default", json_serialize_default)
+        self.json_serialize_default = serializer or watchtower._json_serialize_default
+        self.setFormatter(watchtower.CloudWatchLogFormatter(json_serialize_default=serializer))
+        self._fixed_client = boto3_client
+        self._session_factory = self._make_session_factory(
+            boto3_client=boto3_client,
+            session_factory=session_factory,
+            role_arn=role_arn,
+            role_session_name=role_session_name,
+            duration_seconds=duration_seconds,
+            external_id=external_id,
+            profile_name=_pick_alias(
+                "profile_name", profile_name, None, "boto3_profile_name", boto3_profile_name
+            ),
+        )
+        self._body_limit = self.max_message_size - EVENT_OVERHEAD
+        fields = {name for _, name, _, _ in string.Formatter().parse(self.log_stream_name) if name}
+        self._per_record_stream = bool(fields & _PER_RECORD_FIELDS)
+        self._reset_state()
+
+    # ----------------------------------------------------------------- validation
+
+    @staticmethod
+    def _check_template(template: str) -> str:
+        try:
+            fields = [field for _, field, _, _ in string.Formatter().parse(template) if field]
+        except ValueError as exc:
+            message = f"log_stream_name {template!r} is not a valid template: {exc}"
+            raise ConfigurationError(message) from None
+        unknown = sorted(set(fields) - _STREAM_FIELDS)
+        if unknown or not template:
+            message = (
+                f"log_stream_name {template!r} uses unknown fields {unknown}; "
+                f"known fields: {', '.join(sorted(_STREAM_FIELDS))}"
+            )
+            raise ConfigurationError(message)
+        return template
+
+    @staticmethod
+    def _check_retention(value: int | str | None) -> int | None:
+        if value is None or value == "":
+            return None
+        days = as_int("log_group_retention_days", value, minimum=1)
+        if days not in RETENTION_DAYS:
+            allowed = ", ".join(str(day) for day in sorted(RETENTION_DAYS))
+            message = f"log_group_retention_days must be one of {allowed}, not {days}"
+            raise ConfigurationError(message)
+        return days
+
+    def _make_session_factory(
+        self,
+        *,
+        boto3_client: Any,
+        session_factory: Callable[[], boto3.Session] | str | None,
+        role_arn: str | None,
+        role_session_name: str | None,
+        duration_seconds: int | str | None,
+        external_id: str | None,
+        profile_name: str | None,
+    ) -> Callable[[], boto3.Session]:
+        factory = as_callable("session_factory", session_factory)
+        credential_options = {
+            "role_arn": role_arn,
+            "role_session_name": role_session_name,
+            "duration_seconds": duration_seconds,
+            "external_id": external_id,
+            "profile_name": profile_name,
+            "session_factory": factory,
+        }
+        given = [key for key, value in credential_options.items() if value not in (None, "")]
+        if boto3_client is not None and given:
+            message = f"boto3_client excludes {', '.join(given)}: give one source of credentials"
+            raise ConfigurationError(message)
+        if factory is not None:
+            if len(given) > 1:
+                others = ", ".join(given[:-1])
+                message = f"session_factory excludes {others}: give one source of credentials"
+                raise ConfigurationError(message)
+            return factory
+        # Validated now, so a typo fails at configuration time; built at first delivery.
+        return SessionOptions.parse(
+            role_arn,
+            role_session_name=role_session_name,
+            duration_seconds=duration_seconds,
+            external_id=external_id,
+            region_name=self.region_name,
+            profile_name=profile_name,
+        ).build
+
+    # ----------------------------------------------------------------- state
+
+    def createLock(self) -> None:
+        """Create the handler's lock (logging calls this from ``__init__``)."""
+        logging.Handler.createLock(self)
+
+    def _at_fork_reinit(self) -> None:
+        # logging calls this in a forked child: the parent's thread, client and queued
+        # records stay with the parent, which delivers them; the child starts afresh.
+        logging.Handler._at_fork_reinit(self)  # type: ignore[attr-defined]
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: collections.deque[Event] = collections.deque()
+        self._pending_bytes = 0  # bytes in _queue, with overhead
+        self._held_events = 0  # records in _queue or in flight
+        self._held_bytes = 0
+        self._oldest_pending = 0.0  # monotonic time the oldest record in _queue arrived
+        self._enqueued_seq = 0
+        self._acked_seq = 0
+        self._flush_target = 0
+        self._closing_deadline: float | None = None
+        self._closed = False
+        self._sender: threading.Thread | None = None
+        self._wakeup = threading.Event()
+        self._overflowing = False
+        self._warned: set[str] = set()  # warnings given once per process
+        self._failing: set[str] = set()  # delivery failures warned since the last success
+        self._refreshable = self._fixed_client is None  # a given client cannot be refreshed
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._dropped: collections.Counter[str] = collections.Counter()
+        self._client_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._client: CloudWatchLogsClient | None = self._fixed_client
+        self._session: boto3.Session | None = None
+        self._group_ready = False
+        self._ready_streams: set[str] = set()
+        self._fixed_stream: str | None = None
+
+    @property
+    def stats(self) -> DeliveryStats:
+        """What this handler did with its records in this process, as a snapshot."""
+        with self._cond:
+            return DeliveryStats(
+                delivered=self._counts["delivered"],
+                rejected=self._counts["rejected"],
+                dropped=dict(self._dropped),
+                retried=self._counts["retried"],
+                credential_refreshes=self._counts["credential_refreshes"],
+                truncated=self._counts["truncated"],
+                queued=self._held_events,
+            )
+
+    @property  # type: ignore[override]  # watchtower's attribute, built lazily here
+    def cwl_client(self) -> CloudWatchLogsClient:
+        """The ``logs`` client, built on first access (which resolves credentials)."""
+        return self._get_client()
+
+    @cwl_client.setter
+    def cwl_client(self, client: CloudWatchLogsClient) -> None:
+        with self._client_lock:
+            self._fixed_client = self._client = client
+            self._refreshable = False
+
+    # ----------------------------------------------------------------- caller's thread
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Handle ``record`` unless the current thread is delivering logs.
+
+        Records that botocore or urllib3 log while we send are dropped here, before the
+        handler's lock is taken, so delivery can neither recurse nor deadlock.
+        """
+        if _in_delivery():
+            return False
+        return super().handle(record)
+
+    def _stream_for(self, record: logging.LogRecord) -> str:
+        if not self._per_record_stream:
+            stream = self._fixed_stream
+            if stream is None:  # once per process: _reset_state clears it after a fork
+                stream = self._fixed_stream = self._format_stream(record)
+            return stream
+        return self._format_stream(record)
+
+    def _format_stream(self, record: logging.LogRecord) -> str:
+        name = self.log_stream_name.format(
+            machine_name=platform.node(),
+            program_name=sys.argv[0] if sys.argv else "python",
+            process_id=os.getpid(),
+            logger_name=record.name,
+            thread_name=record.threadName,
+            strftime=datetime.fromtimestamp(record.created, timezone.utc),
+        )
+        return name.replace(":", "-").replace("*", "-")[:512] or "-"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Format ``record`` and queue it; never raises into the application.
+
+        Takes constant time: no network, no clock read in the common case. A record that
+        cannot be queued (formatting error, empty message, full queue, closed handler) is
+        counted in ``stats.dropped`` with its reason.
+        """
+        try:
+            message, size = utf8_size(self.format(record))
+        except Exception:
+            self._drop_one("format_error")
+            self.handleError(record)
+            return
+        try:
+            if not message:
+                self._drop_one("empty", "an empty message cannot be sent to CloudWatch Logs")
+                return
+            if size > self._body_limit:
+                message, size = truncate(message, size, self._body_limit)
+                self._count("truncated")
+            event = Event(self._stream_for(record), int(record.created * 1000), message, size)
+            if self.use_queues:
+                self._enqueue(event)
+            else:
+                self._send_now(event)
+        except Exception:
+            self._drop_one("internal_error")
+            self.handleError(record)
+
+    def _drop_one(self, reason: str, warning: str | None = None) -> None:
+        with self._cond:
+            self._dropped[reason] += 1
+            first = reason not in self._warned
+            self._warned.add(reason)
+        if warning and first:
+            _warn(f"{warning}; such records are dropped and counted in stats.dropped[{reason!r}]")
+
+    def _enqueue(self, event: Event) -> None:
+        cost = event.size + EVENT_OVERHEAD
+        with self._cond:
+            if self._closed:
+                refused = "closed"
+            elif (
+                self._held_events >= self.queue_max_events
+                or self._held_bytes + cost > self.queue_max_bytes
+            ):
+                refused = "queue_full"
+            else:
+                was_empty = not self._queue
+                if was_empty:
+                    self._oldest_pending = time.monotonic()
+                self._queue.append(event)
+                self._pending_bytes += cost
+                self._held_events += 1
+                self._held_bytes += cost
+                self._enqueued_seq += 1
+                if self._sender is None:
+                    self._start_sender()
+                elif (
+                    was_empty  # the sender sleeps until told: it starts the send_interval timer
+                    or len(self._queue) >= self.max_batch_count
+                    or self._pending_bytes >= self.max_batch_size
+                ):
+                    self._cond.notify()
+                return
+            self._dropped[refused] += 1
+            first_overflow = refused == "queue_full" and not self._overflowing
+            self._overflowing = self._overflowing or refused == "queue_full"
+            first_closed = refused == "closed" and "closed" not in self._warned
+            self._warned.add(refused)
+        if first_overflow:
+            _warn(
+                f"the queue of log group {self.log_group_name} is full "
+                f"({self.queue_max_events} records or {self.queue_max_bytes} bytes): "
+                "records are dropped and counted in stats.dropped['queue_full'] until it drains"
+            )
+        elif first_closed:
+            _warn(
+                f"a record was logged to the closed handler of log group {self.log_group_name}; "
+                "it is dropped and counted in stats.dropped['closed']"
+            )
+
+    def _start_sender(self) -> None:
+        sender = threading.Thread(
+            target=self._run_sender, name="watchtower-refresh-sender", daemon=True
+        )
+        self._sender = sender
+        sender.start()
+
+    def _send_now(self, event: Event) -> None:
+        with self._sync_lock:
+            _local.delivering = True
+            try:
+                self._deliver([event], deadline=time.monotonic() + self.flush_timeout)
+            finally:
+                _local.delivering = False
+
+    # ----------------------------------------------------------------- flush and close
+
+    # A superset of logging's flush(): the argument is optional, the result may be ignored.
+    def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]
+        """Wait until every record queued before this call is delivered or dropped.
+
+        Args:
+            timeout: Longest wait in seconds; default ``flush_timeout``.
+
+        Returns:
+            True if everything queued before the call was handled in time.
+        """
+        wait = self.flush_timeout if timeout is None else max(0.0, timeout)
+        with self._cond:
+            target = self._enqueued_seq
+            if self._sender is None or self._acked_seq >= target:
+                return True
+            self._flush_target = max(self._flush_target, target)
+            self._cond.notify_all()
+            return self._cond.wait_for(lambda: self._acked_seq >= target, wait)
+
+    def close(self) -> None:
+        """Deliver what is queued (waiting at most ``flush_timeout`` seconds) and stop.
+
+        Idempotent. Records still undelivered when the time is up are counted as
+        ``shutdown`` in ``stats.dropped`` and reported in one warning. logging calls this at
+        interpreter exit, so pending records are sent even if the application never does.
+        """
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._closing_deadline = time.monotonic() + self.flush_timeout
+            sender = self._sender
+            self._cond.notify_all()
+        if sender is not None and sender is not threading.current_thread():
+            sender.join(self.flush_timeout + 1.0)
+            self._wakeup.set()  # cut short a backoff sleep past the deadline
+            sender.join(1.0)
+        logging.Handler.close(self)
+
+    # ----------------------------------------------------------------- sender thread
+
+    def _seconds_to_wait(self) -> float | None:
+        """How long the sender waits before draining: 0 now, inf until told, None to stop.
+
+        Called with ``_cond`` held.
+        """
+        if self._closed:
+            return 0.0 if self._queue else None
+        if not self._queue:
+            return math.inf
+        if (
+            self._flush_target > self._acked_seq
+            or len(self._queue) >= self.max_batch_count
+            or self._pending_bytes >= self.max_batch_size
+        ):
+            return 0.0
+        return max(0.0, self._oldest_pending + self.send_interval - time.monotonic())
+
+    def _run_sender(self) -> None:
+        _local.delivering = True
+        while True:
+            with self._cond:
+                wait = self._seconds_to_wait()
+                while wait:
+                    self._cond.wait(None if wait == math.inf else wait)
+                    wait = self._seconds_to_wait()
+                if wait is None:
+                    self._cond.notify_all()
+                    return
+                batch = list(self._queue)
+                self._queue.clear()
+                self._pending_bytes = 0
+                drained_seq = self._enqueued_seq
+            try:
+                self._deliver(batch, deadline=None)
+            except Exception as exc:  # keep the sender alive whatever happens
+                self._give_up(batch, "internal_error", f"internal error while sending: {exc!r}")
+            with self._cond:
+                self._acked_seq = drained_seq
+                if self._overflowing and self._held_events < self.queue_max_events // 2:
+                    self._overflowing = False
+                self._cond.notify_all()
+
+    def _deliver(self, events: list[Event], deadline: float | None) -> None:
+        by_stream: dict[str, list[Event]] = {}
+        for event in events:
+            by_stream.setdefault(event.stream, []).append(event)
+        for stream, stream_events in by_stream.items():
+            for batch in split_batches(stream_events, self.max_batch_size, self.max_batch_count):
+                self._put(stream, batch, deadline)
+
+    def _release(self, batch: list[Event]) -> None:
+        """Free the queue space ``batch`` held (called with ``_cond`` held)."""
+        if self.use_queues:  # use_queues=False never holds records
+            self._held_events -= len(batch)
+            self._held_bytes -= sum(event.size for event in batch) + EVENT_OVERHEAD * len(batch)
+
+    def _give_up(self, batch: list[Event], reason: str, warning: str) -> None:
+        with self._cond:
+            self._dropped[reason] += len(batch)
+            first = reason not in self._failing
+            self._failing.add(reason)
+            self._release(batch)
+        if first:
+            _warn(f"{warning} ({len(batch)} records dropped, counted in stats.dropped[{reason!r}])")
+
+    def _put(self, stream: str, batch: list[Event], deadline: float | None) -> None:
+        attempt = quick = 0
+        while True:
+            try:
+                client = self._get_client()
+                self._prepare(client, stream)
+                response = client.put_log_events(
+                    logGroupName=self.log_group_name,
+                    logStreamName=stream,
+                    logEvents=[{"timestamp": e.timestamp, "message": e.message} for e in batch],
+                )
+            except Exception as exc:
+                outcome = _classify(exc)
+                if outcome is _Outcome.REFRESH and not self._refreshable:
+                    outcome = _Outcome.GIVE_UP
+                if outcome is _Outcome.CREATE and (
+                    quick >= _MAX_QUICK_RETRIES
+                    or not (self.create_log_group or self.create_log_stream)
+                ):
+                    outcome = _Outcome.GIVE_UP
+                if outcome is _Outcome.GIVE_UP:
+                    reason = _error_code(exc) or type(exc).__name__
+                    self._give_up(batch, reason, self._advice(exc, stream))
+                    return
+                if outcome is _Outcome.REFRESH:
+                    self._discard_client()
+                    self._count("credential_refreshes")
+                else:
+                    self._count("retried")
+                if outcome is _Outcome.CREATE:
+                    self._forget(stream)
+                if outcome is not _Outcome.BACKOFF and quick < _MAX_QUICK_RETRIES:
+                    quick += 1
+                    continue
+                if not self._backoff(attempt, deadline):
+                    reason = "shutdown" if self._closed else "timeout"
+                    advice = self._advice(exc, stream)
+                    self._give_up(batch, reason, f"gave up resending: {advice}")
+                    return
+                attempt += 1
+                continue
+            self._acknowledge(batch, response.get("rejectedLogEventsInfo"))
+            return
+
+    def _acknowledge(self, batch: list[Event], rejected_info: Any) -> None:
+        rejected = count_rejected(rejected_info, len(batch))
+        with self._cond:
+            self._counts["delivered"] += len(batch) - rejected.total
+            self._counts["rejected"] += rejected.total
+            for reason, count in rejected._asdict().items():
+                if count:
+                    self._dropped[reason] += count
+            self._failing.clear()  # a success ends the failure episode: the next one warns again
+            first_rejection = rejected.total > 0 and "rejected" not in self._warned
+            if first_rejection:
+                self._warned.add("rejected")
+            self._release(batch)
+        if first_rejection:
+            _warn(
+                f"CloudWatch Logs refused {rejected.total} of {len(batch)} events as more than "
+                "2 hours ahead or older than 14 days or the group's retention; counted in "
+                "stats.dropped['too_new'|'too_old'|'expired']"
+            )
+
+    def _count(self, name: str) -> None:
+        with self._cond:
+            self._counts[name] += 1
+
+    def _backoff(self, attempt: int, deadline: float | None) -> bool:
+        """Sleep with full jitter; False when the deadline (or close's) leaves no time."""
+        delay = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
+        limits = [d for d in (deadline, self._closing_deadline) if d is not None]
+        if limits:
+            remaining = min(limits) - time.monotonic()
+            if remaining <= 0:
+                return False
+            delay = min(delay, remaining)
+        self._wakeup.wait(delay)
+        return not (self._closed and self._wakeup.is_set())
+
+    # ----------------------------------------------------------------- AWS side
+
+    def _get_client(self) -> CloudWatchLogsClient:
+        with self._client_lock:
+            if self._client is not None:
+                return self._client
+            session = self._session_factory()
+            problem = non_refreshing_problem(session.get_credentials())
+            self._refreshable = problem is None
+            if problem and "non_refreshing" not in self._warned:
+                self._warned.add("non_refreshing")
+                _warn(problem)
+            client: CloudWatchLogsClient = session.client(
+                "logs",
+                region_name=self.region_name,
+                endpoint_url=self.endpoint_url,
+                config=Config(
+                    # Retries are ours: they refresh credentials and never drop a batch.
+                    retries={"total_max_attempts": 1},
+                    connect_timeout=5,
+                    read_timeout=30,
+                    user_agent_extra="watchtower-refresh",
+                ),
+            )
+            self._session, self._client = session, client
+            return client
+
+    def _discard_client(self) -> None:
+        with self._client_lock:
+            if self._client is not self._fixed_client:
+                self._client = None
+
+    def _forget(self, stream: str) -> None:
+        self._group_ready = False
+        self._ready_streams.discard(stream)
+
+    def _prepare(self, client: CloudWatchLogsClient, stream: str) -> None:
+        if not self._group_ready:
+            if self.create_log_group:
+                self._create_group(client)
+            if self.log_group_retention_days is not None:
+                self._setup_call(
+                    "PutRetentionPolicy",
+                    lambda: client.put_retention_policy(
+                        logGroupName=self.log_group_name,
+                        retentionInDays=self.log_group_retention_days or 1,
+                    ),
+                )
+            self._group_ready = True
+        if stream not in self._ready_streams:
+            if self.create_log_stream:
+                self._setup_call(
+                    "CreateLogStream",
+                    lambda: client.create_log_stream(
+                        logGroupName=self.log_group_name, logStreamName=stream
+                    ),
+                )
+            self._ready_streams.add(stream)
+
+    def _create_group(self, client: CloudWatchLogsClient) -> None:
+        tags = self.log_group_tags
+
+        def create() -> object:
+            if tags:
+                return client.create_log_group(logGroupName=self.log_group_name, tags=tags)
+            return client.create_log_group(logGroupName=self.log_group_name)
+
+        created = self._setup_call("CreateLogGroup", create)
+        if tags and not created:
+            self._setup_call(
+                "TagResource",
+                lambda: client.tag_resource(resourceArn=self._group_arn(client), tags=tags),
+            )
+
+    def _group_arn(self, client: CloudWatchLogsClient) -> str:
+        session = self._session or boto3.Session()
+        region = client.meta.region_name
+        sts = session.client("sts", region_name=region)
+        account = sts.get_caller_identity()["Account"]
+        partition = session.get_partition_for_region(region)
+        return f"arn:{partition}:logs:{region}:{account}:log-group:{self.log_group_name}"
+
+    def _setup_call(self, action: str, call: Callable[[], object]) -> bool:
+        """Run a group or stream set-up call; True if it created something.
+
+        "Already exists" is success. A refusal (access denied, invalid parameter) is
+        reported once and delivery goes on: the group may already be set up by someone who
+        holds the permission. Transient errors propagate, so the put is retried.
+        """
+        try:
+            call()
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code in ("ResourceAlreadyExistsException", "OperationAbortedException"):
+                return False
+            if _classify(exc) is not _Outcome.GIVE_UP:
+                raise
+            key = f"setup:{action}:{code}"
+            if key not in self._warned:
+                self._warned.add(key)
+                _warn(
+                    f"{action} on log group {self.log_group_name} failed: {exc}; "
+                    f"{self._permission_hint(action)}"
+                )
+            return False
+        return True
+
+    def _permission_hint(self, action: str) -> str:
+        switch = {
+            "CreateLogGroup": "; or create the group beforehand and pass create_log_group=False",
+            "CreateLogStream": "; or create the stream beforehand and pass create_log_stream=False",
+        }.get(action, "")
+        return f"grant logs:{action} on the group to the role in use{switch}"
+
+    def _advice(self, exc: BaseException, stream: str) -> str:
+        code = _error_code(exc)
+        where = f"log group {self.log_group_name}, stream {stream}"
+        if isinstance(exc, NoRegionError):
+            return (
+                f"no AWS region is configured for {where}: pass region_name= to the handler "
+                "or set AWS_REGION"
+            )
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            return (
+                f"no AWS credentials were found for {where}: pass role_arn= or profile_name=, "
+                "or run where a task, instance or pod role is available"
+            )
+        if code in _EXPIRED_CODES:
+            return (
+                f"the token of the boto3_client given for {where} has expired and cannot be "
+                "refreshed: pass role_arn=, profile_name= or session_factory= instead"
+            )
+        if code in ("AccessDeniedException", "AccessDenied"):
+            operation = exc.operation_name if isinstance(exc, ClientError) else "PutLogEvents"
+            service = "sts" if operation in ("AssumeRole", "GetCallerIdentity") else "logs"
+            return (
+                f"{operation} was denied for {where}: {exc}. Grant {service}:{operation} on "
+                "that resource to the identity in use ('watchtower-refresh policy' prints "
+                "the statements)"
+            )
+        if code == "ResourceNotFoundException":
+            return (
+                f"{where} does not exist and create_log_group/create_log_stream are off: create "
+                "it or turn creation on"
+            )
+        return f"sending to {where} failed: {exc}"

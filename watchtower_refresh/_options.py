@@ -1,0 +1,161 @@
+"""Argument validation shared by the handler and ``refreshable_session``.
+
+Every option may arrive as a plain string (from YAML, JSON, INI or an environment variable),
+so each helper accepts the typed value or its text and raises ``ConfigurationError`` naming
+the option and the accepted values.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._exceptions import ConfigurationError
+
+__all__ = [
+    "as_bool",
+    "as_callable",
+    "as_float",
+    "as_int",
+    "as_optional_str",
+    "as_tags",
+    "check_pattern",
+]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def as_bool(name: str, value: object) -> bool:
+    """Return ``value`` as a bool; accepts bools and true/false, yes/no, on/off, 1/0."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    message = f"{name} must be true or false, not {value!r}"
+    raise ConfigurationError(message)
+
+
+def as_int(name: str, value: object, *, minimum: int, maximum: int | None = None) -> int:
+    """Return ``value`` as an int within ``[minimum, maximum]``; accepts its decimal text."""
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        number = int(value)
+    if number is None or number < minimum or (maximum is not None and number > maximum):
+        upper = "" if maximum is None else f" and at most {maximum}"
+        message = f"{name} must be a whole number at least {minimum}{upper}, not {value!r}"
+        raise ConfigurationError(message)
+    return number
+
+
+def as_float(name: str, value: object, *, minimum: float, maximum: float | None = None) -> float:
+    """Return ``value`` as a float within ``[minimum, maximum]``; accepts its text.
+
+    A ``datetime.timedelta`` is accepted too, as watchtower accepts one for ``send_interval``.
+    """
+    total_seconds = getattr(value, "total_seconds", None)
+    number: float | None = None
+    if callable(total_seconds):
+        number = float(total_seconds())
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if (
+        number is None
+        or number != number  # NaN
+        or number < minimum
+        or (maximum is not None and number > maximum)
+    ):
+        upper = "" if maximum is None else f" and at most {maximum}"
+        message = f"{name} must be a number at least {minimum}{upper}, not {value!r}"
+        raise ConfigurationError(message)
+    return number
+
+
+def as_optional_str(name: str, value: object) -> str | None:
+    """Return ``value`` as a non-empty string, or None for None or an empty string."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        message = f"{name} must be a string, not {type(value).__name__}"
+        raise ConfigurationError(message)
+    stripped = value.strip()
+    return stripped or None
+
+
+def check_pattern(name: str, value: str, pattern: str, rule: str) -> str:
+    """Return ``value`` if it matches ``pattern`` in full; else raise, quoting ``rule``."""
+    if not re.fullmatch(pattern, value):
+        message = f"{name} {value!r} is invalid: {rule}"
+        raise ConfigurationError(message)
+    return value
+
+
+def as_tags(name: str, value: object) -> dict[str, str]:
+    """Return tags as a dict of strings.
+
+    Accepts a mapping, a JSON object, or ``key=value`` pairs separated by commas.
+    """
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                message = f"{name} is not a valid JSON object: {exc}"
+                raise ConfigurationError(message) from None
+        else:
+            pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+            if any(not sep or not key.strip() for key, sep, _ in pairs):
+                message = f"{name} must be key=value pairs separated by commas, not {text!r}"
+                raise ConfigurationError(message)
+            value = {key.strip(): val.strip() for key, _, val in pairs}
+    if not isinstance(value, Mapping):
+        message = f"{name} must be a mapping of tag names to values, not {type(value).__name__}"
+        raise ConfigurationError(message)
+    return {str(key): str(val) for key, val in value.items()}
+
+
+def as_callable(name: str, value: object) -> Callable[..., Any] | None:
+    """Return a callable given itself or its dotted path (``package.module:name`` or ``.name``).
+
+    The module is imported here, when the handler is configured, so a misspelt path fails
+    at start-up rather than at the first record.
+    """
+    if value is None or value == "":
+        return None
+    if callable(value):
+        return value
+    if not isinstance(value, str):
+        message = f"{name} must be a callable or a dotted path to one, not {type(value).__name__}"
+        raise ConfigurationError(message)
+    module_name, sep, attribute = value.partition(":")
+    if not sep:
+        module_name, _, attribute = value.rpartition(".")
+    if not module_name or not attribute:
+        message = f"{name} {value!r} is not a dotted path such as 'package.module:function'"
+        raise ConfigurationError(message)
+    try:
+        target: object = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        message = f"{name} {value!r} cannot be imported: {exc}"
+        raise ConfigurationError(message) from None
+    if not callable(target):
+        message = f"{name} {value!r} is not callable"
+        raise ConfigurationError(message)
+    return target
