@@ -1,0 +1,175 @@
+"""Refreshing sessions: modes, windows, regional STS, expiry from the answer, validation."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.credentials import Credentials, RefreshableCredentials
+from botocore.exceptions import NoRegionError
+
+from tests.conftest import REGION, ROLE_ARN
+from watchtower_refresh import ConfigurationError, refresh_windows, refreshable_session
+from watchtower_refresh._credentials import default_role_session_name, non_refreshing_problem
+from watchtower_refresh._fake_aws import FakeAWS, FakeClock
+
+
+class Stop(Exception):
+    """Raised from a before-send hook: the request is seen, never sent."""
+
+
+def capture_sts_requests(session: boto3.Session) -> list[Any]:
+    seen: list[Any] = []
+
+    def stop(request: Any, **_: Any) -> None:
+        seen.append(request)
+        raise Stop
+
+    session.events.register_first("before-send.sts", stop)
+    return seen
+
+
+def test_refresh_windows_fit_the_lifetime() -> None:
+    assert refresh_windows(900) == (225, 112.5)
+    assert refresh_windows(3600) == (900, 450)
+    assert refresh_windows(43_200) == (900, 600)
+    assert refresh_windows(-5) == (0, 0)
+
+
+def test_assumed_role_refreshes_by_the_answers_expiration(aws: FakeAWS, clock: FakeClock) -> None:
+    aws.injector.clock = clock
+    session = refreshable_session(ROLE_ARN, duration_seconds=900, clock=clock)
+    assert sum(aws.injector.counts.values()) == 0  # nothing fetched yet
+    credentials = session.get_credentials()
+    assert isinstance(credentials, RefreshableCredentials)
+    assert credentials.method == "assume-role"
+    assert aws.injector.counts["AssumeRole"] == 1
+    first = credentials.get_frozen_credentials()
+    clock.advance(600)  # 300 s left: more than a quarter, no refresh
+    assert credentials.get_frozen_credentials() == first
+    assert aws.injector.counts["AssumeRole"] == 1
+    clock.advance(100)  # 200 s left: refresh
+    assert credentials.get_frozen_credentials().token != first.token
+    assert aws.injector.counts["AssumeRole"] == 2
+
+
+def test_sts_goes_to_the_regional_endpoint() -> None:
+    base = boto3.Session(region_name="eu-west-1")
+    seen = capture_sts_requests(base)
+    session = refreshable_session(ROLE_ARN, base_session=base, external_id="tenant-7")
+    assert session.region_name == "eu-west-1"
+    with pytest.raises(Stop):
+        session.get_credentials()
+    assert seen[0].url == "https://sts.eu-west-1.amazonaws.com/"
+    body = seen[0].body.decode() if isinstance(seen[0].body, bytes) else str(seen[0].body)
+    assert "ExternalId=tenant-7" in body
+    assert "RoleSessionName=" in body
+
+
+def test_without_a_region_sts_is_never_called(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_REGION")
+    base = boto3.Session()
+    seen = capture_sts_requests(base)
+    session = refreshable_session(ROLE_ARN, base_session=base)
+    with pytest.raises(NoRegionError):
+        session.get_credentials()
+    assert seen == []
+
+
+def test_sts_endpoint_override_is_honoured(aws: FakeAWS, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", aws.endpoint_url)
+    credentials = refreshable_session(ROLE_ARN).get_credentials()
+    assert credentials is not None
+    assert str(credentials.get_frozen_credentials().access_key).startswith("ASIA")
+    assert aws.injector.counts["AssumeRole"] == 1
+
+
+def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    config = tmp_path / "config"
+    config.write_text(text)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+
+
+def test_profile_mode_uses_botocores_refreshing_providers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_config(
+        tmp_path,
+        monkeypatch,
+        "[profile dev]\naws_access_key_id = AKIADEVKEY0000000000\n"
+        "aws_secret_access_key = dev-secret\n"
+        "[profile deploy]\nrole_arn = arn:aws:iam::123456789012:role/deployer\n"
+        "source_profile = dev\nregion = eu-central-1\n",
+    )
+    dev = refreshable_session(profile_name="dev").get_credentials()
+    assert dev is not None
+    assert dev.method == "config-file"
+    deploy = refreshable_session(profile_name="deploy")
+    assert deploy.region_name == "eu-central-1"
+    credentials = deploy.get_credentials()  # deferred: nothing fetched yet
+    assert isinstance(credentials, RefreshableCredentials)
+    assert credentials.method == "assume-role"
+
+
+def test_role_assumed_from_a_source_profile(
+    aws: FakeAWS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_config(
+        tmp_path,
+        monkeypatch,
+        "[profile dev]\naws_access_key_id = AKIADEVKEY0000000000\naws_secret_access_key = s\n",
+    )
+    session = refreshable_session(ROLE_ARN, source_profile="dev", region_name=REGION)
+    logs = session.client("logs")
+    logs.create_log_group(logGroupName="/from/profile")
+    assert aws.injector.counts["AssumeRole"] == 1
+
+
+def test_default_chain_mode() -> None:
+    credentials = refreshable_session().get_credentials()
+    assert credentials is not None
+    assert credentials.method == "env"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"duration_seconds": 899}, "duration_seconds must be a whole number at least 900"),
+        ({"duration_seconds": 43_201}, "at most 43200"),
+        ({"role_session_name": "has space"}, "role_session_name 'has space' is invalid"),
+        ({"external_id": "x"}, "external_id 'x' is invalid"),
+        ({"profile_name": "a", "source_profile": "b"}, "not profile_name and source_profile"),
+    ],
+)
+def test_role_options_are_validated(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        refreshable_session(ROLE_ARN, **kwargs)
+
+
+def test_role_only_options_need_a_role() -> None:
+    with pytest.raises(ConfigurationError, match="duration_seconds, external_id only apply"):
+        refreshable_session(duration_seconds=900, external_id="abc")
+
+
+def test_default_session_name_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["/srv/my app:v2 (worker).py"])
+    name = default_role_session_name()
+    assert 2 <= len(name) <= 64
+    assert name.startswith("my-app-v2--worker-.py@")
+    monkeypatch.setattr(sys, "argv", [])
+    assert default_role_session_name().startswith("python@")
+
+
+def test_non_refreshing_problem() -> None:
+    assert non_refreshing_problem(None) is None
+    assert non_refreshing_problem(Credentials("AKIA", "secret")) is None
+    keys = ("ASIAEXAMPLEKEY000000", "s3cr3t-value", "t0ken-value")
+    problem = non_refreshing_problem(Credentials(*keys, method="env"))
+    assert problem is not None
+    assert "source: env" in problem
+    assert "role_arn=" in problem
+    assert not any(key in problem for key in keys)

@@ -1,0 +1,24 @@
+"""The public surface is exactly what __all__ says, and every private module declares its own."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import watchtower_refresh
+
+
+def test_all_is_exactly_the_public_surface() -> None:
+    public = {name for name in dir(watchtower_refresh) if not name.startswith("_")}
+    public -= {module.name for module in pkgutil.iter_modules(watchtower_refresh.__path__)}
+    assert set(watchtower_refresh.__all__) - {"__version__"} == public
+
+
+def test_every_module_declares_all_and_its_names_exist() -> None:
+    for module_info in pkgutil.iter_modules(watchtower_refresh.__path__):
+        if module_info.name == "__main__":
+            continue
+        module = importlib.import_module(f"watchtower_refresh.{module_info.name}")
+        assert isinstance(module.__all__, list), module_info.name
+        for name in module.__all__:
+            assert hasattr(module, name), f"{module_info.name}.{name}"
