@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,6 +22,7 @@ import boto3
 import pytest
 import watchtower
 
+import watchtower_refresh._handler
 from tests.conftest import REGION, ROLE_ARN
 from watchtower_refresh import (
     ConfigurationError,
@@ -720,3 +722,80 @@ def test_no_secret_in_any_output(
     assert "Response body" in captured.getvalue()  # botocore did log the STS answers
     for secret in secrets:
         assert secret not in everything
+
+
+# --------------------------------------------------------------------------- other sources
+
+
+def test_a_given_client_is_used_as_is(aws: FakeAWS, make_handler: Any, messages: Read) -> None:
+    client = boto3.client("logs")
+    handler = make_handler("/svc/given", boto3_client=client)
+    assert handler.cwl_client is client
+    logger_for(handler).info("through the given client")
+    assert handler.flush(timeout=10)
+    assert messages("/svc/given") == ["through the given client"]
+    assert aws.injector.counts["AssumeRole"] == 0
+
+
+def test_cwl_client_is_built_on_first_access(aws: FakeAWS, make_handler: Any) -> None:
+    handler = make_handler("/svc/lazy", role_arn=ROLE_ARN)
+    assert aws.injector.counts["AssumeRole"] == 0
+    assert handler.cwl_client.meta.region_name == REGION
+    assert aws.injector.counts["AssumeRole"] == 1
+    replacement = boto3.client("logs")
+    handler.cwl_client = replacement
+    assert handler.cwl_client is replacement
+
+
+def test_no_credentials_is_one_actionable_warning(
+    aws: FakeAWS, make_handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    handler = make_handler("/svc/nocreds")
+    logger = logger_for(handler)
+    with pytest.warns(WatchtowerRefreshWarning, match="no AWS credentials were found"):
+        logger.info("one")
+        assert handler.flush(timeout=10)
+    logger.info("two")  # same episode: counted, not warned again (-W error would raise)
+    assert handler.flush(timeout=10)
+    assert handler.stats.dropped == {"NoCredentialsError": 2}
+
+
+def test_a_failing_session_factory_drops_the_batch_and_recovers(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    calls: list[int] = []
+
+    def flaky() -> boto3.Session:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("vault unreachable")
+        return boto3.Session()
+
+    handler = make_handler("/svc/flaky", session_factory=flaky)
+    logger = logger_for(handler)
+    with pytest.warns(WatchtowerRefreshWarning, match="vault unreachable"):
+        logger.info("lost with the factory")
+        assert handler.flush(timeout=10)
+    logger.info("delivered")
+    assert handler.flush(timeout=10)
+    assert messages("/svc/flaky") == ["delivered"]
+    assert handler.stats.dropped == {"RuntimeError": 1}
+
+
+def test_records_are_sent_from_the_caller_when_no_thread_can_start(
+    aws: FakeAWS, make_handler: Any, messages: Read, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Unstartable(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    handler = make_handler("/svc/late")
+    shutting_down = types.SimpleNamespace(**{**vars(threading), "Thread": Unstartable})
+    monkeypatch.setattr(watchtower_refresh._handler, "threading", shutting_down)
+    logger_for(handler).info("logged during shutdown")
+    monkeypatch.undo()
+    assert messages("/svc/late") == ["logged during shutdown"]
+    assert handler.stats.delivered == 1
+    assert handler.stats.queued == 0

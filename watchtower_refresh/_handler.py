@@ -39,7 +39,6 @@ import boto3
 import watchtower
 from botocore.config import Config
 from botocore.exceptions import (
-    BotoCoreError,
     ClientError,
     CredentialRetrievalError,
     HTTPClientError,
@@ -150,13 +149,11 @@ def _classify(exc: BaseException) -> _Outcome:
         if code in _TRANSIENT_CODES or status >= 500 or status == 429:
             return _Outcome.BACKOFF
         return _Outcome.GIVE_UP
-    if isinstance(exc, (NoRegionError, NoCredentialsError, PartialCredentialsError)):
-        return _Outcome.GIVE_UP
     if isinstance(exc, (BotoConnectionError, HTTPClientError, CredentialRetrievalError)):
         return _Outcome.BACKOFF
-    if isinstance(exc, BotoCoreError):
-        return _Outcome.GIVE_UP
-    return _Outcome.BACKOFF
+    # Anything else (a session_factory that raises, a botocore RuntimeError) drops this batch
+    # with a warning; the next batch tries again, so delivery is never stuck behind it.
+    return _Outcome.GIVE_UP
 
 
 @dataclasses.dataclass(frozen=True)
@@ -561,30 +558,44 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             if self.use_queues:
                 self._enqueue(event)
             else:
-                self._send_now(event)
+                self._send_now([event])
         except Exception:
             self._drop_one("internal_error")
             self.handleError(record)
 
+    def _warn_once(self, key: str, message: str, *, per_episode: bool = False) -> None:
+        """Warn about ``key`` once per process, or once per failure episode.
+
+        An episode ends with the next successful put. Call without ``_cond`` held.
+        """
+        seen = self._failing if per_episode else self._warned
+        with self._cond:
+            if key in seen:
+                return
+            seen.add(key)
+        _warn(message)
+
     def _drop_one(self, reason: str, warning: str | None = None) -> None:
         with self._cond:
             self._dropped[reason] += 1
-            first = reason not in self._warned
-            self._warned.add(reason)
-        if warning and first:
-            _warn(f"{warning}; such records are dropped and counted in stats.dropped[{reason!r}]")
+        if warning:
+            self._warn_once(
+                reason,
+                f"{warning}; such records are dropped and counted in stats.dropped[{reason!r}]",
+            )
 
     def _enqueue(self, event: Event) -> None:
         cost = event.size + EVENT_OVERHEAD
         with self._cond:
             if self._closed:
-                refused = "closed"
+                refused: str | None = "closed"
             elif (
                 self._held_events >= self.queue_max_events
                 or self._held_bytes + cost > self.queue_max_bytes
             ):
                 refused = "queue_full"
             else:
+                refused = None
                 was_empty = not self._queue
                 if was_empty:
                     self._oldest_pending = time.monotonic()
@@ -594,43 +605,53 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 self._held_bytes += cost
                 self._enqueued_seq += 1
                 if self._sender is None:
-                    self._start_sender()
+                    if not self._start_sender():
+                        refused = "no_thread"
                 elif (
                     was_empty  # the sender sleeps until told: it starts the send_interval timer
                     or len(self._queue) >= self.max_batch_count
                     or self._pending_bytes >= self.max_batch_size
                 ):
                     self._cond.notify()
-                return
-            self._dropped[refused] += 1
+            if refused in ("closed", "queue_full"):
+                self._dropped[str(refused)] += 1
             first_overflow = refused == "queue_full" and not self._overflowing
-            self._overflowing = self._overflowing or refused == "queue_full"
-            first_closed = refused == "closed" and "closed" not in self._warned
-            self._warned.add(refused)
-        if first_overflow:
+            self._overflowing = self._overflowing or first_overflow
+        if refused == "no_thread":  # interpreter shutdown: no thread can start, send from here
+            batch, drained_seq = self._drain()
+            self._send_now(batch)
+            self._acknowledge_drain(drained_seq)
+        elif refused == "closed":
+            self._warn_once(
+                "closed",
+                f"a record was logged to the closed handler of log group {self.log_group_name}; "
+                "it is dropped and counted in stats.dropped['closed']",
+            )
+        elif first_overflow:
             _warn(
                 f"the queue of log group {self.log_group_name} is full "
                 f"({self.queue_max_events} records or {self.queue_max_bytes} bytes): "
                 "records are dropped and counted in stats.dropped['queue_full'] until it drains"
             )
-        elif first_closed:
-            _warn(
-                f"a record was logged to the closed handler of log group {self.log_group_name}; "
-                "it is dropped and counted in stats.dropped['closed']"
-            )
 
-    def _start_sender(self) -> None:
+    def _start_sender(self) -> bool:
+        """Start the sender thread (``_cond`` held); False if no thread can start."""
         sender = threading.Thread(
             target=self._run_sender, name="watchtower-refresh-sender", daemon=True
         )
+        try:
+            sender.start()
+        except RuntimeError:
+            return False
         self._sender = sender
-        sender.start()
+        return True
 
-    def _send_now(self, event: Event) -> None:
+    def _send_now(self, events: list[Event]) -> None:
+        """Deliver ``events`` from the caller's thread, waiting at most ``flush_timeout``."""
         with self._sync_lock:
             _local.delivering = True
             try:
-                self._deliver([event], deadline=time.monotonic() + self.flush_timeout)
+                self._deliver(events, deadline=time.monotonic() + self.flush_timeout)
             finally:
                 _local.delivering = False
 
@@ -705,19 +726,28 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 if wait is None:
                     self._cond.notify_all()
                     return
-                batch = list(self._queue)
-                self._queue.clear()
-                self._pending_bytes = 0
-                drained_seq = self._enqueued_seq
+            batch, drained_seq = self._drain()
             try:
                 self._deliver(batch, deadline=None)
             except Exception as exc:  # keep the sender alive whatever happens
                 self._give_up(batch, "internal_error", f"internal error while sending: {exc!r}")
-            with self._cond:
-                self._acked_seq = drained_seq
-                if self._overflowing and self._held_events < self.queue_max_events // 2:
-                    self._overflowing = False
-                self._cond.notify_all()
+            self._acknowledge_drain(drained_seq)
+
+    def _drain(self) -> tuple[list[Event], int]:
+        """Take everything queued; return it and the sequence number of its last record."""
+        with self._cond:
+            batch = list(self._queue)
+            self._queue.clear()
+            self._pending_bytes = 0
+            return batch, self._enqueued_seq
+
+    def _acknowledge_drain(self, drained_seq: int) -> None:
+        """Record that everything up to ``drained_seq`` is handled, and wake flush()."""
+        with self._cond:
+            self._acked_seq = max(self._acked_seq, drained_seq)
+            if self._overflowing and self._held_events < self.queue_max_events // 2:
+                self._overflowing = False
+            self._cond.notify_all()
 
     def _deliver(self, events: list[Event], deadline: float | None) -> None:
         by_stream: dict[str, list[Event]] = {}
@@ -736,11 +766,12 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
     def _give_up(self, batch: list[Event], reason: str, warning: str) -> None:
         with self._cond:
             self._dropped[reason] += len(batch)
-            first = reason not in self._failing
-            self._failing.add(reason)
             self._release(batch)
-        if first:
-            _warn(f"{warning} ({len(batch)} records dropped, counted in stats.dropped[{reason!r}])")
+        self._warn_once(
+            reason,
+            f"{warning} ({len(batch)} records dropped, counted in stats.dropped[{reason!r}])",
+            per_episode=True,
+        )
 
     def _put(self, stream: str, batch: list[Event], deadline: float | None) -> None:
         attempt = quick = 0
@@ -795,15 +826,13 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 if count:
                     self._dropped[reason] += count
             self._failing.clear()  # a success ends the failure episode: the next one warns again
-            first_rejection = rejected.total > 0 and "rejected" not in self._warned
-            if first_rejection:
-                self._warned.add("rejected")
             self._release(batch)
-        if first_rejection:
-            _warn(
+        if rejected.total:
+            self._warn_once(
+                "rejected",
                 f"CloudWatch Logs refused {rejected.total} of {len(batch)} events as more than "
                 "2 hours ahead or older than 14 days or the group's retention; counted in "
-                "stats.dropped['too_new'|'too_old'|'expired']"
+                "stats.dropped['too_new'|'too_old'|'expired']",
             )
 
     def _count(self, name: str) -> None:
@@ -831,9 +860,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             session = self._session_factory()
             problem = non_refreshing_problem(session.get_credentials())
             self._refreshable = problem is None
-            if problem and "non_refreshing" not in self._warned:
-                self._warned.add("non_refreshing")
-                _warn(problem)
+            if problem:
+                self._warn_once("non_refreshing", problem)
             client: CloudWatchLogsClient = session.client(
                 "logs",
                 region_name=self.region_name,
@@ -919,13 +947,11 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 return False
             if _classify(exc) is not _Outcome.GIVE_UP:
                 raise
-            key = f"setup:{action}:{code}"
-            if key not in self._warned:
-                self._warned.add(key)
-                _warn(
-                    f"{action} on log group {self.log_group_name} failed: {exc}; "
-                    f"{self._permission_hint(action)}"
-                )
+            self._warn_once(
+                f"setup:{action}:{code}",
+                f"{action} on log group {self.log_group_name} failed: {exc}; "
+                f"{self._permission_hint(action)}",
+            )
             return False
         return True
 
