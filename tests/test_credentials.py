@@ -173,3 +173,15 @@ def test_non_refreshing_problem() -> None:
     assert "source: env" in problem
     assert "role_arn=" in problem
     assert not any(key in problem for key in keys)
+
+
+@pytest.mark.parametrize("region", ["eu-west-1", "us-east-1"])
+def test_legacy_sts_setting_does_not_send_the_role_to_the_global_endpoint(
+    monkeypatch: pytest.MonkeyPatch, region: str
+) -> None:
+    monkeypatch.setenv("AWS_STS_REGIONAL_ENDPOINTS", "legacy")
+    base = boto3.Session(region_name=region)
+    seen = capture_sts_requests(base)
+    with pytest.raises(Stop):
+        refreshable_session(ROLE_ARN, base_session=base).get_credentials()
+    assert seen[0].url == f"https://sts.{region}.amazonaws.com/"

@@ -26,6 +26,7 @@ import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.session
@@ -54,6 +55,7 @@ __all__ = [
     "non_refreshing_problem",
     "refresh_windows",
     "refreshable_session",
+    "regional_sts_client",
 ]
 
 Clock = Callable[[], datetime.datetime]
@@ -66,6 +68,7 @@ DEFAULT_DURATION = 3_600
 # botocore's own windows; ours never exceed them.
 BOTOCORE_ADVISORY_WINDOW = 900.0
 BOTOCORE_MANDATORY_WINDOW = 600.0
+GLOBAL_STS_HOST = "sts.amazonaws.com"
 
 _ROLE_ARN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"
 _SESSION_NAME = r"[\w+=,.@-]{2,64}"
@@ -109,6 +112,22 @@ def default_role_session_name() -> str:
     return name if len(name) >= 2 else "watchtower-refresh"
 
 
+def regional_sts_client(session: boto3.Session, region: str) -> STSClient:
+    """Return an STS client for ``region`` that never uses the global endpoint.
+
+    ``AWS_STS_REGIONAL_ENDPOINTS=legacy`` (or ``sts_regional_endpoints = legacy`` in a
+    profile) sends every region to ``sts.amazonaws.com``; the regional endpoint is then named
+    explicitly. Endpoint overrides (``AWS_ENDPOINT_URL_STS``, ``AWS_ENDPOINT_URL``) win.
+    """
+    config = Config(retries={"mode": "standard"})
+    client = session.client("sts", region_name=region, config=config)
+    if urlsplit(client.meta.endpoint_url).hostname == GLOBAL_STS_HOST:
+        suffix = "amazonaws.com.cn" if client.meta.partition == "aws-cn" else "amazonaws.com"
+        endpoint = f"https://sts.{region}.{suffix}"
+        client = session.client("sts", region_name=region, endpoint_url=endpoint, config=config)
+    return client
+
+
 class AssumeRoleProvider(CredentialProvider):
     """A botocore credential provider that assumes a role with refresh windows sized to fit.
 
@@ -149,9 +168,7 @@ class AssumeRoleProvider(CredentialProvider):
                 if not region:
                     # Without a region STS would go to the global endpoint.
                     raise NoRegionError
-                self._sts = self._source_session.client(
-                    "sts", region_name=region, config=Config(retries={"mode": "standard"})
-                )
+                self._sts = regional_sts_client(self._source_session, region)
             return self._sts
 
     def fetch(self) -> dict[str, str]:
