@@ -7,9 +7,11 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
+from botocore.httpsession import URLLib3Session
 
 from watchtower_refresh._fake_aws import FakeAWS, FakeClock, read_messages
 
@@ -33,6 +35,24 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFAKESOURCEKEY000")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake-source-secret")
     monkeypatch.setenv("AWS_REGION", REGION)
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any botocore request to a host other than loopback, whatever the code under test.
+
+    The network here is closed anyway; this turns a stray request to AWS into a clear error
+    instead of a connection timeout, so a bug cannot hide behind one.
+    """
+    send = URLLib3Session.send
+
+    def guarded(self: URLLib3Session, request: Any) -> Any:
+        host = urlsplit(request.url).hostname
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise AssertionError(f"a test tried to reach {request.url}")
+        return send(self, request)
+
+    monkeypatch.setattr(URLLib3Session, "send", guarded)
 
 
 @pytest.fixture(autouse=True)

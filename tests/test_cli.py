@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import sys
+from pathlib import Path
 
+import boto3
 import pytest
 
+from tests.conftest import ROLE_ARN
 from watchtower_refresh._cli import EXIT_OK, EXIT_USAGE, main
+from watchtower_refresh._fake_aws import FakeAWS, FakeClock, Fault
 
 
 def test_demo_json_summary(capsys: pytest.CaptureFixture[str]) -> None:
@@ -59,3 +64,211 @@ def test_python_dash_m() -> None:
     )
     assert result.returncode == 0
     assert "demo" in result.stdout
+
+
+# ----------------------------------------------------------------------------- policy
+
+ACCOUNT = "123456789012"
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_policy_prints_valid_json_matching_the_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        [
+            "policy",
+            "--log-group",
+            "/app/a",
+            "--log-group",
+            "/app/b",
+            "--region",
+            "eu-west-1",
+            "--account",
+            ACCOUNT,
+            "--no-create-log-group",
+            "--log-group-retention-days",
+            "30",
+            "--log-group-tags",
+            "team=platform",
+        ],
+        capsys,
+    )
+    assert code == EXIT_OK
+    policy = json.loads(out)
+    actions = {
+        action
+        for statement in policy["Statement"]
+        for action in (
+            [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+        )
+    }
+    assert actions == {
+        "logs:CreateLogStream",
+        "logs:PutRetentionPolicy",
+        "logs:PutLogEvents",
+        "logs:TagResource",
+    }
+    resources = json.dumps(policy)
+    assert "arn:aws:logs:eu-west-1:123456789012:log-group:/app/a:log-stream:*" in resources
+    assert "arn:aws:logs:eu-west-1:123456789012:log-group:/app/b:*" in resources
+
+
+def test_policy_from_a_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "logging.yaml"
+    config.write_text(
+        "version: 1\nhandlers:\n  cw:\n    (): watchtower_refresh.RefreshingCloudWatchLogHandler\n"
+        "    log_group_name: /from/yaml\n    region_name: us-west-2\n    create_log_group: false\n"
+    )
+    code, out, _ = run(["policy", "--config", str(config), "--account", ACCOUNT], capsys)
+    assert code == EXIT_OK
+    policy = json.loads(out)
+    assert "logs:CreateLogGroup" not in out
+    assert "arn:aws:logs:us-west-2:123456789012:log-group:/from/yaml:*" in json.dumps(policy)
+
+
+def test_policy_caller_and_trust_documents(capsys: pytest.CaptureFixture[str]) -> None:
+    role = "arn:aws:iam::123456789012:role/app-logs"
+    code, out, _ = run(["policy", "--document", "caller", "--role-arn", role], capsys)
+    assert code == EXIT_OK
+    assert json.loads(out)["Statement"][0] == {
+        "Sid": "AssumeLoggingRole",
+        "Effect": "Allow",
+        "Action": "sts:AssumeRole",
+        "Resource": role,
+    }
+    code, out, _ = run(
+        ["policy", "--document", "trust", "--service", "ecs", "--account", ACCOUNT], capsys
+    )
+    assert json.loads(out)["Statement"][0]["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--log-group", "/a", "--region", "us-east-1"],
+            "needs --account ID (nothing is looked up",
+        ),
+        (["--log-group", "bad name", "--account", ACCOUNT], "'bad name' is invalid: 1 to 512"),
+        (["--account", ACCOUNT], "needs --log-group NAME"),
+        (["--document", "caller"], "needs --role-arn"),
+        (["--document", "trust"], "needs --service"),
+        (
+            ["--config", "/no/such/file.json", "--account", ACCOUNT],
+            "cannot read /no/such/file.json",
+        ),
+    ],
+)
+def test_policy_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["policy", *argv], capsys)
+    assert code == EXIT_USAGE
+    assert out == ""
+    assert message in err
+
+
+# ----------------------------------------------------------------------------- check
+
+
+def test_check_success_human_and_json(aws: FakeAWS, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["check", "--role-arn", ROLE_ARN, "--log-group", "/app/cli"], capsys)
+    assert code == EXIT_OK
+    assert re.search(r"^credentials +assume-role \(refresh themselves; expire ", out, re.M)
+    assert re.search(r"^test event +written to .* and read back$", out, re.M)
+    assert re.search(r"^result +OK$", out, re.M)
+    assert "... resolving credentials" in err
+    code, out, _ = run(["check", "--no-write", "--json"], capsys)
+    assert code == EXIT_OK
+    assert json.loads(out)["credential_source"] == "env"
+    assert_no_secret(aws, out + err)
+
+
+def test_check_from_a_json_config_file(
+    aws: FakeAWS, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "logging.json"
+    config.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "handlers": {
+                    "console": {"class": "logging.StreamHandler"},
+                    "cw": {
+                        "()": "watchtower_refresh.RefreshingCloudWatchLogHandler",
+                        "log_group_name": "/from/json",
+                        "role_arn": ROLE_ARN,
+                        "formatter": "plain",
+                        "level": "INFO",
+                    },
+                },
+            }
+        )
+    )
+    code, out, _ = run(["check", "--config", str(config), "--json"], capsys)
+    assert code == EXIT_OK
+    report = json.loads(out)
+    assert report["log_group"] == "/from/json"
+    assert report["credential_source"] == "assume-role"
+    assert aws.injector.counts["AssumeRole"] == 1
+
+
+@pytest.mark.parametrize(
+    ("setup", "argv", "exit_code", "message"),
+    [
+        ("no-region", [], 4, "no AWS region is configured"),
+        ("global-sts", ["--role-arn", ROLE_ARN], 5, "global endpoint"),
+        ("no-credentials", [], 6, "no valid AWS credentials"),
+        ("expired", [], 7, "have expired and cannot refresh"),
+        ("denied", ["--role-arn", ROLE_ARN], 8, "logs:PutLogEvents was denied"),
+        ("unreachable", [], 9, "Could not connect"),
+        ("invalid", ["--log-group", "bad name"], 2, "log_group_name 'bad name' is invalid"),
+    ],
+)
+def test_check_exit_codes_and_no_secret(
+    aws: FakeAWS,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    setup: str,
+    argv: list[str],
+    exit_code: int,
+    message: str,
+) -> None:
+    if setup == "no-region":
+        monkeypatch.delenv("AWS_REGION")
+        monkeypatch.delenv("AWS_DEFAULT_REGION")
+    elif setup == "global-sts":
+        monkeypatch.setenv("AWS_ENDPOINT_URL_STS", "https://sts.amazonaws.com")
+    elif setup == "no-credentials":
+        monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    elif setup == "expired":
+        aws.injector.clock = clock
+        keys = boto3.client("sts").assume_role(RoleArn=ROLE_ARN, RoleSessionName="cli")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys["Credentials"]["AccessKeyId"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys["Credentials"]["SecretAccessKey"])
+        monkeypatch.setenv("AWS_SESSION_TOKEN", keys["Credentials"]["SessionToken"])
+        clock.advance(7200)
+    elif setup == "denied":
+        aws.injector.add_fault(Fault("AccessDeniedException", action="PutLogEvents"))
+    elif setup == "unreachable":
+        monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    root = logging.getLogger()  # botocore's DEBUG output must stay clean too
+    root.addHandler(logging.StreamHandler(sys.stderr))
+    root.setLevel(logging.DEBUG)
+    code, out, err = run(["check", *argv], capsys)
+    assert code == exit_code
+    assert message in err
+    if setup in ("expired", "denied", "unreachable"):  # these sent requests, logged at DEBUG
+        assert "Making request for OperationModel" in err
+    assert_no_secret(aws, out + err)
+
+
+def assert_no_secret(aws: FakeAWS, text: str) -> None:
+    for secret in aws.injector.issued_secrets():
+        assert secret not in text
+    assert "fake-source-secret" not in text
+    assert not re.search(r"ASIA[A-Z0-9]{12,}", text)

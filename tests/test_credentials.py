@@ -185,3 +185,25 @@ def test_legacy_sts_setting_does_not_send_the_role_to_the_global_endpoint(
     with pytest.raises(Stop):
         refreshable_session(ROLE_ARN, base_session=base).get_credentials()
     assert seen[0].url == f"https://sts.{region}.amazonaws.com/"
+
+
+def test_aws_region_is_used_where_botocore_finds_no_region(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_REGION", "ap-south-1")
+    assert boto3.Session().region_name is None  # botocore alone ignores AWS_REGION
+    assert refreshable_session().region_name == "ap-south-1"
+    assert refreshable_session(ROLE_ARN).region_name == "ap-south-1"
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-north-1")
+    assert refreshable_session().region_name == "eu-north-1"  # botocore's choice stands
+
+
+def test_an_sts_endpoint_override_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_STS_REGIONAL_ENDPOINTS", "legacy")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", "https://sts.amazonaws.com")
+    base = boto3.Session(region_name="eu-west-1")
+    seen = capture_sts_requests(base)
+    with pytest.raises(Stop):
+        refreshable_session(ROLE_ARN, base_session=base).get_credentials()
+    assert seen[0].url == "https://sts.amazonaws.com/"

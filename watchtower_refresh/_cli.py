@@ -1,10 +1,16 @@
-"""The ``watchtower-refresh`` command.
+"""The ``watchtower-refresh`` command: ``policy``, ``check`` and ``demo``.
 
 Exit codes:
     0  success
-    1  the demo lost or duplicated records
-    2  usage error (unknown option, invalid value)
-    3  the demo could not start (the ``demo`` extra is not installed)
+    1  demo: records were lost or duplicated
+    2  usage error, or an invalid option or configuration file (the message says which)
+    3  demo: the ``demo`` extra is not installed
+    4  check: no AWS region is configured
+    5  check: STS would be called on its global endpoint
+    6  check: no valid credentials were found
+    7  check: the credentials have expired and cannot refresh
+    8  check: access denied (the message names the action and the ``policy`` command)
+    9  check: any other AWS or connection error
 """
 
 from __future__ import annotations
@@ -12,18 +18,36 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from . import __version__
+from ._check import EXIT_INVALID, EXIT_OK, CheckReport, run_check
+from ._exceptions import ConfigurationError
+from ._options import as_int, as_tags
+from ._policy import TRUSTED_SERVICES, caller_policy, permissions_policy, trust_policy
 from ._redact import redact
 
 __all__ = ["EXIT_DEMO_LOST", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "main"]
 
-EXIT_OK = 0
 EXIT_DEMO_LOST = 1
-EXIT_USAGE = 2
+EXIT_USAGE = EXIT_INVALID
 EXIT_UNAVAILABLE = 3
+
+_HANDLER_PATHS = frozenset(
+    (
+        "watchtower_refresh.RefreshingCloudWatchLogHandler",
+        "watchtower_refresh._handler.RefreshingCloudWatchLogHandler",
+    )
+)
+_NOT_HANDLER_OPTIONS = frozenset(("()", "class", "level", "formatter", "filters", "."))
+
+
+class _UsageError(Exception):
+    """A problem with the command line or a file it names: exit code 2."""
 
 
 def _positive(text: str) -> float:
@@ -44,13 +68,290 @@ def _count(text: str) -> int:
     return int(text)
 
 
+# ----------------------------------------------------------------------------- config files
+
+
+def load_handler_options(path: str, handler_name: str | None = None) -> dict[str, Any]:
+    """Return the options of the RefreshingCloudWatchLogHandler in a dictConfig file.
+
+    Args:
+        path: A JSON or YAML file holding a ``logging.config.dictConfig`` dict.
+        handler_name: Which handler, when the file has several of ours.
+    """
+    text = _read(path)
+    if path.endswith((".yaml", ".yml")):
+        try:
+            import yaml
+        except ImportError:
+            message = "reading YAML needs PyYAML: pip install 'watchtower-refresh[yaml]'"
+            raise _UsageError(message) from None
+        try:
+            config = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            message = f"{path} is not valid YAML: {exc}"
+            raise _UsageError(message) from None
+    else:
+        try:
+            config = json.loads(text)
+        except ValueError as exc:
+            message = f"{path} is not valid JSON: {exc}"
+            raise _UsageError(message) from None
+    handlers = config.get("handlers") if isinstance(config, dict) else None
+    ours = {
+        name: entry
+        for name, entry in (handlers or {}).items()
+        if isinstance(entry, dict) and (entry.get("()") or entry.get("class")) in _HANDLER_PATHS
+    }
+    if handler_name is not None:
+        ours = {name: entry for name, entry in ours.items() if name == handler_name}
+    if len(ours) != 1:
+        found = "none" if not ours else ", ".join(sorted(ours))
+        message = (
+            f"{path} must configure exactly one watchtower_refresh.RefreshingCloudWatchLogHandler"
+            f" (found: {found}); pick one with --handler NAME"
+        )
+        raise _UsageError(message)
+    (entry,) = ours.values()
+    return {key: value for key, value in entry.items() if key not in _NOT_HANDLER_OPTIONS}
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        message = f"cannot read {path}: {exc.strerror}"
+        raise _UsageError(message) from None
+
+
+# ----------------------------------------------------------------------------- policy
+
+
+def _policy(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    options = load_handler_options(args.config, args.handler) if args.config else {}
+    groups = args.log_group or ([options["log_group_name"]] if "log_group_name" in options else [])
+    if args.document == "trust":
+        if not args.service:
+            message = "--document trust needs --service (one of ecs, lambda, ec2)"
+            raise _UsageError(message)
+        document = trust_policy(args.service, args.account)
+    elif args.document == "caller":
+        role = args.role_arn or options.get("role_arn")
+        if not role:
+            message = "--document caller needs --role-arn (the role the handler assumes)"
+            raise _UsageError(message)
+        document = caller_policy(role)
+    else:
+        region = (
+            args.region
+            or options.get("region_name")
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+        )
+        missing = [
+            hint
+            for hint, value in (
+                ("--log-group NAME", groups),
+                ("--region REGION (or AWS_REGION)", region),
+                (
+                    "--account ID (nothing is looked up over the network; "
+                    "'aws sts get-caller-identity --query Account' or 'watchtower-refresh "
+                    "check' shows it)",
+                    args.account,
+                ),
+            )
+            if not value
+        ]
+        if missing:
+            message = "the policy needs " + "; ".join(missing)
+            raise _UsageError(message)
+        retention = args.log_group_retention_days or options.get("log_group_retention_days")
+        document = permissions_policy(
+            groups,
+            region=str(region),
+            account=args.account,
+            create_log_group=_flag(args.create_log_group, options, "create_log_group"),
+            create_log_stream=_flag(args.create_log_stream, options, "create_log_stream"),
+            log_group_retention_days=(
+                None
+                if retention in (None, "")
+                else as_int("--log-group-retention-days", retention, minimum=1)
+            ),
+            log_group_tags=bool(as_tags("--log-group-tags", args.log_group_tags))
+            or bool(as_tags("log_group_tags", options.get("log_group_tags"))),
+        )
+    out(json.dumps(document, indent=2))
+    return EXIT_OK
+
+
+def _flag(given: bool | None, options: dict[str, Any], name: str) -> bool:
+    if given is not None:
+        return given
+    value = str(options.get(name, True)).strip().lower()
+    return value not in ("0", "false", "no", "off")
+
+
+# ----------------------------------------------------------------------------- check
+
+
+def _check(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    options = load_handler_options(args.config, args.handler) if args.config else {}
+    for flag, name in (
+        ("role_arn", "role_arn"),
+        ("region", "region_name"),
+        ("log_group", "log_group_name"),
+        ("profile", "profile_name"),
+        ("endpoint_url", "endpoint_url"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            options[name] = value
+    report = run_check(
+        options,
+        write=not args.no_write,
+        progress=lambda line: print(f"... {line}", file=sys.stderr, flush=True),
+    )
+    if args.json:
+        out(json.dumps(dataclasses.asdict(report), indent=2))
+    else:
+        rows = [
+            ("credentials", _describe_credentials(report)),
+            ("identity", report.identity),
+            ("region", report.region),
+            ("STS endpoint", report.sts_endpoint),
+            ("Logs endpoint", report.logs_endpoint),
+            ("log group", report.log_group),
+            ("test event", _describe_event(report)),
+            ("note", report.note),
+            (
+                "result",
+                "OK" if report.exit_code == EXIT_OK else f"FAILED (exit {report.exit_code})",
+            ),
+        ]
+        out("\n".join(f"{label:<14}{value}" for label, value in rows if value is not None))
+    if report.problem:
+        print(f"watchtower-refresh check: {report.problem}", file=sys.stderr)
+    return report.exit_code
+
+
+def _describe_credentials(report: CheckReport) -> str | None:
+    if report.credential_source is None:
+        return None
+    if not report.refreshes:
+        return f"{report.credential_source} (do not refresh)"
+    expires = f"; expire {report.expires}" if report.expires else ""
+    return f"{report.credential_source} (refresh themselves{expires})"
+
+
+def _describe_event(report: CheckReport) -> str | None:
+    if not report.written:
+        return None
+    where = f"written to {report.log_stream}"
+    return f"{where} and read back" if report.read_back else where
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def _demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    try:
+        from ._demo import run_demo
+    except ImportError as exc:
+        print(f"watchtower-refresh demo: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    print(
+        f"Logging for {args.duration:g} s from {args.threads} threads; tokens live "
+        f"{args.token_lifetime:g} s; the fake AWS's clock runs {args.clock_skew:g} s ahead.",
+        file=sys.stderr,
+    )
+    result = run_demo(
+        duration=args.duration,
+        token_lifetime=args.token_lifetime,
+        clock_skew=args.clock_skew,
+        threads=args.threads,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    if args.json:
+        out(json.dumps({**dataclasses.asdict(result), "ok": result.ok}, indent=2))
+    else:
+        rate = result.seconds / max(1, result.assume_role_calls)
+        out(
+            "\n".join(
+                [
+                    f"records sent              {result.sent}",
+                    f"records delivered         {result.delivered}",
+                    f"records lost              {result.lost}",
+                    f"duplicates                {result.duplicates}",
+                    f"AssumeRole calls          {result.assume_role_calls}"
+                    f"  (one per {rate:.1f} s; tokens live {result.token_lifetime:g} s)",
+                    f"expired-token answers     {result.expired_token_answers}",
+                    f"expired-token retries     {result.credential_refreshes}"
+                    "  (fresh credentials fetched, batch resent)",
+                    f"other retries             {result.retried}",
+                    "result                    "
+                    + ("OK: nothing lost" if result.ok else "FAILED: records were lost"),
+                ]
+            )
+        )
+    return EXIT_OK if result.ok else EXIT_DEMO_LOST
+
+
+# ----------------------------------------------------------------------------- parser
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="watchtower-refresh",
         description="Tools for the watchtower-refresh CloudWatch Logs handler.",
+        epilog="Exit codes: see 'watchtower-refresh check --help' and the README.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    policy = commands.add_parser(
+        "policy",
+        help="print the least-privilege IAM policy for a configuration",
+        description=(
+            "Print an IAM policy document as JSON. 'permissions' (the default) is what the "
+            "handler's role needs; 'caller' lets an identity assume that role; 'trust' lets "
+            "ECS tasks, Lambda or EC2 assume it. Nothing is looked up over the network."
+        ),
+    )
+    policy.add_argument("--log-group", action="append", metavar="NAME", help="repeatable")
+    policy.add_argument("--region", help="default: AWS_REGION or AWS_DEFAULT_REGION")
+    policy.add_argument("--account", metavar="ID", help="12-digit account ID of the groups")
+    policy.add_argument("--create-log-group", action=argparse.BooleanOptionalAction)
+    policy.add_argument("--create-log-stream", action=argparse.BooleanOptionalAction)
+    policy.add_argument("--log-group-retention-days", metavar="DAYS")
+    policy.add_argument("--log-group-tags", metavar="K=V,...", help="the handler sets tags")
+    policy.add_argument(
+        "--document", choices=("permissions", "caller", "trust"), default="permissions"
+    )
+    policy.add_argument("--role-arn", help="with --document caller: the role to assume")
+    policy.add_argument("--service", choices=sorted(TRUSTED_SERVICES), help="with --document trust")
+    policy.add_argument("--config", metavar="FILE", help="dictConfig JSON/YAML naming the handler")
+    policy.add_argument("--handler", metavar="NAME", help="which handler of --config")
+
+    check = commands.add_parser(
+        "check",
+        help="check credentials, endpoints and delivery end to end",
+        description=(
+            "Resolve credentials exactly as the handler would, report their source, refresh "
+            "and expiry, the caller's identity, the region and the STS and Logs endpoints, "
+            "then write one test event and read it back. Exit codes: 0 OK, 2 invalid "
+            "configuration, 4 no region, 5 global STS endpoint, 6 no credentials, 7 expired "
+            "credentials, 8 access denied, 9 other AWS or connection error."
+        ),
+    )
+    check.add_argument("--role-arn")
+    check.add_argument("--region")
+    check.add_argument("--log-group", metavar="NAME")
+    check.add_argument("--profile")
+    check.add_argument("--endpoint-url", help="CloudWatch Logs endpoint")
+    check.add_argument("--config", metavar="FILE", help="dictConfig JSON/YAML naming the handler")
+    check.add_argument("--handler", metavar="NAME", help="which handler of --config")
+    check.add_argument("--no-write", action="store_true", help="do not write a test event")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+
     demo = commands.add_parser(
         "demo",
         help="log through expiring tokens against a local fake AWS and count what was lost",
@@ -75,47 +376,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _demo(args: argparse.Namespace) -> int:
-    try:
-        from ._demo import run_demo
-    except ImportError as exc:
-        print(f"watchtower-refresh demo: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    print(
-        f"Logging for {args.duration:g} s from {args.threads} threads; tokens live "
-        f"{args.token_lifetime:g} s; the fake AWS's clock runs {args.clock_skew:g} s ahead.",
-        file=sys.stderr,
-    )
-    result = run_demo(
-        duration=args.duration,
-        token_lifetime=args.token_lifetime,
-        clock_skew=args.clock_skew,
-        threads=args.threads,
-        progress=lambda line: print(line, file=sys.stderr, flush=True),
-    )
-    if args.json:
-        print(json.dumps({**dataclasses.asdict(result), "ok": result.ok}, indent=2))
-    else:
-        print(
-            "\n".join(
-                [
-                    f"records sent              {result.sent}",
-                    f"records delivered         {result.delivered}",
-                    f"records lost              {result.lost}",
-                    f"duplicates                {result.duplicates}",
-                    f"AssumeRole calls          {result.assume_role_calls}"
-                    f"  (one per {result.seconds / max(1, result.assume_role_calls):.1f} s;"
-                    f" tokens live {result.token_lifetime:g} s)",
-                    f"expired-token answers     {result.expired_token_answers}",
-                    f"expired-token retries     {result.credential_refreshes}"
-                    "  (fresh credentials fetched, batch resent)",
-                    f"other retries             {result.retried}",
-                    "result                    "
-                    + ("OK: nothing lost" if result.ok else "FAILED: records were lost"),
-                ]
-            )
-        )
-    return EXIT_OK if result.ok else EXIT_DEMO_LOST
+_COMMANDS = {"policy": _policy, "check": _check, "demo": _demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,12 +385,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help, --version and usage errors
-        return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+
+    def out(text: str) -> None:
+        print(redact(text))
+
     try:
-        return _demo(args)
+        return _COMMANDS[args.command](args, out)
+    except (_UsageError, ConfigurationError) as exc:
+        print(f"watchtower-refresh {args.command}: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:
-        print(f"watchtower-refresh {args.command}: {redact(str(exc))}", file=sys.stderr)
-        return EXIT_UNAVAILABLE

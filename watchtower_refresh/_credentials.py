@@ -40,7 +40,7 @@ from botocore.credentials import (
 from botocore.exceptions import NoRegionError
 
 from ._exceptions import ConfigurationError
-from ._options import as_int, as_optional_str, check_pattern
+from ._options import ROLE_ARN_PATTERN, ROLE_ARN_RULE, as_int, as_optional_str, check_pattern
 from ._redact import install_redaction
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ __all__ = [
     "Clock",
     "SessionOptions",
     "default_role_session_name",
+    "effective_region",
     "non_refreshing_problem",
     "refresh_windows",
     "refreshable_session",
@@ -70,7 +71,6 @@ BOTOCORE_ADVISORY_WINDOW = 900.0
 BOTOCORE_MANDATORY_WINDOW = 600.0
 GLOBAL_STS_HOST = "sts.amazonaws.com"
 
-_ROLE_ARN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"
 _SESSION_NAME = r"[\w+=,.@-]{2,64}"
 _EXTERNAL_ID = r"[\w+=,.@:/-]{2,1224}"
 
@@ -112,19 +112,33 @@ def default_role_session_name() -> str:
     return name if len(name) >= 2 else "watchtower-refresh"
 
 
-def regional_sts_client(session: boto3.Session, region: str) -> STSClient:
+def effective_region(session: boto3.Session, explicit: str | None = None) -> str | None:
+    """Return the region to use: ``explicit``, else the session's, else ``AWS_REGION``.
+
+    botocore reads ``AWS_DEFAULT_REGION`` and the profile's ``region`` but not
+    ``AWS_REGION``, the variable other SDKs and many platforms set; it is used here only
+    where botocore finds nothing, so it never overrides botocore's own choice.
+    """
+    return explicit or session.region_name or os.environ.get("AWS_REGION") or None
+
+
+def regional_sts_client(session: boto3.Session, region: str, **client_args: Any) -> STSClient:
     """Return an STS client for ``region`` that never uses the global endpoint.
 
     ``AWS_STS_REGIONAL_ENDPOINTS=legacy`` (or ``sts_regional_endpoints = legacy`` in a
     profile) sends every region to ``sts.amazonaws.com``; the regional endpoint is then named
-    explicitly. Endpoint overrides (``AWS_ENDPOINT_URL_STS``, ``AWS_ENDPOINT_URL``) win.
+    explicitly. An endpoint override in the environment (``AWS_ENDPOINT_URL_STS``,
+    ``AWS_ENDPOINT_URL``) is the user's choice and is kept, even if it names the global one.
     """
     config = Config(retries={"mode": "standard"})
-    client = session.client("sts", region_name=region, config=config)
-    if urlsplit(client.meta.endpoint_url).hostname == GLOBAL_STS_HOST:
+    client = session.client("sts", region_name=region, config=config, **client_args)
+    overridden = os.environ.get("AWS_ENDPOINT_URL_STS") or os.environ.get("AWS_ENDPOINT_URL")
+    if urlsplit(client.meta.endpoint_url).hostname == GLOBAL_STS_HOST and not overridden:
         suffix = "amazonaws.com.cn" if client.meta.partition == "aws-cn" else "amazonaws.com"
         endpoint = f"https://sts.{region}.{suffix}"
-        client = session.client("sts", region_name=region, endpoint_url=endpoint, config=config)
+        client = session.client(
+            "sts", region_name=region, endpoint_url=endpoint, config=config, **client_args
+        )
     return client
 
 
@@ -261,9 +275,7 @@ class SessionOptions:
                 message = f"{', '.join(given)} only apply with role_arn"
                 raise ConfigurationError(message)
             return cls(region_name=region, profile_name=profile, clock=clock)
-        check_pattern(
-            "role_arn", arn, _ROLE_ARN, "expected arn:aws:iam::<12-digit account>:role/<name>"
-        )
+        check_pattern("role_arn", arn, ROLE_ARN_PATTERN, ROLE_ARN_RULE)
         session_name = as_optional_str("role_session_name", role_session_name)
         if session_name is not None:
             check_pattern(
@@ -315,11 +327,15 @@ class SessionOptions:
         """Return a new session for these options; nothing is fetched until a client asks."""
         install_redaction()
         if self.role_arn is None:
-            return boto3.Session(profile_name=self.profile_name, region_name=self.region_name)
+            session = boto3.Session(profile_name=self.profile_name, region_name=self.region_name)
+            region = effective_region(session)
+            if region == session.region_name:
+                return session
+            return boto3.Session(profile_name=self.profile_name, region_name=region)
         source = self.base_session or boto3.Session(
             profile_name=self.profile_name, region_name=self.region_name
         )
-        region = self.region_name or source.region_name
+        region = effective_region(source, self.region_name)
         provider = AssumeRoleProvider(
             source_session=source,
             role_arn=self.role_arn,

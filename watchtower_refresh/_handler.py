@@ -61,9 +61,11 @@ from ._batching import (
     truncate,
     utf8_size,
 )
-from ._credentials import SessionOptions, non_refreshing_problem
+from ._credentials import SessionOptions, effective_region, non_refreshing_problem
 from ._exceptions import ConfigurationError, WatchtowerRefreshWarning
 from ._options import (
+    LOG_GROUP_PATTERN,
+    LOG_GROUP_RULE,
     as_bool,
     as_callable,
     as_float,
@@ -77,7 +79,7 @@ from ._redact import install_redaction, redact
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
 
-__all__ = ["DeliveryStats", "RefreshingCloudWatchLogHandler"]
+__all__ = ["DeliveryStats", "RefreshingCloudWatchLogHandler", "error_code"]
 
 DEFAULT_LOG_GROUP_NAME = "watchtower"
 DEFAULT_LOG_STREAM_NAME = watchtower.DEFAULT_LOG_STREAM_NAME
@@ -90,7 +92,6 @@ _STREAM_FIELDS = frozenset(
     ("machine_name", "program_name", "process_id", "logger_name", "thread_name", "strftime")
 )
 _PER_RECORD_FIELDS = frozenset(("logger_name", "thread_name", "strftime"))
-_LOG_GROUP_RULE = "1 to 512 characters of letters, digits and _-./#"
 
 _BACKOFF_BASE = 0.1  # seconds
 _BACKOFF_CAP = 20.0  # seconds
@@ -131,7 +132,8 @@ class _Outcome(enum.Enum):
     GIVE_UP = "drop the batch"
 
 
-def _error_code(exc: BaseException) -> str | None:
+def error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a botocore ClientError, or None for any other exception."""
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", "")) or None
     return None
@@ -139,7 +141,7 @@ def _error_code(exc: BaseException) -> str | None:
 
 def _classify(exc: BaseException) -> _Outcome:
     """Decide what to do about a failed put, from the error code rather than the HTTP status."""
-    code = _error_code(exc)
+    code = error_code(exc)
     if code is not None and isinstance(exc, ClientError):
         if code in _EXPIRED_CODES:
             return _Outcome.REFRESH
@@ -316,7 +318,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             "log_group_name", log_group_name, DEFAULT_LOG_GROUP_NAME, "log_group", log_group
         )
         self.log_group_name = check_pattern(
-            "log_group_name", str(group), r"[\w\-./#]{1,512}", _LOG_GROUP_RULE
+            "log_group_name", str(group), LOG_GROUP_PATTERN, LOG_GROUP_RULE
         )
         template = _pick_alias(
             "log_stream_name", log_stream_name, DEFAULT_LOG_STREAM_NAME, "stream_name", stream_name
@@ -794,7 +796,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 ):
                     outcome = _Outcome.GIVE_UP
                 if outcome is _Outcome.GIVE_UP:
-                    reason = _error_code(exc) or type(exc).__name__
+                    reason = error_code(exc) or type(exc).__name__
                     self._give_up(batch, reason, self._advice(exc, stream))
                     return
                 if outcome is _Outcome.REFRESH:
@@ -864,7 +866,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 self._warn_once("non_refreshing", problem)
             client: CloudWatchLogsClient = session.client(
                 "logs",
-                region_name=self.region_name,
+                region_name=effective_region(session, self.region_name),
                 endpoint_url=self.endpoint_url,
                 config=Config(
                     # Retries are ours: they refresh credentials and never drop a batch.
@@ -942,7 +944,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         try:
             call()
         except ClientError as exc:
-            code = _error_code(exc)
+            code = error_code(exc)
             if code in ("ResourceAlreadyExistsException", "OperationAbortedException"):
                 return False
             if _classify(exc) is not _Outcome.GIVE_UP:
@@ -963,7 +965,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         return f"grant logs:{action} on the group to the role in use{switch}"
 
     def _advice(self, exc: BaseException, stream: str) -> str:
-        code = _error_code(exc)
+        code = error_code(exc)
         where = f"log group {self.log_group_name}, stream {stream}"
         if isinstance(exc, NoRegionError):
             return (

@@ -16,6 +16,10 @@ from typing import Any
 from ._exceptions import ConfigurationError
 
 __all__ = [
+    "LOG_GROUP_PATTERN",
+    "LOG_GROUP_RULE",
+    "ROLE_ARN_PATTERN",
+    "ROLE_ARN_RULE",
     "as_bool",
     "as_callable",
     "as_float",
@@ -24,6 +28,11 @@ __all__ = [
     "as_tags",
     "check_pattern",
 ]
+
+LOG_GROUP_PATTERN = r"[\w\-./#]{1,512}"
+LOG_GROUP_RULE = "1 to 512 characters of letters, digits and _-./#"
+ROLE_ARN_PATTERN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"
+ROLE_ARN_RULE = "expected arn:aws:iam::<12-digit account>:role/<name>"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

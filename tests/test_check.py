@@ -1,0 +1,163 @@
+"""The end-to-end check against moto with injected faults: one exit code per failure."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.conftest import ROLE_ARN
+from watchtower_refresh._check import (
+    EXIT_ACCESS_DENIED,
+    EXIT_AWS_ERROR,
+    EXIT_EXPIRED,
+    EXIT_GLOBAL_STS,
+    EXIT_INVALID,
+    EXIT_NO_CREDENTIALS,
+    EXIT_NO_REGION,
+    EXIT_OK,
+    run_check,
+)
+from watchtower_refresh._fake_aws import FakeAWS, FakeClock, Fault
+
+GROUP = "/app/checked"
+
+
+def test_success_writes_and_reads_back(aws: FakeAWS) -> None:
+    steps: list[str] = []
+    report = run_check({"role_arn": ROLE_ARN, "log_group_name": GROUP}, progress=steps.append)
+    assert report.exit_code == EXIT_OK, report.problem
+    assert report.credential_source == "assume-role"
+    assert report.refreshes is True
+    assert report.expires is not None
+    assert report.identity is not None
+    assert report.identity.startswith("arn:aws:sts::123456789012:assumed-role/logger/")
+    assert report.region == "us-east-1"
+    assert report.sts_endpoint == report.logs_endpoint == aws.endpoint_url
+    assert report.written
+    assert report.read_back is True
+    assert steps == [
+        "resolving credentials",
+        "asking STS who we are",
+        f"writing a test event to {GROUP}",
+        "reading it back",
+    ]
+    events = boto3.client("logs").filter_log_events(logGroupName=GROUP)["events"]
+    assert [e["message"].split()[:2] for e in events] == [["watchtower-refresh", "check"]]
+
+
+def test_no_write(aws: FakeAWS) -> None:
+    report = run_check({"log_group_name": GROUP}, write=False)
+    assert report.exit_code == EXIT_OK
+    assert report.credential_source == "env"
+    assert report.refreshes is False
+    assert not report.written
+    assert aws.injector.counts["PutLogEvents"] == 0
+
+
+def test_no_region(aws: FakeAWS, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    report = run_check({"role_arn": ROLE_ARN})
+    assert report.exit_code == EXIT_NO_REGION
+    assert report.problem is not None
+    assert "--region" in report.problem
+    assert sum(aws.injector.counts.values()) == 0
+
+
+def test_global_sts_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", "https://sts.amazonaws.com")
+    report = run_check({"role_arn": ROLE_ARN})
+    assert report.exit_code == EXIT_GLOBAL_STS
+    assert report.problem is not None
+    assert "global endpoint (https://sts.amazonaws.com)" in report.problem
+
+
+def test_legacy_setting_with_a_profile_role_is_reported(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    config = tmp_path / "config"
+    config.write_text(
+        "[profile deploy]\nrole_arn = arn:aws:iam::123456789012:role/d\n"
+        "credential_source = Environment\nsts_regional_endpoints = legacy\n"
+    )
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    report = run_check({"profile_name": "deploy"})
+    assert report.exit_code == EXIT_GLOBAL_STS
+    assert "AWS_STS_REGIONAL_ENDPOINTS" in str(report.problem)
+
+
+def test_no_credentials(aws: FakeAWS, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    report = run_check({"log_group_name": GROUP})
+    assert report.exit_code == EXIT_NO_CREDENTIALS
+    assert "--profile or --role-arn" in str(report.problem)
+
+
+def test_unrecognised_credentials(aws: FakeAWS) -> None:
+    aws.injector.add_fault(Fault("InvalidClientTokenId", action="GetCallerIdentity", status=403))
+    assert run_check({}).exit_code == EXIT_NO_CREDENTIALS
+
+
+def test_expired_static_credentials(
+    aws: FakeAWS, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    aws.injector.clock = clock
+    keys = boto3.client("sts").assume_role(RoleArn=ROLE_ARN, RoleSessionName="check")["Credentials"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys["SecretAccessKey"])
+    monkeypatch.setenv("AWS_SESSION_TOKEN", keys["SessionToken"])
+    clock.advance(7200)
+    report = run_check({"log_group_name": GROUP})
+    assert report.exit_code == EXIT_EXPIRED
+    assert report.problem is not None
+    assert "credentials from env have expired" in report.problem
+    assert "--role-arn" in report.problem
+    for secret in aws.injector.issued_secrets():
+        assert secret not in json.dumps(report.__dict__)
+
+
+@pytest.mark.parametrize(
+    ("action", "named", "fix"),
+    [
+        ("AssumeRole", "sts:AssumeRole", f"--document caller --role-arn {ROLE_ARN}"),
+        ("CreateLogGroup", "logs:CreateLogGroup", "--account 123456789012"),
+        ("PutLogEvents", "logs:PutLogEvents", f"policy --log-group {GROUP} --region us-east-1"),
+    ],
+)
+def test_access_denied_names_the_action_and_the_fix(
+    aws: FakeAWS, action: str, named: str, fix: str
+) -> None:
+    code = "AccessDenied" if action == "AssumeRole" else "AccessDeniedException"
+    aws.injector.add_fault(Fault(code, action=action, status=403, message="not authorized"))
+    report = run_check({"role_arn": ROLE_ARN, "log_group_name": GROUP})
+    assert report.exit_code == EXIT_ACCESS_DENIED
+    assert report.problem is not None
+    assert f"{named} was denied: not authorized" in report.problem
+    assert fix in report.problem
+
+
+def test_read_back_denied_is_a_note_not_a_failure(aws: FakeAWS) -> None:
+    aws.injector.add_fault(Fault("AccessDeniedException", action="GetLogEvents"))
+    report = run_check({"log_group_name": GROUP})
+    assert report.exit_code == EXIT_OK
+    assert report.written
+    assert report.read_back is None
+    assert "logs:GetLogEvents" in str(report.note)
+
+
+def test_unreachable_endpoint(aws: FakeAWS, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    report = run_check({"log_group_name": GROUP})
+    assert report.exit_code == EXIT_AWS_ERROR
+    assert "127.0.0.1:9" in str(report.problem)
+
+
+def test_invalid_configuration() -> None:
+    report = run_check({"log_group_name": "bad name"})
+    assert report.exit_code == EXIT_INVALID
+    assert "log_group_name 'bad name' is invalid" in str(report.problem)
+    assert run_check({"no_such_option": 1}).exit_code == EXIT_INVALID

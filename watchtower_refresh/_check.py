@@ -1,0 +1,263 @@
+"""An end-to-end check of a handler configuration: credentials, endpoints, one test event.
+
+Credentials are resolved exactly as the handler resolves them (same options, same session
+factory). Every failure maps to its own exit code and a sentence saying what to change.
+Nothing reported carries an access key, a secret key or a session token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from botocore.credentials import RefreshableCredentials
+from botocore.exceptions import (
+    ClientError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+)
+
+from ._credentials import GLOBAL_STS_HOST, effective_region, regional_sts_client
+from ._exceptions import ConfigurationError
+from ._handler import RefreshingCloudWatchLogHandler, error_code
+from ._redact import redact
+
+__all__ = [
+    "EXIT_ACCESS_DENIED",
+    "EXIT_AWS_ERROR",
+    "EXIT_EXPIRED",
+    "EXIT_GLOBAL_STS",
+    "EXIT_INVALID",
+    "EXIT_NO_CREDENTIALS",
+    "EXIT_NO_REGION",
+    "EXIT_OK",
+    "CheckReport",
+    "run_check",
+]
+
+EXIT_OK = 0
+EXIT_INVALID = 2
+EXIT_NO_REGION = 4
+EXIT_GLOBAL_STS = 5
+EXIT_NO_CREDENTIALS = 6
+EXIT_EXPIRED = 7
+EXIT_ACCESS_DENIED = 8
+EXIT_AWS_ERROR = 9
+
+_EXPIRED = frozenset(("ExpiredToken", "ExpiredTokenException", "RequestExpired"))
+_DENIED = frozenset(("AccessDenied", "AccessDeniedException"))
+_UNRECOGNISED = frozenset(
+    ("InvalidClientTokenId", "UnrecognizedClientException", "SignatureDoesNotMatch")
+)
+_READ_BACK_SECONDS = 10.0
+_PROBE_KEY = "endpoint-probe"  # placeholder credentials: never used to sign a request
+
+
+@dataclasses.dataclass
+class CheckReport:
+    """What ``check`` found; ``problem`` and ``exit_code`` say whether it succeeded."""
+
+    log_group: str
+    region: str | None = None
+    sts_endpoint: str | None = None
+    logs_endpoint: str | None = None
+    credential_source: str | None = None
+    refreshes: bool | None = None
+    expires: str | None = None
+    identity: str | None = None
+    log_stream: str | None = None
+    written: bool = False
+    read_back: bool | None = None
+    note: str | None = None
+    problem: str | None = None
+    exit_code: int = EXIT_OK
+
+    def fail(self, code: int, problem: str) -> CheckReport:
+        """Record the failure that ends the check, and return the report."""
+        self.exit_code, self.problem = code, redact(problem)
+        return self
+
+
+def run_check(
+    options: Mapping[str, Any],
+    *,
+    write: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> CheckReport:
+    """Check that a handler built from ``options`` can deliver, without raising.
+
+    Args:
+        options: The handler's keyword arguments, as a ``dictConfig`` entry would give them.
+        write: Also write one test event and read it back.
+        progress: Called with a short line before each step that waits on the network.
+    """
+    say = progress or (lambda line: None)
+    group = str(options.get("log_group_name") or "watchtower")
+    report = CheckReport(log_group=group)
+    try:
+        handler = RefreshingCloudWatchLogHandler(**{**options, "use_queues": False})
+    except (ConfigurationError, TypeError) as exc:
+        return report.fail(EXIT_INVALID, f"the handler's configuration is invalid: {exc}")
+    try:
+        session = handler._session_factory()
+    except Exception as exc:
+        return report.fail(EXIT_INVALID, f"the session could not be built: {exc}")
+    report.region = effective_region(session, handler.region_name)
+    if not report.region:
+        return report.fail(
+            EXIT_NO_REGION,
+            "no AWS region is configured: pass --region (region_name in the handler's "
+            "configuration) or set AWS_REGION; without one STS would use its global endpoint",
+        )
+    # Placeholder keys: resolving an endpoint must not resolve credentials, which for an
+    # assumed role is already an AssumeRole request.
+    probe = {"aws_access_key_id": _PROBE_KEY, "aws_secret_access_key": _PROBE_KEY}
+    if "role_arn" in options or "session_factory" in options:
+        # our provider: regional even under the legacy setting
+        sts_probe = regional_sts_client(session, report.region, **probe)
+    else:  # botocore's providers and clients: the endpoint botocore picks
+        sts_probe = session.client(
+            "sts", report.region, aws_access_key_id=_PROBE_KEY, aws_secret_access_key=_PROBE_KEY
+        )
+    report.sts_endpoint = sts_probe.meta.endpoint_url
+    logs_probe = session.client(
+        "logs",
+        report.region,
+        endpoint_url=handler.endpoint_url,
+        aws_access_key_id=_PROBE_KEY,
+        aws_secret_access_key=_PROBE_KEY,
+    )
+    report.logs_endpoint = logs_probe.meta.endpoint_url
+    if urlsplit(report.sts_endpoint).hostname == GLOBAL_STS_HOST:
+        return report.fail(
+            EXIT_GLOBAL_STS,
+            f"STS would be called on its global endpoint ({report.sts_endpoint}): unset "
+            "AWS_STS_REGIONAL_ENDPOINTS=legacy (or set it to regional), remove "
+            "sts_regional_endpoints = legacy from the profile, and remove any endpoint "
+            "override that names sts.amazonaws.com",
+        )
+    try:
+        say("resolving credentials")
+        credentials = session.get_credentials()
+        if credentials is None:
+            raise NoCredentialsError
+        credentials.get_frozen_credentials()
+        report.credential_source = credentials.method
+        report.refreshes = isinstance(credentials, RefreshableCredentials)
+        # botocore keeps the expiry only on a private attribute; it is read for display.
+        expiry = getattr(credentials, "_expiry_time", None)
+        report.expires = expiry.isoformat() if expiry is not None else None
+        say("asking STS who we are")
+        report.identity = regional_sts_client(session, report.region).get_caller_identity()["Arn"]
+        logs = session.client("logs", region_name=report.region, endpoint_url=handler.endpoint_url)
+        if write:
+            _write_and_read_back(handler, logs, report, say)
+    except Exception as exc:
+        code, sentence = _explain(exc, report, options)
+        return report.fail(code, sentence)
+    return report
+
+
+def _write_and_read_back(
+    handler: RefreshingCloudWatchLogHandler,
+    logs: Any,
+    report: CheckReport,
+    say: Callable[[str], None],
+) -> None:
+    group = report.log_group
+    stream = f"watchtower-refresh-check/{platform.node() or 'host'}".replace(":", "-")
+    report.log_stream = stream
+    say(f"writing a test event to {group}")
+    if handler.create_log_group:
+        _ignore_exists(lambda: logs.create_log_group(logGroupName=group))
+    if handler.create_log_stream:
+        _ignore_exists(lambda: logs.create_log_stream(logGroupName=group, logStreamName=stream))
+    message = f"watchtower-refresh check {uuid.uuid4()}"
+    logs.put_log_events(
+        logGroupName=group,
+        logStreamName=stream,
+        logEvents=[{"timestamp": int(time.time() * 1000), "message": message}],
+    )
+    report.written = True
+    say("reading it back")
+    deadline = time.monotonic() + _READ_BACK_SECONDS
+    try:
+        while True:
+            events = logs.get_log_events(
+                logGroupName=group, logStreamName=stream, startFromHead=False, limit=50
+            )["events"]
+            if any(event["message"] == message for event in events):
+                report.read_back = True
+                return
+            if time.monotonic() >= deadline:
+                report.read_back = False
+                report.note = (
+                    f"the event was accepted but not readable after {_READ_BACK_SECONDS:g} s"
+                )
+                return
+            time.sleep(1.0)
+    except ClientError as exc:
+        if (error_code(exc) or "") not in _DENIED:
+            raise
+        report.note = "the event was accepted; reading it back needs logs:GetLogEvents, not granted"
+
+
+def _ignore_exists(call: Callable[[], object]) -> None:
+    try:
+        call()
+    except ClientError as exc:
+        if (error_code(exc) or "") != "ResourceAlreadyExistsException":
+            raise
+
+
+def _explain(exc: Exception, report: CheckReport, options: Mapping[str, Any]) -> tuple[int, str]:
+    """Map a failure to its exit code and the sentence that says what to change."""
+    code = error_code(exc) or ""
+    operation = exc.operation_name if isinstance(exc, ClientError) else ""
+    if isinstance(exc, NoRegionError):
+        return EXIT_NO_REGION, "no AWS region is configured: pass --region or set AWS_REGION"
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)) or code in _UNRECOGNISED:
+        return EXIT_NO_CREDENTIALS, (
+            f"no valid AWS credentials were found ({code or type(exc).__name__}): run where a "
+            "task, instance or pod role is available, or pass --profile or --role-arn with "
+            "source credentials in the environment"
+        )
+    if code in _EXPIRED:
+        source = report.credential_source or "the environment"
+        return EXIT_EXPIRED, (
+            f"the credentials from {source} have expired and cannot refresh ({operation} said "
+            f"{code}): keys copied from one AssumeRole answer die with their session; pass "
+            "--role-arn (or role_arn in the configuration) so the handler assumes and renews "
+            "the role itself, or use a profile with role_arn/credential_process"
+        )
+    if code in _DENIED:
+        region, group = report.region or "<region>", report.log_group
+        account = _account(report.identity) or _account(options.get("role_arn")) or "<account>"
+        fix = f"watchtower-refresh policy --log-group {group} --region {region} --account {account}"
+        if operation == "AssumeRole":
+            role = options.get("role_arn", "<role-arn>")
+            fix += f" --document caller --role-arn {role}"
+            action = "sts:AssumeRole"
+        else:
+            action = f"logs:{operation}"
+        return EXIT_ACCESS_DENIED, (
+            f"{action} was denied: {_message(exc)}. Print the statements that fix it with: {fix}"
+        )
+    return EXIT_AWS_ERROR, f"{operation or 'the request'} failed: {exc}"
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
+    return str(exc)
+
+
+def _account(arn: object) -> str | None:
+    parts = str(arn or "").split(":")
+    return parts[4] if len(parts) > 4 and parts[4].isdigit() else None
