@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import logging
+import logging.config
 import os
+import re
+import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+
+import boto3
+import pytest
+import uvicorn
+import yaml
 
 from tests.conftest import REGION, ROLE_ARN
-from watchtower_refresh._fake_aws import FakeAWS
+from watchtower_refresh import flush_handlers
+from watchtower_refresh._fake_aws import FakeAWS, read_messages
+from watchtower_refresh._policy import permissions_policy
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -32,3 +49,167 @@ def test_quickstart(aws: FakeAWS, messages: Callable[[str], list[str]]) -> None:
         ]
     )
     assert aws.injector.counts["AssumeRole"] == 1
+
+
+def read_with(aws: FakeAWS, group: str, region: str = REGION) -> list[str]:
+    client = boto3.client("logs", region_name=region, endpoint_url=aws.endpoint_url)
+    return list(read_messages(client, group))
+
+
+def test_logging_yaml_with_tokyo_time(aws: FakeAWS, messages: Callable[[str], list[str]]) -> None:
+    config = yaml.safe_load((EXAMPLES / "logging.yaml").read_text())
+    logging.config.dictConfig(config)
+    logging.getLogger("orders").info("order %d placed", 1042)
+    for handler in logging.getLogger().handlers:
+        handler.close()
+    (message,) = messages("/app/orders")
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+09:00 INFO orders order 1042 placed", message
+    )
+    assert aws.injector.counts["AssumeRole"] == 1
+
+
+def test_logging_ini_with_file_config(aws: FakeAWS, messages: Callable[[str], list[str]]) -> None:
+    logging.config.fileConfig(EXAMPLES / "logging.ini", disable_existing_loggers=False)
+    logging.getLogger("orders").warning("from an INI file")
+    for handler in logging.getLogger().handlers:
+        handler.close()
+    (message,) = messages("/app/orders-ini")
+    assert message.endswith(" WARNING orders from an INI file")
+    assert aws.injector.counts["AssumeRole"] == 1
+
+
+def load_module(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class LambdaContext:
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def test_lambda_function_invoked_several_times(
+    aws: FakeAWS, monkeypatch: pytest.MonkeyPatch, messages: Callable[[str], list[str]]
+) -> None:
+    monkeypatch.setenv("WATCHTOWER_REFRESH_LOG_GROUP", "/app/orders-lambda")
+    monkeypatch.setenv("WATCHTOWER_REFRESH_ROLE_ARN", ROLE_ARN)
+    monkeypatch.setenv("WATCHTOWER_REFRESH_CONSOLE", "false")
+    function = load_module("lambda_function", EXAMPLES / "lambda_function.py")
+    assert sum(aws.injector.counts.values()) == 0  # the init phase made no call
+    for order in range(3):
+        assert function.handler({"order": order}, LambdaContext()) == {"ok": True}
+        # Delivered before the function returned: nothing waits for a frozen thread.
+        got = messages("/app/orders-lambda")
+        assert len(got) == 2 * (order + 1)
+        assert any(m.endswith(f"order {order} received") for m in got)
+        assert f'{{"order": {order}, "state": "stored"}}' in got
+    assert aws.injector.counts["AssumeRole"] == 1
+
+
+def test_fastapi_app_with_uvicorn_log_config(
+    aws: FakeAWS, monkeypatch: pytest.MonkeyPatch, messages: Callable[[str], list[str]]
+) -> None:
+    monkeypatch.syspath_prepend(str(EXAMPLES / "fastapi_app"))
+    monkeypatch.delitem(sys.modules, "app", raising=False)
+    config = uvicorn.Config(
+        "app:app", log_config=str(EXAMPLES / "fastapi_app" / "log_config.yaml"), lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        for order, request_id in ((1, "req-a"), (2, "req-b")):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/orders/{order}", headers={"X-Request-ID": request_id}
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert json.load(response) == {"order": order}
+                assert response.headers["x-request-id"] == request_id
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+    assert flush_handlers(timeout=10)
+    documents = [json.loads(m) for m in messages("/app/orders-api")]
+    reads = {d["request_id"]: d["message"] for d in documents if d["logger"] == "orders"}
+    assert reads == {"req-a": "order 1 read", "req-b": "order 2 read"}
+    access = [d for d in documents if d["logger"] == "uvicorn.access"]
+    assert len(access) == 2
+    assert all(d["timestamp"].endswith("+00:00") for d in documents)
+    for name in ("orders", "uvicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            handler.close()
+        logging.getLogger(name).handlers.clear()
+
+
+def test_django_settings_logging(
+    aws: FakeAWS, monkeypatch: pytest.MonkeyPatch, messages: Callable[[str], list[str]]
+) -> None:
+    import django
+    from django.test import Client
+
+    monkeypatch.syspath_prepend(str(EXAMPLES / "django_site"))
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "settings")
+    monkeypatch.setenv("APP_LOG_ROLE_ARN", ROLE_ARN)
+    django.setup()
+    response = Client().get("/orders/42")
+    assert response.status_code == 200
+    assert Client().get("/orders/nope").status_code == 404  # django.request logs a WARNING
+    assert flush_handlers(timeout=10)
+    got = messages("/app/orders-django")
+    assert any(re.search(r"\+0[12]:00 INFO orders order 42 read$", m) for m in got)
+    assert any("WARNING django.request Not Found: /orders/nope" in m for m in got)
+    for name in ("orders", "django.request"):
+        for handler in logging.getLogger(name).handlers:
+            handler.close()
+        logging.getLogger(name).handlers.clear()
+
+
+def test_ecs_task_definition_and_image(aws: FakeAWS) -> None:
+    task = json.loads((EXAMPLES / "ecs" / "task-definition.json").read_text())
+    assert task["taskRoleArn"].startswith("arn:aws:iam::")
+    (container,) = task["containerDefinitions"]
+    environment = {item["name"]: item["value"] for item in container["environment"]}
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} & set(
+        environment
+    )
+    dockerfile = (EXAMPLES / "ecs" / "Dockerfile").read_text()
+    assert 'CMD ["python", "/srv/worker.py"]' in dockerfile
+    assert (EXAMPLES / "ecs" / "worker.py").exists()
+    # The policy shipped with the recipe is what `watchtower-refresh policy` prints for it.
+    shipped = json.loads((EXAMPLES / "ecs" / "iam-policy.json").read_text())
+    assert shipped == permissions_policy(
+        [environment["WATCHTOWER_REFRESH_LOG_GROUP"]],
+        region=environment["AWS_REGION"],
+        account="123456789012",
+    )
+    # Run the worker with the task's environment; the fake AWS's keys stand in for the task
+    # role's container credentials, the source from which it assumes the logging role.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(aws.environment(REGION))
+    env.pop("AWS_DEFAULT_REGION")
+    env.update(environment)
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "ecs" / "worker.py")],
+        env={**env, "ORDERS": "4"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    got = [json.loads(m) for m in read_with(aws, "/app/orders-ecs", environment["AWS_REGION"])]
+    assert sorted(d["message"] for d in got) == [f"order {n} processed" for n in range(4)]
+    assert {d["logger"] for d in got} == {"orders.worker"}

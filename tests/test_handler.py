@@ -274,17 +274,23 @@ def test_flush_times_out_during_an_outage(aws: FakeAWS, make_handler: Any) -> No
     assert handler.stats.dropped == {"shutdown": 1}
 
 
-def test_close_is_idempotent_and_later_records_are_counted(aws: FakeAWS, make_handler: Any) -> None:
+def test_close_is_idempotent_and_a_later_record_reopens(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
     handler = make_handler("/svc/closed")
     logger = logger_for(handler)
     logger.info("before close")
     handler.close()
     handler.close()
-    with pytest.warns(WatchtowerRefreshWarning, match="closed handler"):
-        logger.info("after close")
-    logger.info("after close again")
-    assert handler.stats.delivered == 1
-    assert handler.stats.dropped == {"closed": 2}
+    assert sender_threads() == 0
+    logger.info("after close")
+    assert handler.flush(timeout=10)
+    handler.close()
+    logger.info("after the second close")
+    handler.close()
+    assert messages("/svc/closed") == ["before close", "after close", "after the second close"]
+    assert handler.stats.dropped == {}
+    assert sender_threads() == 0
 
 
 # --------------------------------------------------------------------------- credentials

@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -79,7 +80,7 @@ from ._redact import install_redaction, redact
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
 
-__all__ = ["DeliveryStats", "RefreshingCloudWatchLogHandler", "error_code"]
+__all__ = ["DeliveryStats", "RefreshingCloudWatchLogHandler", "error_code", "live_handlers"]
 
 DEFAULT_LOG_GROUP_NAME = "watchtower"
 DEFAULT_LOG_STREAM_NAME = watchtower.DEFAULT_LOG_STREAM_NAME
@@ -118,6 +119,23 @@ _TRANSIENT_CODES = frozenset(
 )
 
 _local = threading.local()
+_live: weakref.WeakSet[RefreshingCloudWatchLogHandler] = weakref.WeakSet()
+
+
+def live_handlers() -> list[RefreshingCloudWatchLogHandler]:
+    """Every handler of this class alive in this process."""
+    return list(_live)
+
+
+def _holds_logging_lock() -> bool:
+    """True when this thread holds the logging module's lock, as dictConfig does throughout.
+
+    The sender thread needs that lock for botocore's own logging calls, so waiting for it
+    then would only wait out the timeout. ``_is_owned`` is the RLock method that
+    ``threading.Condition`` relies on; without it, the answer is False and waits are bounded.
+    """
+    is_owned = getattr(getattr(logging, "_lock", None), "_is_owned", None)
+    return bool(is_owned()) if callable(is_owned) else False
 
 
 def _in_delivery() -> bool:
@@ -171,7 +189,7 @@ class DeliveryStats:
     rejected: int = 0
     """Events the service refused one by one (too new, too old, expired); see ``dropped``."""
     dropped: Mapping[str, int] = dataclasses.field(default_factory=dict)
-    """Records given up, by reason: ``queue_full``, ``closed``, ``shutdown``, ``empty``,
+    """Records given up, by reason: ``queue_full``, ``shutdown``, ``timeout``, ``empty``,
     ``format_error``, ``too_new``, ``too_old``, ``expired``, or the AWS error code or
     exception name that refused the batch."""
     retried: int = 0
@@ -370,6 +388,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         fields = {name for _, name, _, _ in string.Formatter().parse(self.log_stream_name) if name}
         self._per_record_stream = bool(fields & _PER_RECORD_FIELDS)
         self._reset_state()
+        _live.add(self)
 
     # ----------------------------------------------------------------- validation
 
@@ -590,12 +609,17 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         cost = event.size + EVENT_OVERHEAD
         with self._cond:
             if self._closed:
-                refused: str | None = "closed"
-            elif (
+                # Logged to after close(): reopen, as logging.FileHandler does. A second
+                # dictConfig (uvicorn applies one) closes every handler, yet loggers it does
+                # not name keep theirs: their records must still arrive.
+                self._closed = False
+                self._closing_deadline = None
+                self._wakeup = threading.Event()
+            if (
                 self._held_events >= self.queue_max_events
                 or self._held_bytes + cost > self.queue_max_bytes
             ):
-                refused = "queue_full"
+                refused: str | None = "queue_full"
             else:
                 refused = None
                 was_empty = not self._queue
@@ -615,20 +639,14 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                     or self._pending_bytes >= self.max_batch_size
                 ):
                     self._cond.notify()
-            if refused in ("closed", "queue_full"):
-                self._dropped[str(refused)] += 1
+            if refused == "queue_full":
+                self._dropped[refused] += 1
             first_overflow = refused == "queue_full" and not self._overflowing
             self._overflowing = self._overflowing or first_overflow
         if refused == "no_thread":  # interpreter shutdown: no thread can start, send from here
             batch, drained_seq = self._drain()
             self._send_now(batch)
             self._acknowledge_drain(drained_seq)
-        elif refused == "closed":
-            self._warn_once(
-                "closed",
-                f"a record was logged to the closed handler of log group {self.log_group_name}; "
-                "it is dropped and counted in stats.dropped['closed']",
-            )
         elif first_overflow:
             _warn(
                 f"the queue of log group {self.log_group_name} is full "
@@ -670,6 +688,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             True if everything queued before the call was handled in time.
         """
         wait = self.flush_timeout if timeout is None else max(0.0, timeout)
+        if _holds_logging_lock():
+            wait = 0.0  # inside dictConfig: ask the sender to send, it does once released
         with self._cond:
             target = self._enqueued_seq
             if self._sender is None or self._acked_seq >= target:
@@ -684,6 +704,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         Idempotent. Records still undelivered when the time is up are counted as
         ``shutdown`` in ``stats.dropped`` and reported in one warning. logging calls this at
         interpreter exit, so pending records are sent even if the application never does.
+        A record logged to the handler after ``close()`` reopens it, as ``FileHandler``
+        reopens its file: a reconfiguration that closes handlers loses nothing.
         """
         with self._cond:
             if self._closed:
@@ -692,6 +714,11 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             self._closing_deadline = time.monotonic() + self.flush_timeout
             sender = self._sender
             self._cond.notify_all()
+        if _holds_logging_lock():
+            # dictConfig (uvicorn applies one at start-up) closes old handlers while it holds
+            # logging's lock, which the sender needs: it delivers the rest and stops on its
+            # own once the lock is released. At interpreter exit no lock is held: we wait.
+            sender = None
         if sender is not None and sender is not threading.current_thread():
             sender.join(self.flush_timeout + 1.0)
             self._wakeup.set()  # cut short a backoff sleep past the deadline
@@ -725,7 +752,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 while wait:
                     self._cond.wait(None if wait == math.inf else wait)
                     wait = self._seconds_to_wait()
-                if wait is None:
+                if wait is None:  # closed and drained; a later record starts a new sender
+                    self._sender = None
                     self._cond.notify_all()
                     return
             batch, drained_seq = self._drain()

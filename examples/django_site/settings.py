@@ -1,0 +1,40 @@
+"""Django settings: the LOGGING dict sends the project's records to CloudWatch Logs."""
+
+from __future__ import annotations
+
+import os
+
+SECRET_KEY = "example-only-not-secret"  # noqa: S105 - an example's placeholder
+DEBUG = False
+ALLOWED_HOSTS = ["testserver", "localhost"]
+ROOT_URLCONF = "urls"
+INSTALLED_APPS: list[str] = []
+MIDDLEWARE: list[str] = []
+USE_TZ = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "local": {
+            "()": "watchtower_refresh.LocalTimeFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "tz": "Europe/Berlin",
+        },
+    },
+    "handlers": {
+        "cloudwatch": {
+            "()": "watchtower_refresh.RefreshingCloudWatchLogHandler",
+            "formatter": "local",
+            "log_group_name": "/app/orders-django",
+            "role_arn": os.environ.get(
+                "APP_LOG_ROLE_ARN", "arn:aws:iam::123456789012:role/app-logs"
+            ),
+            "duration_seconds": 900,
+        },
+    },
+    "loggers": {
+        "orders": {"handlers": ["cloudwatch"], "level": "INFO"},
+        "django.request": {"handlers": ["cloudwatch"], "level": "WARNING"},
+    },
+}

@@ -1,0 +1,121 @@
+"""LocalTimeFormatter: zone and offset in %(asctime)s, JSON mode, and dictConfig use."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import logging.config
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from watchtower_refresh import ConfigurationError, LocalTimeFormatter
+
+CREATED = datetime.datetime(2026, 11, 21, 22, 28, 47, 123456, tzinfo=datetime.timezone.utc)
+
+
+def record(msg: Any = "order %s placed", args: Any = (42,), **extra: Any) -> logging.LogRecord:
+    made = logging.LogRecord("orders", logging.INFO, __file__, 7, msg, args, None)
+    made.created = CREATED.timestamp()
+    made.__dict__.update(extra)
+    return made
+
+
+def test_default_asctime_is_iso_with_milliseconds_and_offset() -> None:
+    formatter = LocalTimeFormatter("%(asctime)s %(message)s", tz="Asia/Tokyo")
+    assert formatter.format(record()) == "2026-11-22T07:28:47.123+09:00 order 42 placed"
+
+
+def test_datefmt_with_offset_and_zone_name() -> None:
+    formatter = LocalTimeFormatter("%(asctime)s", "%Y-%m-%d %H:%M:%S %z %Z", tz="America/New_York")
+    assert formatter.format(record()) == "2026-11-21 17:28:47 -0500 EST"
+
+
+def test_utc_and_tzinfo() -> None:
+    assert LocalTimeFormatter("%(asctime)s", tz="UTC").format(record()).endswith("+00:00")
+    fixed = datetime.timezone(datetime.timedelta(hours=5, minutes=30))
+    assert (
+        LocalTimeFormatter("%(asctime)s", tz=fixed).format(record()).endswith("03:58:47.123+05:30")
+    )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="time.tzset is POSIX")
+def test_local_zone_follows_tz(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        assert LocalTimeFormatter("%(asctime)s").format(record()) == "2026-11-21T23:28:47.123+01:00"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_unknown_zone_fails_at_configuration() -> None:
+    with pytest.raises(ConfigurationError, match="tz 'Mars/Olympus' is not a known time zone"):
+        LocalTimeFormatter(tz="Mars/Olympus")
+    config = {
+        "version": 1,
+        "formatters": {"f": {"()": "watchtower_refresh.LocalTimeFormatter", "tz": "Nowhere/X"}},
+    }
+    with pytest.raises(ValueError, match="Unable to configure formatter 'f'") as caught:
+        logging.config.dictConfig(config)
+    assert "tz 'Nowhere/X' is not a known time zone" in str(caught.value.__cause__)
+
+
+def test_dict_messages_are_json_as_in_watchtower() -> None:
+    formatter = LocalTimeFormatter("%(asctime)s %(message)s", tz="UTC")
+    assert formatter.format(record({"order": 42}, None)) == '{"order": 42}'
+
+
+def test_json_mode_puts_fields_at_top_level() -> None:
+    formatter = LocalTimeFormatter(tz="Asia/Tokyo", as_json="true")
+    document = json.loads(formatter.format(record(request_id="r-1")))
+    assert document == {
+        "timestamp": "2026-11-22T07:28:47.123+09:00",
+        "level": "INFO",
+        "logger": "orders",
+        "message": "order 42 placed",
+        "request_id": "r-1",
+    }
+    merged = json.loads(formatter.format(record({"event": "paid", "level": "info"}, None)))
+    assert merged["event"] == "paid"
+    assert merged["level"] == "info"  # the message's own keys win
+    try:
+        raise KeyError("missing")
+    except KeyError:
+        failed = record()
+        failed.exc_info = sys.exc_info()
+    assert "KeyError: 'missing'" in json.loads(formatter.format(failed))["exception"]
+
+
+def test_json_mode_serialises_what_json_cannot() -> None:
+    formatter = LocalTimeFormatter(as_json=True, json_serialize_default="builtins:str")
+    document = json.loads(
+        formatter.format(record({"when": datetime.date(2026, 1, 2), "o": {1}}, None))
+    )
+    assert document["when"] == "2026-01-02"
+    assert document["o"] == "{1}"
+
+
+def test_built_by_dict_config_with_positional_names() -> None:
+    config = {
+        "version": 1,
+        "formatters": {
+            "f": {
+                "()": "watchtower_refresh.LocalTimeFormatter",
+                "fmt": "{asctime} {message}",
+                "style": "{",
+                "tz": "Asia/Tokyo",
+            }
+        },
+        "handlers": {"h": {"class": "logging.NullHandler", "formatter": "f"}},
+        "loggers": {"x": {"handlers": ["h"]}},
+    }
+    logging.config.dictConfig(config)
+    formatter = logging.getLogger("x").handlers[0].formatter
+    assert formatter is not None
+    assert formatter.format(record()).startswith("2026-11-22T07:28:47.123+09:00 ")
+    logging.getLogger("x").handlers.clear()

@@ -1,0 +1,140 @@
+"""``LocalTimeFormatter``: timestamps in a chosen zone, with the offset, and JSON on request."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import zoneinfo
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import watchtower
+
+from ._exceptions import ConfigurationError
+from ._options import as_bool, as_callable
+
+__all__ = ["LocalTimeFormatter", "format_timestamp", "resolve_zone"]
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_RECORD_ATTRIBUTES = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "taskName"}
+)
+
+
+def resolve_zone(tz: str | datetime.tzinfo | None) -> datetime.tzinfo | None:
+    """Return the zone for ``tz``: an IANA name, a ``tzinfo``, or None for the local zone.
+
+    Raises:
+        ConfigurationError: The name is not a known zone.
+    """
+    if tz is None or isinstance(tz, datetime.tzinfo):
+        return tz
+    name = str(tz).strip()
+    if name in ("", "local"):
+        return None
+    if name.upper() in ("UTC", "Z"):
+        return datetime.timezone.utc
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        message = (
+            f"tz {name!r} is not a known time zone: use an IANA name such as 'Asia/Tokyo' "
+            "or 'Europe/Berlin' (pip install tzdata where the system has no zone database)"
+        )
+        raise ConfigurationError(message) from None
+
+
+def format_timestamp(
+    created: float, zone: datetime.tzinfo | None, datefmt: str | None = None
+) -> str:
+    """Format a record time (seconds since the epoch) in ``zone`` (None: the local zone).
+
+    Without ``datefmt``: ISO 8601 with milliseconds and the offset,
+    ``2026-11-22T07:28:47.123+09:00``. With it: ``strftime``, where ``%z`` and ``%Z`` work.
+    """
+    moment = datetime.datetime.fromtimestamp(created, zone or datetime.timezone.utc)
+    if zone is None:
+        moment = moment.astimezone()  # the process's local zone, as TZ sets it
+    if datefmt:
+        return moment.strftime(datefmt)
+    return moment.isoformat(timespec="milliseconds")
+
+
+class LocalTimeFormatter(watchtower.CloudWatchLogFormatter):
+    """A formatter whose ``%(asctime)s`` is in a chosen zone and carries its UTC offset.
+
+    Keeps the stdlib positional parameters and adds its options keyword-only, so it works
+    from ``dictConfig`` as ``"()": "watchtower_refresh.LocalTimeFormatter"`` with ``tz``.
+    Dict messages are serialised to JSON as watchtower's formatter does.
+
+    Args:
+        fmt: Format string, as for ``logging.Formatter``.
+        datefmt: ``strftime`` format for ``%(asctime)s``; ``%z`` and ``%Z`` work. Without
+            it: ISO 8601 with milliseconds and the offset (``2026-11-22T07:28:47.123+09:00``).
+        style: ``%``, ``{`` or ``$``.
+        validate: Check ``fmt`` against ``style``.
+        defaults: Default values for custom fields in ``fmt``.
+        tz: An IANA zone name (``"Asia/Tokyo"``), a ``tzinfo``, ``"UTC"``, or None for the
+            process's local zone (as ``TZ`` sets it). An unknown name raises
+            ``ConfigurationError`` here, when logging is configured.
+        as_json: Format every record as one JSON object with ``timestamp``, ``level``,
+            ``logger`` and ``message`` (the keys of a dict message, and ``extra=`` fields,
+            at top level), which CloudWatch Logs Insights sees as fields.
+        json_serialize_default: ``default`` for ``json.dumps``, or its dotted path.
+        add_log_record_attrs: watchtower's option: record attributes added to dict messages.
+    """
+
+    def __init__(
+        self,
+        fmt: str | None = None,
+        datefmt: str | None = None,
+        style: Literal["%", "{", "$"] = "%",
+        validate: bool = True,
+        *,
+        defaults: Mapping[str, Any] | None = None,
+        tz: str | datetime.tzinfo | None = None,
+        as_json: bool | str = False,
+        json_serialize_default: Callable[[Any], Any] | str | None = None,
+        add_log_record_attrs: tuple[str, ...] | list[str] | None = None,
+    ) -> None:
+        serializer = as_callable("json_serialize_default", json_serialize_default)
+        super().__init__(
+            fmt,
+            datefmt,
+            style,
+            validate,
+            defaults=defaults,
+            json_serialize_default=serializer,
+            # watchtower annotates a 1-tuple; any tuple of attribute names works.
+            add_log_record_attrs=tuple(add_log_record_attrs) if add_log_record_attrs else None,  # type: ignore[arg-type]
+        )
+        self.zone = resolve_zone(tz)
+        self.as_json = as_bool("as_json", as_json)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """Return the record's time in the formatter's zone (see the class docstring)."""
+        return format_timestamp(record.created, self.zone, datefmt)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format ``record`` as text, or as one JSON object with ``as_json``."""
+        if not self.as_json:
+            return str(super().format(record))  # type: ignore[no-untyped-call]
+        document: dict[str, Any] = {
+            "timestamp": self.formatTime(record, self.datefmt),
+            "level": record.levelname,
+            "logger": record.name,
+        }
+        if isinstance(record.msg, Mapping):
+            document.update(record.msg)
+        else:
+            document["message"] = record.getMessage()
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRIBUTES and key not in document:
+                document[key] = value
+        if record.exc_info:
+            document.setdefault("exception", self.formatException(record.exc_info))
+        if record.stack_info:
+            document.setdefault("stack", self.formatStack(record.stack_info))
+        return json.dumps(document, default=self.json_serialize_default, ensure_ascii=False)

@@ -1,0 +1,88 @@
+"""Flushing at the end of an AWS Lambda invocation.
+
+Lambda freezes the process between invocations, so a background sender cannot be trusted to
+run then: what it has not sent when the handler returns may wait for the next invocation, or
+be lost with the execution environment. ``flush_logs`` flushes every handler of ours when the
+function returns, within a bounded time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, overload
+
+from ._handler import live_handlers
+
+__all__ = ["flush_handlers", "flush_logs", "flushing"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_FLUSH_SECONDS = 2.0
+_SAFETY_MARGIN = 0.5  # seconds left to the runtime after the flush
+
+
+def flush_handlers(timeout: float = DEFAULT_FLUSH_SECONDS) -> bool:
+    """Flush every ``RefreshingCloudWatchLogHandler`` of this process within ``timeout`` seconds.
+
+    Returns:
+        True if every handler had delivered (or dropped and counted) its records in time.
+    """
+    deadline = time.monotonic() + max(0.0, timeout)
+    done = True
+    for handler in live_handlers():
+        done = handler.flush(timeout=max(0.0, deadline - time.monotonic())) and done
+    return done
+
+
+@contextlib.contextmanager
+def flushing(timeout: float = DEFAULT_FLUSH_SECONDS) -> Iterator[None]:
+    """Flush every handler of ours when the block ends, however it ends."""
+    try:
+        yield
+    finally:
+        flush_handlers(timeout)
+
+
+@overload
+def flush_logs(function: F) -> F: ...
+
+
+@overload
+def flush_logs(*, timeout: float = DEFAULT_FLUSH_SECONDS) -> Callable[[F], F]: ...
+
+
+def flush_logs(
+    function: F | None = None, *, timeout: float = DEFAULT_FLUSH_SECONDS
+) -> F | Callable[[F], F]:
+    """Decorate a Lambda handler so that its records are delivered before it returns.
+
+    Use as ``@flush_logs`` or ``@flush_logs(timeout=1.0)``. The flush waits at most
+    ``timeout`` seconds, and never longer than the invocation has left (from
+    ``context.get_remaining_time_in_millis()``) minus half a second.
+    """
+
+    def decorate(handler: F) -> F:
+        @functools.wraps(handler)
+        def wrapper(event: Any, context: Any = None, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return handler(event, context, *args, **kwargs)
+            finally:
+                flush_handlers(_budget(context, timeout))
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate(function) if function is not None else decorate
+
+
+def _budget(context: Any, timeout: float) -> float:
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if not callable(remaining):
+        return timeout
+    try:
+        left = float(remaining()) / 1000.0 - _SAFETY_MARGIN
+    except (TypeError, ValueError):
+        return timeout
+    return max(0.0, min(timeout, left))
