@@ -93,6 +93,7 @@ _STREAM_FIELDS = frozenset(
     ("machine_name", "program_name", "process_id", "logger_name", "thread_name", "strftime")
 )
 _PER_RECORD_FIELDS = frozenset(("logger_name", "thread_name", "strftime"))
+_STREAM_CACHE_SIZE = 10_000  # stream names kept, by (logger, thread)
 
 _BACKOFF_BASE = 0.1  # seconds
 _BACKOFF_CAP = 20.0  # seconds
@@ -119,6 +120,8 @@ _TRANSIENT_CODES = frozenset(
 )
 
 _local = threading.local()
+_new_event = tuple.__new__  # Event(...) through NamedTuple's Python-level __new__ is slower
+_DEFAULT_FORMATTER = logging.Formatter()
 _live: weakref.WeakSet[RefreshingCloudWatchLogHandler] = weakref.WeakSet()
 
 
@@ -136,11 +139,6 @@ def _holds_logging_lock() -> bool:
     """
     is_owned = getattr(getattr(logging, "_lock", None), "_is_owned", None)
     return bool(is_owned()) if callable(is_owned) else False
-
-
-def _in_delivery() -> bool:
-    """True in a thread that is sending logs: what it logs must not come back to us."""
-    return getattr(_local, "delivering", False)
 
 
 class _Outcome(enum.Enum):
@@ -387,6 +385,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         self._body_limit = self.max_message_size - EVENT_OVERHEAD
         fields = {name for _, name, _, _ in string.Formatter().parse(self.log_stream_name) if name}
         self._per_record_stream = bool(fields & _PER_RECORD_FIELDS)
+        self._stream_uses_time = "strftime" in fields
+        self._stream_uses_thread = "thread_name" in fields
         self._reset_state()
         _live.add(self)
 
@@ -472,25 +472,35 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         self._reset_state()
 
     def _reset_state(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # The queue. emit() runs under the handler's lock (logging.Handler.handle takes it),
+        # so emit-side counters have one writer; the sender's counters have another. Queue
+        # depth and held bytes are differences of the two, and the deque is thread-safe:
+        # the common path of emit() takes no other lock.
         self._queue: collections.deque[Event] = collections.deque()
-        self._pending_bytes = 0  # bytes in _queue, with overhead
-        self._held_events = 0  # records in _queue or in flight
-        self._held_bytes = 0
-        self._oldest_pending = 0.0  # monotonic time the oldest record in _queue arrived
-        self._enqueued_seq = 0
-        self._acked_seq = 0
-        self._flush_target = 0
+        self._enqueued_seq = 0  # emit: records queued so far
+        self._enqueued_bytes = 0  # emit: their bytes, with the 26-byte overhead
+        self._oldest_pending = 0.0  # emit: monotonic time the oldest queued record arrived
+        self._emit_dropped: collections.Counter[str] = collections.Counter()  # emit
+        self._truncated = 0  # emit
+        self._drained_seq = 0  # sender: records taken off the queue
+        self._drained_bytes = 0  # sender
+        self._released_events = 0  # sender: records delivered or dropped after queueing
+        self._released_bytes = 0  # sender
+        self._acked_seq = 0  # sender, under _cond: everything up to it is handled
+        self._flush_target = 0  # flush(), under _cond
+        # Rare transitions (start, close, reopen, stop), waits and warnings use _cond.
+        self._cond = threading.Condition(threading.Lock())
+        self._wake = threading.Event()  # tells the sender to look at the queue again
+        self._wakeup = threading.Event()  # cuts a backoff sleep short at close()
         self._closing_deadline: float | None = None
         self._closed = False
         self._sender: threading.Thread | None = None
-        self._wakeup = threading.Event()
         self._overflowing = False
         self._warned: set[str] = set()  # warnings given once per process
         self._failing: set[str] = set()  # delivery failures warned since the last success
         self._refreshable = self._fixed_client is None  # a given client cannot be refreshed
-        self._counts: collections.Counter[str] = collections.Counter()
-        self._dropped: collections.Counter[str] = collections.Counter()
+        self._counts: collections.Counter[str] = collections.Counter()  # sender, under _cond
+        self._dropped: collections.Counter[str] = collections.Counter()  # sender, under _cond
         self._client_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._client: CloudWatchLogsClient | None = self._fixed_client
@@ -498,6 +508,10 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         self._group_ready = False
         self._ready_streams: set[str] = set()
         self._fixed_stream: str | None = None
+        # Stream names by (logger, thread), and the fields fixed for the process's life:
+        # formatting the template for every record cost more than the rest of emit().
+        self._stream_cache: dict[object, str] = {}
+        self._process_fields: dict[str, object] | None = None
 
     @property
     def stats(self) -> DeliveryStats:
@@ -506,11 +520,11 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             return DeliveryStats(
                 delivered=self._counts["delivered"],
                 rejected=self._counts["rejected"],
-                dropped=dict(self._dropped),
+                dropped=dict(self._dropped + self._emit_dropped),
                 retried=self._counts["retried"],
                 credential_refreshes=self._counts["credential_refreshes"],
-                truncated=self._counts["truncated"],
-                queued=self._held_events,
+                truncated=self._truncated,
+                queued=max(0, self._enqueued_seq - self._released_events),
             )
 
     @property  # type: ignore[override]  # watchtower's attribute, built lazily here
@@ -532,9 +546,16 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         Records that botocore or urllib3 log while we send are dropped here, before the
         handler's lock is taken, so delivery can neither recurse nor deadlock.
         """
-        if _in_delivery():
+        if getattr(_local, "delivering", False):
             return False
-        return super().handle(record)
+        # logging.Handler.handle, inlined: emit() is on every request's path.
+        result: object = self.filter(record)  # bool; a LogRecord from Python 3.12
+        if result:
+            if isinstance(result, logging.LogRecord):  # Python 3.12: a filter may replace it
+                record = result
+            with self.lock:  # type: ignore[union-attr]  # createLock() always made one
+                self.emit(record)
+        return result
 
     def _stream_for(self, record: logging.LogRecord) -> str:
         if not self._per_record_stream:
@@ -542,16 +563,33 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             if stream is None:  # once per process: _reset_state clears it after a fork
                 stream = self._fixed_stream = self._format_stream(record)
             return stream
-        return self._format_stream(record)
+        if self._stream_uses_time:
+            return self._format_stream(record)
+        key = (record.name, record.threadName) if self._stream_uses_thread else record.name
+        stream = self._stream_cache.get(key)
+        if stream is None:
+            if len(self._stream_cache) >= _STREAM_CACHE_SIZE:  # many short-lived threads
+                self._stream_cache.clear()
+            stream = self._stream_cache[key] = self._format_stream(record)
+        return stream
 
     def _format_stream(self, record: logging.LogRecord) -> str:
+        fields = self._process_fields
+        if fields is None:
+            fields = self._process_fields = {
+                "machine_name": platform.node(),
+                "program_name": sys.argv[0] if sys.argv else "python",
+                "process_id": os.getpid(),
+            }
         name = self.log_stream_name.format(
-            machine_name=platform.node(),
-            program_name=sys.argv[0] if sys.argv else "python",
-            process_id=os.getpid(),
+            **fields,
             logger_name=record.name,
             thread_name=record.threadName,
-            strftime=datetime.fromtimestamp(record.created, timezone.utc),
+            strftime=(
+                datetime.fromtimestamp(record.created, timezone.utc)
+                if self._stream_uses_time
+                else None
+            ),
         )
         return name.replace(":", "-").replace("*", "-")[:512] or "-"
 
@@ -563,7 +601,11 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         counted in ``stats.dropped`` with its reason.
         """
         try:
-            message, size = utf8_size(self.format(record))
+            message = (self.formatter or _DEFAULT_FORMATTER).format(record)
+            if message.isascii():
+                size = len(message)
+            else:
+                message, size = utf8_size(message)
         except Exception:
             self._drop_one("format_error")
             self.handleError(record)
@@ -574,12 +616,35 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 return
             if size > self._body_limit:
                 message, size = truncate(message, size, self._body_limit)
-                self._count("truncated")
-            event = Event(self._stream_for(record), int(record.created * 1000), message, size)
-            if self.use_queues:
-                self._enqueue(event)
-            else:
+                self._truncated += 1
+            stream = self._fixed_stream or self._stream_for(record)
+            event = _new_event(Event, (stream, int(record.created * 1000), message, size))
+            if not self.use_queues:
                 self._send_now([event])
+                return
+            # Queue it: the common path takes no lock (see _reset_state).
+            cost = size + EVENT_OVERHEAD
+            if (
+                self._enqueued_seq - self._released_events >= self.queue_max_events
+                or self._enqueued_bytes + cost - self._released_bytes > self.queue_max_bytes
+            ):
+                self._refuse_full()
+                return
+            queue = self._queue
+            was_empty = not queue
+            if was_empty:
+                self._oldest_pending = time.monotonic()
+            queue.append(event)
+            self._enqueued_bytes += cost
+            self._enqueued_seq += 1
+            if self._sender is None or self._closed:
+                self._ensure_sender()
+            elif (
+                was_empty  # the sender sleeps until told: it starts the send_interval timer
+                or len(queue) >= self.max_batch_count
+                or self._enqueued_bytes - self._drained_bytes >= self.max_batch_size
+            ) and not self._wake.is_set():
+                self._wake.set()
         except Exception:
             self._drop_one("internal_error")
             self.handleError(record)
@@ -597,16 +662,25 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         _warn(message)
 
     def _drop_one(self, reason: str, warning: str | None = None) -> None:
-        with self._cond:
-            self._dropped[reason] += 1
+        self._emit_dropped[reason] += 1
         if warning:
             self._warn_once(
                 reason,
                 f"{warning}; such records are dropped and counted in stats.dropped[{reason!r}]",
             )
 
-    def _enqueue(self, event: Event) -> None:
-        cost = event.size + EVENT_OVERHEAD
+    def _refuse_full(self) -> None:
+        self._emit_dropped["queue_full"] += 1
+        if not self._overflowing:
+            self._overflowing = True
+            _warn(
+                f"the queue of log group {self.log_group_name} is full "
+                f"({self.queue_max_events} records or {self.queue_max_bytes} bytes): "
+                "records are dropped and counted in stats.dropped['queue_full'] until it drains"
+            )
+
+    def _ensure_sender(self) -> None:
+        """Reopen after close() and start the sender if none runs (the rare path of emit)."""
         with self._cond:
             if self._closed:
                 # Logged to after close(): reopen, as logging.FileHandler does. A second
@@ -615,44 +689,12 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 self._closed = False
                 self._closing_deadline = None
                 self._wakeup = threading.Event()
-            if (
-                self._held_events >= self.queue_max_events
-                or self._held_bytes + cost > self.queue_max_bytes
-            ):
-                refused: str | None = "queue_full"
-            else:
-                refused = None
-                was_empty = not self._queue
-                if was_empty:
-                    self._oldest_pending = time.monotonic()
-                self._queue.append(event)
-                self._pending_bytes += cost
-                self._held_events += 1
-                self._held_bytes += cost
-                self._enqueued_seq += 1
-                if self._sender is None:
-                    if not self._start_sender():
-                        refused = "no_thread"
-                elif (
-                    was_empty  # the sender sleeps until told: it starts the send_interval timer
-                    or len(self._queue) >= self.max_batch_count
-                    or self._pending_bytes >= self.max_batch_size
-                ):
-                    self._cond.notify()
-            if refused == "queue_full":
-                self._dropped[refused] += 1
-            first_overflow = refused == "queue_full" and not self._overflowing
-            self._overflowing = self._overflowing or first_overflow
-        if refused == "no_thread":  # interpreter shutdown: no thread can start, send from here
+            started = self._sender is not None or self._start_sender()
+            self._wake.set()
+        if not started:  # interpreter shutdown: no thread can start, send from here
             batch, drained_seq = self._drain()
             self._send_now(batch)
             self._acknowledge_drain(drained_seq)
-        elif first_overflow:
-            _warn(
-                f"the queue of log group {self.log_group_name} is full "
-                f"({self.queue_max_events} records or {self.queue_max_bytes} bytes): "
-                "records are dropped and counted in stats.dropped['queue_full'] until it drains"
-            )
 
     def _start_sender(self) -> bool:
         """Start the sender thread (``_cond`` held); False if no thread can start."""
@@ -690,12 +732,12 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         wait = self.flush_timeout if timeout is None else max(0.0, timeout)
         if _holds_logging_lock():
             wait = 0.0  # inside dictConfig: ask the sender to send, it does once released
+        target = self._enqueued_seq
         with self._cond:
-            target = self._enqueued_seq
             if self._sender is None or self._acked_seq >= target:
                 return True
             self._flush_target = max(self._flush_target, target)
-            self._cond.notify_all()
+            self._wake.set()
             return self._cond.wait_for(lambda: self._acked_seq >= target, wait)
 
     def close(self) -> None:
@@ -713,7 +755,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             self._closed = True
             self._closing_deadline = time.monotonic() + self.flush_timeout
             sender = self._sender
-            self._cond.notify_all()
+            self._wake.set()
         if _holds_logging_lock():
             # dictConfig (uvicorn applies one at start-up) closes old handlers while it holds
             # logging's lock, which the sender needs: it delivers the rest and stops on its
@@ -728,10 +770,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
     # ----------------------------------------------------------------- sender thread
 
     def _seconds_to_wait(self) -> float | None:
-        """How long the sender waits before draining: 0 now, inf until told, None to stop.
-
-        Called with ``_cond`` held.
-        """
+        """How long the sender waits before draining: 0 now, inf until told, None to stop."""
         if self._closed:
             return 0.0 if self._queue else None
         if not self._queue:
@@ -739,7 +778,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         if (
             self._flush_target > self._acked_seq
             or len(self._queue) >= self.max_batch_count
-            or self._pending_bytes >= self.max_batch_size
+            or self._enqueued_bytes - self._drained_bytes >= self.max_batch_size
         ):
             return 0.0
         return max(0.0, self._oldest_pending + self.send_interval - time.monotonic())
@@ -747,15 +786,18 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
     def _run_sender(self) -> None:
         _local.delivering = True
         while True:
-            with self._cond:
-                wait = self._seconds_to_wait()
-                while wait:
-                    self._cond.wait(None if wait == math.inf else wait)
-                    wait = self._seconds_to_wait()
-                if wait is None:  # closed and drained; a later record starts a new sender
-                    self._sender = None
-                    self._cond.notify_all()
-                    return
+            wait = self._seconds_to_wait()
+            if wait is None:
+                with self._cond:  # decided under the lock that a reopening emit() takes
+                    if self._seconds_to_wait() is None:
+                        self._sender = None  # closed and drained; a later record restarts
+                        self._cond.notify_all()
+                        return
+                continue
+            if wait:
+                self._wake.wait(None if wait == math.inf else wait)
+                self._wake.clear()
+                continue
             batch, drained_seq = self._drain()
             try:
                 self._deliver(batch, deadline=None)
@@ -765,17 +807,23 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
 
     def _drain(self) -> tuple[list[Event], int]:
         """Take everything queued; return it and the sequence number of its last record."""
-        with self._cond:
-            batch = list(self._queue)
-            self._queue.clear()
-            self._pending_bytes = 0
-            return batch, self._enqueued_seq
+        batch: list[Event] = []
+        pop = self._queue.popleft
+        try:
+            while True:
+                batch.append(pop())
+        except IndexError:
+            pass
+        self._drained_bytes += sum(event.size for event in batch) + EVENT_OVERHEAD * len(batch)
+        self._drained_seq += len(batch)
+        return batch, self._drained_seq
 
     def _acknowledge_drain(self, drained_seq: int) -> None:
         """Record that everything up to ``drained_seq`` is handled, and wake flush()."""
         with self._cond:
             self._acked_seq = max(self._acked_seq, drained_seq)
-            if self._overflowing and self._held_events < self.queue_max_events // 2:
+            held = self._enqueued_seq - self._released_events
+            if self._overflowing and held < self.queue_max_events // 2:
                 self._overflowing = False
             self._cond.notify_all()
 
@@ -790,8 +838,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
     def _release(self, batch: list[Event]) -> None:
         """Free the queue space ``batch`` held (called with ``_cond`` held)."""
         if self.use_queues:  # use_queues=False never holds records
-            self._held_events -= len(batch)
-            self._held_bytes -= sum(event.size for event in batch) + EVENT_OVERHEAD * len(batch)
+            self._released_events += len(batch)
+            self._released_bytes += sum(e.size for e in batch) + EVENT_OVERHEAD * len(batch)
 
     def _give_up(self, batch: list[Event], reason: str, warning: str) -> None:
         with self._cond:
@@ -899,6 +947,10 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 config=Config(
                     # Retries are ours: they refresh credentials and never drop a batch.
                     retries={"total_max_attempts": 1},
+                    # Our requests are valid by construction (non-empty strings within the
+                    # limits, integer timestamps, checked names), and the service refuses
+                    # anything else; validating 10,000 events took half of a put's CPU.
+                    parameter_validation=False,
                     connect_timeout=5,
                     read_timeout=30,
                     user_agent_extra="watchtower-refresh",

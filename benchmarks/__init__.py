@@ -1,0 +1,1 @@
+"""Benchmarks of watchtower-refresh against watchtower and the stdlib handlers: make bench."""
