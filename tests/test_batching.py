@@ -15,6 +15,7 @@ from watchtower_refresh._batching import (
     Event,
     count_rejected,
     split_batches,
+    split_by_age,
     truncate,
     utf8_size,
 )
@@ -95,3 +96,13 @@ def test_count_rejected() -> None:
     assert (counts.too_old, counts.expired, counts.total) == (0, 3, 3)
     counts = count_rejected({"expiredLogEventEndIndex": 1, "tooOldLogEventEndIndex": 3}, 5)
     assert (counts.too_old, counts.expired, counts.total) == (2, 1, 3)
+
+
+def test_split_by_age() -> None:
+    now = 100 * DAY
+    fresh = event(now - 1000, 1, "fresh")
+    old = event(now - 15 * DAY, 1, "old")
+    ahead = event(now + 3 * 3600 * 1000, 1, "ahead")
+    edge = event(now - 14 * DAY, 1, "edge")
+    assert split_by_age([fresh, edge], now) == ([fresh, edge], [], [])
+    assert split_by_age([old, fresh, ahead], now) == ([fresh], [old], [ahead])

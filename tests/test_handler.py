@@ -242,11 +242,11 @@ def test_stream_template_fields(aws: FakeAWS, make_handler: Any) -> None:
         "/svc/names", log_stream_name="{process_id}/{thread_name}/{strftime:%Y-%m-%d}"
     )
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "hi", None, None)
-    record.created = 1_700_000_000.0
     handler.handle(record)
     assert handler.flush(timeout=10)
+    day = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
     streams = boto3.client("logs").describe_log_streams(logGroupName="/svc/names")["logStreams"]
-    assert [s["logStreamName"] for s in streams] == [f"{os.getpid()}/MainThread/2023-11-14"]
+    assert [s["logStreamName"] for s in streams] == [f"{os.getpid()}/MainThread/{day:%Y-%m-%d}"]
 
 
 def test_flush_waits_for_everything_queued_before_it(
@@ -805,3 +805,21 @@ def test_records_are_sent_from_the_caller_when_no_thread_can_start(
     assert messages("/svc/late") == ["logged during shutdown"]
     assert handler.stats.delivered == 1
     assert handler.stats.queued == 0
+
+
+def test_events_outside_the_time_window_are_counted_not_sent(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    handler = make_handler("/svc/window", send_interval=3600)
+    now = time.time()
+    for label, created in (("15 days old", now - 15 * 86400), ("3 h ahead", now + 3 * 3600)):
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, label, None, None)
+        record.created = created
+        handler.handle(record)
+    logger_for(handler).info("now")
+    with pytest.warns(WatchtowerRefreshWarning, match="2 hours ahead: 2 were set aside"):
+        assert handler.flush(timeout=10)
+    assert messages("/svc/window") == ["now"]
+    assert handler.stats.dropped == {"too_old": 1, "too_new": 1}
+    assert handler.stats.rejected == 2
+    assert handler.stats.delivered == 1

@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 __all__ = [
     "EVENT_OVERHEAD",
+    "MAX_AGE_MS",
+    "MAX_AHEAD_MS",
     "MAX_BATCH_BYTES",
     "MAX_BATCH_EVENTS",
     "MAX_BATCH_SPAN_MS",
@@ -20,6 +22,7 @@ __all__ = [
     "RejectedCounts",
     "count_rejected",
     "split_batches",
+    "split_by_age",
     "truncate",
     "utf8_size",
 ]
@@ -34,6 +37,10 @@ MAX_BATCH_SPAN_MS = 24 * 3600 * 1000
 """Longest time, in milliseconds, between the first and last event of one batch."""
 MAX_EVENT_BYTES = MAX_BATCH_BYTES
 """Largest event, in bytes, counting the 26-byte overhead: a batch of one."""
+MAX_AGE_MS = 14 * 24 * 3600 * 1000
+"""Events older than this, in milliseconds, are refused by the service."""
+MAX_AHEAD_MS = 2 * 3600 * 1000
+"""Events further ahead than this, in milliseconds, are refused by the service."""
 
 
 class Event(NamedTuple):
@@ -95,6 +102,27 @@ def truncate(message: str, size: int, limit: int) -> tuple[str, int]:
     head = message.encode("utf-8")[:keep].decode("utf-8", "ignore")
     cut = head + marker
     return cut, len(cut.encode("utf-8"))
+
+
+def split_by_age(events: list[Event], now_ms: int) -> tuple[list[Event], list[Event], list[Event]]:
+    """Split events into (sendable, too old, too new) by the service's time window.
+
+    The service refuses events older than 14 days or more than 2 hours ahead; sending them
+    costs bytes and returns indexes (which moto gets wrong by one). Judged by the events' own
+    timestamps against ``now_ms``, the local clock in milliseconds.
+    """
+    oldest, newest = now_ms - MAX_AGE_MS, now_ms + MAX_AHEAD_MS
+    if all(oldest <= event.timestamp <= newest for event in events):
+        return events, [], []
+    sendable, too_old, too_new = [], [], []
+    for event in events:
+        if event.timestamp < oldest:
+            too_old.append(event)
+        elif event.timestamp > newest:
+            too_new.append(event)
+        else:
+            sendable.append(event)
+    return sendable, too_old, too_new
 
 
 def split_batches(

@@ -167,6 +167,8 @@ class FaultInjector:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         """Serve one request: inject a fault, judge the token, or pass it to moto."""
+        if str(environ.get("PATH_INFO", "")).startswith("/moto-api/"):
+            return self._app(environ, start_response)  # moto's own controls: never faulted
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = io.BytesIO(body)
@@ -335,6 +337,7 @@ class FakeAWS:
 
     def reset(self) -> None:
         """Forget every resource moto holds and every fault and count of the injector."""
+        self.injector.reset()
         url = f"{self.endpoint_url}/moto-api/reset"  # always http://127.0.0.1:<port>
         request = urllib.request.Request(url, method="POST")  # noqa: S310
         with urllib.request.urlopen(request, timeout=10):  # noqa: S310

@@ -59,6 +59,7 @@ from ._batching import (
     Event,
     count_rejected,
     split_batches,
+    split_by_age,
     truncate,
     utf8_size,
 )
@@ -565,6 +566,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             return stream
         if self._stream_uses_time:
             return self._format_stream(record)
+        # Keyed by logger name alone unless the thread matters: emit() looks that up inline.
         key = (record.name, record.threadName) if self._stream_uses_thread else record.name
         stream = self._stream_cache.get(key)
         if stream is None:
@@ -617,7 +619,11 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             if size > self._body_limit:
                 message, size = truncate(message, size, self._body_limit)
                 self._truncated += 1
-            stream = self._fixed_stream or self._stream_for(record)
+            stream = (
+                self._fixed_stream
+                or self._stream_cache.get(record.name)  # keyed by logger name: the default
+                or self._stream_for(record)
+            )
             event = _new_event(Event, (stream, int(record.created * 1000), message, size))
             if not self.use_queues:
                 self._send_now([event])
@@ -828,6 +834,9 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             self._cond.notify_all()
 
     def _deliver(self, events: list[Event], deadline: float | None) -> None:
+        events, too_old, too_new = split_by_age(events, int(time.time() * 1000))
+        if too_old or too_new:
+            self._reject(too_old, too_new)
         by_stream: dict[str, list[Event]] = {}
         for event in events:
             by_stream.setdefault(event.stream, []).append(event)
@@ -894,6 +903,21 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 continue
             self._acknowledge(batch, response.get("rejectedLogEventsInfo"))
             return
+
+    def _reject(self, too_old: list[Event], too_new: list[Event]) -> None:
+        """Count events outside the service's time window as rejected, without sending them."""
+        with self._cond:
+            for reason, events in (("too_old", too_old), ("too_new", too_new)):
+                if events:
+                    self._counts["rejected"] += len(events)
+                    self._dropped[reason] += len(events)
+                    self._release(events)
+        self._warn_once(
+            "rejected",
+            "CloudWatch Logs refuses events older than 14 days or more than 2 hours ahead: "
+            f"{len(too_old) + len(too_new)} were set aside, counted in "
+            "stats.dropped['too_old'|'too_new']",
+        )
 
     def _acknowledge(self, batch: list[Event], rejected_info: Any) -> None:
         rejected = count_rejected(rejected_info, len(batch))
