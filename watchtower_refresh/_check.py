@@ -25,7 +25,8 @@ from botocore.exceptions import (
 
 from ._credentials import GLOBAL_STS_HOST, effective_region, regional_sts_client
 from ._exceptions import ConfigurationError
-from ._handler import RefreshingCloudWatchLogHandler, error_code
+from ._failures import DENIED_CODES, EXPIRED_CODES, UNRECOGNISED_CODES, error_code
+from ._handler import RefreshingCloudWatchLogHandler
 from ._redact import redact
 
 __all__ = [
@@ -50,11 +51,6 @@ EXIT_EXPIRED = 7
 EXIT_ACCESS_DENIED = 8
 EXIT_AWS_ERROR = 9
 
-_EXPIRED = frozenset(("ExpiredToken", "ExpiredTokenException", "RequestExpired"))
-_DENIED = frozenset(("AccessDenied", "AccessDeniedException"))
-_UNRECOGNISED = frozenset(
-    ("InvalidClientTokenId", "UnrecognizedClientException", "SignatureDoesNotMatch")
-)
 _READ_BACK_SECONDS = 10.0
 _PROBE_KEY = "endpoint-probe"  # placeholder credentials: never used to sign a request
 
@@ -203,7 +199,7 @@ def _write_and_read_back(
                 return
             time.sleep(1.0)
     except ClientError as exc:
-        if (error_code(exc) or "") not in _DENIED:
+        if (error_code(exc) or "") not in DENIED_CODES:
             raise
         report.note = "the event was accepted; reading it back needs logs:GetLogEvents, not granted"
 
@@ -222,13 +218,13 @@ def _explain(exc: Exception, report: CheckReport, options: Mapping[str, Any]) ->
     operation = exc.operation_name if isinstance(exc, ClientError) else ""
     if isinstance(exc, NoRegionError):
         return EXIT_NO_REGION, "no AWS region is configured: pass --region or set AWS_REGION"
-    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)) or code in _UNRECOGNISED:
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)) or code in UNRECOGNISED_CODES:
         return EXIT_NO_CREDENTIALS, (
             f"no valid AWS credentials were found ({code or type(exc).__name__}): run where a "
             "task, instance or pod role is available, or pass --profile or --role-arn with "
             "source credentials in the environment"
         )
-    if code in _EXPIRED:
+    if code in EXPIRED_CODES:
         source = report.credential_source or "the environment"
         return EXIT_EXPIRED, (
             f"the credentials from {source} have expired and cannot refresh ({operation} said "
@@ -236,7 +232,7 @@ def _explain(exc: Exception, report: CheckReport, options: Mapping[str, Any]) ->
             "--role-arn (or role_arn in the configuration) so the handler assumes and renews "
             "the role itself, or use a profile with role_arn/credential_process"
         )
-    if code in _DENIED:
+    if code in DENIED_CODES:
         region, group = report.region or "<region>", report.log_group
         account = _account(report.identity) or _account(options.get("role_arn")) or "<account>"
         fix = f"watchtower-refresh policy --log-group {group} --region {region} --account {account}"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import enum
 import logging
 import math
 import os
@@ -39,17 +38,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import watchtower
 from botocore.config import Config
-from botocore.exceptions import (
-    ClientError,
-    CredentialRetrievalError,
-    HTTPClientError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-)
-from botocore.exceptions import (
-    ConnectionError as BotoConnectionError,
-)
+from botocore.exceptions import ClientError
 
 from ._batching import (
     EVENT_OVERHEAD,
@@ -65,6 +54,16 @@ from ._batching import (
 )
 from ._credentials import SessionOptions, effective_region, non_refreshing_problem
 from ._exceptions import ConfigurationError, WatchtowerRefreshWarning
+from ._failures import (
+    BACKOFF_BASE,
+    BACKOFF_CAP,
+    MAX_QUICK_RETRIES,
+    Outcome,
+    advice,
+    classify,
+    error_code,
+    permission_hint,
+)
 from ._options import (
     LOG_GROUP_PATTERN,
     LOG_GROUP_RULE,
@@ -81,7 +80,7 @@ from ._redact import install_redaction, redact
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
 
-__all__ = ["DeliveryStats", "RefreshingCloudWatchLogHandler", "error_code", "live_handlers"]
+__all__ = ["DeliveryStats", "RefreshingCloudWatchLogHandler", "live_handlers"]
 
 DEFAULT_LOG_GROUP_NAME = "watchtower"
 DEFAULT_LOG_STREAM_NAME = watchtower.DEFAULT_LOG_STREAM_NAME
@@ -95,30 +94,6 @@ _STREAM_FIELDS = frozenset(
 )
 _PER_RECORD_FIELDS = frozenset(("logger_name", "thread_name", "strftime"))
 _STREAM_CACHE_SIZE = 10_000  # stream names kept, by (logger, thread)
-
-_BACKOFF_BASE = 0.1  # seconds
-_BACKOFF_CAP = 20.0  # seconds
-_MAX_QUICK_RETRIES = 2  # refresh or create-and-resend this often before backing off too
-
-_EXPIRED_CODES = frozenset(("ExpiredTokenException", "ExpiredToken", "RequestExpired"))
-_MISSING_CODES = frozenset(("ResourceNotFoundException",))
-_TRANSIENT_CODES = frozenset(
-    (
-        "ThrottlingException",
-        "Throttling",
-        "ThrottledException",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "ServiceUnavailableException",
-        "ServiceUnavailable",
-        "InternalFailure",
-        "InternalServerError",
-        "OperationAbortedException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "IDPCommunicationError",
-    )
-)
 
 _local = threading.local()
 _new_event = tuple.__new__  # Event(...) through NamedTuple's Python-level __new__ is slower
@@ -140,39 +115,6 @@ def _holds_logging_lock() -> bool:
     """
     is_owned = getattr(getattr(logging, "_lock", None), "_is_owned", None)
     return bool(is_owned()) if callable(is_owned) else False
-
-
-class _Outcome(enum.Enum):
-    REFRESH = "refresh credentials and resend"
-    CREATE = "create the group or stream and resend"
-    BACKOFF = "back off and resend"
-    GIVE_UP = "drop the batch"
-
-
-def error_code(exc: BaseException) -> str | None:
-    """The AWS error code of a botocore ClientError, or None for any other exception."""
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "")) or None
-    return None
-
-
-def _classify(exc: BaseException) -> _Outcome:
-    """Decide what to do about a failed put, from the error code rather than the HTTP status."""
-    code = error_code(exc)
-    if code is not None and isinstance(exc, ClientError):
-        if code in _EXPIRED_CODES:
-            return _Outcome.REFRESH
-        if code in _MISSING_CODES and exc.operation_name == "PutLogEvents":
-            return _Outcome.CREATE
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-            return _Outcome.BACKOFF
-        return _Outcome.GIVE_UP
-    if isinstance(exc, (BotoConnectionError, HTTPClientError, CredentialRetrievalError)):
-        return _Outcome.BACKOFF
-    # Anything else (a session_factory that raises, a botocore RuntimeError) drops this batch
-    # with a warning; the next batch tries again, so delivery is never stuck behind it.
-    return _Outcome.GIVE_UP
 
 
 @dataclasses.dataclass(frozen=True)
@@ -872,32 +814,32 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                     logEvents=[{"timestamp": e.timestamp, "message": e.message} for e in batch],
                 )
             except Exception as exc:
-                outcome = _classify(exc)
-                if outcome is _Outcome.REFRESH and not self._refreshable:
-                    outcome = _Outcome.GIVE_UP
-                if outcome is _Outcome.CREATE and (
-                    quick >= _MAX_QUICK_RETRIES
+                outcome = classify(exc)
+                if outcome is Outcome.REFRESH and not self._refreshable:
+                    outcome = Outcome.GIVE_UP
+                if outcome is Outcome.CREATE and (
+                    quick >= MAX_QUICK_RETRIES
                     or not (self.create_log_group or self.create_log_stream)
                 ):
-                    outcome = _Outcome.GIVE_UP
-                if outcome is _Outcome.GIVE_UP:
+                    outcome = Outcome.GIVE_UP
+                if outcome is Outcome.GIVE_UP:
                     reason = error_code(exc) or type(exc).__name__
-                    self._give_up(batch, reason, self._advice(exc, stream))
+                    self._give_up(batch, reason, advice(exc, self.log_group_name, stream))
                     return
-                if outcome is _Outcome.REFRESH:
+                if outcome is Outcome.REFRESH:
                     self._discard_client()
                     self._count("credential_refreshes")
                 else:
                     self._count("retried")
-                if outcome is _Outcome.CREATE:
+                if outcome is Outcome.CREATE:
                     self._forget(stream)
-                if outcome is not _Outcome.BACKOFF and quick < _MAX_QUICK_RETRIES:
+                if outcome is not Outcome.BACKOFF and quick < MAX_QUICK_RETRIES:
                     quick += 1
                     continue
                 if not self._backoff(attempt, deadline):
                     reason = "shutdown" if self._closed else "timeout"
-                    advice = self._advice(exc, stream)
-                    self._give_up(batch, reason, f"gave up resending: {advice}")
+                    why = advice(exc, self.log_group_name, stream)
+                    self._give_up(batch, reason, f"gave up resending: {why}")
                     return
                 attempt += 1
                 continue
@@ -943,7 +885,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
 
     def _backoff(self, attempt: int, deadline: float | None) -> bool:
         """Sleep with full jitter; False when the deadline (or close's) leaves no time."""
-        delay = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
+        delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
         limits = [d for d in (deadline, self._closing_deadline) if d is not None]
         if limits:
             remaining = min(limits) - time.monotonic()
@@ -1051,52 +993,12 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             code = error_code(exc)
             if code in ("ResourceAlreadyExistsException", "OperationAbortedException"):
                 return False
-            if _classify(exc) is not _Outcome.GIVE_UP:
+            if classify(exc) is not Outcome.GIVE_UP:
                 raise
             self._warn_once(
                 f"setup:{action}:{code}",
                 f"{action} on log group {self.log_group_name} failed: {exc}; "
-                f"{self._permission_hint(action)}",
+                f"{permission_hint(action)}",
             )
             return False
         return True
-
-    def _permission_hint(self, action: str) -> str:
-        switch = {
-            "CreateLogGroup": "; or create the group beforehand and pass create_log_group=False",
-            "CreateLogStream": "; or create the stream beforehand and pass create_log_stream=False",
-        }.get(action, "")
-        return f"grant logs:{action} on the group to the role in use{switch}"
-
-    def _advice(self, exc: BaseException, stream: str) -> str:
-        code = error_code(exc)
-        where = f"log group {self.log_group_name}, stream {stream}"
-        if isinstance(exc, NoRegionError):
-            return (
-                f"no AWS region is configured for {where}: pass region_name= to the handler "
-                "or set AWS_REGION"
-            )
-        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-            return (
-                f"no AWS credentials were found for {where}: pass role_arn= or profile_name=, "
-                "or run where a task, instance or pod role is available"
-            )
-        if code in _EXPIRED_CODES:
-            return (
-                f"the token of the boto3_client given for {where} has expired and cannot be "
-                "refreshed: pass role_arn=, profile_name= or session_factory= instead"
-            )
-        if code in ("AccessDeniedException", "AccessDenied"):
-            operation = exc.operation_name if isinstance(exc, ClientError) else "PutLogEvents"
-            service = "sts" if operation in ("AssumeRole", "GetCallerIdentity") else "logs"
-            return (
-                f"{operation} was denied for {where}: {exc}. Grant {service}:{operation} on "
-                "that resource to the identity in use ('watchtower-refresh policy' prints "
-                "the statements)"
-            )
-        if code == "ResourceNotFoundException":
-            return (
-                f"{where} does not exist and create_log_group/create_log_stream are off: create "
-                "it or turn creation on"
-            )
-        return f"sending to {where} failed: {exc}"
