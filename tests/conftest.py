@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -66,6 +67,22 @@ def restore_logging() -> Iterator[None]:
             root.removeHandler(handler)
             handler.close()
     root.setLevel(level)
+
+
+def log_from_threads(logger: logging.Logger, threads: int, records: int) -> None:
+    """Log ``records`` numbered records from each of ``threads`` threads started together."""
+    start = threading.Barrier(threads)
+
+    def work(worker: int) -> None:
+        start.wait()
+        for n in range(records):
+            logger.info("worker %d record %d", worker, n)
+
+    workers = [threading.Thread(target=work, args=(w,)) for w in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
 
 
 @pytest.fixture(scope="session")

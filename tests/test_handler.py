@@ -23,7 +23,7 @@ import pytest
 import watchtower
 
 import watchtower_refresh._handler
-from tests.conftest import REGION, ROLE_ARN
+from tests.conftest import REGION, ROLE_ARN, log_from_threads
 from watchtower_refresh import (
     ConfigurationError,
     RefreshingCloudWatchLogHandler,
@@ -586,18 +586,7 @@ def test_no_record_lost_from_eight_threads_while_the_stream_is_created(
     handler = make_handler("/svc/threads", log_stream_name="shared")
     logger = logger_for(handler)
     logger.info("first, which starts the sender")
-    start = threading.Barrier(8)
-
-    def work(worker: int) -> None:
-        start.wait()
-        for index in range(250):
-            logger.info("worker %d line %d", worker, index)
-
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    log_from_threads(logger, threads=8, records=250)
     assert handler.flush(timeout=30)
     got = messages("/svc/threads")
     assert len(got) == 1 + 8 * 250

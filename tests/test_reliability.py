@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import datetime
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import REGION, ROLE_ARN
+from tests.conftest import REGION, ROLE_ARN, log_from_threads
 from watchtower_refresh import RefreshingCloudWatchLogHandler, refreshable_session
 from watchtower_refresh._fake_aws import FakeAWS, FakeClock, Fault
 
@@ -108,18 +107,7 @@ def test_eight_threads_of_ten_thousand_records(aws: FakeAWS, handler: Any, messa
     logger.handlers = [cloudwatch]
     logger.propagate = False
     logger.setLevel(logging.INFO)
-    start = threading.Barrier(8)
-
-    def work(worker: int) -> None:
-        start.wait()
-        for n in range(10_000):
-            logger.info("worker %d record %d", worker, n)
-
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    log_from_threads(logger, threads=8, records=10_000)
     assert cloudwatch.flush(timeout=120)
     got = messages("/rel/threads")
     assert len(got) == 80_000

@@ -298,6 +298,11 @@ def _demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 # ----------------------------------------------------------------------------- parser
 
 
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="dictConfig JSON/YAML naming the handler")
+    parser.add_argument("--handler", metavar="NAME", help="which handler of --config")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="watchtower-refresh",
@@ -328,8 +333,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     policy.add_argument("--role-arn", help="with --document caller: the role to assume")
     policy.add_argument("--service", choices=sorted(TRUSTED_SERVICES), help="with --document trust")
-    policy.add_argument("--config", metavar="FILE", help="dictConfig JSON/YAML naming the handler")
-    policy.add_argument("--handler", metavar="NAME", help="which handler of --config")
+    _add_config_options(policy)
 
     check = commands.add_parser(
         "check",
@@ -347,8 +351,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--log-group", metavar="NAME")
     check.add_argument("--profile")
     check.add_argument("--endpoint-url", help="CloudWatch Logs endpoint")
-    check.add_argument("--config", metavar="FILE", help="dictConfig JSON/YAML naming the handler")
-    check.add_argument("--handler", metavar="NAME", help="which handler of --config")
+    _add_config_options(check)
     check.add_argument("--no-write", action="store_true", help="do not write a test event")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
 
