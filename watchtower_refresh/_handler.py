@@ -3,12 +3,14 @@
 How a record travels:
 
 1. ``emit()`` (caller's thread) formats the record, sizes it, truncates it if needed and
-   appends an ``Event`` to one bounded in-memory queue. Nothing else: no clock read, no
-   stream-name formatting unless the template has a per-record field, no network.
+   appends an ``Event`` to one bounded in-memory queue, taking no lock beyond the handler's
+   own. Nothing else: stream names are cached per logger, the clock is read only when the
+   queue was empty, and nothing touches the network.
 2. One sender thread per handler drains the queue when a batch is full, ``send_interval``
    has passed since the oldest waiting event, or ``flush()``/``close()`` asks. It builds the
    ``logs`` client on first use (so the constructor does no I/O), creates the group and
-   streams, splits events into batches within the service limits and puts them.
+   streams, sets aside events outside the service's time window, splits the rest into
+   batches within the service limits and puts them.
 3. Each failure is classified by its error code: refresh the credentials and resend, back
    off and resend, create the missing group or stream and resend, or give up on that batch
    with one warning that says what to change. Every record ends up counted in ``stats``:
@@ -434,7 +436,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         # Rare transitions (start, close, reopen, stop), waits and warnings use _cond.
         self._cond = threading.Condition(threading.Lock())
         self._wake = threading.Event()  # tells the sender to look at the queue again
-        self._wakeup = threading.Event()  # cuts a backoff sleep short at close()
+        self._stop_backoff = threading.Event()  # cuts a backoff sleep short at close()
         self._closing_deadline: float | None = None
         self._closed = False
         self._sender: threading.Thread | None = None
@@ -541,8 +543,9 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         """Format ``record`` and queue it; never raises into the application.
 
         Takes constant time: no network, no clock read in the common case. A record that
-        cannot be queued (formatting error, empty message, full queue, closed handler) is
-        counted in ``stats.dropped`` with its reason.
+        cannot be queued (formatting error, empty message, full queue) is counted in
+        ``stats.dropped`` with its reason. A record logged after ``close()`` reopens the
+        handler.
         """
         try:
             message = (self.formatter or _DEFAULT_FORMATTER).format(record)
@@ -636,7 +639,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 # not name keep theirs: their records must still arrive.
                 self._closed = False
                 self._closing_deadline = None
-                self._wakeup = threading.Event()
+                self._stop_backoff = threading.Event()
             started = self._sender is not None or self._start_sender()
             self._wake.set()
         if not started:  # interpreter shutdown: no thread can start, send from here
@@ -711,7 +714,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             sender = None
         if sender is not None and sender is not threading.current_thread():
             sender.join(self.flush_timeout + 1.0)
-            self._wakeup.set()  # cut short a backoff sleep past the deadline
+            self._stop_backoff.set()  # cut short a backoff sleep past the deadline
             sender.join(1.0)
         logging.Handler.close(self)
 
@@ -892,8 +895,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             if remaining <= 0:
                 return False
             delay = min(delay, remaining)
-        self._wakeup.wait(delay)
-        return not (self._closed and self._wakeup.is_set())
+        self._stop_backoff.wait(delay)
+        return not (self._closed and self._stop_backoff.is_set())
 
     # ----------------------------------------------------------------- AWS side
 
