@@ -640,6 +640,51 @@ _CHILD_SCRIPT = textwrap.dedent(
 )
 
 
+_POOL_SCRIPT = textwrap.dedent(
+    """
+    import logging, multiprocessing, os, sys
+    from watchtower_refresh import RefreshingCloudWatchLogHandler
+
+    def work(n):
+        logging.getLogger("app").info("child %d of pid %d", n, os.getpid())
+        return n  # no close(): the child ends with os._exit
+
+    if __name__ == "__main__":
+        handler = RefreshingCloudWatchLogHandler(
+            sys.argv[1], log_stream_name="{process_id}", role_arn=sys.argv[2], send_interval=60
+        )
+        logging.getLogger("app").addHandler(handler)
+        logging.getLogger("app").setLevel(logging.INFO)
+        context = multiprocessing.get_context("fork")
+        children = [context.Process(target=work, args=(n,)) for n in range(3)]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join()
+        handler.close()
+    """
+)
+
+
+def test_multiprocessing_fork_children_deliver_without_close(
+    aws: FakeAWS, messages: Read, tmp_path: Any
+) -> None:
+    script = tmp_path / "pool.py"
+    script.write_text(_POOL_SCRIPT)
+    env = {**os.environ, **aws.environment(REGION)}
+    result = subprocess.run(
+        [sys.executable, str(script), "/svc/multiprocessing", ROLE_ARN],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    got = sorted(m.split(" of pid")[0] for m in messages("/svc/multiprocessing"))
+    assert got == ["child 0", "child 1", "child 2"]
+
+
 def run_script(aws: FakeAWS, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **aws.environment(REGION)}
     return subprocess.run(

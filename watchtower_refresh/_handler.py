@@ -108,6 +108,41 @@ def live_handlers() -> list[RefreshingCloudWatchLogHandler]:
     return list(_live)
 
 
+class _ForkToken:
+    """What multiprocessing's after-fork registry holds a weak reference to."""
+
+
+_FORK_TOKEN = _ForkToken()
+
+
+def _close_live_handlers() -> None:
+    for handler in live_handlers():
+        handler.close()
+
+
+# multiprocessing, and billiard (its fork in Celery's prefork pool): same after-fork API.
+_MULTIPROCESSING_UTILS = ("multiprocessing.util", "billiard.util")
+_hooked: set[str] = set()
+
+
+def _register_multiprocessing_hook() -> None:
+    """Ask multiprocessing to close our handlers when a forked child of its own ends.
+
+    Such a child ends with ``os._exit``, which skips logging's exit hook; its finalizers
+    still run first, so one of them delivers what the child queued. Registered once per
+    module: the registry would otherwise grow with every handler.
+    """
+    for name in _MULTIPROCESSING_UTILS:
+        util = sys.modules.get(name)
+        if util is not None and name not in _hooked:
+            _hooked.add(name)
+
+            def after_fork(token: object, util: Any = util) -> None:
+                util.Finalize(None, _close_live_handlers, exitpriority=10)
+
+            util.register_after_fork(_FORK_TOKEN, after_fork)
+
+
 def _holds_logging_lock() -> bool:
     """True when this thread holds the logging module's lock, as dictConfig does throughout.
 
@@ -334,6 +369,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         self._stream_uses_thread = "thread_name" in fields
         self._reset_state()
         _live.add(self)
+        _register_multiprocessing_hook()
 
     # ----------------------------------------------------------------- validation
 
