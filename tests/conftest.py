@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -67,6 +69,18 @@ def restore_logging() -> Iterator[None]:
             root.removeHandler(handler)
             handler.close()
     root.setLevel(level)
+
+
+def run_python(aws: FakeAWS, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a Python process whose every boto3 client goes to the fake AWS."""
+    return subprocess.run(
+        [sys.executable, *argv],
+        env={**os.environ, **aws.environment(REGION), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def log_from_threads(logger: logging.Logger, threads: int, records: int) -> None:

@@ -23,7 +23,7 @@ import pytest
 import uvicorn
 import yaml
 
-from tests.conftest import REGION, ROLE_ARN
+from tests.conftest import REGION, ROLE_ARN, run_python
 from watchtower_refresh import flush_handlers
 from watchtower_refresh._fake_aws import FakeAWS, read_messages
 from watchtower_refresh._policy import permissions_policy
@@ -32,15 +32,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def test_quickstart(aws: FakeAWS, messages: Callable[[str], list[str]]) -> None:
-    env = {**os.environ, **aws.environment(REGION), "ROLE_ARN": ROLE_ARN}
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "quickstart.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python(aws, str(EXAMPLES / "quickstart.py"), ROLE_ARN=ROLE_ARN)
     assert result.returncode == 0, result.stderr
     assert sorted(messages("/app/orders")) == sorted(
         [

@@ -9,7 +9,6 @@ import logging
 import logging.config
 import os
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -23,7 +22,7 @@ import pytest
 import watchtower
 
 import watchtower_refresh._handler
-from tests.conftest import REGION, ROLE_ARN, log_from_threads
+from tests.conftest import REGION, ROLE_ARN, log_from_threads, run_python
 from watchtower_refresh import (
     ConfigurationError,
     RefreshingCloudWatchLogHandler,
@@ -671,30 +670,14 @@ def test_multiprocessing_fork_children_deliver_without_close(
 ) -> None:
     script = tmp_path / "pool.py"
     script.write_text(_POOL_SCRIPT)
-    env = {**os.environ, **aws.environment(REGION)}
-    result = subprocess.run(
-        [sys.executable, str(script), "/svc/multiprocessing", ROLE_ARN],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python(aws, str(script), "/svc/multiprocessing", ROLE_ARN)
     assert result.returncode == 0, result.stderr
     got = sorted(m.split(" of pid")[0] for m in messages("/svc/multiprocessing"))
     assert got == ["child 0", "child 1", "child 2"]
 
 
 def run_script(aws: FakeAWS, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **aws.environment(REGION)}
-    return subprocess.run(
-        [sys.executable, "-c", _CHILD_SCRIPT, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_python(aws, "-c", _CHILD_SCRIPT, *args)
 
 
 def test_pending_records_are_delivered_at_exit_without_close(aws: FakeAWS, messages: Read) -> None:
