@@ -16,6 +16,7 @@ import boto3
 import pytest
 from botocore.httpsession import URLLib3Session
 
+from watchtower_refresh import RefreshingCloudWatchLogHandler
 from watchtower_refresh._fake_aws import FakeAWS, FakeClock, read_messages
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/logger"
@@ -81,6 +82,30 @@ def run_python(aws: FakeAWS, *argv: str, **env: str) -> subprocess.CompletedProc
         timeout=60,
         check=False,
     )
+
+
+@pytest.fixture
+def make_handler() -> Iterator[Callable[..., RefreshingCloudWatchLogHandler]]:
+    """Build handlers with a short send interval; close them all afterwards."""
+    made: list[RefreshingCloudWatchLogHandler] = []
+
+    def make(group: str = "app", **options: Any) -> RefreshingCloudWatchLogHandler:
+        options.setdefault("send_interval", 0.05)
+        handler = RefreshingCloudWatchLogHandler(group, **options)
+        made.append(handler)
+        return handler
+
+    yield make
+    for handler in made:
+        handler.close()
+
+
+def logger_for(handler: logging.Handler, name: str = "app") -> logging.Logger:
+    logger = logging.getLogger(f"test.{name}.{id(handler)}")
+    logger.handlers = [handler]
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    return logger
 
 
 def log_from_threads(logger: logging.Logger, threads: int, records: int) -> None:

@@ -14,7 +14,7 @@ import threading
 import time
 import types
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -22,7 +22,7 @@ import pytest
 import watchtower
 
 import watchtower_refresh._handler
-from tests.conftest import REGION, ROLE_ARN, log_from_threads, run_python
+from tests.conftest import REGION, ROLE_ARN, log_from_threads, logger_for, run_python
 from watchtower_refresh import (
     ConfigurationError,
     RefreshingCloudWatchLogHandler,
@@ -36,32 +36,8 @@ Read = Callable[[str], list[str]]
 AHEAD = datetime.timedelta(seconds=800)
 
 
-@pytest.fixture
-def make_handler() -> Iterator[Callable[..., RefreshingCloudWatchLogHandler]]:
-    """Build handlers with a short send interval; close them all afterwards."""
-    made: list[RefreshingCloudWatchLogHandler] = []
-
-    def make(group: str = "app", **options: Any) -> RefreshingCloudWatchLogHandler:
-        options.setdefault("send_interval", 0.05)
-        handler = RefreshingCloudWatchLogHandler(group, **options)
-        made.append(handler)
-        return handler
-
-    yield make
-    for handler in made:
-        handler.close()
-
-
 def sender_threads() -> int:
     return sum(t.name == "watchtower-refresh-sender" for t in threading.enumerate())
-
-
-def logger_for(handler: logging.Handler, name: str = "app") -> logging.Logger:
-    logger = logging.getLogger(f"test.{name}.{id(handler)}")
-    logger.handlers = [handler]
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    return logger
 
 
 # --------------------------------------------------------------------------- construction
@@ -199,28 +175,6 @@ def test_dict_config_with_role_arn_delivers(aws: FakeAWS, messages: Read) -> Non
     )
     assert aws.injector.counts["AssumeRole"] == 1
     logger.handlers.clear()
-
-
-def test_group_is_created_with_retention_and_tags(aws: FakeAWS, make_handler: Any) -> None:
-    handler = make_handler(
-        "/svc/tagged", log_group_retention_days=14, log_group_tags={"team": "platform"}
-    )
-    logger_for(handler).info("hello")
-    assert handler.flush(timeout=10)
-    client = boto3.client("logs")
-    group = client.describe_log_groups(logGroupNamePrefix="/svc/tagged")["logGroups"][0]
-    assert group["retentionInDays"] == 14
-    assert client.list_tags_log_group(logGroupName="/svc/tagged")["tags"] == {"team": "platform"}
-
-
-def test_existing_group_is_tagged_through_its_arn(aws: FakeAWS, make_handler: Any) -> None:
-    boto3.client("logs").create_log_group(logGroupName="/svc/existing")
-    handler = make_handler("/svc/existing", log_group_tags="team=platform")
-    logger_for(handler).info("hello")
-    assert handler.flush(timeout=10)
-    tags = boto3.client("logs").list_tags_log_group(logGroupName="/svc/existing")["tags"]
-    assert tags == {"team": "platform"}
-    assert aws.injector.counts["GetCallerIdentity"] == 1
 
 
 def test_one_sender_thread_for_many_loggers_and_streams(
@@ -441,41 +395,6 @@ def test_access_denied_drops_with_one_warning_then_resumes(
     assert messages("/svc/denied") == ["allowed again"]
     assert handler.stats.dropped == {"AccessDeniedException": 3}
     assert handler.stats.delivered == 1
-
-
-def test_deleted_stream_is_recreated(aws: FakeAWS, make_handler: Any, messages: Read) -> None:
-    handler = make_handler("/svc/deleted", log_stream_name="only")
-    logger = logger_for(handler)
-    logger.info("before")
-    assert handler.flush(timeout=10)
-    boto3.client("logs").delete_log_stream(logGroupName="/svc/deleted", logStreamName="only")
-    logger.info("after")
-    assert handler.flush(timeout=10)
-    assert messages("/svc/deleted") == ["after"]  # the first went with the deleted stream
-    assert aws.injector.counts["CreateLogStream"] == 2
-    assert handler.stats.delivered == 2
-
-
-def test_missing_group_without_creation_gives_up_with_advice(
-    aws: FakeAWS, make_handler: Any
-) -> None:
-    handler = make_handler("/svc/absent", create_log_group=False, create_log_stream=False)
-    with pytest.warns(WatchtowerRefreshWarning, match="does not exist and create_log_group"):
-        logger_for(handler).info("x")
-        assert handler.flush(timeout=10)
-    assert handler.stats.dropped == {"ResourceNotFoundException": 1}
-
-
-def test_denied_group_creation_warns_and_delivery_goes_on(
-    aws: FakeAWS, make_handler: Any, messages: Read
-) -> None:
-    boto3.client("logs").create_log_group(logGroupName="/svc/precreated")
-    aws.injector.add_fault(Fault("AccessDeniedException", action="CreateLogGroup"))
-    handler = make_handler("/svc/precreated")
-    with pytest.warns(WatchtowerRefreshWarning, match="CreateLogGroup.*create_log_group=False"):
-        logger_for(handler).info("still delivered")
-        assert handler.flush(timeout=10)
-    assert messages("/svc/precreated") == ["still delivered"]
 
 
 def test_queue_cap_drops_and_counts_with_one_warning(
@@ -748,26 +667,6 @@ def test_no_secret_in_any_output(
 
 
 # --------------------------------------------------------------------------- other sources
-
-
-def test_a_given_client_is_used_as_is(aws: FakeAWS, make_handler: Any, messages: Read) -> None:
-    client = boto3.client("logs")
-    handler = make_handler("/svc/given", boto3_client=client)
-    assert handler.cwl_client is client
-    logger_for(handler).info("through the given client")
-    assert handler.flush(timeout=10)
-    assert messages("/svc/given") == ["through the given client"]
-    assert aws.injector.counts["AssumeRole"] == 0
-
-
-def test_cwl_client_is_built_on_first_access(aws: FakeAWS, make_handler: Any) -> None:
-    handler = make_handler("/svc/lazy", role_arn=ROLE_ARN)
-    assert aws.injector.counts["AssumeRole"] == 0
-    assert handler.cwl_client.meta.region_name == REGION
-    assert aws.injector.counts["AssumeRole"] == 1
-    replacement = boto3.client("logs")
-    handler.cwl_client = replacement
-    assert handler.cwl_client is replacement
 
 
 def test_no_credentials_is_one_actionable_warning(

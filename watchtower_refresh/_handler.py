@@ -39,8 +39,6 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import watchtower
-from botocore.config import Config
-from botocore.exceptions import ClientError
 
 from ._batching import (
     EVENT_OVERHEAD,
@@ -54,7 +52,8 @@ from ._batching import (
     truncate,
     utf8_size,
 )
-from ._credentials import SessionOptions, effective_region, non_refreshing_problem
+from ._credentials import SessionOptions
+from ._destination import Destination
 from ._exceptions import ConfigurationError, WatchtowerRefreshWarning
 from ._failures import (
     BACKOFF_BASE,
@@ -64,7 +63,6 @@ from ._failures import (
     advice,
     classify,
     error_code,
-    permission_hint,
 )
 from ._options import (
     LOG_GROUP_PATTERN,
@@ -479,15 +477,12 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         self._overflowing = False
         self._warned: set[str] = set()  # warnings given once per process
         self._failing: set[str] = set()  # delivery failures warned since the last success
-        self._refreshable = self._fixed_client is None  # a given client cannot be refreshed
         self._counts: collections.Counter[str] = collections.Counter()  # sender, under _cond
         self._dropped: collections.Counter[str] = collections.Counter()  # sender, under _cond
-        self._client_lock = threading.Lock()
         self._sync_lock = threading.Lock()
-        self._client: CloudWatchLogsClient | None = self._fixed_client
-        self._session: boto3.Session | None = None
-        self._group_ready = False
-        self._ready_streams: set[str] = set()
+        self._destination = Destination(
+            self, self._session_factory, self._fixed_client, self._warn_once
+        )
         self._fixed_stream: str | None = None
         # Stream names by (logger, thread), and the fields fixed for the process's life:
         # formatting the template for every record cost more than the rest of emit().
@@ -511,13 +506,12 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
     @property  # type: ignore[override]  # watchtower's attribute, built lazily here
     def cwl_client(self) -> CloudWatchLogsClient:
         """The ``logs`` client, built on first access (which resolves credentials)."""
-        return self._get_client()
+        return self._destination.client()
 
     @cwl_client.setter
     def cwl_client(self, client: CloudWatchLogsClient) -> None:
-        with self._client_lock:
-            self._fixed_client = self._client = client
-            self._refreshable = False
+        self._fixed_client = client
+        self._destination.use_client(client)
 
     # ----------------------------------------------------------------- caller's thread
 
@@ -845,8 +839,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         attempt = quick = 0
         while True:
             try:
-                client = self._get_client()
-                self._prepare(client, stream)
+                client = self._destination.client()
+                self._destination.prepare(client, stream)
                 response = client.put_log_events(
                     logGroupName=self.log_group_name,
                     logStreamName=stream,
@@ -854,7 +848,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 )
             except Exception as exc:
                 outcome = classify(exc)
-                if outcome is Outcome.REFRESH and not self._refreshable:
+                if outcome is Outcome.REFRESH and not self._destination.refreshable:
                     outcome = Outcome.GIVE_UP
                 if outcome is Outcome.CREATE and (
                     quick >= MAX_QUICK_RETRIES
@@ -866,12 +860,12 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                     self._give_up(batch, reason, advice(exc, self.log_group_name, stream))
                     return
                 if outcome is Outcome.REFRESH:
-                    self._discard_client()
+                    self._destination.discard_client()
                     self._count("credential_refreshes")
                 else:
                     self._count("retried")
                 if outcome is Outcome.CREATE:
-                    self._forget(stream)
+                    self._destination.forget(stream)
                 if outcome is not Outcome.BACKOFF and quick < MAX_QUICK_RETRIES:
                     quick += 1
                     continue
@@ -933,111 +927,3 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             delay = min(delay, remaining)
         self._stop_backoff.wait(delay)
         return not (self._closed and self._stop_backoff.is_set())
-
-    # ----------------------------------------------------------------- AWS side
-
-    def _get_client(self) -> CloudWatchLogsClient:
-        with self._client_lock:
-            if self._client is not None:
-                return self._client
-            session = self._session_factory()
-            problem = non_refreshing_problem(session.get_credentials())
-            self._refreshable = problem is None
-            if problem:
-                self._warn_once("non_refreshing", problem)
-            client: CloudWatchLogsClient = session.client(
-                "logs",
-                region_name=effective_region(session, self.region_name),
-                endpoint_url=self.endpoint_url,
-                config=Config(
-                    # Retries are ours: they refresh credentials and never drop a batch.
-                    retries={"total_max_attempts": 1},
-                    # Our requests are valid by construction (non-empty strings within the
-                    # limits, integer timestamps, checked names), and the service refuses
-                    # anything else; validating 10,000 events took half of a put's CPU.
-                    parameter_validation=False,
-                    connect_timeout=5,
-                    read_timeout=30,
-                    user_agent_extra="watchtower-refresh",
-                ),
-            )
-            self._session, self._client = session, client
-            return client
-
-    def _discard_client(self) -> None:
-        with self._client_lock:
-            if self._client is not self._fixed_client:
-                self._client = None
-
-    def _forget(self, stream: str) -> None:
-        self._group_ready = False
-        self._ready_streams.discard(stream)
-
-    def _prepare(self, client: CloudWatchLogsClient, stream: str) -> None:
-        if not self._group_ready:
-            if self.create_log_group:
-                self._create_group(client)
-            if self.log_group_retention_days is not None:
-                self._setup_call(
-                    "PutRetentionPolicy",
-                    lambda: client.put_retention_policy(
-                        logGroupName=self.log_group_name,
-                        retentionInDays=self.log_group_retention_days or 1,
-                    ),
-                )
-            self._group_ready = True
-        if stream not in self._ready_streams:
-            if self.create_log_stream:
-                self._setup_call(
-                    "CreateLogStream",
-                    lambda: client.create_log_stream(
-                        logGroupName=self.log_group_name, logStreamName=stream
-                    ),
-                )
-            self._ready_streams.add(stream)
-
-    def _create_group(self, client: CloudWatchLogsClient) -> None:
-        tags = self.log_group_tags
-
-        def create() -> object:
-            if tags:
-                return client.create_log_group(logGroupName=self.log_group_name, tags=tags)
-            return client.create_log_group(logGroupName=self.log_group_name)
-
-        created = self._setup_call("CreateLogGroup", create)
-        if tags and not created:
-            self._setup_call(
-                "TagResource",
-                lambda: client.tag_resource(resourceArn=self._group_arn(client), tags=tags),
-            )
-
-    def _group_arn(self, client: CloudWatchLogsClient) -> str:
-        session = self._session or boto3.Session()
-        region = client.meta.region_name
-        sts = session.client("sts", region_name=region)
-        account = sts.get_caller_identity()["Account"]
-        partition = session.get_partition_for_region(region)
-        return f"arn:{partition}:logs:{region}:{account}:log-group:{self.log_group_name}"
-
-    def _setup_call(self, action: str, call: Callable[[], object]) -> bool:
-        """Run a group or stream set-up call; True if it created something.
-
-        "Already exists" is success. A refusal (access denied, invalid parameter) is
-        reported once and delivery goes on: the group may already be set up by someone who
-        holds the permission. Transient errors propagate, so the put is retried.
-        """
-        try:
-            call()
-        except ClientError as exc:
-            code = error_code(exc)
-            if code in ("ResourceAlreadyExistsException", "OperationAbortedException"):
-                return False
-            if classify(exc) is not Outcome.GIVE_UP:
-                raise
-            self._warn_once(
-                f"setup:{action}:{code}",
-                f"{action} on log group {self.log_group_name} failed: {exc}; "
-                f"{permission_hint(action)}",
-            )
-            return False
-        return True

@@ -1,0 +1,191 @@
+"""The handler's side of CloudWatch Logs: its client, and the group and streams it writes to.
+
+The client is built on first use from the session factory (never in a constructor), once
+per process, and again after the service says the token expired. The group (with its
+retention and tags) and each stream are set up before the first put to them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Protocol
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from ._credentials import effective_region, non_refreshing_problem
+from ._failures import Outcome, classify, error_code, permission_hint
+
+if TYPE_CHECKING:
+    from mypy_boto3_logs import CloudWatchLogsClient
+
+__all__ = ["Destination", "Settings"]
+
+
+class Settings(Protocol):
+    """The handler options a destination reads, live, from its handler."""
+
+    @property
+    def log_group_name(self) -> str: ...
+    @property
+    def create_log_group(self) -> bool: ...
+    @property
+    def create_log_stream(self) -> bool: ...
+    @property
+    def log_group_retention_days(self) -> int | None: ...
+    @property
+    def log_group_tags(self) -> Mapping[str, str]: ...
+    @property
+    def region_name(self) -> str | None: ...
+    @property
+    def endpoint_url(self) -> str | None: ...
+
+
+class Destination:
+    """One handler's client and set-up state, in one process.
+
+    Args:
+        settings: The handler, whose options are read when they are needed.
+        session_factory: Builds the session the client comes from.
+        fixed_client: A client given by the user: used as is, never rebuilt.
+        warn_once: Reports a problem once per key, without raising.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: Callable[[], boto3.Session],
+        fixed_client: CloudWatchLogsClient | None,
+        warn_once: Callable[[str, str], None],
+    ) -> None:
+        self._settings = settings
+        self._session_factory = session_factory
+        self._fixed_client = fixed_client
+        self._warn_once = warn_once
+        self._lock = threading.Lock()
+        self._client = fixed_client
+        self._session: boto3.Session | None = None
+        self._group_ready = False
+        self._ready_streams: set[str] = set()
+        self.refreshable = fixed_client is None
+        """Whether fresh credentials can be had: False for a given client or static keys."""
+
+    def client(self) -> CloudWatchLogsClient:
+        """The ``logs`` client, built on first use (which resolves credentials)."""
+        with self._lock:
+            if self._client is not None:
+                return self._client
+            session = self._session_factory()
+            problem = non_refreshing_problem(session.get_credentials())
+            self.refreshable = problem is None
+            if problem:
+                self._warn_once("non_refreshing", problem)
+            client: CloudWatchLogsClient = session.client(
+                "logs",
+                region_name=effective_region(session, self._settings.region_name),
+                endpoint_url=self._settings.endpoint_url,
+                config=Config(
+                    # Retries are ours: they refresh credentials and never drop a batch.
+                    retries={"total_max_attempts": 1},
+                    # Our requests are valid by construction (non-empty strings within the
+                    # limits, integer timestamps, checked names), and the service refuses
+                    # anything else; validating 10,000 events took half of a put's CPU.
+                    parameter_validation=False,
+                    connect_timeout=5,
+                    read_timeout=30,
+                    user_agent_extra="watchtower-refresh",
+                ),
+            )
+            self._session, self._client = session, client
+            return client
+
+    def use_client(self, client: CloudWatchLogsClient) -> None:
+        """Use ``client`` from now on, as it is."""
+        with self._lock:
+            self._fixed_client = self._client = client
+            self.refreshable = False
+
+    def discard_client(self) -> None:
+        """Drop the client so that the next put builds one with fresh credentials."""
+        with self._lock:
+            if self._client is not self._fixed_client:
+                self._client = None
+
+    def forget(self, stream: str) -> None:
+        """The service lost the group or ``stream``: set them up again before the next put."""
+        self._group_ready = False
+        self._ready_streams.discard(stream)
+
+    def prepare(self, client: CloudWatchLogsClient, stream: str) -> None:
+        """Create the group (retention, tags) and ``stream`` if this process has not yet."""
+        settings = self._settings
+        group = settings.log_group_name
+        if not self._group_ready:
+            if settings.create_log_group:
+                self._create_group(client)
+            retention = settings.log_group_retention_days
+            if retention is not None:
+                self._setup_call(
+                    "PutRetentionPolicy",
+                    lambda: client.put_retention_policy(
+                        logGroupName=group, retentionInDays=retention
+                    ),
+                )
+            self._group_ready = True
+        if stream not in self._ready_streams:
+            if settings.create_log_stream:
+                self._setup_call(
+                    "CreateLogStream",
+                    lambda: client.create_log_stream(logGroupName=group, logStreamName=stream),
+                )
+            self._ready_streams.add(stream)
+
+    def _create_group(self, client: CloudWatchLogsClient) -> None:
+        group = self._settings.log_group_name
+        tags = dict(self._settings.log_group_tags)
+
+        def create() -> object:
+            if tags:
+                return client.create_log_group(logGroupName=group, tags=tags)
+            return client.create_log_group(logGroupName=group)
+
+        created = self._setup_call("CreateLogGroup", create)
+        if tags and not created:
+            self._setup_call(
+                "TagResource",
+                lambda: client.tag_resource(resourceArn=self._group_arn(client), tags=tags),
+            )
+
+    def _group_arn(self, client: CloudWatchLogsClient) -> str:
+        # The account comes from the handler's own session, not the default one.
+        session = self._session or boto3.Session()
+        region = client.meta.region_name
+        sts = session.client("sts", region_name=region)
+        account = sts.get_caller_identity()["Account"]
+        partition = session.get_partition_for_region(region)
+        return f"arn:{partition}:logs:{region}:{account}:log-group:{self._settings.log_group_name}"
+
+    def _setup_call(self, action: str, call: Callable[[], object]) -> bool:
+        """Run a group or stream set-up call; True if it created something.
+
+        "Already exists" is success. A refusal (access denied, invalid parameter) is
+        reported once and delivery goes on: the group may already be set up by someone who
+        holds the permission. Transient errors propagate, so the put is retried.
+        """
+        try:
+            call()
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in ("ResourceAlreadyExistsException", "OperationAbortedException"):
+                return False
+            if classify(exc) is not Outcome.GIVE_UP:
+                raise
+            self._warn_once(
+                f"setup:{action}:{code}",
+                f"{action} on log group {self._settings.log_group_name} failed: {exc}; "
+                f"{permission_hint(action)}",
+            )
+            return False
+        return True
