@@ -272,3 +272,26 @@ def assert_no_secret(aws: FakeAWS, text: str) -> None:
         assert secret not in text
     assert "fake-source-secret" not in text
     assert not re.search(r"ASIA[A-Z0-9]{12,}", text)
+
+
+def test_policy_refuses_a_bad_flag_in_the_config_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "logging.json"
+    config.write_text(
+        json.dumps(
+            {
+                "handlers": {
+                    "cw": {
+                        "()": "watchtower_refresh.RefreshingCloudWatchLogHandler",
+                        "log_group_name": "/a",
+                        "create_log_group": "maybe",
+                    }
+                }
+            }
+        )
+    )
+    code, out, err = run(["policy", "--config", str(config), "--account", ACCOUNT], capsys)
+    assert code == EXIT_USAGE
+    assert out == ""
+    assert "create_log_group must be true or false, not 'maybe'" in err

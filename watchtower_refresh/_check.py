@@ -101,6 +101,19 @@ def run_check(
     except (ConfigurationError, TypeError) as exc:
         return report.fail(EXIT_INVALID, f"the handler's configuration is invalid: {exc}")
     try:
+        return _check_with(handler, options, report, write, say)
+    finally:
+        handler.close()  # built only to resolve things as the handler would: let it go
+
+
+def _check_with(
+    handler: RefreshingCloudWatchLogHandler,
+    options: Mapping[str, Any],
+    report: CheckReport,
+    write: bool,
+    say: Callable[[str], None],
+) -> CheckReport:
+    try:
         session = handler._session_factory()
     except Exception as exc:
         return report.fail(EXIT_INVALID, f"the session could not be built: {exc}")

@@ -26,8 +26,9 @@ from typing import Any
 
 from . import __version__
 from ._check import EXIT_INVALID, EXIT_OK, CheckReport, run_check
+from ._config import HANDLER_PATH
 from ._exceptions import ConfigurationError
-from ._options import as_int, as_tags
+from ._options import as_bool, as_int, as_tags
 from ._policy import TRUSTED_SERVICES, caller_policy, permissions_policy, trust_policy
 from ._redact import redact
 
@@ -38,10 +39,7 @@ EXIT_USAGE = EXIT_INVALID
 EXIT_UNAVAILABLE = 3
 
 _HANDLER_PATHS = frozenset(
-    (
-        "watchtower_refresh.RefreshingCloudWatchLogHandler",
-        "watchtower_refresh._handler.RefreshingCloudWatchLogHandler",
-    )
+    (HANDLER_PATH, "watchtower_refresh._handler.RefreshingCloudWatchLogHandler")
 )
 _NOT_HANDLER_OPTIONS = frozenset(("()", "class", "level", "formatter", "filters", "."))
 
@@ -184,10 +182,7 @@ def _policy(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 
 
 def _flag(given: bool | None, options: dict[str, Any], name: str) -> bool:
-    if given is not None:
-        return given
-    value = str(options.get(name, True)).strip().lower()
-    return value not in ("0", "false", "no", "off")
+    return given if given is not None else as_bool(name, options.get(name, True))
 
 
 # ----------------------------------------------------------------------------- check

@@ -20,7 +20,7 @@ from ._credentials import SessionOptions
 from ._exceptions import ConfigurationError
 from ._formatter import resolve_zone
 from ._handler import RefreshingCloudWatchLogHandler
-from ._options import LOG_GROUP_PATTERN, LOG_GROUP_RULE, as_bool, check_pattern
+from ._options import LOG_GROUP_PATTERN, LOG_GROUP_RULE, as_bool, as_pairs, check_pattern
 
 __all__ = ["ENV_PREFIX", "configure_logging", "logging_config"]
 
@@ -197,11 +197,7 @@ def _logger_levels(value: object) -> dict[str, str]:
     if value is None or value == "":
         return {}
     if isinstance(value, str):
-        pairs = [item.partition("=") for item in value.split(",") if item.strip()]
-        if any(not sep or not key.strip() for key, sep, _ in pairs):
-            message = f"loggers must be name=LEVEL pairs separated by commas, not {value!r}"
-            raise ConfigurationError(message)
-        value = {key.strip(): level for key, _, level in pairs}
+        value = as_pairs("loggers", value, "name=LEVEL")
     if not isinstance(value, Mapping):
         message = f"loggers must be a mapping of logger names to levels, not {value!r}"
         raise ConfigurationError(message)

@@ -25,6 +25,7 @@ __all__ = [
     "as_float",
     "as_int",
     "as_optional_str",
+    "as_pairs",
     "as_tags",
     "check_pattern",
 ]
@@ -111,6 +112,15 @@ def check_pattern(name: str, value: str, pattern: str, rule: str) -> str:
     return value
 
 
+def as_pairs(name: str, text: str, form: str) -> dict[str, str]:
+    """Parse ``a=1, b=2`` into a dict of stripped strings; ``form`` names a pair in errors."""
+    pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+    if any(not sep or not key.strip() for key, sep, _ in pairs):
+        message = f"{name} must be {form} pairs separated by commas, not {text!r}"
+        raise ConfigurationError(message)
+    return {key.strip(): val.strip() for key, _, val in pairs}
+
+
 def as_tags(name: str, value: object) -> dict[str, str]:
     """Return tags as a dict of strings.
 
@@ -127,11 +137,7 @@ def as_tags(name: str, value: object) -> dict[str, str]:
                 message = f"{name} is not a valid JSON object: {exc}"
                 raise ConfigurationError(message) from None
         else:
-            pairs = [item.partition("=") for item in text.split(",") if item.strip()]
-            if any(not sep or not key.strip() for key, sep, _ in pairs):
-                message = f"{name} must be key=value pairs separated by commas, not {text!r}"
-                raise ConfigurationError(message)
-            value = {key.strip(): val.strip() for key, _, val in pairs}
+            value = as_pairs(name, text, "key=value")
     if not isinstance(value, Mapping):
         message = f"{name} must be a mapping of tag names to values, not {type(value).__name__}"
         raise ConfigurationError(message)
