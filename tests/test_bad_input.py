@@ -82,7 +82,7 @@ def test_every_record_is_delivered_or_counted(
         assert cloudwatch.flush(timeout=60)
     stats = cloudwatch.stats
     sender = cloudwatch._sender
-    assert sender is None or sender.is_alive()  # nothing crashed the sender
+    assert sender is None or sender.alive  # nothing crashed the sender
     cloudwatch.close()
     assert stats.delivered == expected.pop("delivered", 0)
     assert stats.dropped == expected

@@ -12,6 +12,9 @@ from watchtower_refresh._batching import (
     MAX_BATCH_BYTES,
     MAX_BATCH_EVENTS,
     MAX_BATCH_SPAN_MS,
+    MESSAGE,
+    SIZE,
+    TIMESTAMP,
     Event,
     count_rejected,
     split_batches,
@@ -24,7 +27,7 @@ DAY = 24 * 3600 * 1000
 
 
 def event(timestamp: int, size: int, label: str = "") -> Event:
-    return Event("s", timestamp, label or "x" * size, size)
+    return ("s", timestamp, label or "x" * size, size)
 
 
 def test_a_batch_of_exactly_the_byte_limit_is_one_batch() -> None:
@@ -43,7 +46,7 @@ def test_event_count_limit() -> None:
 def test_batches_span_less_than_a_day_and_are_sorted() -> None:
     events = [event(DAY + 5, 1, "c"), event(0, 1, "a"), event(DAY - 1, 1, "b"), event(DAY, 1, "d")]
     batches = list(split_batches(events))
-    assert [[e.message for e in b] for b in batches] == [["a", "b"], ["d", "c"]]
+    assert [[e[MESSAGE] for e in b] for b in batches] == [["a", "b"], ["d", "c"]]
 
 
 @settings(max_examples=200, deadline=None)
@@ -58,15 +61,15 @@ def test_batches_span_less_than_a_day_and_are_sorted() -> None:
 def test_every_batch_is_within_limits(
     specs: list[tuple[int, int]], max_bytes: int, max_events: int
 ) -> None:
-    events = [Event("s", ts, str(n), size) for n, (ts, size) in enumerate(specs)]
+    events: list[Event] = [("s", ts, str(n), size) for n, (ts, size) in enumerate(specs)]
     batches = list(split_batches(events, max_bytes, max_events))
     for batch in batches:
         assert 1 <= len(batch) <= max_events
-        assert sum(e.size + EVENT_OVERHEAD for e in batch) <= max_bytes
-        assert batch[-1].timestamp - batch[0].timestamp < MAX_BATCH_SPAN_MS
+        assert sum(e[SIZE] + EVENT_OVERHEAD for e in batch) <= max_bytes
+        assert batch[-1][TIMESTAMP] - batch[0][TIMESTAMP] < MAX_BATCH_SPAN_MS
     flat = list(itertools.chain.from_iterable(batches))
-    assert sorted(flat, key=lambda e: e.message) == sorted(events, key=lambda e: e.message)
-    assert [e.timestamp for e in flat] == sorted(e.timestamp for e in events)
+    assert sorted(flat, key=lambda e: e[MESSAGE]) == sorted(events, key=lambda e: e[MESSAGE])
+    assert [e[TIMESTAMP] for e in flat] == sorted(e[TIMESTAMP] for e in events)
 
 
 def test_utf8_size() -> None:

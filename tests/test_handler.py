@@ -21,7 +21,7 @@ import boto3
 import pytest
 import watchtower
 
-import watchtower_refresh._handler
+import watchtower_refresh._sender
 from tests.conftest import REGION, ROLE_ARN, log_from_threads, logger_for, run_python
 from watchtower_refresh import (
     ConfigurationError,
@@ -715,9 +715,9 @@ def test_records_are_sent_from_the_caller_when_no_thread_can_start(
 
     handler = make_handler("/svc/late")
     shutting_down = types.SimpleNamespace(**{**vars(threading), "Thread": Unstartable})
-    monkeypatch.setattr(watchtower_refresh._handler, "threading", shutting_down)
-    logger_for(handler).info("logged during shutdown")
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(watchtower_refresh._sender, "threading", shutting_down)
+        logger_for(handler).info("logged during shutdown")
     assert messages("/svc/late") == ["logged during shutdown"]
     assert handler.stats.delivered == 1
     assert handler.stats.queued == 0

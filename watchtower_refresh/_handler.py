@@ -3,38 +3,41 @@
 How a record travels:
 
 1. ``emit()`` (caller's thread) formats the record, sizes it, truncates it if needed and
-   appends an ``Event`` to one bounded in-memory queue, taking no lock beyond the handler's
-   own. Nothing else: stream names are cached per logger, the clock is read only when the
-   queue was empty, and nothing touches the network.
-2. One sender thread per handler drains the queue when a batch is full, ``send_interval``
-   has passed since the oldest waiting event, or ``flush()``/``close()`` asks. It builds the
-   ``logs`` client on first use (so the constructor does no I/O), creates the group and
-   streams, sets aside events outside the service's time window, splits the rest into
-   batches within the service limits and puts them.
-3. Each failure is classified by its error code: refresh the credentials and resend, back
-   off and resend, create the missing group or stream and resend, or give up on that batch
-   with one warning that says what to change. Every record ends up counted in ``stats``:
-   delivered, or dropped with a reason.
+   admits it to the handler's ledger (``_ledger``): one bounded in-memory queue whose caps
+   and counters the ledger owns. The common path takes no lock beyond the handler's own and
+   touches neither the clock nor the network.
+2. The sender (``_sender``: one scheduler thread and a few workers) takes records off the
+   queue when a batch is full, ``send_interval`` has passed, or ``flush()``/``close()``
+   asks, splits them into batches per stream and delivers each (``_delivery``) through the
+   destination (``_destination``: the client, built on first use, and the group and streams).
+3. Each batch is settled once in the ledger: delivered, rejected by the service, or dropped
+   with a reason. ``stats`` is a snapshot of the ledger.
+
+The handler's lifecycle, one rule per state (``_State``):
+
+- ``NEW``: built, nothing sent yet. The first record starts a sender: ``OPEN``.
+- ``OPEN``: records are queued and sent in the background.
+- ``CLOSING``: ``close()`` delivers what is held until ``flush_timeout`` has passed; records
+  logged meanwhile are delivered too.
+- ``CLOSED``: the sender has stopped; what could not be delivered was counted as
+  ``shutdown`` and reported in one line on stderr. A record logged now reopens the handler.
+- A forked child starts ``NEW``, with its own ledger and client; the parent keeps and
+  delivers what it held.
+- Interpreter exit (``_process``): every handler is closed before ``logging.shutdown``;
+  records logged afterwards are sent from the caller's thread within a bounded budget, and
+  once the interpreter is finalizing they are counted as ``shutdown``, with one line on stderr.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import dataclasses
+import enum
 import logging
-import math
-import os
-import platform
-import random
-import string
 import sys
 import threading
 import time
 import warnings
-import weakref
-from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -46,24 +49,17 @@ from ._batching import (
     MAX_BATCH_EVENTS,
     MAX_EVENT_BYTES,
     Event,
-    count_rejected,
     split_batches,
     split_by_age,
     truncate,
     utf8_size,
 )
+from ._compat import holds_logging_lock, watchtower_json_default
 from ._credentials import SessionOptions
+from ._delivery import deliver_batch
 from ._destination import Destination
 from ._exceptions import ConfigurationError, WatchtowerRefreshWarning
-from ._failures import (
-    BACKOFF_BASE,
-    BACKOFF_CAP,
-    MAX_QUICK_RETRIES,
-    Outcome,
-    advice,
-    classify,
-    error_code,
-)
+from ._ledger import Claim, DeliveryStats, Ledger
 from ._options import (
     LOG_GROUP_PATTERN,
     LOG_GROUP_RULE,
@@ -75,7 +71,20 @@ from ._options import (
     as_tags,
     check_pattern,
 )
+from ._process import _local as _thread_state
+from ._process import (
+    delivering,
+    exit_deadline,
+    exiting,
+    finalizing,
+    hook_multiprocessing,
+    live,
+    register,
+    report,
+)
 from ._redact import install_redaction, redact
+from ._sender import Sender
+from ._streams import StreamNames, check_template
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
@@ -86,101 +95,26 @@ DEFAULT_LOG_GROUP_NAME = "watchtower"
 DEFAULT_LOG_STREAM_NAME = watchtower.DEFAULT_LOG_STREAM_NAME
 DEFAULT_QUEUE_MAX_EVENTS = 100_000
 DEFAULT_QUEUE_MAX_BYTES = 64 * 1024 * 1024
+MAX_IN_FLIGHT = 8
+"""Most batches a handler sends at once, each to a different stream."""
 RETENTION_DAYS = frozenset(
     (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557)
 ) | frozenset((2922, 3288, 3653))
-_STREAM_FIELDS = frozenset(
-    ("machine_name", "program_name", "process_id", "logger_name", "thread_name", "strftime")
-)
-_PER_RECORD_FIELDS = frozenset(("logger_name", "thread_name", "strftime"))
-_STREAM_CACHE_SIZE = 10_000  # stream names kept, by (logger, thread)
-
-_local = threading.local()
-_new_event = tuple.__new__  # Event(...) through NamedTuple's Python-level __new__ is slower
+# Loggers of the libraries that deliver: their records while we send are never handled.
+_DELIVERY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "watchtower_refresh")
 _DEFAULT_FORMATTER = logging.Formatter()
-_live: weakref.WeakSet[RefreshingCloudWatchLogHandler] = weakref.WeakSet()
 
 
 def live_handlers() -> list[RefreshingCloudWatchLogHandler]:
     """Every handler of this class alive in this process."""
-    return list(_live)
+    return [h for h in live() if isinstance(h, RefreshingCloudWatchLogHandler)]
 
 
-class _ForkToken:
-    """What multiprocessing's after-fork registry holds a weak reference to."""
-
-
-_FORK_TOKEN = _ForkToken()
-
-
-def _close_live_handlers() -> None:
-    for handler in live_handlers():
-        handler.close()
-
-
-# multiprocessing, and billiard (its fork in Celery's prefork pool): same after-fork API.
-_MULTIPROCESSING_UTILS = ("multiprocessing.util", "billiard.util")
-_hooked: set[str] = set()
-
-
-def _register_multiprocessing_hook() -> None:
-    """Ask multiprocessing to close our handlers when a forked child of its own ends.
-
-    Such a child ends with ``os._exit``, which skips logging's exit hook; its finalizers
-    still run first, so one of them delivers what the child queued. Registered once per
-    module: the registry would otherwise grow with every handler.
-    """
-    for name in _MULTIPROCESSING_UTILS:
-        util = sys.modules.get(name)
-        if util is not None and name not in _hooked:
-            _hooked.add(name)
-
-            def after_fork(token: object, util: Any = util) -> None:
-                util.Finalize(None, _close_live_handlers, exitpriority=10)
-
-            util.register_after_fork(_FORK_TOKEN, after_fork)
-
-
-def _holds_logging_lock() -> bool:
-    """True when this thread holds the logging module's lock, as dictConfig does throughout.
-
-    The sender thread needs that lock for botocore's own logging calls, so waiting for it
-    then would only wait out the timeout. ``_is_owned`` is the RLock method that
-    ``threading.Condition`` relies on; without it, the answer is False and waits are bounded.
-    """
-    is_owned = getattr(getattr(logging, "_lock", None), "_is_owned", None)
-    return bool(is_owned()) if callable(is_owned) else False
-
-
-@dataclasses.dataclass(frozen=True)
-class DeliveryStats:
-    """A snapshot of what a handler did with the records it was given.
-
-    Every record given to ``emit()`` ends up in ``delivered``, ``rejected``, one of the
-    ``dropped`` reasons, or ``queued`` (still waiting or in flight).
-    """
-
-    delivered: int = 0
-    """Events the service accepted."""
-    rejected: int = 0
-    """Events the service refused one by one (too new, too old, expired); see ``dropped``."""
-    dropped: Mapping[str, int] = dataclasses.field(default_factory=dict)
-    """Records given up, by reason: ``queue_full``, ``shutdown``, ``timeout``, ``empty``,
-    ``format_error``, ``too_new``, ``too_old``, ``expired``, or the AWS error code or
-    exception name that refused the batch."""
-    retried: int = 0
-    """Puts resent after a throttle, a 5xx, a connection error or a missing resource."""
-    credential_refreshes: int = 0
-    """Times fresh credentials were fetched after the service said the token had expired."""
-    truncated: int = 0
-    """Messages cut to ``max_message_size``."""
-    queued: int = 0
-    """Records waiting to be sent or in flight."""
-
-    @property
-    def dropped_total(self) -> int:
-        """Records given up, whatever the reason."""
-        return sum(self.dropped.values())
+class _State(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
 
 
 def _pick_alias(
@@ -259,7 +193,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         region_name: Region of CloudWatch Logs and STS.
         profile_name: Profile to use (with ``role_arn``: the source of credentials).
         endpoint_url: CloudWatch Logs endpoint, e.g. a VPC endpoint or a local stand-in.
-            ``AWS_ENDPOINT_URL_LOGS`` and ``AWS_ENDPOINT_URL`` are honoured without it.
+            ``AWS_ENDPOINT_URL_CLOUDWATCH_LOGS`` and ``AWS_ENDPOINT_URL`` are honoured
+            without it (botocore reads those; not ``AWS_ENDPOINT_URL_LOGS``).
         session_factory: A callable returning a ``boto3.Session``, or its dotted path
             (``package.module:function``). Called on the sender thread at first delivery
             and again after an expired-token error. Excludes the credential options above.
@@ -317,7 +252,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         template = _pick_alias(
             "log_stream_name", log_stream_name, DEFAULT_LOG_STREAM_NAME, "stream_name", stream_name
         )
-        self.log_stream_name = self._check_template(str(template))
+        self.log_stream_name = check_template(str(template))
         self.use_queues = as_bool("use_queues", use_queues)
         # watchtower annotates whole seconds; fractions work here.
         interval = as_float("send_interval", send_interval, minimum=0.0)
@@ -346,7 +281,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         self.region_name = as_optional_str("region_name", region_name)
         self.endpoint_url = as_optional_str("endpoint_url", endpoint_url)
         serializer = as_callable("json_serialize_default", json_serialize_default)
-        self.json_serialize_default = serializer or watchtower._json_serialize_default
+        self.json_serialize_default = serializer or watchtower_json_default()
         self.setFormatter(watchtower.CloudWatchLogFormatter(json_serialize_default=serializer))
         self._fixed_client = boto3_client
         self._session_factory = self._make_session_factory(
@@ -361,31 +296,12 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             ),
         )
         self._body_limit = self.max_message_size - EVENT_OVERHEAD
-        fields = {name for _, name, _, _ in string.Formatter().parse(self.log_stream_name) if name}
-        self._per_record_stream = bool(fields & _PER_RECORD_FIELDS)
-        self._stream_uses_time = "strftime" in fields
-        self._stream_uses_thread = "thread_name" in fields
+        self._warned: set[str] = set()  # warnings given once per process
         self._reset_state()
-        _live.add(self)
-        _register_multiprocessing_hook()
+        register(self)
+        hook_multiprocessing()
 
     # ----------------------------------------------------------------- validation
-
-    @staticmethod
-    def _check_template(template: str) -> str:
-        try:
-            fields = [field for _, field, _, _ in string.Formatter().parse(template) if field]
-        except ValueError as exc:
-            message = f"log_stream_name {template!r} is not a valid template: {exc}"
-            raise ConfigurationError(message) from None
-        unknown = sorted(set(fields) - _STREAM_FIELDS)
-        if unknown or not template:
-            message = (
-                f"log_stream_name {template!r} uses unknown fields {unknown}; "
-                f"known fields: {', '.join(sorted(_STREAM_FIELDS))}"
-            )
-            raise ConfigurationError(message)
-        return template
 
     @staticmethod
     def _check_retention(value: int | str | None) -> int | None:
@@ -440,68 +356,28 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
 
     # ----------------------------------------------------------------- state
 
-    def createLock(self) -> None:
-        """Create the handler's lock (logging calls this from ``__init__``)."""
-        logging.Handler.createLock(self)
-
-    def _at_fork_reinit(self) -> None:
-        # logging calls this in a forked child: the parent's thread, client and queued
-        # records stay with the parent, which delivers them; the child starts afresh.
-        logging.Handler._at_fork_reinit(self)  # type: ignore[attr-defined]
-        self._reset_state()
-
     def _reset_state(self) -> None:
-        # The queue. emit() runs under the handler's lock (logging.Handler.handle takes it),
-        # so emit-side counters have one writer; the sender's counters have another. Queue
-        # depth and held bytes are differences of the two, and the deque is thread-safe:
-        # the common path of emit() takes no other lock.
-        self._queue: collections.deque[Event] = collections.deque()
-        self._enqueued_seq = 0  # emit: records queued so far
-        self._enqueued_bytes = 0  # emit: their bytes, with the 26-byte overhead
-        self._oldest_pending = 0.0  # emit: monotonic time the oldest queued record arrived
-        self._emit_dropped: collections.Counter[str] = collections.Counter()  # emit
-        self._truncated = 0  # emit
-        self._drained_seq = 0  # sender: records taken off the queue
-        self._drained_bytes = 0  # sender
-        self._released_events = 0  # sender: records delivered or dropped after queueing
-        self._released_bytes = 0  # sender
-        self._acked_seq = 0  # sender, under _cond: everything up to it is handled
-        self._flush_target = 0  # flush(), under _cond
-        # Rare transitions (start, close, reopen, stop), waits and warnings use _cond.
-        self._cond = threading.Condition(threading.Lock())
-        self._wake = threading.Event()  # tells the sender to look at the queue again
-        self._stop_backoff = threading.Event()  # cuts a backoff sleep short at close()
+        """Start afresh: a new ledger, no sender, a client built at first delivery."""
+        self._ledger = Ledger(self.queue_max_events, self.queue_max_bytes)
+        self._state = _State.NEW
+        self._sender: Sender | None = None
         self._closing_deadline: float | None = None
-        self._closed = False
-        self._sender: threading.Thread | None = None
-        self._overflowing = False
-        self._warned: set[str] = set()  # warnings given once per process
         self._failing: set[str] = set()  # delivery failures warned since the last success
-        self._counts: collections.Counter[str] = collections.Counter()  # sender, under _cond
-        self._dropped: collections.Counter[str] = collections.Counter()  # sender, under _cond
-        self._sync_lock = threading.Lock()
+        self._exit_reported = False
+        self._streams = StreamNames(self.log_stream_name)
         self._destination = Destination(
             self, self._session_factory, self._fixed_client, self._warn_once
         )
-        self._fixed_stream: str | None = None
-        # Stream names by (logger, thread), and the fields fixed for the process's life:
-        # formatting the template for every record cost more than the rest of emit().
-        self._stream_cache: dict[object, str] = {}
-        self._process_fields: dict[str, object] | None = None
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's threads, client and held records stay with the parent, which
+        # delivers them; the child counts only its own records.
+        self._reset_state()
 
     @property
     def stats(self) -> DeliveryStats:
         """What this handler did with its records in this process, as a snapshot."""
-        with self._cond:
-            return DeliveryStats(
-                delivered=self._counts["delivered"],
-                rejected=self._counts["rejected"],
-                dropped=dict(self._dropped + self._emit_dropped),
-                retried=self._counts["retried"],
-                credential_refreshes=self._counts["credential_refreshes"],
-                truncated=self._truncated,
-                queued=max(0, self._enqueued_seq - self._released_events),
-            )
+        return self._ledger.snapshot(truncated=self._ledger.truncated)
 
     @property  # type: ignore[override]  # watchtower's attribute, built lazily here
     def cwl_client(self) -> CloudWatchLogsClient:
@@ -516,66 +392,41 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
     # ----------------------------------------------------------------- caller's thread
 
     def handle(self, record: logging.LogRecord) -> Any:
-        """Handle ``record`` unless the current thread is delivering logs.
+        """Handle ``record``, unless the current thread is delivering logs.
 
-        Records that botocore or urllib3 log while we send are dropped here, before the
-        handler's lock is taken, so delivery can neither recurse nor deadlock.
+        Records that botocore or urllib3 log while we send are not handled, so delivery can
+        neither recurse nor deadlock. Any other record logged on a thread that is sending
+        (a signal handler that interrupted a ``use_queues=False`` put) is handled right
+        after that put.
         """
-        if getattr(_local, "delivering", False):
-            return False
+        if _thread_state.delivering:
+            return self._handle_while_delivering(record)
         # logging.Handler.handle, inlined: emit() is on every request's path.
-        result: object = self.filter(record)  # bool; a LogRecord from Python 3.12
-        if result:
+        if self.filters:
+            result: object = self.filter(record)  # bool; a LogRecord from Python 3.12
+            if not result:
+                return result
             if isinstance(result, logging.LogRecord):  # Python 3.12: a filter may replace it
                 record = result
-            with self.lock:  # type: ignore[union-attr]  # createLock() always made one
-                self.emit(record)
-        return result
+        with self.lock:  # type: ignore[union-attr]  # createLock() always made one
+            self.emit(record)
+        return record if sys.version_info >= (3, 12) else True
 
-    def _stream_for(self, record: logging.LogRecord) -> str:
-        if not self._per_record_stream:
-            stream = self._fixed_stream
-            if stream is None:  # once per process: _reset_state clears it after a fork
-                stream = self._fixed_stream = self._format_stream(record)
-            return stream
-        if self._stream_uses_time:
-            return self._format_stream(record)
-        # Keyed by logger name alone unless the thread matters: emit() looks that up inline.
-        key = (record.name, record.threadName) if self._stream_uses_thread else record.name
-        stream = self._stream_cache.get(key)
-        if stream is None:
-            if len(self._stream_cache) >= _STREAM_CACHE_SIZE:  # many short-lived threads
-                self._stream_cache.clear()
-            stream = self._stream_cache[key] = self._format_stream(record)
-        return stream
-
-    def _format_stream(self, record: logging.LogRecord) -> str:
-        fields = self._process_fields
-        if fields is None:
-            fields = self._process_fields = {
-                "machine_name": platform.node(),
-                "program_name": sys.argv[0] if sys.argv else "python",
-                "process_id": os.getpid(),
-            }
-        name = self.log_stream_name.format(
-            **fields,
-            logger_name=record.name,
-            thread_name=record.threadName,
-            strftime=(
-                datetime.fromtimestamp(record.created, timezone.utc)
-                if self._stream_uses_time
-                else None
-            ),
-        )
-        return name.replace(":", "-").replace("*", "-")[:512] or "-"
+    def _handle_while_delivering(self, record: logging.LogRecord) -> bool:
+        deferred = _thread_state.deferred
+        if deferred is None or record.name.startswith(_DELIVERY_LOGGERS):
+            return False
+        deferred.append((self, record))
+        return True
 
     def emit(self, record: logging.LogRecord) -> None:
         """Format ``record`` and queue it; never raises into the application.
 
-        Takes constant time: no network, no clock read in the common case. A record that
-        cannot be queued (formatting error, empty message, full queue) is counted in
-        ``stats.dropped`` with its reason. A record logged after ``close()`` reopens the
-        handler.
+        Takes constant time: no network, no clock read, no lock beyond the handler's own in
+        the common case. A record that cannot be queued (formatting error, empty message,
+        full queue) is counted in ``stats.dropped`` with its reason. A record logged after
+        ``close()`` reopens the handler. With ``use_queues=False`` the record is sent from
+        the caller's thread, which waits at most ``flush_timeout`` seconds.
         """
         try:
             message = (self.formatter or _DEFAULT_FORMATTER).format(record)
@@ -584,326 +435,302 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             else:
                 message, size = utf8_size(message)
         except Exception:
-            self._drop_one("format_error")
+            self._ledger.drop("format_error")
             self.handleError(record)
             return
         try:
             if not message:
-                self._drop_one("empty", "an empty message cannot be sent to CloudWatch Logs")
+                self._drop_one(
+                    "empty",
+                    "Received empty message. Empty messages cannot be sent to CloudWatch Logs",
+                )
                 return
             if size > self._body_limit:
                 message, size = truncate(message, size, self._body_limit)
-                self._truncated += 1
+                self._ledger.truncated += 1
+            streams = self._streams
             stream = (
-                self._fixed_stream
-                or self._stream_cache.get(record.name)  # keyed by logger name: the default
-                or self._stream_for(record)
+                streams.fixed
+                or streams.cache.get(record.name)  # keyed by logger name: the default
+                or streams.for_record(record)
             )
-            event = _new_event(Event, (stream, int(record.created * 1000), message, size))
-            if not self.use_queues:
-                self._send_now([event])
-                return
-            # Queue it: the common path takes no lock (see _reset_state).
+            event = (stream, int(record.created * 1000), message, size)
             cost = size + EVENT_OVERHEAD
-            if (
-                self._enqueued_seq - self._released_events >= self.queue_max_events
-                or self._enqueued_bytes + cost - self._released_bytes > self.queue_max_bytes
-            ):
-                self._refuse_full()
+            ledger = self._ledger
+            admitted = ledger.admitted
+            held_bytes = ledger.admitted_bytes + cost
+            if admitted < ledger.limit_events and held_bytes <= ledger.limit_bytes:
+                # The fast path: a sender runs, the handler is open and the caps allow.
+                ledger.admitted = admitted + 1
+                ledger.admitted_bytes = held_bytes
+                ledger.queue.append(event)
+                if (
+                    admitted >= ledger.wake_events or held_bytes >= ledger.wake_bytes
+                ) and self._sender is not None:
+                    self._sender.wake.set()
                 return
-            queue = self._queue
-            was_empty = not queue
-            if was_empty:
-                self._oldest_pending = time.monotonic()
-            queue.append(event)
-            self._enqueued_bytes += cost
-            self._enqueued_seq += 1
-            if self._sender is None or self._closed:
-                self._ensure_sender()
-            elif (
-                was_empty  # the sender sleeps until told: it starts the send_interval timer
-                or len(queue) >= self.max_batch_count
-                or self._enqueued_bytes - self._drained_bytes >= self.max_batch_size
-            ) and not self._wake.is_set():
-                self._wake.set()
+            self._emit_slow(event, cost)
         except Exception:
-            self._drop_one("internal_error")
+            self._ledger.drop("internal_error")
             self.handleError(record)
 
-    def _warn_once(self, key: str, message: str, *, per_episode: bool = False) -> None:
-        """Warn about ``key`` once per process, or once per failure episode.
+    def _emit_slow(self, event: Event, cost: int) -> None:
+        """Admit ``event`` when the fast path cannot: start, reopen, exit, sync or full."""
+        if not self.use_queues:
+            self._send_now([event])
+            return
+        ledger = self._ledger
+        with ledger.lock:
+            if not exiting():
+                sender = self._sender
+                if self._state is _State.CLOSING:
+                    if sender is not None and not sender.finished:
+                        self._admit_or_refuse(event, cost)
+                        sender.wake.set()
+                        return
+                else:
+                    if (
+                        self._state is not _State.OPEN
+                        or sender is None
+                        or sender.finished
+                        or not sender.alive
+                    ):
+                        self._open()
+                    if self._state is _State.OPEN and self._sender is not None:
+                        self._admit_or_refuse(event, cost)
+                        self._sender.wake.set()
+                        return
+        # Exiting, a closing sender that has already stopped, or no thread can start.
+        self._send_now([event], exit_path=True)
 
-        An episode ends with the next successful put. Call without ``_cond`` held.
-        """
-        seen = self._failing if per_episode else self._warned
-        with self._cond:
-            if key in seen:
-                return
-            seen.add(key)
-        _warn(message)
-
-    def _drop_one(self, reason: str, warning: str | None = None) -> None:
-        self._emit_dropped[reason] += 1
-        if warning:
-            self._warn_once(
-                reason,
-                f"{warning}; such records are dropped and counted in stats.dropped[{reason!r}]",
-            )
-
-    def _refuse_full(self) -> None:
-        self._emit_dropped["queue_full"] += 1
-        if not self._overflowing:
-            self._overflowing = True
+    def _admit_or_refuse(self, event: Event, cost: int) -> None:
+        """Queue ``event`` under the caps (ledger lock held), or count it as ``queue_full``."""
+        ledger = self._ledger
+        if ledger.has_room(cost):
+            ledger.admitted += 1
+            ledger.admitted_bytes += cost
+            ledger.queue.append(event)
+            return
+        ledger.drop("queue_full")
+        if not ledger.overflowing:
+            ledger.overflowing = True
             _warn(
                 f"the queue of log group {self.log_group_name} is full "
                 f"({self.queue_max_events} records or {self.queue_max_bytes} bytes): "
                 "records are dropped and counted in stats.dropped['queue_full'] until it drains"
             )
 
-    def _ensure_sender(self) -> None:
-        """Reopen after close() and start the sender if none runs (the rare path of emit)."""
-        with self._cond:
-            if self._closed:
-                # Logged to after close(): reopen, as logging.FileHandler does. A second
-                # dictConfig (uvicorn applies one) closes every handler, yet loggers it does
-                # not name keep theirs: their records must still arrive.
-                self._closed = False
-                self._closing_deadline = None
-                self._stop_backoff = threading.Event()
-            started = self._sender is not None or self._start_sender()
-            self._wake.set()
-        if not started:  # interpreter shutdown: no thread can start, send from here
-            batch, drained_seq = self._drain()
-            self._send_now(batch)
-            self._acknowledge_drain(drained_seq)
+    def _open(self) -> None:
+        """Start a sender, or keep the one that is still draining (ledger lock held)."""
+        sender = self._sender
+        if sender is not None and sender.alive and not sender.finished:
+            sender.draining = False  # a dictConfig closed us without waiting: carry on
+        else:
+            sender = Sender(self, self._ledger, MAX_IN_FLIGHT)
+            if not sender.start():
+                return  # interpreter shutdown: the caller sends from its own thread
+            self._sender = sender
+        self._state = _State.OPEN
+        self._closing_deadline = None
+        self._ledger.open_gate()
 
-    def _start_sender(self) -> bool:
-        """Start the sender thread (``_cond`` held); False if no thread can start."""
-        sender = threading.Thread(
-            target=self._run_sender, name="watchtower-refresh-sender", daemon=True
-        )
+    def _send_now(self, events: list[Event], *, exit_path: bool = False) -> None:
+        """Deliver ``events`` from the caller's thread and settle them.
+
+        Waits at most ``flush_timeout`` seconds, or what is left of the exit budget. During
+        finalization nothing is sent: the events are counted as ``shutdown``.
+        """
+        ledger = self._ledger
+        if finalizing():
+            ledger.drop("shutdown", len(events))
+            if not self._exit_reported:
+                self._exit_reported = True
+                report(
+                    f"records logged to log group {self.log_group_name} while the interpreter "
+                    "is finalizing cannot be sent; they are counted in stats.dropped['shutdown']"
+                )
+            return
+        claim = ledger.claim_now(events)
+        deadline = time.monotonic() + self.flush_timeout
+        if exit_path or exiting():
+            deadline = min(deadline, exit_deadline())
+        deferred: list[tuple[logging.Handler, logging.LogRecord]] = []
+        before = _thread_state.deferred
+        _thread_state.deferred = deferred
         try:
-            sender.start()
-        except RuntimeError:
-            return False
-        self._sender = sender
-        return True
-
-    def _send_now(self, events: list[Event]) -> None:
-        """Deliver ``events`` from the caller's thread, waiting at most ``flush_timeout``."""
-        with self._sync_lock:
-            _local.delivering = True
-            try:
-                self._deliver(events, deadline=time.monotonic() + self.flush_timeout)
-            finally:
-                _local.delivering = False
+            with delivering():
+                now_ms = int(time.time() * 1000)
+                for stream, stream_events in _by_stream(events):
+                    sendable, too_old, too_new = split_by_age(stream_events, now_ms)
+                    if too_old or too_new:
+                        self.reject_by_age(claim, too_old, too_new)
+                    for batch in split_batches(sendable, self.max_batch_size, self.max_batch_count):
+                        self._deliver(stream, claim, batch, None, deadline=deadline)
+        finally:
+            _thread_state.deferred = before
+            ledger.settle_rest(claim, "internal_error")
+        for handler, record in deferred:  # logged by a signal handler while we were sending
+            handler.handle(record)
 
     # ----------------------------------------------------------------- flush and close
+
+    def request_flush(self) -> int:
+        """Ask the sender to send everything queued now; return what to wait for.
+
+        Returns:
+            The admission number up to which everything must be settled.
+        """
+        ledger = self._ledger
+        target = ledger.admitted
+        sender = self._sender
+        if sender is not None and target > ledger.drained:
+            sender.flush_target = max(sender.flush_target, target)
+            sender.wake.set()
+        return target
+
+    def wait_flushed(self, target: int, deadline: float) -> bool:
+        """Wait until every record up to ``target`` is settled, or the monotonic ``deadline``."""
+        if holds_logging_lock():
+            deadline = 0.0  # inside dictConfig: the sender needs that lock; it sends once free
+        sender = self._sender
+        if sender is None or not sender.alive:
+            return self._ledger.settled_through >= target
+        return self._ledger.wait_settled(target, max(0.0, deadline - time.monotonic()))
 
     # A superset of logging's flush(): the argument is optional, the result may be ignored.
     def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]
         """Wait until every record queued before this call is delivered or dropped.
 
         Args:
-            timeout: Longest wait in seconds; default ``flush_timeout``.
+            timeout: Longest wait in seconds; default ``flush_timeout``. ``0`` asks the
+                sender to send now and returns at once.
 
         Returns:
             True if everything queued before the call was handled in time.
         """
         wait = self.flush_timeout if timeout is None else max(0.0, timeout)
-        if _holds_logging_lock():
-            wait = 0.0  # inside dictConfig: ask the sender to send, it does once released
-        target = self._enqueued_seq
-        with self._cond:
-            if self._sender is None or self._acked_seq >= target:
-                return True
-            self._flush_target = max(self._flush_target, target)
-            self._wake.set()
-            return self._cond.wait_for(lambda: self._acked_seq >= target, wait)
+        target = self.request_flush()
+        return self.wait_flushed(target, time.monotonic() + wait)
 
     def close(self) -> None:
-        """Deliver what is queued (waiting at most ``flush_timeout`` seconds) and stop.
+        """Deliver what is held (waiting at most ``flush_timeout`` seconds) and stop.
 
-        Idempotent. Records still undelivered when the time is up are counted as
-        ``shutdown`` in ``stats.dropped`` and reported in one warning. logging calls this at
-        interpreter exit, so pending records are sent even if the application never does.
-        A record logged to the handler after ``close()`` reopens it, as ``FileHandler``
-        reopens its file: a reconfiguration that closes handlers loses nothing.
+        Idempotent, and safe to call from several threads at once: a second call waits for
+        the first. Whatever is still undelivered when the time is up, queued or in flight,
+        whatever the sender is doing, is counted as ``shutdown`` in ``stats.dropped`` and
+        reported in one line on stderr. logging calls this at interpreter exit, so pending
+        records are sent even if the application never does. A record logged to the handler
+        after ``close()`` reopens it, as ``FileHandler`` reopens its file: a reconfiguration
+        that closes handlers loses nothing.
         """
-        with self._cond:
-            if self._closed:
+        ledger = self._ledger
+        with ledger.lock:
+            if self._state is _State.CLOSED or (self._state is _State.NEW and not ledger.held):
+                self._state = _State.CLOSED
+                logging.Handler.close(self)
                 return
-            self._closed = True
+            if self._state is _State.CLOSING:
+                deadline = self._closing_deadline or time.monotonic()
+                ledger.cond.wait_for(
+                    lambda: self._state is _State.CLOSED, max(0.0, deadline - time.monotonic())
+                )
+                return
+            self._state = _State.CLOSING
             self._closing_deadline = time.monotonic() + self.flush_timeout
+            ledger.close_gate()
             sender = self._sender
-            self._wake.set()
-        if _holds_logging_lock():
+            if sender is not None:
+                sender.draining = True
+                sender.wake.set()
+        if holds_logging_lock():
             # dictConfig (uvicorn applies one at start-up) closes old handlers while it holds
             # logging's lock, which the sender needs: it delivers the rest and stops on its
             # own once the lock is released. At interpreter exit no lock is held: we wait.
-            sender = None
-        if sender is not None and sender is not threading.current_thread():
-            sender.join(self.flush_timeout + 1.0)
-            self._stop_backoff.set()  # cut short a backoff sleep past the deadline
-            sender.join(1.0)
+            with ledger.lock:
+                self._state = _State.CLOSED
+                ledger.cond.notify_all()
+            logging.Handler.close(self)
+            return
+        self._finish_close(sender)
+
+    def _finish_close(self, sender: Sender | None) -> None:
+        ledger = self._ledger
+        deadline = self._closing_deadline or time.monotonic()
+        if sender is not None and sender.alive:
+            with ledger.cond:
+                ledger.cond.wait_for(
+                    lambda: ledger.held == 0 or sender.finished,
+                    max(0.0, deadline - time.monotonic()),
+                )
+            sender.stop.set()  # cut a backoff wait short: the time is up
+            sender.join(min(1.0, max(0.0, deadline + 1.0 - time.monotonic())))
+        with ledger.lock:
+            lost = 0
+            if ledger.held:
+                if sender is not None:
+                    sender.abandon()
+                lost = ledger.abandon("shutdown")
+            self._state = _State.CLOSED
+            ledger.cond.notify_all()
+        if lost:
+            report(
+                f"{lost} records for log group {self.log_group_name} could not be delivered "
+                f"within flush_timeout={self.flush_timeout:g}s of close(); they are counted "
+                "in stats.dropped['shutdown']"
+            )
         logging.Handler.close(self)
 
-    # ----------------------------------------------------------------- sender thread
+    # ----------------------------------------------------------------- delivery
 
-    def _seconds_to_wait(self) -> float | None:
-        """How long the sender waits before draining: 0 now, inf until told, None to stop."""
-        if self._closed:
-            return 0.0 if self._queue else None
-        if not self._queue:
-            return math.inf
-        if (
-            self._flush_target > self._acked_seq
-            or len(self._queue) >= self.max_batch_count
-            or self._enqueued_bytes - self._drained_bytes >= self.max_batch_size
-        ):
-            return 0.0
-        return max(0.0, self._oldest_pending + self.send_interval - time.monotonic())
+    def deliver(self, stream: str, claim: Claim, batch: list[Event], stop: threading.Event) -> None:
+        """Deliver one batch (part of ``claim``) and settle it; the sender's workers call this."""
+        self._deliver(stream, claim, batch, stop, deadline=None)
 
-    def _run_sender(self) -> None:
-        _local.delivering = True
-        while True:
-            wait = self._seconds_to_wait()
-            if wait is None:
-                with self._cond:  # decided under the lock that a reopening emit() takes
-                    if self._seconds_to_wait() is None:
-                        self._sender = None  # closed and drained; a later record restarts
-                        self._cond.notify_all()
-                        return
-                continue
-            if wait:
-                self._wake.wait(None if wait == math.inf else wait)
-                self._wake.clear()
-                continue
-            batch, drained_seq = self._drain()
-            try:
-                self._deliver(batch, deadline=None)
-            except Exception as exc:  # keep the sender alive whatever happens
-                self._give_up(batch, "internal_error", f"internal error while sending: {exc!r}")
-            self._acknowledge_drain(drained_seq)
+    def _deliver(
+        self,
+        stream: str,
+        claim: Claim,
+        batch: list[Event],
+        stop: threading.Event | None,
+        *,
+        deadline: float | None,
+    ) -> None:
+        def limit() -> float | None:
+            closing = self._closing_deadline
+            if closing is None:
+                return deadline
+            return closing if deadline is None else min(deadline, closing)
 
-    def _drain(self) -> tuple[list[Event], int]:
-        """Take everything queued; return it and the sequence number of its last record."""
-        batch: list[Event] = []
-        pop = self._queue.popleft
-        try:
-            while True:
-                batch.append(pop())
-        except IndexError:
-            pass
-        self._drained_bytes += sum(event.size for event in batch) + EVENT_OVERHEAD * len(batch)
-        self._drained_seq += len(batch)
-        return batch, self._drained_seq
-
-    def _acknowledge_drain(self, drained_seq: int) -> None:
-        """Record that everything up to ``drained_seq`` is handled, and wake flush()."""
-        with self._cond:
-            self._acked_seq = max(self._acked_seq, drained_seq)
-            held = self._enqueued_seq - self._released_events
-            if self._overflowing and held < self.queue_max_events // 2:
-                self._overflowing = False
-            self._cond.notify_all()
-
-    def _deliver(self, events: list[Event], deadline: float | None) -> None:
-        events, too_old, too_new = split_by_age(events, int(time.time() * 1000))
-        if too_old or too_new:
-            self._reject(too_old, too_new)
-        by_stream: dict[str, list[Event]] = {}
-        for event in events:
-            by_stream.setdefault(event.stream, []).append(event)
-        for stream, stream_events in by_stream.items():
-            for batch in split_batches(stream_events, self.max_batch_size, self.max_batch_count):
-                self._put(stream, batch, deadline)
-
-    def _release(self, batch: list[Event]) -> None:
-        """Free the queue space ``batch`` held (called with ``_cond`` held)."""
-        if self.use_queues:  # use_queues=False never holds records
-            self._released_events += len(batch)
-            self._released_bytes += sum(e.size for e in batch) + EVENT_OVERHEAD * len(batch)
-
-    def _give_up(self, batch: list[Event], reason: str, warning: str) -> None:
-        with self._cond:
-            self._dropped[reason] += len(batch)
-            self._release(batch)
-        self._warn_once(
-            reason,
-            f"{warning} ({len(batch)} records dropped, counted in stats.dropped[{reason!r}])",
-            per_episode=True,
+        result = deliver_batch(
+            self._destination,
+            self._put,
+            group=self.log_group_name,
+            stream=stream,
+            batch=batch,
+            can_create=self.create_log_group or self.create_log_stream,
+            count=self._ledger.count,
+            deadline=limit,
+            stop=stop or threading.Event(),
+            closing=lambda: self._state is not _State.OPEN and self._closing_deadline is not None,
         )
-
-    def _put(self, stream: str, batch: list[Event], deadline: float | None) -> None:
-        attempt = quick = 0
-        while True:
-            try:
-                client = self._destination.client()
-                self._destination.prepare(client, stream)
-                response = client.put_log_events(
-                    logGroupName=self.log_group_name,
-                    logStreamName=stream,
-                    logEvents=[{"timestamp": e.timestamp, "message": e.message} for e in batch],
-                )
-            except Exception as exc:
-                outcome = classify(exc)
-                if outcome is Outcome.REFRESH and not self._destination.refreshable:
-                    outcome = Outcome.GIVE_UP
-                if outcome is Outcome.CREATE and (
-                    quick >= MAX_QUICK_RETRIES
-                    or not (self.create_log_group or self.create_log_stream)
-                ):
-                    outcome = Outcome.GIVE_UP
-                if outcome is Outcome.GIVE_UP:
-                    reason = error_code(exc) or type(exc).__name__
-                    self._give_up(batch, reason, advice(exc, self.log_group_name, stream))
-                    return
-                if outcome is Outcome.REFRESH:
-                    self._destination.discard_client()
-                    self._count("credential_refreshes")
-                else:
-                    self._count("retried")
-                if outcome is Outcome.CREATE:
-                    self._destination.forget(stream)
-                if outcome is not Outcome.BACKOFF and quick < MAX_QUICK_RETRIES:
-                    quick += 1
-                    continue
-                if not self._backoff(attempt, deadline):
-                    reason = "shutdown" if self._closed else "timeout"
-                    why = advice(exc, self.log_group_name, stream)
-                    self._give_up(batch, reason, f"gave up resending: {why}")
-                    return
-                attempt += 1
-                continue
-            self._acknowledge(batch, response.get("rejectedLogEventsInfo"))
-            return
-
-    def _reject(self, too_old: list[Event], too_new: list[Event]) -> None:
-        """Count events outside the service's time window as rejected, without sending them."""
-        with self._cond:
-            for reason, events in (("too_old", too_old), ("too_new", too_new)):
-                if events:
-                    self._counts["rejected"] += len(events)
-                    self._dropped[reason] += len(events)
-                    self._release(events)
-        self._warn_once(
-            "rejected",
-            "CloudWatch Logs refuses events older than 14 days or more than 2 hours ahead: "
-            f"{len(too_old) + len(too_new)} were set aside, counted in "
-            "stats.dropped['too_old'|'too_new']",
+        rejected = result.rejected
+        self._ledger.settle(
+            claim,
+            batch,
+            delivered=result.delivered,
+            rejected=rejected._asdict(),
+            reason=result.reason,
         )
-
-    def _acknowledge(self, batch: list[Event], rejected_info: Any) -> None:
-        rejected = count_rejected(rejected_info, len(batch))
-        with self._cond:
-            self._counts["delivered"] += len(batch) - rejected.total
-            self._counts["rejected"] += rejected.total
-            for reason, count in rejected._asdict().items():
-                if count:
-                    self._dropped[reason] += count
-            self._failing.clear()  # a success ends the failure episode: the next one warns again
-            self._release(batch)
+        if result.reason is None:
+            with self._ledger.lock:
+                self._failing.clear()  # a success ends the episode: the next one warns again
+        else:
+            self._warn_once(
+                result.reason,
+                f"{result.warning} ({len(batch)} records dropped, counted in "
+                f"stats.dropped[{result.reason!r}])",
+                per_episode=True,
+            )
         if rejected.total:
             self._warn_once(
                 "rejected",
@@ -912,18 +739,60 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 "stats.dropped['too_new'|'too_old'|'expired']",
             )
 
-    def _count(self, name: str) -> None:
-        with self._cond:
-            self._counts[name] += 1
+    def _put(self, client: CloudWatchLogsClient, stream: str, batch: Sequence[Event]) -> Any:
+        return client.put_log_events(
+            logGroupName=self.log_group_name,
+            logStreamName=stream,
+            logEvents=[{"timestamp": e[1], "message": e[2]} for e in batch],
+        )
 
-    def _backoff(self, attempt: int, deadline: float | None) -> bool:
-        """Sleep with full jitter; False when the deadline (or close's) leaves no time."""
-        delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
-        limits = [d for d in (deadline, self._closing_deadline) if d is not None]
-        if limits:
-            remaining = min(limits) - time.monotonic()
-            if remaining <= 0:
-                return False
-            delay = min(delay, remaining)
-        self._stop_backoff.wait(delay)
-        return not (self._closed and self._stop_backoff.is_set())
+    def reject_by_age(self, claim: Claim, too_old: list[Event], too_new: list[Event]) -> None:
+        """Settle events outside the service's time window as rejected, without sending them."""
+        for reason, events in (("too_old", too_old), ("too_new", too_new)):
+            if events:
+                self._ledger.settle(claim, events, rejected={reason: len(events)})
+        self._warn_once(
+            "rejected",
+            "CloudWatch Logs refuses events older than 14 days or more than 2 hours ahead: "
+            f"{len(too_old) + len(too_new)} were set aside, counted in "
+            "stats.dropped['too_old'|'too_new']",
+        )
+
+    def settle_failed(self, claim: Claim, events: list[Event], exc: BaseException) -> None:
+        """Settle ``events`` as ``internal_error`` after an unexpected exception, and say so."""
+        if events:
+            self._ledger.settle(claim, events, reason="internal_error")
+        self._warn_once(
+            "internal_error",
+            f"internal error while sending to log group {self.log_group_name}: {exc!r}; "
+            "the records are counted in stats.dropped['internal_error']",
+            per_episode=True,
+        )
+
+    # ----------------------------------------------------------------- warnings
+
+    def _warn_once(self, key: str, message: str, *, per_episode: bool = False) -> None:
+        """Warn about ``key`` once per process, or once per failure episode.
+
+        An episode ends with the next successful put.
+        """
+        with self._ledger.lock:
+            seen = self._failing if per_episode else self._warned
+            if key in seen:
+                return
+            seen.add(key)
+        _warn(message)
+
+    def _drop_one(self, reason: str, warning: str) -> None:
+        self._ledger.drop(reason)
+        self._warn_once(
+            reason,
+            f"{warning}; such records are dropped and counted in stats.dropped[{reason!r}]",
+        )
+
+
+def _by_stream(events: list[Event]) -> list[tuple[str, list[Event]]]:
+    by_stream: dict[str, list[Event]] = {}
+    for event in events:
+        by_stream.setdefault(event[0], []).append(event)
+    return list(by_stream.items())

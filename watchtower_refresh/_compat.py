@@ -1,0 +1,70 @@
+"""Every use of another library's private API, in one place, each checked by a test.
+
+An upgrade that breaks one of these assumptions fails ``tests/test_compat.py`` loudly instead
+of degrading delivery quietly. Each function says what it relies on and what happens when
+the assumption no longer holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import watchtower
+
+__all__ = [
+    "holds_logging_lock",
+    "register_multiprocessing_after_fork",
+    "watchtower_json_default",
+]
+
+
+def holds_logging_lock() -> bool:
+    """True when this thread holds the logging module's lock, as ``dictConfig`` does throughout.
+
+    Relies on ``logging._lock`` being an ``RLock`` with ``_is_owned`` (the method
+    ``threading.Condition`` relies on). Without it the answer is False, and waits that could
+    otherwise deadlock on that lock stay bounded by their timeouts.
+    """
+    is_owned = getattr(getattr(logging, "_lock", None), "_is_owned", None)
+    return bool(is_owned()) if callable(is_owned) else False
+
+
+def watchtower_json_default() -> Callable[[Any], Any]:
+    """watchtower's ``default`` for ``json.dumps`` of dict messages (``_json_serialize_default``).
+
+    Falls back to the same rule (ISO 8601 for dates, ``repr`` for the rest) if watchtower
+    renames it.
+    """
+    found = getattr(watchtower, "_json_serialize_default", None)
+    return found if callable(found) else _json_default
+
+
+def _json_default(value: Any) -> Any:
+    isoformat = getattr(value, "isoformat", None)
+    return isoformat() if callable(isoformat) else repr(value)
+
+
+def register_multiprocessing_after_fork(
+    module_name: str, token: object, callback: Callable[[], None]
+) -> bool:
+    """Run ``callback`` when a forked child of ``module_name``'s ``Process`` ends cleanly.
+
+    ``multiprocessing.util.register_after_fork`` and ``Finalize`` are undocumented; billiard
+    (Celery's fork of multiprocessing) has the same pair. Such a child ends with ``os._exit``,
+    which skips atexit and so ``logging.shutdown``; its finalizers with an exit priority still
+    run. Does nothing (returns False) if the module is not imported or lacks either function.
+    """
+    util = sys.modules.get(module_name)
+    register = getattr(util, "register_after_fork", None)
+    finalize = getattr(util, "Finalize", None)
+    if not callable(register) or not callable(finalize):
+        return False
+
+    def after_fork(_token: object) -> None:
+        finalize(None, callback, exitpriority=10)
+
+    register(token, after_fork)
+    return True

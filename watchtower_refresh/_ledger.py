@@ -1,0 +1,385 @@
+"""The ledger: what a handler holds, the caps on it, and what became of every record.
+
+Every record given to ``emit()`` is counted in exactly one place:
+
+- refused on arrival (``drop``): an empty message, a formatting error, a full queue, or a
+  process that is shutting down;
+- held (``admit``): queued, then taken off the queue by the sender as a ``Claim``;
+- settled from its claim: delivered, rejected by the service, or dropped with a reason.
+
+A claim can settle each of its records once and only once; whatever is left of it when the
+code that owns it fails is settled by ``Claim.settle_rest``, and ``abandon`` settles every
+claim still open (and the queue) when ``close()`` runs out of time. A claim settled after it
+was abandoned moves its records from ``shutdown`` to what really became of them, so double
+settlement is impossible by construction and ``stats`` always adds up:
+``delivered + dropped_total + queued == records given`` (rejected records are in ``dropped``
+under their reason too).
+
+The emit thread admits records without taking the ledger's lock: ``emit()`` runs under the
+handler's own lock, so the admission counters have one writer, and the caps are folded into
+two precomputed limits (``limit_events``, ``limit_bytes``) that the sender moves as it
+releases records. The gate (``close_gate``) sets them so that every record takes the slow
+path, where the handler deals with a closed, unstarted or exiting handler.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import sys
+import threading
+from collections.abc import Mapping
+
+from ._batching import EVENT_OVERHEAD, Event, batch_bytes
+
+__all__ = ["Claim", "DeliveryStats", "Ledger"]
+
+_CLOSED_LIMIT = -1  # admitted counts are never below it: every record takes the slow path
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliveryStats:
+    """A snapshot of what a handler did with the records it was given, in this process.
+
+    Every record given to ``emit()`` is in exactly one of ``delivered``, ``dropped`` (under
+    its reason; the service's refusals are also counted in ``rejected``) or ``queued``.
+    """
+
+    delivered: int = 0
+    """Events the service accepted."""
+    rejected: int = 0
+    """Events the service refused one by one (too new, too old, expired); see ``dropped``."""
+    dropped: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    """Records given up, by reason: ``queue_full``, ``shutdown``, ``timeout``, ``empty``,
+    ``format_error``, ``too_new``, ``too_old``, ``expired``, ``internal_error``, or the AWS
+    error code or exception name that refused the batch."""
+    retried: int = 0
+    """Puts resent after a throttle, a 5xx, a connection error or a missing resource."""
+    credential_refreshes: int = 0
+    """Times fresh credentials were fetched after the service said the token had expired."""
+    truncated: int = 0
+    """Messages cut to ``max_message_size`` (and still delivered, or counted elsewhere)."""
+    queued: int = 0
+    """Records waiting to be sent or in flight."""
+
+    @property
+    def dropped_total(self) -> int:
+        """Records given up, whatever the reason (the service's refusals included)."""
+        return sum(self.dropped.values())
+
+    @property
+    def received(self) -> int:
+        """Records given to the handler: ``delivered + dropped_total + queued``."""
+        return self.delivered + self.dropped_total + self.queued
+
+
+class Claim:
+    """Records the sender took off the queue together: admission numbers ``start + 1 .. end``.
+
+    Settle them through ``Ledger.settle``; ``Ledger.settle_rest`` settles whatever is left.
+    """
+
+    __slots__ = ("abandoned", "end", "remaining", "remaining_bytes", "start")
+
+    def __init__(self, start: int, end: int, size: int) -> None:
+        self.start = start
+        self.end = end
+        self.remaining = end - start
+        self.remaining_bytes = size
+        self.abandoned = False
+
+
+class Ledger:
+    """Caps, counters and the queue of one handler in one process.
+
+    Args:
+        max_events: Most records held (queued or in flight).
+        max_bytes: Most bytes held, counting 26 bytes per record.
+    """
+
+    __slots__ = (
+        "_counts",
+        "_dropped",
+        "_outstanding",
+        "admitted",
+        "admitted_bytes",
+        "cond",
+        "drained",
+        "drained_bytes",
+        "gated",
+        "limit_bytes",
+        "limit_events",
+        "lock",
+        "max_bytes",
+        "max_events",
+        "overflowing",
+        "queue",
+        "released",
+        "released_bytes",
+        "truncated",
+        "wake_bytes",
+        "wake_events",
+    )
+
+    def __init__(self, max_events: int, max_bytes: int) -> None:
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        # Re-entrant: a signal handler may flush while the interrupted code holds it.
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
+        self.queue: collections.deque[Event] = collections.deque()
+        # Written by the emit thread only (under the handler's lock).
+        self.admitted = 0
+        self.admitted_bytes = 0
+        self.truncated = 0
+        # Written under ``lock``.
+        self.drained = 0
+        self.drained_bytes = 0
+        self.released = 0
+        self.released_bytes = 0
+        self.overflowing = False
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._dropped: collections.Counter[str] = collections.Counter()
+        self._outstanding: dict[int, Claim] = {}  # by id, in the order they were taken
+        # The emit thread's fast path: admit while admitted < limit_events and the bytes fit;
+        # wake the sender once admitted reaches wake_events or wake_bytes.
+        self.gated = True
+        self.limit_events = _CLOSED_LIMIT
+        self.limit_bytes = _CLOSED_LIMIT
+        self.wake_events = 0
+        self.wake_bytes = sys.maxsize
+
+    # ------------------------------------------------------------------ emit side
+
+    def admit(self, event: Event, cost: int) -> bool:
+        """Queue ``event`` (``cost`` bytes with the overhead) if the caps allow; the slow path.
+
+        The handler's ``emit()`` inlines the same steps for the common case.
+        """
+        if self.gated or not self.has_room(cost):
+            return False
+        self.admitted += 1
+        self.admitted_bytes += cost
+        self.queue.append(event)
+        return True
+
+    def has_room(self, cost: int) -> bool:
+        """Whether one more record of ``cost`` bytes fits under both caps."""
+        held = self.admitted - self.released
+        return held < self.max_events and (
+            self.admitted_bytes + cost - self.released_bytes <= self.max_bytes
+        )
+
+    def drop(self, reason: str, count: int = 1) -> None:
+        """Count ``count`` records refused on arrival, never admitted."""
+        with self.lock:
+            self._dropped[reason] += count
+
+    def count(self, name: str) -> None:
+        """Count one retry or one credential refresh."""
+        with self.lock:
+            self._counts[name] += 1
+
+    # ------------------------------------------------------------------ the gate
+
+    def open_gate(self) -> None:
+        """Let ``emit()`` admit on its fast path (a sender runs and the handler is open)."""
+        with self.lock:
+            self.gated = False
+            self._move_limits()
+
+    def close_gate(self) -> None:
+        """Send every later record down ``emit()``'s slow path."""
+        with self.lock:
+            self.gated = True
+            self.limit_events = self.limit_bytes = _CLOSED_LIMIT
+
+    def _move_limits(self) -> None:
+        if self.gated:
+            return
+        # held < max_events  <=>  admitted < released + max_events; same for bytes (<=).
+        self.limit_events = self.released + self.max_events
+        self.limit_bytes = self.released_bytes + self.max_bytes
+
+    # ------------------------------------------------------------------ sender side
+
+    @property
+    def held(self) -> int:
+        """Records admitted and not yet settled (queued or in flight)."""
+        return self.admitted - self.released
+
+    def take(
+        self, max_events: int | None = None, max_bytes: int | None = None
+    ) -> tuple[Claim, list[Event]] | None:
+        """Take queued records off the queue as one claim; None if the queue is empty.
+
+        Args:
+            max_events: Take at most this many records; default all.
+            max_bytes: Stop once this many bytes (with the overhead) are taken; default all.
+        """
+        events: list[Event] = []
+        with self.lock:
+            pop, push = self.queue.popleft, events.append
+            try:
+                if max_events is None and max_bytes is None:
+                    while True:
+                        push(pop())
+                else:
+                    limit_n = max_events or sys.maxsize
+                    limit_b = max_bytes or sys.maxsize
+                    size = 0
+                    while len(events) < limit_n and size < limit_b:
+                        event = pop()
+                        push(event)
+                        size += event[3] + EVENT_OVERHEAD
+            except IndexError:
+                pass
+            if not events:
+                return None
+            size = batch_bytes(events)
+            claim = Claim(self.drained, self.drained + len(events), size)
+            self.drained += len(events)
+            self.drained_bytes += size
+            self._outstanding[id(claim)] = claim
+            return claim, events
+
+    def claim_now(self, events: list[Event]) -> Claim:
+        """Admit ``events`` and claim them at once, bypassing the queue and its caps.
+
+        For records sent from the caller's thread (``use_queues=False``, interpreter exit).
+        Call under the handler's lock, like every admission.
+        """
+        size = batch_bytes(events)
+        with self.lock:
+            claim = Claim(self.drained, self.drained + len(events), size)
+            self.admitted += len(events)
+            self.admitted_bytes += size
+            self.drained += len(events)
+            self.drained_bytes += size
+            self._outstanding[id(claim)] = claim
+            return claim
+
+    def settle(
+        self,
+        claim: Claim,
+        events: list[Event],
+        *,
+        delivered: int = 0,
+        rejected: Mapping[str, int] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Settle ``events`` (part of ``claim``): ``delivered`` accepted, ``rejected`` refused
+        one by one by the service (by reason), the rest dropped as ``reason``.
+
+        Records of an abandoned claim were counted as ``shutdown``; they move to their real
+        outcome. More records than the claim has left are never counted.
+        """
+        rejected = {k: v for k, v in (rejected or {}).items() if v}
+        with self.lock:
+            count = min(len(events), claim.remaining)
+            if count <= 0:
+                return
+            size = min(batch_bytes(events[:count]), claim.remaining_bytes)
+            delivered = min(delivered, count)
+            refused = min(sum(rejected.values()), count - delivered)
+            rest = count - delivered - refused
+            if rest and reason is None:
+                reason = "internal_error"
+            claim.remaining -= count
+            claim.remaining_bytes -= size
+            if claim.abandoned:
+                self._dropped["shutdown"] -= count  # counted when it was abandoned
+            else:
+                self.released += count
+                self.released_bytes += size
+            self._counts["delivered"] += delivered
+            self._counts["rejected"] += refused
+            for why, n in rejected.items():
+                self._dropped[why] += n
+            if rest and reason is not None:
+                self._dropped[reason] += rest
+            if claim.remaining <= 0:
+                self._finish(claim)
+            self._after_release()
+
+    def settle_rest(self, claim: Claim, reason: str) -> int:
+        """Drop whatever ``claim`` has not settled yet as ``reason``; return how many."""
+        with self.lock:
+            count = claim.remaining
+            if claim.abandoned or count <= 0:
+                self._finish(claim)  # an abandoned claim's records stay counted as shutdown
+                return 0
+            self.released += count
+            self.released_bytes += claim.remaining_bytes
+            self._dropped[reason] += count
+            claim.remaining = claim.remaining_bytes = 0
+            self._finish(claim)
+            self._after_release()
+            return count
+
+    def abandon(self, reason: str = "shutdown") -> int:
+        """Settle every held record as ``reason``: the queue and every claim in flight.
+
+        Returns how many records that was. A claim settled later moves its records from
+        ``reason`` to what became of them.
+        """
+        with self.lock:
+            taken = self.take()
+            if taken is not None:
+                taken[0].abandoned = True  # nobody else holds it: settle it here, whole
+                self._finish(taken[0])
+                self._release_as(reason, taken[0].remaining, taken[0].remaining_bytes)
+            count = taken[0].remaining if taken is not None else 0
+            for claim in self._outstanding.values():
+                if claim.remaining > 0 and not claim.abandoned:
+                    claim.abandoned = True
+                    count += claim.remaining
+                    self._release_as(reason, claim.remaining, claim.remaining_bytes)
+            self._after_release()
+            return count
+
+    def _release_as(self, reason: str, count: int, size: int) -> None:
+        self.released += count
+        self.released_bytes += size
+        self._dropped[reason] += count
+
+    def _finish(self, claim: Claim) -> None:
+        self._outstanding.pop(id(claim), None)
+
+    def _after_release(self) -> None:
+        self._move_limits()
+        if self.overflowing and self.held < self.max_events // 2:
+            self.overflowing = False
+        self.cond.notify_all()
+
+    # ------------------------------------------------------------------ waiting
+
+    @property
+    def settled_through(self) -> int:
+        """Every record admitted up to this number is settled (delivered or dropped)."""
+        with self.lock:
+            for claim in self._outstanding.values():
+                if not claim.abandoned:
+                    return claim.start
+            return self.drained if self.queue else self.admitted
+
+    def wait_settled(self, target: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until every record up to ``target`` is settled."""
+        with self.cond:
+            return self.cond.wait_for(lambda: self.settled_through >= target, timeout)
+
+    # ------------------------------------------------------------------ reading
+
+    def snapshot(self, *, truncated: int) -> DeliveryStats:
+        """A consistent ``DeliveryStats``; never raises."""
+        with self.lock:
+            dropped = {reason: n for reason, n in self._dropped.items() if n}
+            return DeliveryStats(
+                delivered=self._counts["delivered"],
+                rejected=self._counts["rejected"],
+                dropped=dropped,
+                retried=self._counts["retried"],
+                credential_refreshes=self._counts["credential_refreshes"],
+                truncated=truncated,
+                queued=self.admitted - self.released,
+            )

@@ -1,0 +1,190 @@
+"""Process-wide state shared by every handler: which threads deliver, which handlers are
+alive, forks, and how far the interpreter is on its way out.
+
+The interpreter's exit goes through three phases that matter to a handler:
+
+1. running: records are queued and sent by each handler's sender threads;
+2. exiting, once our ``atexit`` hook has run (it runs before ``logging.shutdown``, which was
+   registered first): every handler has been flushed and closed within its
+   ``flush_timeout``; a record logged later (by another atexit hook, say) is sent from the
+   caller's thread, within what is left of that budget, and no thread is started;
+3. finalizing (``sys.is_finalizing()``): no thread can start (``Thread.start()`` blocks
+   forever on 3.10 and 3.11) and calling into botocore can crash the interpreter (3.13), so
+   a record is counted as ``shutdown`` and one line on stderr says so.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ._compat import register_multiprocessing_after_fork
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = [
+    "Lifecycle",
+    "delivering",
+    "exit_deadline",
+    "exiting",
+    "finalizing",
+    "flush_all",
+    "live",
+    "mark_delivery_thread",
+    "register",
+    "report",
+]
+
+
+class Lifecycle(Protocol):
+    """What the process needs from each live handler."""
+
+    def request_flush(self) -> int:
+        """Ask the sender to send everything now; return the admission number to wait for."""
+
+    def wait_flushed(self, target: int, deadline: float) -> bool:
+        """Wait until ``target`` is settled or the monotonic ``deadline`` passes."""
+
+    def close(self) -> None:
+        """Deliver what is held within ``flush_timeout`` and stop."""
+
+    def _after_fork_in_child(self) -> None:
+        """Start afresh in a forked child: the parent keeps and delivers what it held."""
+
+
+class _Local(threading.local):
+    # Class attributes: a getattr() default on a threading.local costs ten times more.
+    delivering = False
+    """This thread is sending logs: records it logs are not handled (or are deferred)."""
+    deferred: list[tuple[Any, Any]] | None = None
+    """Records logged by a signal handler during a put from this thread, handled after it."""
+
+
+_local = _Local()
+_live: weakref.WeakSet[Lifecycle] = weakref.WeakSet()
+_exit_started: float | None = None
+_exit_closed: float | None = None
+_EXIT_BUDGET = 10.0  # seconds for records logged after our atexit hook, all handlers together
+
+
+def mark_delivery_thread() -> None:
+    """Mark this thread as one that delivers logs: records it logs are not handled.
+
+    botocore and urllib3 log while we send; handling those records would recurse.
+    """
+    _local.delivering = True
+
+
+@contextlib.contextmanager
+def delivering() -> Iterator[None]:
+    """Mark the caller's thread as delivering for the duration of the block."""
+    before = _local.delivering
+    _local.delivering = True
+    try:
+        yield
+    finally:
+        _local.delivering = before
+
+
+def register(handler: Lifecycle) -> None:
+    """Track ``handler`` for exit, fork and ``flush_all``."""
+    _live.add(handler)
+
+
+def live() -> list[Lifecycle]:
+    """Every handler alive in this process."""
+    return list(_live)
+
+
+def flush_all(timeout: float, handlers: Iterable[Lifecycle] | None = None) -> bool:
+    """Flush every live handler at once, on one shared deadline of ``timeout`` seconds.
+
+    Every sender is asked first, then each is waited for until the same deadline, so one
+    stuck handler never eats the others' time.
+    """
+    chosen = list(handlers if handlers is not None else _live)
+    deadline = time.monotonic() + max(0.0, timeout)
+    targets = [(handler, handler.request_flush()) for handler in chosen]
+    done = True
+    for handler, target in targets:
+        done = handler.wait_flushed(target, deadline) and done
+    return done
+
+
+def exiting() -> bool:
+    """Whether our exit hook has run or the interpreter is finalizing."""
+    return _exit_started is not None or sys.is_finalizing()
+
+
+def finalizing() -> bool:
+    """Whether the interpreter is finalizing: no thread may start, no AWS call be made."""
+    return sys.is_finalizing()
+
+
+def exit_deadline() -> float:
+    """The monotonic time until which records logged during exit may still be sent."""
+    closed = _exit_closed if _exit_closed is not None else time.monotonic()
+    return closed + _EXIT_BUDGET
+
+
+def report(line: str) -> None:
+    """Write one line to stderr, whatever state the interpreter is in."""
+    with contextlib.suppress(Exception):
+        sys.stderr.write(f"watchtower-refresh: {line}\n")
+        sys.stderr.flush()
+
+
+def _at_exit() -> None:
+    global _exit_started, _exit_closed
+    _exit_started = time.monotonic()  # records logged from now on take the exit path
+    handlers = list(_live)
+    for handler in handlers:
+        handler.request_flush()  # every sender starts at once; close() then waits for each
+    for handler in handlers:
+        handler.close()
+    _exit_closed = time.monotonic()
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_live):
+        handler._after_fork_in_child()
+
+
+def _close_live() -> None:
+    for handler in list(_live):
+        handler.close()
+
+
+class _ForkToken:
+    """What multiprocessing's after-fork registry holds a weak reference to."""
+
+
+_FORK_TOKEN = _ForkToken()
+_hooked: set[str] = set()
+
+
+def hook_multiprocessing() -> None:
+    """Close our handlers when a forked multiprocessing (or billiard) child ends cleanly.
+
+    Such a child ends with ``os._exit``, which skips logging's exit hook; its finalizers run
+    first. Registered once per module, for modules the application has imported.
+    """
+    for name in ("multiprocessing.util", "billiard.util"):
+        if name not in _hooked and register_multiprocessing_after_fork(
+            name, _FORK_TOKEN, _close_live
+        ):
+            _hooked.add(name)
+
+
+# Registered after logging's own hook, so it runs before logging.shutdown.
+atexit.register(_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

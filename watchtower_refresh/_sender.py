@@ -1,0 +1,287 @@
+"""The sender: one scheduler thread and a few workers that deliver a handler's queue.
+
+The scheduler takes records off the queue (as ledger claims) when a batch is full, when
+``send_interval`` has passed since it saw the first waiting record, or when a flush or
+``close()`` asks; it sets aside events outside the service's time window, splits the rest
+into batches per stream and hands them to workers. At most one batch per stream is in flight
+and at most ``max_in_flight`` in all, so a stream that is backing off (throttled, denied,
+missing) holds one worker and never the others' delivery.
+
+A ``Sender`` is one generation: ``close()`` stops it, and a record logged afterwards starts a
+new one. Its threads are daemons that take no lock the application holds: at interpreter
+exit nothing waits for them but ``close()``, which is bounded.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import queue
+import threading
+import time
+from typing import Protocol
+
+from ._batching import Event, split_batches, split_by_age
+from ._ledger import Claim, Ledger
+from ._process import mark_delivery_thread
+
+__all__ = ["Sender", "SenderHost"]
+
+_Task = tuple[str, Claim, list[Event]]
+
+
+class SenderHost(Protocol):
+    """What a sender needs from its handler."""
+
+    @property
+    def send_interval(self) -> float: ...
+    @property
+    def max_batch_size(self) -> int: ...
+    @property
+    def max_batch_count(self) -> int: ...
+
+    def deliver(self, stream: str, claim: Claim, batch: list[Event], stop: threading.Event) -> None:
+        """Deliver one batch of one stream and settle it in the ledger as part of ``claim``."""
+
+    def reject_by_age(self, claim: Claim, too_old: list[Event], too_new: list[Event]) -> None:
+        """Settle events outside the service's time window as rejected."""
+
+    def settle_failed(self, claim: Claim, events: list[Event], exc: BaseException) -> None:
+        """Settle ``events`` as an internal error and say so once."""
+
+
+class Sender:
+    """One generation of delivery threads for one handler's ledger.
+
+    Args:
+        host: The handler.
+        ledger: Its ledger (queue, caps and counts).
+        max_in_flight: Most batches being sent at once, each to a different stream.
+    """
+
+    def __init__(self, host: SenderHost, ledger: Ledger, max_in_flight: int) -> None:
+        self._host = host
+        self._ledger = ledger
+        self._max_in_flight = max_in_flight
+        self.wake = threading.Event()
+        """Set to make the scheduler look at the queue again."""
+        self.stop = threading.Event()
+        """Set to cut backoff waits short: ``close()`` ran out of time."""
+        self.flush_target = 0
+        """Admission number up to which a flush or close wants everything taken now."""
+        self.draining = False
+        """Take everything and stop once it is settled (``close()``)."""
+        self.finished = False
+        """The scheduler has stopped (or decided to, under the ledger's lock)."""
+        self._abandoned = False
+        self._thread: threading.Thread | None = None
+        self._tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._pending: dict[str, collections.deque[tuple[Claim, list[Event]]]] = {}
+        self._busy: set[str] = set()
+        self._workers = 0
+        self._idle_workers = 0
+        self._timer_start: float | None = None
+
+    # ------------------------------------------------------------------ control
+
+    def start(self) -> bool:
+        """Start the scheduler; False if no thread can start (interpreter shutdown)."""
+        thread = threading.Thread(target=self._run, name="watchtower-refresh-sender", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:
+            return False
+        self._thread = thread
+        return True
+
+    @property
+    def alive(self) -> bool:
+        """Whether the scheduler thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        """Wait at most ``timeout`` seconds for the scheduler to end."""
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(max(0.0, timeout))
+
+    def abandon(self) -> None:
+        """Stop at once: what is pending was settled elsewhere (``Ledger.abandon``)."""
+        self._abandoned = True
+        self.stop.set()
+        self.wake.set()
+
+    # ------------------------------------------------------------------ scheduler
+
+    def _run(self) -> None:
+        mark_delivery_thread()
+        try:
+            self._loop()
+        finally:
+            ledger = self._ledger
+            with ledger.lock:
+                self.finished = True
+                ledger.close_gate()  # the next record starts a new sender
+                # Batches not handed out: settled here if the loop failed (abandoned ones
+                # were settled by Ledger.abandon already).
+                for pending in self._pending.values():
+                    for claim, _batch in pending:
+                        ledger.settle_rest(claim, "internal_error")
+                self._pending.clear()
+                ledger.cond.notify_all()
+            for _ in range(self._workers):
+                self._tasks.put(None)
+
+    def _loop(self) -> None:
+        while not self._abandoned:
+            self._collect_done()
+            wait = self._take_what_is_due()
+            self._dispatch()
+            if wait is None:
+                if not self._pending and not self._busy and self._may_stop():
+                    return  # draining, and everything is settled
+                wait = math.inf
+            if wait > 0:
+                self._arm_wake()
+                if self._due_now() or not self._done.empty():
+                    continue
+                self.wake.wait(None if wait == math.inf else wait)
+                self.wake.clear()
+
+    def _may_stop(self) -> bool:
+        """Decide, under the ledger's lock, that nothing more will come (close() drains)."""
+        with self._ledger.lock:
+            if self.draining and not self._ledger.queue:
+                self.finished = True
+                return True
+            return False
+
+    def _due_now(self) -> bool:
+        """Re-checked after arming the wake-up: a record may have come in meanwhile."""
+        ledger = self._ledger
+        if not ledger.queue:
+            return False
+        return (
+            self.draining
+            or self.flush_target > ledger.drained
+            or (self._timer_start is None)
+            or len(ledger.queue) >= self._host.max_batch_count
+            or ledger.admitted_bytes - ledger.drained_bytes >= self._host.max_batch_size
+        )
+
+    def _arm_wake(self) -> None:
+        """Tell emit() when to wake us: the first record if idle, else a full batch."""
+        ledger = self._ledger
+        # emit() wakes us once the count before its record reaches wake_events, or the bytes
+        # after it reach wake_bytes.
+        if ledger.queue:
+            ledger.wake_events = ledger.drained + self._host.max_batch_count - 1
+            ledger.wake_bytes = ledger.drained_bytes + self._host.max_batch_size
+        else:
+            ledger.wake_events = ledger.drained
+            ledger.wake_bytes = ledger.drained_bytes + 1
+
+    def _take_what_is_due(self) -> float | None:
+        """Take records off the queue if they are due; return how long to wait (None: stop)."""
+        ledger = self._ledger
+        host = self._host
+        now = time.monotonic()
+        if not ledger.queue:
+            self._timer_start = None
+            return None if self.draining else math.inf
+        if self._timer_start is None:
+            self._timer_start = now
+        if self.draining or self.flush_target > ledger.drained:
+            self._take(None, None)
+            self._timer_start = None
+            return 0.0 if ledger.queue else (None if self.draining else math.inf)
+        full = (
+            len(ledger.queue) >= host.max_batch_count
+            or ledger.admitted_bytes - ledger.drained_bytes >= host.max_batch_size
+        )
+        if full:
+            self._take(host.max_batch_count, host.max_batch_size)
+            return 0.0
+        due = self._timer_start + host.send_interval
+        if now >= due:
+            self._take(None, None)
+            self._timer_start = None
+            return math.inf if not ledger.queue else 0.0
+        return due - now
+
+    def _take(self, max_events: int | None, max_bytes: int | None) -> None:
+        taken = self._ledger.take(max_events, max_bytes)
+        if taken is None:
+            return
+        claim, events = taken
+        try:
+            events, too_old, too_new = split_by_age(events, int(time.time() * 1000))
+            if too_old or too_new:
+                self._host.reject_by_age(claim, too_old, too_new)
+            by_stream: dict[str, list[Event]] = {}
+            for event in events:
+                by_stream.setdefault(event[0], []).append(event)
+            host = self._host
+            for stream, stream_events in by_stream.items():
+                pending = self._pending.setdefault(stream, collections.deque())
+                batches = split_batches(stream_events, host.max_batch_size, host.max_batch_count)
+                pending.extend((claim, batch) for batch in batches)
+        except Exception as exc:  # keep the scheduler alive; count what it could not place
+            self._host.settle_failed(claim, [], exc)
+            self._ledger.settle_rest(claim, "internal_error")
+
+    def _collect_done(self) -> None:
+        done = self._done
+        while not done.empty():
+            self._busy.discard(done.get_nowait())
+            self._idle_workers += 1
+
+    def _dispatch(self) -> None:
+        """Hand each idle stream's next batch to a worker, up to ``max_in_flight``."""
+        for stream in list(self._pending):
+            if stream in self._busy:
+                continue
+            if len(self._busy) >= self._max_in_flight:
+                return
+            pending = self._pending[stream]
+            claim, batch = pending.popleft()
+            if not pending:
+                del self._pending[stream]
+            self._busy.add(stream)
+            if self._idle_workers:
+                self._idle_workers -= 1
+            elif not self._start_worker():
+                self._work((stream, claim, batch))  # no thread can start: send from here
+                self._busy.discard(stream)
+                continue
+            self._tasks.put((stream, claim, batch))
+
+    def _start_worker(self) -> bool:
+        worker = threading.Thread(
+            target=self._run_worker, name="watchtower-refresh-worker", daemon=True
+        )
+        try:
+            worker.start()
+        except RuntimeError:
+            return False
+        self._workers += 1
+        return True
+
+    # ------------------------------------------------------------------ workers
+
+    def _run_worker(self) -> None:
+        mark_delivery_thread()
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            self._work(task)
+            self._done.put(task[0])
+            self.wake.set()
+
+    def _work(self, task: _Task) -> None:
+        stream, claim, batch = task
+        try:
+            self._host.deliver(stream, claim, batch, self.stop)
+        except Exception as exc:  # settle it as an error; the worker goes on
+            self._host.settle_failed(claim, batch, exc)
