@@ -59,7 +59,7 @@ from ._credentials import SessionOptions
 from ._delivery import deliver_batch
 from ._destination import Destination
 from ._exceptions import ConfigurationError, WatchtowerRefreshWarning
-from ._ledger import Claim, DeliveryStats, Ledger
+from ._ledger import Claim, DeliveryStats, Ledger, Part
 from ._options import (
     LOG_GROUP_PATTERN,
     LOG_GROUP_RULE,
@@ -565,7 +565,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                     if too_old or too_new:
                         self.reject_by_age(claim, too_old, too_new)
                     for batch in split_batches(sendable, self.max_batch_size, self.max_batch_count):
-                        self._deliver(stream, claim, batch, None, deadline=deadline)
+                        self._deliver(stream, claim.part(batch), None, deadline=deadline)
         finally:
             _thread_state.deferred = before
             ledger.settle_rest(claim, "internal_error")
@@ -682,15 +682,14 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
 
     # ----------------------------------------------------------------- delivery
 
-    def deliver(self, stream: str, claim: Claim, batch: list[Event], stop: threading.Event) -> None:
-        """Deliver one batch (part of ``claim``) and settle it; the sender's workers call this."""
-        self._deliver(stream, claim, batch, stop, deadline=None)
+    def deliver(self, stream: str, part: Part, stop: threading.Event) -> None:
+        """Deliver one batch and settle it; the sender's workers call this."""
+        self._deliver(stream, part, stop, deadline=None)
 
     def _deliver(
         self,
         stream: str,
-        claim: Claim,
-        batch: list[Event],
+        part: Part,
         stop: threading.Event | None,
         *,
         deadline: float | None,
@@ -706,7 +705,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             self._put,
             group=self.log_group_name,
             stream=stream,
-            batch=batch,
+            batch=part.events,
             can_create=self.create_log_group or self.create_log_stream,
             count=self._ledger.count,
             deadline=limit,
@@ -714,9 +713,9 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             closing=lambda: self._state is not _State.OPEN and self._closing_deadline is not None,
         )
         rejected = result.rejected
+        batch = part.events
         self._ledger.settle(
-            claim,
-            batch,
+            part,
             delivered=result.delivered,
             rejected=rejected._asdict(),
             reason=result.reason,
@@ -750,7 +749,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         """Settle events outside the service's time window as rejected, without sending them."""
         for reason, events in (("too_old", too_old), ("too_new", too_new)):
             if events:
-                self._ledger.settle(claim, events, rejected={reason: len(events)})
+                self._ledger.settle(claim.part(events), rejected={reason: len(events)})
         self._warn_once(
             "rejected",
             "CloudWatch Logs refuses events older than 14 days or more than 2 hours ahead: "
@@ -758,10 +757,10 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             "stats.dropped['too_old'|'too_new']",
         )
 
-    def settle_failed(self, claim: Claim, events: list[Event], exc: BaseException) -> None:
-        """Settle ``events`` as ``internal_error`` after an unexpected exception, and say so."""
-        if events:
-            self._ledger.settle(claim, events, reason="internal_error")
+    def settle_failed(self, part: Part | None, exc: BaseException) -> None:
+        """Settle ``part`` as ``internal_error`` after an unexpected exception, and say so."""
+        if part is not None:
+            self._ledger.settle(part, reason="internal_error")
         self._warn_once(
             "internal_error",
             f"internal error while sending to log group {self.log_group_name}: {exc!r}; "

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 
 from ._batching import EVENT_OVERHEAD, Event, batch_bytes
 
-__all__ = ["Claim", "DeliveryStats", "Ledger"]
+__all__ = ["Claim", "DeliveryStats", "Ledger", "Part"]
 
 _CLOSED_LIMIT = -1  # admitted counts are never below it: every record takes the slow path
 
@@ -76,7 +76,8 @@ class DeliveryStats:
 class Claim:
     """Records the sender took off the queue together: admission numbers ``start + 1 .. end``.
 
-    Settle them through ``Ledger.settle``; ``Ledger.settle_rest`` settles whatever is left.
+    Split it into ``Part``s (``part()``), settle each through ``Ledger.settle``, and let
+    ``Ledger.settle_rest`` settle whatever no part did.
     """
 
     __slots__ = ("abandoned", "end", "remaining", "remaining_bytes", "start")
@@ -87,6 +88,21 @@ class Claim:
         self.remaining = end - start
         self.remaining_bytes = size
         self.abandoned = False
+
+    def part(self, events: list[Event]) -> Part:
+        """A batch of this claim's records, to be settled once."""
+        return Part(self, events)
+
+
+class Part:
+    """Some of a claim's records, settled together exactly once (a batch for one put)."""
+
+    __slots__ = ("claim", "events", "settled")
+
+    def __init__(self, claim: Claim, events: list[Event]) -> None:
+        self.claim = claim
+        self.events = events
+        self.settled = False
 
 
 class Ledger:
@@ -261,28 +277,36 @@ class Ledger:
 
     def settle(
         self,
-        claim: Claim,
-        events: list[Event],
+        part: Part,
         *,
         delivered: int = 0,
         rejected: Mapping[str, int] | None = None,
         reason: str | None = None,
     ) -> None:
-        """Settle ``events`` (part of ``claim``): ``delivered`` accepted, ``rejected`` refused
-        one by one by the service (by reason), the rest dropped as ``reason``.
+        """Settle ``part``: ``delivered`` accepted, ``rejected`` refused one by one by the
+        service (by reason), the rest dropped as ``reason``. A part settles once; later calls
+        do nothing.
 
         Records of an abandoned claim were counted as ``shutdown``; they move to their real
         outcome. More records than the claim has left are never counted.
         """
         rejected = {k: v for k, v in (rejected or {}).items() if v}
+        claim, events = part.claim, part.events
         with self.lock:
+            if part.settled:
+                return
+            part.settled = True
             count = min(len(events), claim.remaining)
             if count <= 0:
                 return
             size = min(batch_bytes(events[:count]), claim.remaining_bytes)
             delivered = min(delivered, count)
-            refused = min(sum(rejected.values()), count - delivered)
-            rest = count - delivered - refused
+            budget = count - delivered
+            for why, n in list(rejected.items()):  # never more refusals than records
+                rejected[why] = min(n, budget)
+                budget -= rejected[why]
+            refused = count - delivered - budget
+            rest = budget
             if rest and reason is None:
                 reason = "internal_error"
             claim.remaining -= count

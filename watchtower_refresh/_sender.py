@@ -22,12 +22,12 @@ import time
 from typing import Protocol
 
 from ._batching import Event, split_batches, split_by_age
-from ._ledger import Claim, Ledger
+from ._ledger import Claim, Ledger, Part
 from ._process import mark_delivery_thread
 
 __all__ = ["Sender", "SenderHost"]
 
-_Task = tuple[str, Claim, list[Event]]
+_Task = tuple[str, Part]
 
 
 class SenderHost(Protocol):
@@ -40,14 +40,14 @@ class SenderHost(Protocol):
     @property
     def max_batch_count(self) -> int: ...
 
-    def deliver(self, stream: str, claim: Claim, batch: list[Event], stop: threading.Event) -> None:
-        """Deliver one batch of one stream and settle it in the ledger as part of ``claim``."""
+    def deliver(self, stream: str, part: Part, stop: threading.Event) -> None:
+        """Deliver one batch of one stream and settle it in the ledger."""
 
     def reject_by_age(self, claim: Claim, too_old: list[Event], too_new: list[Event]) -> None:
         """Settle events outside the service's time window as rejected."""
 
-    def settle_failed(self, claim: Claim, events: list[Event], exc: BaseException) -> None:
-        """Settle ``events`` as an internal error and say so once."""
+    def settle_failed(self, part: Part | None, exc: BaseException) -> None:
+        """Settle ``part`` (if any) as an internal error and say so once."""
 
 
 class Sender:
@@ -77,7 +77,7 @@ class Sender:
         self._thread: threading.Thread | None = None
         self._tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._pending: dict[str, collections.deque[tuple[Claim, list[Event]]]] = {}
+        self._pending: dict[str, collections.deque[Part]] = {}
         self._busy: set[str] = set()
         self._workers = 0
         self._idle_workers = 0
@@ -125,8 +125,8 @@ class Sender:
                 # Batches not handed out: settled here if the loop failed (abandoned ones
                 # were settled by Ledger.abandon already).
                 for pending in self._pending.values():
-                    for claim, _batch in pending:
-                        ledger.settle_rest(claim, "internal_error")
+                    for part in pending:
+                        ledger.settle_rest(part.claim, "internal_error")
                 self._pending.clear()
                 ledger.cond.notify_all()
             for _ in range(self._workers):
@@ -225,9 +225,9 @@ class Sender:
             for stream, stream_events in by_stream.items():
                 pending = self._pending.setdefault(stream, collections.deque())
                 batches = split_batches(stream_events, host.max_batch_size, host.max_batch_count)
-                pending.extend((claim, batch) for batch in batches)
+                pending.extend(claim.part(batch) for batch in batches)
         except Exception as exc:  # keep the scheduler alive; count what it could not place
-            self._host.settle_failed(claim, [], exc)
+            self._host.settle_failed(None, exc)
             self._ledger.settle_rest(claim, "internal_error")
 
     def _collect_done(self) -> None:
@@ -244,17 +244,17 @@ class Sender:
             if len(self._busy) >= self._max_in_flight:
                 return
             pending = self._pending[stream]
-            claim, batch = pending.popleft()
+            part = pending.popleft()
             if not pending:
                 del self._pending[stream]
             self._busy.add(stream)
             if self._idle_workers:
                 self._idle_workers -= 1
             elif not self._start_worker():
-                self._work((stream, claim, batch))  # no thread can start: send from here
+                self._work((stream, part))  # no thread can start: send from here
                 self._busy.discard(stream)
                 continue
-            self._tasks.put((stream, claim, batch))
+            self._tasks.put((stream, part))
 
     def _start_worker(self) -> bool:
         worker = threading.Thread(
@@ -280,8 +280,8 @@ class Sender:
             self.wake.set()
 
     def _work(self, task: _Task) -> None:
-        stream, claim, batch = task
+        stream, part = task
         try:
-            self._host.deliver(stream, claim, batch, self.stop)
+            self._host.deliver(stream, part, self.stop)
         except Exception as exc:  # settle it as an error; the worker goes on
-            self._host.settle_failed(claim, batch, exc)
+            self._host.settle_failed(part, exc)

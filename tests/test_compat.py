@@ -1,0 +1,53 @@
+"""Each private API of another library that the handler relies on, checked as it is used.
+
+An upgrade that breaks one of these fails here, loudly, instead of degrading delivery.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import multiprocessing.util
+import threading
+
+import watchtower
+
+from watchtower_refresh import _compat
+
+
+def test_logging_lock_tells_whether_this_thread_holds_it() -> None:
+    assert not _compat.holds_logging_lock()
+    with logging._lock:  # type: ignore[attr-defined]
+        assert _compat.holds_logging_lock()
+        seen: list[bool] = []
+        other = threading.Thread(target=lambda: seen.append(_compat.holds_logging_lock()))
+        other.start()
+        other.join()
+        assert seen == [False]
+    assert not _compat.holds_logging_lock()
+
+
+def test_watchtower_still_has_its_json_default() -> None:
+    assert callable(getattr(watchtower, "_json_serialize_default", None))
+    default = _compat.watchtower_json_default()
+    moment = datetime.datetime(2026, 1, 2, 3, 4, 5)
+    assert default(moment) == moment.isoformat()
+    assert default({1}) == "{1}"
+
+
+def test_the_fallback_json_default_follows_the_same_rule() -> None:
+    moment = datetime.date(2026, 1, 2)
+    assert _compat._json_default(moment) == "2026-01-02"
+    assert _compat._json_default(b"x") == "b'x'"
+
+
+def test_multiprocessing_still_offers_its_after_fork_registry() -> None:
+    assert callable(getattr(multiprocessing.util, "register_after_fork", None))
+    assert callable(getattr(multiprocessing.util, "Finalize", None))
+
+    class Token:
+        pass
+
+    token = Token()
+    assert _compat.register_multiprocessing_after_fork("multiprocessing.util", token, print)
+    assert not _compat.register_multiprocessing_after_fork("no.such.module", token, print)
