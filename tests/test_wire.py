@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import REGION, ROLE_ARN
+from tests.conftest import REGION, ROLE_ARN, run_python
 from watchtower_refresh import refreshable_session
 from watchtower_refresh._fake_aws import Captured, FakeAWS, FakeClock
 from watchtower_refresh._wire import build_body, install, put_events, wired
@@ -342,3 +342,24 @@ def test_a_client_from_a_plain_botocore_session_works_too(aws: FakeAWS, client: 
     logs: Any = core.create_client("logs", region_name=REGION, endpoint_url=aws.endpoint_url)
     put_events(logs, GROUP, stream, [(NOW, "from botocore")])
     assert [m for _, m in read_stream(client, stream)] == ["from botocore"]
+
+
+def test_a_forked_child_sends_with_a_client_of_its_own(aws: FakeAWS, client: Any) -> None:
+    stream = make_stream(client, "fork")
+    script = (
+        "import os, sys, time, threading, boto3\n"
+        "from botocore.config import Config\n"
+        "from watchtower_refresh._wire import put_events\n"
+        "def client():\n"
+        "    return boto3.client('logs', config=Config(parameter_validation=False))\n"
+        "now = int(time.time() * 1000)\n"
+        f"put_events(client(), {GROUP!r}, {stream!r}, [(now, 'parent')])\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        f"    put_events(client(), {GROUP!r}, {stream!r}, [(now + 1, 'child')])\n"
+        "    os._exit(0)\n"
+        "sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+    )
+    result = run_python(aws, "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert [m for _, m in read_stream(client, stream)] == ["parent", "child"]

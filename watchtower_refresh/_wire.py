@@ -26,6 +26,7 @@ the calling thread, so several threads may send at once on one client.
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Sequence
@@ -60,6 +61,15 @@ class _Pending(threading.local):
 
 _pending = _Pending()
 _lock = threading.Lock()
+
+
+def _reinit_lock() -> None:
+    # A forked child must not inherit the lock held by a thread it does not have.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reinit_lock)
 _installed: weakref.WeakSet[Any] = weakref.WeakSet()
 _fallback: weakref.WeakSet[Any] = weakref.WeakSet()
 
