@@ -60,6 +60,8 @@ class _Pending(threading.local):
 
 
 _pending = _Pending()
+_installed: weakref.WeakSet[Any] = weakref.WeakSet()  # clients whose hooks are registered
+_fallback: weakref.WeakSet[Any] = weakref.WeakSet()  # clients sent to the ordinary way
 _lock = threading.Lock()
 
 
@@ -70,8 +72,6 @@ def _reinit_lock() -> None:
 
 
 os.register_at_fork(after_in_child=_reinit_lock)
-_installed: weakref.WeakSet[Any] = weakref.WeakSet()
-_fallback: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def build_body(group: str, stream: str, events: Sequence[tuple[int, str]]) -> bytes:
