@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import boto3
-import botocore.session
 from botocore.config import Config
 from botocore.credentials import (
     CredentialProvider,
@@ -42,6 +41,7 @@ from botocore.exceptions import NoRegionError
 from ._exceptions import ConfigurationError
 from ._options import ROLE_ARN_PATTERN, ROLE_ARN_RULE, as_int, as_optional_str, check_pattern
 from ._redact import install_redaction
+from ._sessions import new_session
 
 if TYPE_CHECKING:
     from mypy_boto3_sts import STSClient
@@ -327,12 +327,12 @@ class SessionOptions:
         """Return a new session for these options; nothing is fetched until a client asks."""
         install_redaction()
         if self.role_arn is None:
-            session = boto3.Session(profile_name=self.profile_name, region_name=self.region_name)
+            session = new_session(profile_name=self.profile_name, region_name=self.region_name)
             region = effective_region(session)
             if region == session.region_name:
                 return session
-            return boto3.Session(profile_name=self.profile_name, region_name=region)
-        source = self.base_session or boto3.Session(
+            return new_session(profile_name=self.profile_name, region_name=region)
+        source = self.base_session or new_session(
             profile_name=self.profile_name, region_name=self.region_name
         )
         region = effective_region(source, self.region_name)
@@ -345,9 +345,7 @@ class SessionOptions:
             region_name=region,
             clock=self.clock or _utc_now,
         )
-        core = botocore.session.Session()
-        core.register_component("credential_provider", CredentialResolver([provider]))
-        return boto3.Session(botocore_session=core, region_name=region)
+        return new_session(region_name=region, credential_resolver=CredentialResolver([provider]))
 
 
 def refreshable_session(

@@ -30,7 +30,7 @@ from urllib.parse import parse_qs
 
 from ._credentials import Clock
 
-__all__ = ["FakeAWS", "FakeClock", "Fault", "FaultInjector", "read_messages"]
+__all__ = ["Captured", "FakeAWS", "FakeClock", "Fault", "FaultInjector", "read_messages"]
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -102,6 +102,24 @@ class Fault:
     answer: dict[str, Any] | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Captured:
+    """A request as it reached the service, for tests of what a client really sent.
+
+    Attributes:
+        method: HTTP method.
+        path: Path and query string.
+        headers: Request headers, names as the client sent them in title case
+            (``X-Amz-Date``, ``Authorization``...).
+        body: The request body, bytes as received.
+    """
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
 @dataclasses.dataclass
 class _Issued:
     expiration: datetime.datetime
@@ -136,6 +154,7 @@ class FaultInjector:
         self._issued: dict[str, _Issued] = {}
         self.counts: collections.Counter[str] = collections.Counter()
         """Requests received, by action; ``<code>`` keys count injected answers."""
+        self._captures: dict[str, list[Captured]] = {}
 
     # ------------------------------------------------------------ control
 
@@ -152,11 +171,20 @@ class FaultInjector:
                 self._faults.remove(fault)
 
     def reset(self) -> None:
-        """Forget faults, counts and issued tokens."""
+        """Forget faults, counts, issued tokens and captures."""
         with self._lock:
             self._faults.clear()
             self._issued.clear()
             self.counts.clear()
+            self._captures.clear()
+
+    def capture(self, action: str) -> list[Captured]:
+        """Keep every later request for ``action`` (e.g. ``PutLogEvents``) in the list returned.
+
+        The list fills as requests arrive, before any fault applies, until ``reset()``.
+        """
+        with self._lock:
+            return self._captures.setdefault(action, [])
 
     def issued_secrets(self) -> list[str]:
         """Every access key, secret key and session token handed out so far."""
@@ -175,6 +203,8 @@ class FaultInjector:
         action, json_protocol = self._action(environ, body)
         with self._lock:
             self.counts[action] += 1
+            if action in self._captures:
+                self._captures[action].append(self._captured(environ, body))
             fault = self._pick_fault(action)
             token = environ.get("HTTP_X_AMZ_SECURITY_TOKEN")
             issued = self._issued.get(token) if token else None
@@ -218,6 +248,20 @@ class FaultInjector:
                 self.counts[fault.code] += 1
             return fault
         return None
+
+    @staticmethod
+    def _captured(environ: dict[str, Any], body: bytes) -> Captured:
+        headers = {
+            key[5:].replace("_", "-").title(): str(value)
+            for key, value in environ.items()
+            if key.startswith("HTTP_")
+        }
+        for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            if environ.get(key):
+                headers[key.replace("_", "-").title()] = str(environ[key])
+        query = environ.get("QUERY_STRING")
+        path = str(environ.get("PATH_INFO", "")) + (f"?{query}" if query else "")
+        return Captured(str(environ.get("REQUEST_METHOD", "")), path, headers, body)
 
     @staticmethod
     def _action(environ: dict[str, Any], body: bytes) -> tuple[str, bool]:
