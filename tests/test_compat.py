@@ -51,3 +51,14 @@ def test_multiprocessing_still_offers_its_after_fork_registry() -> None:
     token = Token()
     assert _compat.register_multiprocessing_after_fork("multiprocessing.util", token, print)
     assert not _compat.register_multiprocessing_after_fork("no.such.module", token, print)
+
+
+def test_logging_renews_each_handlers_lock_after_a_fork() -> None:
+    assert callable(getattr(logging.Handler, "_at_fork_reinit", None))
+    handler = logging.Handler()
+    before = handler.lock
+    _compat.handler_at_fork_reinit(handler)
+    assert handler.lock is not None
+    with handler.lock:  # usable, and not the one a parent's thread might hold
+        pass
+    del before

@@ -551,7 +551,8 @@ _CHILD_SCRIPT = textwrap.dedent(
             logger.info("child %d", os.getpid())
             handler.close()
             os._exit(0 if handler.stats.delivered == 1 else 3)
-        os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0:
+            sys.exit("the child did not deliver its record")
         logger.info("parent after fork")
     # no close(): logging's exit hook must deliver what is queued
     """
@@ -739,3 +740,80 @@ def test_events_outside_the_time_window_are_counted_not_sent(
     assert handler.stats.dropped == {"too_old": 1, "too_new": 1}
     assert handler.stats.rejected == 2
     assert handler.stats.delivered == 1
+
+
+# --------------------------------------------------------------------------- drop-in
+
+
+def test_a_patched_submit_batch_sees_every_batch_in_watchtowers_shape(
+    aws: FakeAWS, make_handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[list[dict[str, Any]], str]] = []
+
+    def submit(self: Any, batch: list[dict[str, Any]], log_stream_name: str, **_: Any) -> None:
+        seen.append((batch, log_stream_name))
+
+    monkeypatch.setattr(watchtower.CloudWatchLogHandler, "_submit_batch", submit)
+    handler = make_handler("/svc/patched", log_stream_name="fixed")
+    logger_for(handler).info("one")
+    assert handler.flush(timeout=10)
+    assert len(seen) == 1
+    batch, stream = seen[0]
+    assert stream == "fixed"
+    assert [event["message"] for event in batch] == ["one"]
+    assert isinstance(batch[0]["timestamp"], int)
+    assert handler.stats.delivered == 1
+    assert aws.injector.counts["PutLogEvents"] == 0
+
+
+def test_a_subclass_overriding_submit_batch_gets_the_batches(aws: FakeAWS, messages: Read) -> None:
+    seen: list[str] = []
+
+    class Counting(RefreshingCloudWatchLogHandler):
+        def _submit_batch(self, batch: Any, log_stream_name: str, max_retries: int = 5) -> None:
+            seen.extend(event["message"] for event in batch)
+
+    handler = Counting("/svc/subclass", send_interval=0.05)
+    logger_for(handler).info("mine")
+    assert handler.flush(timeout=10)
+    handler.close()
+    assert seen == ["mine"]
+
+
+def test_watchtowers_attributes_are_there_read_only(aws: FakeAWS, make_handler: Any) -> None:
+    handler = make_handler("/svc/attrs", send_interval=3600)
+    assert handler.sequence_tokens == {}
+    assert handler.threads == []
+    assert not handler.shutting_down
+    logger_for(handler).info("waiting")
+    [(stream, waiting)] = handler.queues.items()
+    assert stream.endswith(str(os.getpid()))
+    assert [event["message"] for event in waiting] == ["waiting"]
+    assert [t.name for t in handler.threads] == ["watchtower-refresh-sender"]
+    handler.close()
+    assert getattr(handler, "shutting_down") is True  # noqa: B009  # mypy narrowed it above
+    assert handler.queues == {}
+
+
+def test_empty_messages_warn_with_watchtowers_words(make_handler: Any) -> None:
+    handler = make_handler("/svc/empty")
+    with pytest.warns(
+        WatchtowerRefreshWarning,
+        match="Received empty message. Empty messages cannot be sent to CloudWatch Logs",
+    ):
+        logger_for(handler).info("")
+    assert handler.stats.dropped == {"empty": 1}
+
+
+def test_a_handler_refused_at_configuration_leaves_nothing_for_exit(aws: FakeAWS) -> None:
+    script = (
+        "from watchtower_refresh import RefreshingCloudWatchLogHandler\n"
+        "try:\n"
+        "    RefreshingCloudWatchLogHandler('/ok', send_interval='soon')\n"
+        "except ValueError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    done = run_python(aws, "-c", script)
+    assert done.returncode == 0
+    assert done.stdout.startswith("refused: send_interval")
+    assert done.stderr == ""

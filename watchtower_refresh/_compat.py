@@ -15,6 +15,7 @@ from typing import Any
 import watchtower
 
 __all__ = [
+    "handler_at_fork_reinit",
     "holds_logging_lock",
     "register_multiprocessing_after_fork",
     "watchtower_json_default",
@@ -30,6 +31,20 @@ def holds_logging_lock() -> bool:
     """
     is_owned = getattr(getattr(logging, "_lock", None), "_is_owned", None)
     return bool(is_owned()) if callable(is_owned) else False
+
+
+def handler_at_fork_reinit(handler: logging.Handler) -> None:
+    """Renew ``handler``'s lock in a forked child, as ``logging.Handler._at_fork_reinit`` does.
+
+    logging calls ``_at_fork_reinit`` on every handler after a fork; watchtower's override
+    also resets watchtower's own state, which this handler does not have, so ours calls
+    logging's. Without that method (it appeared in Python 3.9), the lock is recreated.
+    """
+    reinit = getattr(logging.Handler, "_at_fork_reinit", None)
+    if callable(reinit):
+        reinit(handler)
+    else:
+        handler.createLock()
 
 
 def watchtower_json_default() -> Callable[[Any], Any]:

@@ -54,7 +54,7 @@ from ._batching import (
     truncate,
     utf8_size,
 )
-from ._compat import holds_logging_lock, watchtower_json_default
+from ._compat import handler_at_fork_reinit, holds_logging_lock, watchtower_json_default
 from ._credentials import SessionOptions
 from ._delivery import deliver_batch
 from ._destination import Destination
@@ -85,6 +85,7 @@ from ._process import (
 from ._redact import install_redaction, redact
 from ._sender import Sender
 from ._streams import StreamNames, check_template
+from ._wire import put_events
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
@@ -103,6 +104,8 @@ RETENTION_DAYS = frozenset(
 # Loggers of the libraries that deliver: their records while we send are never handled.
 _DELIVERY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "watchtower_refresh")
 _DEFAULT_FORMATTER = logging.Formatter()
+# watchtower's own: a subclass or a test that replaces it gets each batch, as on watchtower.
+_WATCHTOWER_SUBMIT = watchtower.CloudWatchLogHandler._submit_batch
 
 
 def live_handlers() -> list[RefreshingCloudWatchLogHandler]:
@@ -240,8 +243,6 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         flush_timeout: float | str = 10.0,
         level: int | str = logging.NOTSET,
     ) -> None:
-        # watchtower's __init__ builds a client and calls AWS; only logging's runs here.
-        logging.Handler.__init__(self, level)
         install_redaction()
         group = _pick_alias(
             "log_group_name", log_group_name, DEFAULT_LOG_GROUP_NAME, "log_group", log_group
@@ -282,7 +283,6 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         self.endpoint_url = as_optional_str("endpoint_url", endpoint_url)
         serializer = as_callable("json_serialize_default", json_serialize_default)
         self.json_serialize_default = serializer or watchtower_json_default()
-        self.setFormatter(watchtower.CloudWatchLogFormatter(json_serialize_default=serializer))
         self._fixed_client = boto3_client
         self._session_factory = self._make_session_factory(
             boto3_client=boto3_client,
@@ -295,6 +295,11 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 "profile_name", profile_name, None, "boto3_profile_name", boto3_profile_name
             ),
         )
+        # Every option is valid: only now does logging learn of the handler (a handler that
+        # failed half-way would be flushed by logging at exit). watchtower's __init__ builds
+        # a client and calls AWS; only logging's runs here.
+        logging.Handler.__init__(self, level)
+        self.setFormatter(watchtower.CloudWatchLogFormatter(json_serialize_default=serializer))
         self._body_limit = self.max_message_size - EVENT_OVERHEAD
         self._warned: set[str] = set()  # warnings given once per process
         self._reset_state()
@@ -355,6 +360,18 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         ).build
 
     # ----------------------------------------------------------------- state
+
+    def createLock(self) -> None:
+        """Create the handler's lock (logging calls this from ``__init__``).
+
+        watchtower's version also sets up its per-stream queues; this handler has its own.
+        """
+        logging.Handler.createLock(self)
+
+    def _at_fork_reinit(self) -> None:
+        # logging calls this in a forked child; watchtower's version resets watchtower's
+        # state. Ours is reset by _process's own after-fork hook.
+        handler_at_fork_reinit(self)
 
     def _reset_state(self) -> None:
         """Start afresh: a new ledger, no sender, a client built at first delivery."""
@@ -739,11 +756,50 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             )
 
     def _put(self, client: CloudWatchLogsClient, stream: str, batch: Sequence[Event]) -> Any:
-        return client.put_log_events(
-            logGroupName=self.log_group_name,
-            logStreamName=stream,
-            logEvents=[{"timestamp": e[1], "message": e[2]} for e in batch],
-        )
+        submit: Callable[..., Any] = self._submit_batch
+        if getattr(submit, "__func__", submit) is not _WATCHTOWER_SUBMIT:
+            # Overridden or patched: watchtower's hook gets the batch, in watchtower's shape,
+            # and owns its delivery; what it returns without raising counts as delivered.
+            submit([{"timestamp": e[1], "message": e[2]} for e in batch], stream)
+            return None
+        if client is self._fixed_client:  # a user's client, maybe stubbed: the ordinary call
+            return client.put_log_events(
+                logGroupName=self.log_group_name,
+                logStreamName=stream,
+                logEvents=[{"timestamp": e[1], "message": e[2]} for e in batch],
+            )
+        return put_events(client, self.log_group_name, stream, [(e[1], e[2]) for e in batch])
+
+    # ----------------------------------------------------------------- watchtower's attributes
+
+    @property
+    def queues(self) -> dict[str, list[dict[str, Any]]]:  # type: ignore[override]
+        """Records waiting to be sent, by stream, as watchtower's batch dicts (a copy).
+
+        watchtower keeps one ``queue.Queue`` per stream; here one queue holds every stream's
+        records, and this is a snapshot of it. Records already handed to a worker are not
+        in it.
+        """
+        waiting: dict[str, list[dict[str, Any]]] = {}
+        for event in tuple(self._ledger.queue):
+            waiting.setdefault(event[0], []).append({"timestamp": event[1], "message": event[2]})
+        return waiting
+
+    @property
+    def sequence_tokens(self) -> dict[str, str | None]:  # type: ignore[override]
+        """Always empty: CloudWatch Logs has ignored sequence tokens since 2023."""
+        return {}
+
+    @property
+    def threads(self) -> list[threading.Thread]:  # type: ignore[override]
+        """The threads delivering for this handler now (a copy)."""
+        sender = self._sender
+        return sender.threads() if sender is not None else []
+
+    @property
+    def shutting_down(self) -> bool:  # type: ignore[override]
+        """True from ``close()`` until a record reopens the handler."""
+        return self._state in (_State.CLOSING, _State.CLOSED)
 
     def reject_by_age(self, claim: Claim, too_old: list[Event], too_new: list[Event]) -> None:
         """Settle events outside the service's time window as rejected, without sending them."""

@@ -80,6 +80,7 @@ class Sender:
         self._pending: dict[str, collections.deque[Part]] = {}
         self._busy: set[str] = set()
         self._workers = 0
+        self._worker_threads: list[threading.Thread] = []
         self._idle_workers = 0
         self._timer_start: float | None = None
 
@@ -94,6 +95,13 @@ class Sender:
             return False
         self._thread = thread
         return True
+
+    def threads(self) -> list[threading.Thread]:
+        """The scheduler and workers still running."""
+        found = [t for t in self._worker_threads if t.is_alive()]
+        if self._thread is not None and self._thread.is_alive():
+            found.insert(0, self._thread)
+        return found
 
     @property
     def alive(self) -> bool:
@@ -265,6 +273,7 @@ class Sender:
         except RuntimeError:
             return False
         self._workers += 1
+        self._worker_threads.append(worker)
         return True
 
     # ------------------------------------------------------------------ workers
