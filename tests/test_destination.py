@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -90,3 +91,19 @@ def test_cwl_client_is_built_on_first_access(aws: FakeAWS, make_handler: Any) ->
     replacement = boto3.client("logs")
     handler.cwl_client = replacement
     assert handler.cwl_client is replacement
+
+
+def test_a_hanging_put_ends_within_flush_timeout(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    handler = make_handler("/svc/hanging", flush_timeout=2)
+    logger = logger_for(handler)
+    logger.info("first")
+    assert handler.flush(timeout=10)
+    aws.injector.add_fault(Fault("", action="PutLogEvents", delay=40, times=1))
+    logger.info("second")
+    started = time.monotonic()
+    assert handler.flush(timeout=15)  # the old 30 s read timeout would still be waiting
+    assert time.monotonic() - started < 15
+    assert sorted(messages("/svc/hanging")) == ["first", "second"]
+    assert handler.stats.retried == 1

@@ -1,8 +1,10 @@
 """The handler's side of CloudWatch Logs: its client, and the group and streams it writes to.
 
 The client is built on first use from the session factory (never in a constructor), once
-per process, and again after the service says the token expired. The group (with its
-retention and tags) and each stream are set up before the first put to them.
+per process, and again after the service says the token expired; its connect and read
+timeouts are sized from the handler's ``flush_timeout``, so a hanging request cannot outlast
+it. The group (with its retention and tags) and each stream are set up before the first put
+to them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from ._credentials import effective_region, non_refreshing_problem
+from ._credentials import effective_region, non_refreshing_problem, request_timeouts
 from ._failures import Outcome, classify, error_code, permission_hint
 
 if TYPE_CHECKING:
@@ -41,6 +43,8 @@ class Settings(Protocol):
     def region_name(self) -> str | None: ...
     @property
     def endpoint_url(self) -> str | None: ...
+    @property
+    def flush_timeout(self) -> float: ...
 
 
 class Destination:
@@ -79,6 +83,7 @@ class Destination:
                 return self._client
             session = self._session_factory()
             problem = non_refreshing_problem(session.get_credentials())
+            connect, read = request_timeouts(self._settings.flush_timeout)
             self.refreshable = problem is None
             if problem:
                 self._warn_once("non_refreshing", problem)
@@ -93,8 +98,9 @@ class Destination:
                     # limits, integer timestamps, checked names), and the service refuses
                     # anything else; validating 10,000 events took half of a put's CPU.
                     parameter_validation=False,
-                    connect_timeout=5,
-                    read_timeout=30,
+                    # A put that hangs ends within flush_timeout, so close() can count it.
+                    connect_timeout=connect,
+                    read_timeout=read,
                     user_agent_extra="watchtower-refresh",
                 ),
             )
