@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -10,13 +11,14 @@ from typing import Any
 import boto3
 import pytest
 from botocore.credentials import Credentials, RefreshableCredentials
-from botocore.exceptions import NoRegionError, ReadTimeoutError
+from botocore.exceptions import ClientError, NoRegionError, ReadTimeoutError
 
 from tests.conftest import REGION, ROLE_ARN
 from watchtower_refresh import ConfigurationError, refresh_windows, refreshable_session
 from watchtower_refresh._credentials import (
     DEFAULT_CALL_BUDGET,
     STS_ATTEMPTS,
+    AssumeRoleError,
     default_role_session_name,
     non_refreshing_problem,
     request_timeouts,
@@ -243,3 +245,16 @@ def test_sts_timeout_is_validated() -> None:
     with pytest.raises(ConfigurationError, match="sts_timeout"):
         refreshable_session(ROLE_ARN, sts_timeout="soon")
     assert refreshable_session(sts_timeout="2.5").region_name == REGION
+
+
+def test_a_refused_assume_role_names_the_role(aws: FakeAWS) -> None:
+    aws.injector.add_fault(Fault("AccessDenied", action="AssumeRole", status=403))
+    with pytest.raises(AssumeRoleError) as raised:
+        refreshable_session(ROLE_ARN).get_credentials()
+    error = raised.value
+    assert isinstance(error, ClientError)
+    assert error.operation_name == "AssumeRole"
+    assert error.response["Error"]["Code"] == "AccessDenied"
+    assert error.role_arn == ROLE_ARN
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.role_arn, copy.operation_name) == (ROLE_ARN, "AssumeRole")

@@ -37,7 +37,7 @@ from botocore.credentials import (
     Credentials,
     RefreshableCredentials,
 )
-from botocore.exceptions import NoRegionError
+from botocore.exceptions import ClientError, NoRegionError
 
 from ._exceptions import ConfigurationError
 from ._options import (
@@ -57,6 +57,7 @@ __all__ = [
     "ASSUME_ROLE_METHOD",
     "DEFAULT_CALL_BUDGET",
     "STS_ATTEMPTS",
+    "AssumeRoleError",
     "AssumeRoleProvider",
     "Clock",
     "SessionOptions",
@@ -203,6 +204,22 @@ def regional_sts_client(session: boto3.Session, region: str, **client_args: Any)
     return client
 
 
+class AssumeRoleError(ClientError):
+    """An error answer to AssumeRole, which also says which role was asked for.
+
+    A ``ClientError`` in every other respect (same response, same operation name), so code
+    that judges errors by their code treats it as before; advice can name the role.
+    """
+
+    def __init__(self, error_response: Any, operation_name: str, role_arn: str = "") -> None:
+        super().__init__(error_response, operation_name)
+        self.role_arn = role_arn
+        """The ARN of the role that AssumeRole was asked for."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.__class__, (self.response, self.operation_name, self.role_arn)
+
+
 class AssumeRoleProvider(CredentialProvider):
     """A botocore credential provider that assumes a role with refresh windows sized to fit.
 
@@ -264,7 +281,10 @@ class AssumeRoleProvider(CredentialProvider):
         }
         if self._external_id:
             kwargs["ExternalId"] = self._external_id
-        credentials = self._sts_client().assume_role(**kwargs)["Credentials"]
+        try:
+            credentials = self._sts_client().assume_role(**kwargs)["Credentials"]
+        except ClientError as exc:
+            raise AssumeRoleError(exc.response, exc.operation_name, self._role_arn) from exc
         expiration = credentials["Expiration"]
         if expiration.tzinfo is None:  # botocore parses it aware; keep it so if a stub does not
             expiration = expiration.replace(tzinfo=datetime.timezone.utc)

@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from ._credentials import effective_region, non_refreshing_problem, request_timeouts
-from ._failures import Outcome, classify, error_code, permission_hint
+from ._failures import Outcome, classify, error_code, setup_advice
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
@@ -189,9 +189,7 @@ class Destination:
             if classify(exc) is not Outcome.GIVE_UP:
                 raise
             self._warn_once(
-                f"setup:{action}:{code}",
-                f"{action} on log group {self._settings.log_group_name} failed: {exc}; "
-                f"{permission_hint(action)}",
+                f"setup:{action}:{code}", setup_advice(exc, action, self._settings.log_group_name)
             )
             return False
         return True
