@@ -8,6 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError, NoCredentialsError
 
 from tests.conftest import REGION, ROLE_ARN, logger_for
 from watchtower_refresh import WatchtowerRefreshWarning
@@ -35,7 +36,7 @@ def test_existing_group_is_tagged_through_its_arn(aws: FakeAWS, make_handler: An
     assert handler.flush(timeout=10)
     tags = boto3.client("logs").list_tags_log_group(logGroupName="/svc/existing")["tags"]
     assert tags == {"team": "platform"}
-    assert aws.injector.counts["GetCallerIdentity"] == 1
+    assert aws.injector.counts["GetCallerIdentity"] == 0  # the handler's own client found it
 
 
 def test_deleted_stream_is_recreated(aws: FakeAWS, make_handler: Any, messages: Read) -> None:
@@ -91,6 +92,93 @@ def test_cwl_client_is_built_on_first_access(aws: FakeAWS, make_handler: Any) ->
     replacement = boto3.client("logs")
     handler.cwl_client = replacement
     assert handler.cwl_client is replacement
+
+
+def test_a_given_client_tags_an_existing_group_with_its_own_credentials(
+    aws: FakeAWS, make_handler: Any, messages: Read, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    boto3.client("logs").create_log_group(logGroupName="/svc/given-tags")
+    client = boto3.client(
+        "logs", aws_access_key_id="AKIAGIVENCLIENTKEY00", aws_secret_access_key="given-secret"
+    )
+    # No default credentials: a default boto3.Session() (or its STS) would find none.
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    handler = make_handler("/svc/given-tags", boto3_client=client, log_group_tags="team=platform")
+    for attempt in range(3):
+        logger_for(handler).info("tagged %d", attempt)
+        assert handler.flush(timeout=10)
+    assert sorted(messages("/svc/given-tags")) == [f"tagged {n}" for n in range(3)]
+    assert handler.stats.dropped == {}
+    assert client.list_tags_log_group(logGroupName="/svc/given-tags")["tags"] == {
+        "team": "platform"
+    }
+    assert aws.injector.counts["GetCallerIdentity"] == 0
+
+
+def failing_once(client: Any, operation: str, error: Exception) -> list[str]:
+    """Make ``client`` raise ``error`` the first time it is about to call ``operation``."""
+    raised: list[str] = []
+
+    def fail(**_: Any) -> None:
+        if not raised:
+            raised.append(operation)
+            raise error
+
+    client.meta.events.register(f"before-call.cloudwatch-logs.{operation}", fail)
+    return raised
+
+
+@pytest.mark.parametrize(
+    ("operation", "error"),
+    [
+        ("DescribeLogGroups", NoCredentialsError()),
+        ("TagResource", RuntimeError("a hook broke")),
+        ("PutRetentionPolicy", NoCredentialsError()),
+        ("CreateLogGroup", RuntimeError("a hook broke")),
+        ("CreateLogStream", NoCredentialsError()),
+        (
+            "TagResource",
+            ClientError(
+                {"Error": {"Code": "InvalidParameterException", "Message": "bad tag"}},
+                "TagResource",
+            ),
+        ),
+    ],
+)
+def test_a_failed_set_up_step_never_costs_the_batch(
+    aws: FakeAWS, make_handler: Any, messages: Read, operation: str, error: Exception
+) -> None:
+    group = f"/svc/setup/{operation}"
+    if operation in ("DescribeLogGroups", "TagResource"):
+        boto3.client("logs").create_log_group(logGroupName=group)  # tagged through its ARN
+    client = boto3.client("logs")
+    raised = failing_once(client, operation, error)
+    handler = make_handler(
+        group, boto3_client=client, log_group_retention_days=7, log_group_tags="team=platform"
+    )
+    with pytest.warns(WatchtowerRefreshWarning, match=f"{operation}|TagResource") as caught:
+        logger_for(handler).info("still delivered")
+        assert handler.flush(timeout=10)
+    assert raised == [operation]
+    assert messages(group) == ["still delivered"]
+    assert handler.stats.dropped == {}
+    assert handler.stats.delivered == 1
+    assert not any("grant logs:" in str(w.message) for w in caught)  # not a permission problem
+
+
+def test_a_transient_set_up_error_is_retried(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    aws.injector.add_fault(
+        Fault("ThrottlingException", action="CreateLogStream", status=400, times=1)
+    )
+    handler = make_handler("/svc/throttled-setup")
+    logger_for(handler).info("after a throttle")
+    assert handler.flush(timeout=10)
+    assert messages("/svc/throttled-setup") == ["after a throttle"]
+    assert handler.stats.retried >= 1
+    assert aws.injector.counts["CreateLogStream"] == 2
 
 
 def test_a_hanging_put_ends_within_flush_timeout(

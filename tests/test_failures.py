@@ -108,6 +108,7 @@ def test_advice_names_the_fix(exc: BaseException, words: str) -> None:
 
 def test_permission_hint() -> None:
     assert permission_hint("CreateLogGroup").endswith("pass create_log_group=False")
+    assert permission_hint("DescribeLogGroups").endswith("reads its ARN with it")
     assert permission_hint("PutRetentionPolicy") == (
         "grant logs:PutRetentionPolicy on the group to the role in use"
     )

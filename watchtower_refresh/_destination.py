@@ -4,7 +4,8 @@ The client is built on first use from the session factory (never in a constructo
 per process, and again after the service says the token expired; its connect and read
 timeouts are sized from the handler's ``flush_timeout``, so a hanging request cannot outlast
 it. The group (with its retention and tags) and each stream are set up before the first put
-to them.
+to them, with the handler's own client; a set-up step that fails for any reason but a
+transient one is reported once and never costs the batch.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import TYPE_CHECKING, Protocol
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
 
 from ._credentials import effective_region, non_refreshing_problem, request_timeouts
 from ._failures import Outcome, classify, error_code, setup_advice
@@ -165,31 +165,43 @@ class Destination:
             )
 
     def _group_arn(self, client: CloudWatchLogsClient) -> str:
-        # The account comes from the handler's own session, not the default one.
-        session = self._session or boto3.Session()
-        region = client.meta.region_name
-        sts = session.client("sts", region_name=region)
-        account = sts.get_caller_identity()["Account"]
-        partition = session.get_partition_for_region(region)
-        return f"arn:{partition}:logs:{region}:{account}:log-group:{self._settings.log_group_name}"
+        """The group's ARN, as the handler's own client sees it (TagResource takes no name).
+
+        Asking this client, rather than STS through some session, keeps the handler's
+        credentials, account and partition: a given ``boto3_client`` has no session, and
+        the default one may have no credentials at all.
+        """
+        group = self._settings.log_group_name
+        paginator = client.get_paginator("describe_log_groups")
+        for page in paginator.paginate(logGroupNamePrefix=group):
+            for found in page.get("logGroups", []):
+                if found.get("logGroupName") == group:
+                    arn = found.get("logGroupArn") or found.get("arn", "").removesuffix(":*")
+                    if arn:
+                        return arn
+        message = f"DescribeLogGroups does not list log group {group} (or gives no ARN)"
+        raise LookupError(message)
 
     def _setup_call(self, action: str, call: Callable[[], object]) -> bool:
         """Run a group or stream set-up call; True if it created something.
 
-        "Already exists" is success. A refusal (access denied, invalid parameter) is
-        reported once and delivery goes on: the group may already be set up by someone who
-        holds the permission. Transient errors propagate, so the put is retried.
+        "Already exists" is success. Transient errors (throttling, 5xx, connection errors,
+        an expired token) propagate, so the put is retried. Anything else (a refusal, an
+        invalid parameter, a failed side call, any exception at all) is reported once and
+        delivery goes on: the group may already be set up by someone who holds the
+        permission, and the put itself decides what becomes of the batch.
         """
         try:
             call()
-        except ClientError as exc:
+        except Exception as exc:
             code = error_code(exc)
             if code in ("ResourceAlreadyExistsException", "OperationAbortedException"):
                 return False
-            if classify(exc) is not Outcome.GIVE_UP:
+            if classify(exc) in (Outcome.BACKOFF, Outcome.REFRESH):
                 raise
             self._warn_once(
-                f"setup:{action}:{code}", setup_advice(exc, action, self._settings.log_group_name)
+                f"setup:{action}:{code or type(exc).__name__}",
+                setup_advice(exc, action, self._settings.log_group_name),
             )
             return False
         return True

@@ -120,6 +120,7 @@ def permission_hint(action: str) -> str:
     switch = {
         "CreateLogGroup": "; or create the group beforehand and pass create_log_group=False",
         "CreateLogStream": "; or create the stream beforehand and pass create_log_stream=False",
+        "DescribeLogGroups": ": tagging an existing group reads its ARN with it",
     }.get(action, "")
     return f"grant logs:{action} on the group to the role in use{switch}"
 
