@@ -195,3 +195,24 @@ def test_a_hanging_put_ends_within_flush_timeout(
     assert time.monotonic() - started < 15
     assert sorted(messages("/svc/hanging")) == ["first", "second"]
     assert handler.stats.retried == 1
+
+
+def test_the_logs_endpoint_variable_is_the_one_botocore_reads(
+    aws: FakeAWS, make_handler: Any, messages: Read, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the service-specific variable is left
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", aws.endpoint_url)
+    handler = make_handler("/svc/endpoint-variable")
+    logger_for(handler).info("through AWS_ENDPOINT_URL_CLOUDWATCH_LOGS")
+    assert handler.flush(timeout=10)
+    assert messages("/svc/endpoint-variable") == ["through AWS_ENDPOINT_URL_CLOUDWATCH_LOGS"]
+    assert handler.stats.delivered == 1
+
+
+def test_aws_endpoint_url_logs_is_not_read(
+    make_handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LOGS", "http://127.0.0.1:9")
+    handler = make_handler("/svc/endpoint-ignored")
+    # Building the client resolves its endpoint and sends nothing.
+    assert handler.cwl_client.meta.endpoint_url == f"https://logs.{REGION}.amazonaws.com"
