@@ -27,12 +27,19 @@ _SAFETY_MARGIN = 0.5  # seconds left to the runtime after the flush
 def flush_handlers(timeout: float = DEFAULT_FLUSH_SECONDS) -> bool:
     """Flush every ``RefreshingCloudWatchLogHandler`` of this process within ``timeout`` seconds.
 
+    Every handler is asked to send first, so all of them deliver at once; then each is waited
+    for until one shared deadline. A handler that is stuck (a request that hangs, an outage)
+    costs the others nothing: they have been sending all along.
+
     Returns:
         True if every handler had delivered (or dropped and counted) its records in time.
     """
     deadline = time.monotonic() + max(0.0, timeout)
+    handlers = live_handlers()
+    for handler in handlers:
+        handler.flush(timeout=0)  # wakes its sender and returns at once
     done = True
-    for handler in live_handlers():
+    for handler in handlers:
         done = handler.flush(timeout=max(0.0, deadline - time.monotonic())) and done
     return done
 
