@@ -213,7 +213,7 @@ def _assume_role_denied(exc: BaseException, where: str) -> str:
     role = str(getattr(exc, "role_arn", "") or "") or "the role in role_arn"
     arn = role if role.startswith("arn:") else "ROLE_ARN"
     return (
-        f"AssumeRole of {role} was denied, so nothing can be sent to {where}: either the "
+        f"AssumeRole was denied for {role}, so nothing can be sent to {where}: either the "
         f"caller's policy does not allow sts:AssumeRole on {role}, or the role's trust policy "
         "does not trust the caller. 'watchtower-refresh policy --document caller "
         f"--role-arn {arn}' prints the statement the caller needs; 'watchtower-refresh "
@@ -234,11 +234,6 @@ def setup_advice(exc: BaseException, action: str, group: str) -> str:
         return _skew_sentence(exc, f"{operation} on {where}")
     if code in DENIED_CODES:
         return f"{operation} on {where} was denied: {exc}; {permission_hint(operation)}"
-    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-        return (
-            f"{action} on {where} found no AWS credentials ({exc}); delivery is still tried "
-            "with the handler's own client"
-        )
     return f"{action} on {where} failed: {exc!r}; delivery is still tried"
 
 
