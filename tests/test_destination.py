@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -132,11 +133,11 @@ def failing_once(client: Any, operation: str, error: Exception) -> list[str]:
 @pytest.mark.parametrize(
     ("operation", "error"),
     [
-        ("DescribeLogGroups", NoCredentialsError()),
+        ("DescribeLogGroups", RuntimeError("a hook broke")),
         ("TagResource", RuntimeError("a hook broke")),
-        ("PutRetentionPolicy", NoCredentialsError()),
+        ("PutRetentionPolicy", KeyError("odd")),
         ("CreateLogGroup", RuntimeError("a hook broke")),
-        ("CreateLogStream", NoCredentialsError()),
+        ("CreateLogStream", RuntimeError("a hook broke")),
         (
             "TagResource",
             ClientError(
@@ -165,6 +166,33 @@ def test_a_failed_set_up_step_never_costs_the_batch(
     assert handler.stats.dropped == {}
     assert handler.stats.delivered == 1
     assert not any("grant logs:" in str(w.message) for w in caught)  # not a permission problem
+
+
+@pytest.mark.parametrize("operation", ["DescribeLogGroups", "PutRetentionPolicy", "CreateLogGroup"])
+def test_a_set_up_step_without_credentials_waits_for_the_next_put(
+    aws: FakeAWS, make_handler: Any, messages: Read, operation: str
+) -> None:
+    group = f"/svc/later/{operation}"
+    if operation == "DescribeLogGroups":
+        boto3.client("logs").create_log_group(logGroupName=group)
+    client = boto3.client("logs")
+    raised = failing_once(client, operation, NoCredentialsError())
+    handler = make_handler(
+        group, boto3_client=client, log_group_retention_days=7, log_group_tags="team=platform"
+    )
+    logger = logger_for(handler)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for n in range(2):  # the put has credentials; it would say so if it had none
+            logger.info("record %d", n)
+            assert handler.flush(timeout=10)
+    assert [str(warning.message) for warning in seen] == []
+    assert raised == [operation]
+    assert sorted(messages(group)) == ["record 0", "record 1"]
+    assert handler.stats.dropped == {}
+    found = client.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]
+    assert found["retentionInDays"] == 7  # done before the second put
+    assert client.list_tags_log_group(logGroupName=group)["tags"] == {"team": "platform"}
 
 
 def test_a_transient_set_up_error_is_retried(

@@ -10,12 +10,14 @@ transient one is reported once and never costs the batch.
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import NoCredentialsError, NoRegionError, PartialCredentialsError
 
 from ._credentials import effective_region, non_refreshing_problem, request_timeouts
 from ._failures import Outcome, classify, error_code, setup_advice
@@ -45,6 +47,18 @@ class Settings(Protocol):
     def endpoint_url(self) -> str | None: ...
     @property
     def flush_timeout(self) -> float: ...
+
+
+class _Step(enum.Enum):
+    """How a set-up call ended."""
+
+    CREATED = "created"
+    DONE = "already there, or refused and reported"
+    PENDING = "put off until the next put"
+
+
+# What the put would meet as well: reported there, once, with advice.
+_CLIENT_PROBLEMS = (NoCredentialsError, PartialCredentialsError, NoRegionError)
 
 
 class Destination:
@@ -125,30 +139,46 @@ class Destination:
         self._ready_streams.discard(stream)
 
     def prepare(self, client: CloudWatchLogsClient, stream: str) -> None:
-        """Create the group (retention, tags) and ``stream`` if this process has not yet."""
+        """Create the group (retention, tags) and ``stream`` if this process has not yet.
+
+        A step put off for want of credentials is tried again before the next put.
+        """
         settings = self._settings
         group = settings.log_group_name
         if not self._group_ready:
+            pending = False
             if settings.create_log_group:
-                self._create_group(client)
+                created = self._create_group(client)
+                if created is _Step.PENDING:
+                    return  # the put meets the same problem and reports it
+                tags = dict(settings.log_group_tags)
+                if tags and created is not _Step.CREATED:  # created ones are tagged at birth
+                    tagged = self._setup_call(
+                        "TagResource",
+                        lambda: client.tag_resource(resourceArn=self._group_arn(client), tags=tags),
+                    )
+                    pending = tagged is _Step.PENDING
             retention = settings.log_group_retention_days
             if retention is not None:
-                self._setup_call(
+                kept = self._setup_call(
                     "PutRetentionPolicy",
                     lambda: client.put_retention_policy(
                         logGroupName=group, retentionInDays=retention
                     ),
                 )
-            self._group_ready = True
+                pending = pending or kept is _Step.PENDING
+            self._group_ready = not pending
         if stream not in self._ready_streams:
             if settings.create_log_stream:
-                self._setup_call(
+                opened = self._setup_call(
                     "CreateLogStream",
                     lambda: client.create_log_stream(logGroupName=group, logStreamName=stream),
                 )
+                if opened is _Step.PENDING:
+                    return
             self._ready_streams.add(stream)
 
-    def _create_group(self, client: CloudWatchLogsClient) -> None:
+    def _create_group(self, client: CloudWatchLogsClient) -> _Step:
         group = self._settings.log_group_name
         tags = dict(self._settings.log_group_tags)
 
@@ -157,12 +187,7 @@ class Destination:
                 return client.create_log_group(logGroupName=group, tags=tags)
             return client.create_log_group(logGroupName=group)
 
-        created = self._setup_call("CreateLogGroup", create)
-        if tags and not created:
-            self._setup_call(
-                "TagResource",
-                lambda: client.tag_resource(resourceArn=self._group_arn(client), tags=tags),
-            )
+        return self._setup_call("CreateLogGroup", create)
 
     def _group_arn(self, client: CloudWatchLogsClient) -> str:
         """The group's ARN, as the handler's own client sees it (TagResource takes no name).
@@ -182,26 +207,30 @@ class Destination:
         message = f"DescribeLogGroups does not list log group {group} (or gives no ARN)"
         raise LookupError(message)
 
-    def _setup_call(self, action: str, call: Callable[[], object]) -> bool:
-        """Run a group or stream set-up call; True if it created something.
+    def _setup_call(self, action: str, call: Callable[[], object]) -> _Step:
+        """Run a group or stream set-up call and say how it ended.
 
         "Already exists" is success. Transient errors (throttling, 5xx, connection errors,
-        an expired token) propagate, so the put is retried. Anything else (a refusal, an
-        invalid parameter, a failed side call, any exception at all) is reported once and
-        delivery goes on: the group may already be set up by someone who holds the
-        permission, and the put itself decides what becomes of the batch.
+        an expired token) propagate, so the put is retried. Missing credentials or region
+        put the step off without a word: they are the client's problem, not the step's, and
+        the put meets them too and says so once. Anything else (a refusal, an invalid
+        parameter, a failed side call, any exception at all) is reported once and delivery
+        goes on: the group may already be set up by someone who holds the permission, and
+        the put itself decides what becomes of the batch.
         """
         try:
             call()
         except Exception as exc:
             code = error_code(exc)
             if code in ("ResourceAlreadyExistsException", "OperationAbortedException"):
-                return False
+                return _Step.DONE
             if classify(exc) in (Outcome.BACKOFF, Outcome.REFRESH):
                 raise
+            if isinstance(exc, _CLIENT_PROBLEMS):
+                return _Step.PENDING
             self._warn_once(
                 f"setup:{action}:{code or type(exc).__name__}",
                 setup_advice(exc, action, self._settings.log_group_name),
             )
-            return False
-        return True
+            return _Step.DONE
+        return _Step.CREATED
