@@ -168,7 +168,9 @@ def test_a_failed_set_up_step_never_costs_the_batch(
     assert not any("grant logs:" in str(w.message) for w in caught)  # not a permission problem
 
 
-@pytest.mark.parametrize("operation", ["DescribeLogGroups", "PutRetentionPolicy", "CreateLogGroup"])
+@pytest.mark.parametrize(
+    "operation", ["DescribeLogGroups", "PutRetentionPolicy", "CreateLogGroup", "CreateLogStream"]
+)
 def test_a_set_up_step_without_credentials_waits_for_the_next_put(
     aws: FakeAWS, make_handler: Any, messages: Read, operation: str
 ) -> None:

@@ -181,6 +181,8 @@ def test_a_wrong_key_is_not_clock_skew() -> None:
     with_date = client_error("InvalidSignatureException", 400, message="m", date=SERVICE_DATE)
     assert not is_clock_skew(with_date, now=local_clock(30))
     assert clock_skew(with_date, now=local_clock(30)) == 30
+    numeric_zone = client_error("X", 400, date="Sun, 22 Nov 2026 12:00:00 -0000")
+    assert clock_skew(numeric_zone, now=local_clock(-5)) == -5
     assert clock_skew(RuntimeError()) is None
     assert clock_skew(client_error("X", 400, date="not a date")) is None
     assert not is_clock_skew(client_error("AccessDeniedException", 400))

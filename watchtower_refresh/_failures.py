@@ -129,12 +129,6 @@ def _utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def _message(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Message", ""))
-    return ""
-
-
 def clock_skew(
     exc: BaseException, *, now: Callable[[], datetime.datetime] = _utc_now
 ) -> float | None:
@@ -161,11 +155,12 @@ def clock_skew(
 def is_clock_skew(exc: BaseException, *, now: Callable[[], datetime.datetime] = _utc_now) -> bool:
     """True when AWS refused the request because it was signed at a time too far from its own."""
     code = error_code(exc)
-    if code not in SKEW_CODES:
+    if not isinstance(exc, ClientError) or code not in SKEW_CODES:
         return False
     if code == "RequestTimeTooSkewed":
         return True
-    if any(words in _message(exc).lower() for words in _SKEW_WORDS):
+    message = str(exc.response.get("Error", {}).get("Message", "")).lower()
+    if any(words in message for words in _SKEW_WORDS):
         return True
     skew = clock_skew(exc, now=now)
     return skew is not None and abs(skew) > MAX_SKEW
