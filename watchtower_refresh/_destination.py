@@ -2,10 +2,10 @@
 
 The client is built on first use from the session factory (never in a constructor), once
 per process, and again after the service says the token expired; its connect and read
-timeouts are sized from the handler's ``flush_timeout``, so a hanging request cannot outlast
-it. The group (with its retention and tags) and each stream are set up before the first put
-to them, with the handler's own client; a set-up step that fails for any reason but a
-transient one is reported once and never costs the batch.
+timeouts are sized from the handler's ``flush_timeout`` (never below 0.5 s and 1 s), so a
+hanging request cannot outlast it. The group (with its retention and tags) and each stream
+are set up before the first put to them, with the handler's own client; a set-up step that
+fails for any reason but a transient one never costs the batch.
 """
 
 from __future__ import annotations
