@@ -84,7 +84,6 @@ class Destination:
         self._warn_once = warn_once
         self._lock = threading.Lock()
         self._client = fixed_client
-        self._session: boto3.Session | None = None
         self._group_ready = False
         self._ready_streams: set[str] = set()
         self.refreshable = fixed_client is None
@@ -118,7 +117,7 @@ class Destination:
                     user_agent_extra="watchtower-refresh",
                 ),
             )
-            self._session, self._client = session, client
+            self._client = client
             return client
 
     def use_client(self, client: CloudWatchLogsClient) -> None:
