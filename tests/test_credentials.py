@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import pickle
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.credentials import Credentials, RefreshableCredentials
-from botocore.exceptions import NoRegionError
+from botocore.exceptions import ClientError, NoRegionError, ReadTimeoutError
 
 from tests.conftest import REGION, ROLE_ARN
 from watchtower_refresh import ConfigurationError, refresh_windows, refreshable_session
-from watchtower_refresh._credentials import default_role_session_name, non_refreshing_problem
-from watchtower_refresh._fake_aws import FakeAWS, FakeClock
+from watchtower_refresh._credentials import (
+    DEFAULT_CALL_BUDGET,
+    STS_ATTEMPTS,
+    AssumeRoleError,
+    default_role_session_name,
+    non_refreshing_problem,
+    request_timeouts,
+)
+from watchtower_refresh._fake_aws import FakeAWS, FakeClock, Fault
 
 
 class Stop(Exception):
@@ -207,3 +216,46 @@ def test_an_sts_endpoint_override_is_kept(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(Stop):
         refreshable_session(ROLE_ARN, base_session=base).get_credentials()
     assert seen[0].url == "https://sts.amazonaws.com/"
+
+
+@pytest.mark.parametrize("budget", [0.0, 2.0, DEFAULT_CALL_BUDGET, 30.0])
+@pytest.mark.parametrize("attempts", [1, STS_ATTEMPTS])
+def test_request_timeouts_fit_the_budget(budget: float, attempts: int) -> None:
+    connect, read = request_timeouts(budget, attempts)
+    assert 0.5 <= connect <= 5
+    assert read >= 1
+    pauses = 2 ** (attempts - 1) - 1  # botocore waits up to 1 s before its first retry
+    if budget >= attempts * (0.5 + 1.0) + pauses:
+        assert attempts * (connect + read) + pauses <= budget
+    else:  # too small to share: the floors, which healthy requests need
+        assert (connect, read) == (0.5, 1.0)
+
+
+def test_a_hanging_assume_role_fails_within_its_budget(aws: FakeAWS) -> None:
+    aws.injector.add_fault(Fault("", action="AssumeRole", delay=20, times=STS_ATTEMPTS))
+    session = refreshable_session(ROLE_ARN, sts_timeout=5)
+    started = time.monotonic()
+    with pytest.raises(ReadTimeoutError):
+        session.get_credentials()
+    # 5 s and some slack to build the client; botocore's defaults: 60 s a try, 3 tries.
+    assert time.monotonic() - started < 5 + 2.5
+    assert aws.injector.counts["AssumeRole"] == STS_ATTEMPTS
+
+
+def test_sts_timeout_is_validated() -> None:
+    with pytest.raises(ConfigurationError, match="sts_timeout"):
+        refreshable_session(ROLE_ARN, sts_timeout="soon")
+    assert refreshable_session(sts_timeout="2.5").region_name == REGION
+
+
+def test_a_refused_assume_role_names_the_role(aws: FakeAWS) -> None:
+    aws.injector.add_fault(Fault("AccessDenied", action="AssumeRole", status=403))
+    with pytest.raises(AssumeRoleError) as raised:
+        refreshable_session(ROLE_ARN).get_credentials()
+    error = raised.value
+    assert isinstance(error, ClientError)
+    assert error.operation_name == "AssumeRole"
+    assert error.response["Error"]["Code"] == "AccessDenied"
+    assert error.role_arn == ROLE_ARN
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.role_arn, copy.operation_name) == (ROLE_ARN, "AssumeRole")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError, NoCredentialsError
 
 from tests.conftest import REGION, ROLE_ARN, logger_for
 from watchtower_refresh import WatchtowerRefreshWarning
@@ -34,7 +37,7 @@ def test_existing_group_is_tagged_through_its_arn(aws: FakeAWS, make_handler: An
     assert handler.flush(timeout=10)
     tags = boto3.client("logs").list_tags_log_group(logGroupName="/svc/existing")["tags"]
     assert tags == {"team": "platform"}
-    assert aws.injector.counts["GetCallerIdentity"] == 1
+    assert aws.injector.counts["GetCallerIdentity"] == 0  # the handler's own client found it
 
 
 def test_deleted_stream_is_recreated(aws: FakeAWS, make_handler: Any, messages: Read) -> None:
@@ -90,3 +93,156 @@ def test_cwl_client_is_built_on_first_access(aws: FakeAWS, make_handler: Any) ->
     replacement = boto3.client("logs")
     handler.cwl_client = replacement
     assert handler.cwl_client is replacement
+
+
+def test_a_given_client_tags_an_existing_group_with_its_own_credentials(
+    aws: FakeAWS, make_handler: Any, messages: Read, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    boto3.client("logs").create_log_group(logGroupName="/svc/given-tags")
+    client = boto3.client(
+        "logs", aws_access_key_id="AKIAGIVENCLIENTKEY00", aws_secret_access_key="given-secret"
+    )
+    # No default credentials: a default boto3.Session() (or its STS) would find none.
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    handler = make_handler("/svc/given-tags", boto3_client=client, log_group_tags="team=platform")
+    for attempt in range(3):
+        logger_for(handler).info("tagged %d", attempt)
+        assert handler.flush(timeout=10)
+    assert sorted(messages("/svc/given-tags")) == [f"tagged {n}" for n in range(3)]
+    assert handler.stats.dropped == {}
+    assert client.list_tags_log_group(logGroupName="/svc/given-tags")["tags"] == {
+        "team": "platform"
+    }
+    assert aws.injector.counts["GetCallerIdentity"] == 0
+
+
+def failing_once(client: Any, operation: str, error: Exception) -> list[str]:
+    """Make ``client`` raise ``error`` the first time it is about to call ``operation``."""
+    raised: list[str] = []
+
+    def fail(**_: Any) -> None:
+        if not raised:
+            raised.append(operation)
+            raise error
+
+    client.meta.events.register(f"before-call.cloudwatch-logs.{operation}", fail)
+    return raised
+
+
+@pytest.mark.parametrize(
+    ("operation", "error"),
+    [
+        ("DescribeLogGroups", RuntimeError("a hook broke")),
+        ("TagResource", RuntimeError("a hook broke")),
+        ("PutRetentionPolicy", KeyError("odd")),
+        ("CreateLogGroup", RuntimeError("a hook broke")),
+        ("CreateLogStream", RuntimeError("a hook broke")),
+        (
+            "TagResource",
+            ClientError(
+                {"Error": {"Code": "InvalidParameterException", "Message": "bad tag"}},
+                "TagResource",
+            ),
+        ),
+    ],
+)
+def test_a_failed_set_up_step_never_costs_the_batch(
+    aws: FakeAWS, make_handler: Any, messages: Read, operation: str, error: Exception
+) -> None:
+    group = f"/svc/setup/{operation}"
+    if operation in ("DescribeLogGroups", "TagResource"):
+        boto3.client("logs").create_log_group(logGroupName=group)  # tagged through its ARN
+    client = boto3.client("logs")
+    raised = failing_once(client, operation, error)
+    handler = make_handler(
+        group, boto3_client=client, log_group_retention_days=7, log_group_tags="team=platform"
+    )
+    with pytest.warns(WatchtowerRefreshWarning, match=f"{operation}|TagResource") as caught:
+        logger_for(handler).info("still delivered")
+        assert handler.flush(timeout=10)
+    assert raised == [operation]
+    assert messages(group) == ["still delivered"]
+    assert handler.stats.dropped == {}
+    assert handler.stats.delivered == 1
+    assert not any("grant logs:" in str(w.message) for w in caught)  # not a permission problem
+
+
+@pytest.mark.parametrize(
+    "operation", ["DescribeLogGroups", "PutRetentionPolicy", "CreateLogGroup", "CreateLogStream"]
+)
+def test_a_set_up_step_without_credentials_waits_for_the_next_put(
+    aws: FakeAWS, make_handler: Any, messages: Read, operation: str
+) -> None:
+    group = f"/svc/later/{operation}"
+    if operation == "DescribeLogGroups":
+        boto3.client("logs").create_log_group(logGroupName=group)
+    client = boto3.client("logs")
+    raised = failing_once(client, operation, NoCredentialsError())
+    handler = make_handler(
+        group, boto3_client=client, log_group_retention_days=7, log_group_tags="team=platform"
+    )
+    logger = logger_for(handler)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for n in range(2):  # the put has credentials; it would say so if it had none
+            logger.info("record %d", n)
+            assert handler.flush(timeout=10)
+    assert [str(warning.message) for warning in seen] == []
+    assert raised == [operation]
+    assert sorted(messages(group)) == ["record 0", "record 1"]
+    assert handler.stats.dropped == {}
+    found = client.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]
+    assert found["retentionInDays"] == 7  # done before the second put
+    assert client.list_tags_log_group(logGroupName=group)["tags"] == {"team": "platform"}
+
+
+def test_a_transient_set_up_error_is_retried(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    aws.injector.add_fault(
+        Fault("ThrottlingException", action="CreateLogStream", status=400, times=1)
+    )
+    handler = make_handler("/svc/throttled-setup")
+    logger_for(handler).info("after a throttle")
+    assert handler.flush(timeout=10)
+    assert messages("/svc/throttled-setup") == ["after a throttle"]
+    assert handler.stats.retried >= 1
+    assert aws.injector.counts["CreateLogStream"] == 2
+
+
+def test_a_hanging_put_ends_within_flush_timeout(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    handler = make_handler("/svc/hanging", flush_timeout=2)
+    logger = logger_for(handler)
+    logger.info("first")
+    assert handler.flush(timeout=10)
+    aws.injector.add_fault(Fault("", action="PutLogEvents", delay=40, times=1))
+    logger.info("second")
+    started = time.monotonic()
+    assert handler.flush(timeout=15)  # the old 30 s read timeout would still be waiting
+    assert time.monotonic() - started < 15
+    assert sorted(messages("/svc/hanging")) == ["first", "second"]
+    assert handler.stats.retried == 1
+
+
+def test_the_logs_endpoint_variable_is_the_one_botocore_reads(
+    aws: FakeAWS, make_handler: Any, messages: Read, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the service-specific variable is left
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", aws.endpoint_url)
+    handler = make_handler("/svc/endpoint-variable")
+    logger_for(handler).info("through AWS_ENDPOINT_URL_CLOUDWATCH_LOGS")
+    assert handler.flush(timeout=10)
+    assert messages("/svc/endpoint-variable") == ["through AWS_ENDPOINT_URL_CLOUDWATCH_LOGS"]
+    assert handler.stats.delivered == 1
+
+
+def test_aws_endpoint_url_logs_is_not_read(
+    make_handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LOGS", "http://127.0.0.1:9")
+    handler = make_handler("/svc/endpoint-ignored")
+    # Building the client resolves its endpoint and sends nothing.
+    assert handler.cwl_client.meta.endpoint_url == f"https://logs.{REGION}.amazonaws.com"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from watchtower_refresh import (
     RefreshingCloudWatchLogHandler,
     WatchtowerRefreshWarning,
+    _lambda,
     flush_handlers,
     flush_logs,
     flushing,
@@ -92,3 +94,51 @@ def test_flush_is_bounded_by_the_time_left(aws: FakeAWS) -> None:
     with pytest.warns(WatchtowerRefreshWarning, match="gave up resending"):
         first.close()
     second.close()
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """An endpoint that accepts connections and never answers: every request hangs."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        host, port = listener.getsockname()
+        yield f"http://{host}:{port}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stuck_first", [True, False], ids=["stuck-first", "healthy-first"])
+def test_a_stuck_handler_does_not_starve_a_healthy_one(
+    aws: FakeAWS,
+    messages: Read,
+    black_hole: str,
+    monkeypatch: pytest.MonkeyPatch,
+    stuck_first: bool,
+) -> None:
+    stuck = RefreshingCloudWatchLogHandler(
+        "/fn/stuck", send_interval=3600, endpoint_url=black_hole, flush_timeout=1
+    )
+    healthy = RefreshingCloudWatchLogHandler("/fn/healthy", send_interval=3600)
+    # Waited for in this order: the old loop gave the first one the whole budget.
+    order = [stuck, healthy] if stuck_first else [healthy, stuck]
+    monkeypatch.setattr(_lambda, "live_handlers", lambda: order)
+
+    emit(healthy, "warm")  # a cold start (client, group, stream) is not what is measured
+    assert healthy.flush(timeout=30)
+
+    @flush_logs(timeout=3)
+    def function(event: dict[str, Any], context: Any) -> None:
+        emit(stuck, f"lost {event['n']}")
+        emit(healthy, f"kept {event['n']}")
+
+    for n in range(3):
+        started = time.monotonic()
+        function({"n": n}, Context(30_000))
+        assert time.monotonic() - started < 10  # bounded, however stuck the other one is
+        kept = sorted(messages("/fn/healthy"))
+        assert kept == sorted(["warm", *(f"kept {i}" for i in range(n + 1))])
+        assert healthy.stats.delivered == n + 2
+    assert stuck.stats.delivered == 0
+    healthy.close()
+    with pytest.warns(WatchtowerRefreshWarning, match="gave up resending"):
+        stuck.close()

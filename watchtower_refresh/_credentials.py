@@ -36,10 +36,17 @@ from botocore.credentials import (
     Credentials,
     RefreshableCredentials,
 )
-from botocore.exceptions import NoRegionError
+from botocore.exceptions import ClientError, NoRegionError
 
 from ._exceptions import ConfigurationError
-from ._options import ROLE_ARN_PATTERN, ROLE_ARN_RULE, as_int, as_optional_str, check_pattern
+from ._options import (
+    ROLE_ARN_PATTERN,
+    ROLE_ARN_RULE,
+    as_float,
+    as_int,
+    as_optional_str,
+    check_pattern,
+)
 from ._redact import install_redaction
 from ._sessions import new_session
 
@@ -48,6 +55,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ASSUME_ROLE_METHOD",
+    "DEFAULT_CALL_BUDGET",
+    "STS_ATTEMPTS",
+    "AssumeRoleError",
     "AssumeRoleProvider",
     "Clock",
     "SessionOptions",
@@ -57,6 +67,8 @@ __all__ = [
     "refresh_windows",
     "refreshable_session",
     "regional_sts_client",
+    "request_timeouts",
+    "sts_config",
 ]
 
 Clock = Callable[[], datetime.datetime]
@@ -70,6 +82,17 @@ DEFAULT_DURATION = 3_600
 BOTOCORE_ADVISORY_WINDOW = 900.0
 BOTOCORE_MANDATORY_WINDOW = 600.0
 GLOBAL_STS_HOST = "sts.amazonaws.com"
+
+DEFAULT_CALL_BUDGET = 10.0
+"""Seconds one AWS call may take, retries included: the handler's default ``flush_timeout``."""
+STS_ATTEMPTS = 2
+"""Tries of one AssumeRole call: one retry rides out a dropped connection."""
+MIN_CONNECT_TIMEOUT = 0.5
+MIN_READ_TIMEOUT = 1.0
+MAX_CONNECT_TIMEOUT = 5.0
+# botocore's standard retry mode pauses up to 1 s before its first retry (throttling base
+# scale), doubling after each; the pauses come out of the budget too.
+_FIRST_RETRY_PAUSE = 1.0
 
 _SESSION_NAME = r"[\w+=,.@-]{2,64}"
 _EXTERNAL_ID = r"[\w+=,.@:/-]{2,1224}"
@@ -100,6 +123,27 @@ def refresh_windows(lifetime_seconds: float) -> tuple[float, float]:
     )
 
 
+def request_timeouts(budget: float, attempts: int = 1) -> tuple[float, float]:
+    """Return (connect, read) timeouts in seconds so that ``attempts`` tries fit in ``budget``.
+
+    Each try gets an equal share of what the pauses between tries leave; a quarter of a
+    share (0.5 to 5 s) goes to connecting, the rest to waiting for the answer. Neither goes
+    below 0.5 s (connect) and 1 s (read), so a tiny budget cannot fail healthy requests.
+
+    Args:
+        budget: Longest time, in seconds, the call may take with its retries.
+        attempts: How many times the client tries the call, the first included.
+
+    Returns:
+        ``connect_timeout`` and ``read_timeout`` for ``botocore.config.Config``, in seconds.
+    """
+    tries = max(1, attempts)
+    pauses = _FIRST_RETRY_PAUSE * (2 ** (tries - 1) - 1)
+    share = max(0.0, budget - pauses) / tries
+    connect = min(MAX_CONNECT_TIMEOUT, max(MIN_CONNECT_TIMEOUT, share / 4))
+    return connect, max(MIN_READ_TIMEOUT, share - connect)
+
+
 def default_role_session_name() -> str:
     """Return a valid RoleSessionName derived from the program and host names.
 
@@ -122,6 +166,23 @@ def effective_region(session: boto3.Session, explicit: str | None = None) -> str
     return explicit or session.region_name or os.environ.get("AWS_REGION") or None
 
 
+def sts_config(budget: float = DEFAULT_CALL_BUDGET) -> Config:
+    """Return the STS client's config: one AssumeRole, its retry included, ends within ``budget``.
+
+    botocore's defaults are 60 s per read and up to three tries; with these a hanging STS
+    answer cannot outlast the handler's ``flush_timeout``.
+
+    Args:
+        budget: Longest time, in seconds, one call may take with its retry.
+    """
+    connect, read = request_timeouts(budget, STS_ATTEMPTS)
+    return Config(
+        retries={"mode": "standard", "total_max_attempts": STS_ATTEMPTS},
+        connect_timeout=connect,
+        read_timeout=read,
+    )
+
+
 def regional_sts_client(session: boto3.Session, region: str, **client_args: Any) -> STSClient:
     """Return an STS client for ``region`` that never uses the global endpoint.
 
@@ -129,8 +190,9 @@ def regional_sts_client(session: boto3.Session, region: str, **client_args: Any)
     profile) sends every region to ``sts.amazonaws.com``; the regional endpoint is then named
     explicitly. An endpoint override in the environment (``AWS_ENDPOINT_URL_STS``,
     ``AWS_ENDPOINT_URL``) is the user's choice and is kept, even if it names the global one.
+    The client's config is ``sts_config()`` unless ``client_args`` gives a ``config``.
     """
-    config = Config(retries={"mode": "standard"})
+    config = client_args.pop("config", None) or sts_config()
     client = session.client("sts", region_name=region, config=config, **client_args)
     overridden = os.environ.get("AWS_ENDPOINT_URL_STS") or os.environ.get("AWS_ENDPOINT_URL")
     if urlsplit(client.meta.endpoint_url).hostname == GLOBAL_STS_HOST and not overridden:
@@ -140,6 +202,22 @@ def regional_sts_client(session: boto3.Session, region: str, **client_args: Any)
             "sts", region_name=region, endpoint_url=endpoint, config=config, **client_args
         )
     return client
+
+
+class AssumeRoleError(ClientError):
+    """An error answer to AssumeRole, which also says which role was asked for.
+
+    A ``ClientError`` in every other respect (same response, same operation name), so code
+    that judges errors by their code treats it as before; advice can name the role.
+    """
+
+    def __init__(self, error_response: Any, operation_name: str, role_arn: str = "") -> None:
+        super().__init__(error_response, operation_name)
+        self.role_arn = role_arn
+        """The ARN of the role that AssumeRole was asked for."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.__class__, (self.response, self.operation_name, self.role_arn)
 
 
 class AssumeRoleProvider(CredentialProvider):
@@ -163,6 +241,7 @@ class AssumeRoleProvider(CredentialProvider):
         external_id: str | None,
         region_name: str | None,
         clock: Clock,
+        sts_timeout: float = DEFAULT_CALL_BUDGET,
     ) -> None:
         super().__init__()
         self._source_session = source_session
@@ -172,6 +251,7 @@ class AssumeRoleProvider(CredentialProvider):
         self._external_id = external_id
         self._region_name = region_name
         self._clock = clock
+        self._sts_timeout = sts_timeout
         self._sts: STSClient | None = None
         self._sts_lock = threading.Lock()
 
@@ -182,7 +262,9 @@ class AssumeRoleProvider(CredentialProvider):
                 if not region:
                     # Without a region STS would go to the global endpoint.
                     raise NoRegionError
-                self._sts = regional_sts_client(self._source_session, region)
+                self._sts = regional_sts_client(
+                    self._source_session, region, config=sts_config(self._sts_timeout)
+                )
             return self._sts
 
     def fetch(self) -> dict[str, str]:
@@ -199,7 +281,10 @@ class AssumeRoleProvider(CredentialProvider):
         }
         if self._external_id:
             kwargs["ExternalId"] = self._external_id
-        credentials = self._sts_client().assume_role(**kwargs)["Credentials"]
+        try:
+            credentials = self._sts_client().assume_role(**kwargs)["Credentials"]
+        except ClientError as exc:
+            raise AssumeRoleError(exc.response, exc.operation_name, self._role_arn) from exc
         expiration = credentials["Expiration"]
         if expiration.tzinfo is None:  # botocore parses it aware; keep it so if a stub does not
             expiration = expiration.replace(tzinfo=datetime.timezone.utc)
@@ -242,6 +327,7 @@ class SessionOptions:
     profile_name: str | None = None
     base_session: boto3.Session | None = None
     clock: Clock | None = None
+    sts_timeout: float = DEFAULT_CALL_BUDGET
 
     @classmethod
     def parse(
@@ -256,8 +342,11 @@ class SessionOptions:
         source_profile: str | None = None,
         base_session: boto3.Session | None = None,
         clock: Clock | None = None,
+        sts_timeout: float | str = DEFAULT_CALL_BUDGET,
     ) -> SessionOptions:
         """Validate ``refreshable_session``'s arguments; raise ``ConfigurationError`` if wrong."""
+        # Not among the role-only options: the handler passes its flush_timeout in every mode.
+        budget = as_float("sts_timeout", sts_timeout, minimum=0.0)
         region = as_optional_str("region_name", region_name)
         arn = as_optional_str("role_arn", role_arn)
         profile = as_optional_str("profile_name", profile_name)
@@ -274,7 +363,7 @@ class SessionOptions:
             if given:
                 message = f"{', '.join(given)} only apply with role_arn"
                 raise ConfigurationError(message)
-            return cls(region_name=region, profile_name=profile, clock=clock)
+            return cls(region_name=region, profile_name=profile, clock=clock, sts_timeout=budget)
         check_pattern("role_arn", arn, ROLE_ARN_PATTERN, ROLE_ARN_RULE)
         session_name = as_optional_str("role_session_name", role_session_name)
         if session_name is not None:
@@ -321,6 +410,7 @@ class SessionOptions:
             profile_name=profile or source,
             base_session=base_session,
             clock=clock,
+            sts_timeout=budget,
         )
 
     def build(self) -> boto3.Session:
@@ -344,6 +434,7 @@ class SessionOptions:
             external_id=self.external_id,
             region_name=region,
             clock=self.clock or _utc_now,
+            sts_timeout=self.sts_timeout,
         )
         return new_session(region_name=region, credential_resolver=CredentialResolver([provider]))
 
@@ -359,6 +450,7 @@ def refreshable_session(
     source_profile: str | None = None,
     base_session: boto3.Session | None = None,
     clock: Clock | None = None,
+    sts_timeout: float | str = DEFAULT_CALL_BUDGET,
 ) -> boto3.Session:
     """Return a boto3 session whose credentials refresh themselves before they expire.
 
@@ -382,6 +474,9 @@ def refreshable_session(
         source_profile: Profile whose credentials assume ``role_arn``.
         base_session: Session whose credentials assume ``role_arn``.
         clock: Returns the current time as an aware datetime; for simulations and tests.
+        sts_timeout: Longest time, in seconds, one AssumeRole call may take, its one retry
+            included (default 10, the handler's default ``flush_timeout``); connect and read
+            timeouts are sized from it. Used with ``role_arn`` only.
 
     Returns:
         A ``boto3.Session``. Nothing is fetched until a client first needs credentials.
@@ -399,6 +494,7 @@ def refreshable_session(
         source_profile=source_profile,
         base_session=base_session,
         clock=clock,
+        sts_timeout=sts_timeout,
     ).build()
 
 

@@ -1,22 +1,26 @@
 """The handler's side of CloudWatch Logs: its client, and the group and streams it writes to.
 
 The client is built on first use from the session factory (never in a constructor), once
-per process, and again after the service says the token expired. The group (with its
-retention and tags) and each stream are set up before the first put to them.
+per process, and again after the service says the token expired; its connect and read
+timeouts are sized from the handler's ``flush_timeout`` (never below 0.5 s and 1 s), so a
+hanging request cannot outlast it. The group (with its retention and tags) and each stream
+are set up before the first put to them, with the handler's own client; a set-up step that
+fails for any reason but a transient one never costs the batch.
 """
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import NoCredentialsError, NoRegionError, PartialCredentialsError
 
-from ._credentials import effective_region, non_refreshing_problem
-from ._failures import Outcome, classify, error_code, permission_hint
+from ._credentials import effective_region, non_refreshing_problem, request_timeouts
+from ._failures import Outcome, classify, error_code, setup_advice
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
@@ -41,6 +45,20 @@ class Settings(Protocol):
     def region_name(self) -> str | None: ...
     @property
     def endpoint_url(self) -> str | None: ...
+    @property
+    def flush_timeout(self) -> float: ...
+
+
+class _Step(enum.Enum):
+    """How a set-up call ended."""
+
+    CREATED = "created"
+    DONE = "already there, or refused and reported"
+    PENDING = "put off until the next put"
+
+
+# What the put would meet as well: reported there, once, with advice.
+_CLIENT_PROBLEMS = (NoCredentialsError, PartialCredentialsError, NoRegionError)
 
 
 class Destination:
@@ -66,7 +84,6 @@ class Destination:
         self._warn_once = warn_once
         self._lock = threading.Lock()
         self._client = fixed_client
-        self._session: boto3.Session | None = None
         self._group_ready = False
         self._ready_streams: set[str] = set()
         self.refreshable = fixed_client is None
@@ -79,6 +96,7 @@ class Destination:
                 return self._client
             session = self._session_factory()
             problem = non_refreshing_problem(session.get_credentials())
+            connect, read = request_timeouts(self._settings.flush_timeout)
             self.refreshable = problem is None
             if problem:
                 self._warn_once("non_refreshing", problem)
@@ -93,12 +111,13 @@ class Destination:
                     # limits, integer timestamps, checked names), and the service refuses
                     # anything else; validating 10,000 events took half of a put's CPU.
                     parameter_validation=False,
-                    connect_timeout=5,
-                    read_timeout=30,
+                    # A put that hangs ends within flush_timeout, so close() can count it.
+                    connect_timeout=connect,
+                    read_timeout=read,
                     user_agent_extra="watchtower-refresh",
                 ),
             )
-            self._session, self._client = session, client
+            self._client = client
             return client
 
     def use_client(self, client: CloudWatchLogsClient) -> None:
@@ -119,30 +138,46 @@ class Destination:
         self._ready_streams.discard(stream)
 
     def prepare(self, client: CloudWatchLogsClient, stream: str) -> None:
-        """Create the group (retention, tags) and ``stream`` if this process has not yet."""
+        """Create the group (retention, tags) and ``stream`` if this process has not yet.
+
+        A step put off for want of credentials is tried again before the next put.
+        """
         settings = self._settings
         group = settings.log_group_name
         if not self._group_ready:
+            pending = False
             if settings.create_log_group:
-                self._create_group(client)
+                created = self._create_group(client)
+                if created is _Step.PENDING:
+                    return  # the put meets the same problem and reports it
+                tags = dict(settings.log_group_tags)
+                if tags and created is not _Step.CREATED:  # created ones are tagged at birth
+                    tagged = self._setup_call(
+                        "TagResource",
+                        lambda: client.tag_resource(resourceArn=self._group_arn(client), tags=tags),
+                    )
+                    pending = tagged is _Step.PENDING
             retention = settings.log_group_retention_days
             if retention is not None:
-                self._setup_call(
+                kept = self._setup_call(
                     "PutRetentionPolicy",
                     lambda: client.put_retention_policy(
                         logGroupName=group, retentionInDays=retention
                     ),
                 )
-            self._group_ready = True
+                pending = pending or kept is _Step.PENDING
+            self._group_ready = not pending
         if stream not in self._ready_streams:
             if settings.create_log_stream:
-                self._setup_call(
+                opened = self._setup_call(
                     "CreateLogStream",
                     lambda: client.create_log_stream(logGroupName=group, logStreamName=stream),
                 )
+                if opened is _Step.PENDING:
+                    return
             self._ready_streams.add(stream)
 
-    def _create_group(self, client: CloudWatchLogsClient) -> None:
+    def _create_group(self, client: CloudWatchLogsClient) -> _Step:
         group = self._settings.log_group_name
         tags = dict(self._settings.log_group_tags)
 
@@ -151,41 +186,50 @@ class Destination:
                 return client.create_log_group(logGroupName=group, tags=tags)
             return client.create_log_group(logGroupName=group)
 
-        created = self._setup_call("CreateLogGroup", create)
-        if tags and not created:
-            self._setup_call(
-                "TagResource",
-                lambda: client.tag_resource(resourceArn=self._group_arn(client), tags=tags),
-            )
+        return self._setup_call("CreateLogGroup", create)
 
     def _group_arn(self, client: CloudWatchLogsClient) -> str:
-        # The account comes from the handler's own session, not the default one.
-        session = self._session or boto3.Session()
-        region = client.meta.region_name
-        sts = session.client("sts", region_name=region)
-        account = sts.get_caller_identity()["Account"]
-        partition = session.get_partition_for_region(region)
-        return f"arn:{partition}:logs:{region}:{account}:log-group:{self._settings.log_group_name}"
+        """The group's ARN, as the handler's own client sees it (TagResource takes no name).
 
-    def _setup_call(self, action: str, call: Callable[[], object]) -> bool:
-        """Run a group or stream set-up call; True if it created something.
+        Asking this client, rather than STS through some session, keeps the handler's
+        credentials, account and partition: a given ``boto3_client`` has no session, and
+        the default one may have no credentials at all.
+        """
+        group = self._settings.log_group_name
+        paginator = client.get_paginator("describe_log_groups")
+        for page in paginator.paginate(logGroupNamePrefix=group):
+            for found in page.get("logGroups", []):
+                if found.get("logGroupName") == group:
+                    arn = found.get("logGroupArn") or found.get("arn", "").removesuffix(":*")
+                    if arn:
+                        return arn
+        message = f"DescribeLogGroups does not list log group {group} (or gives no ARN)"
+        raise LookupError(message)
 
-        "Already exists" is success. A refusal (access denied, invalid parameter) is
-        reported once and delivery goes on: the group may already be set up by someone who
-        holds the permission. Transient errors propagate, so the put is retried.
+    def _setup_call(self, action: str, call: Callable[[], object]) -> _Step:
+        """Run a group or stream set-up call and say how it ended.
+
+        "Already exists" is success. Transient errors (throttling, 5xx, connection errors,
+        an expired token) propagate, so the put is retried. Missing credentials or region
+        put the step off without a word: they are the client's problem, not the step's, and
+        the put meets them too and says so once. Anything else (a refusal, an invalid
+        parameter, a failed side call, any exception at all) is reported once and delivery
+        goes on: the group may already be set up by someone who holds the permission, and
+        the put itself decides what becomes of the batch.
         """
         try:
             call()
-        except ClientError as exc:
+        except Exception as exc:
             code = error_code(exc)
             if code in ("ResourceAlreadyExistsException", "OperationAbortedException"):
-                return False
-            if classify(exc) is not Outcome.GIVE_UP:
+                return _Step.DONE
+            if classify(exc) in (Outcome.BACKOFF, Outcome.REFRESH):
                 raise
+            if isinstance(exc, _CLIENT_PROBLEMS):
+                return _Step.PENDING
             self._warn_once(
-                f"setup:{action}:{code}",
-                f"{action} on log group {self._settings.log_group_name} failed: {exc}; "
-                f"{permission_hint(action)}",
+                f"setup:{action}:{code or type(exc).__name__}",
+                setup_advice(exc, action, self._settings.log_group_name),
             )
-            return False
-        return True
+            return _Step.DONE
+        return _Step.CREATED

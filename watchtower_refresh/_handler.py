@@ -207,7 +207,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             Default 64 MiB.
         flush_timeout: Longest time, in seconds, that ``close()`` (and so interpreter exit)
             waits for delivery, and that a record waits in ``use_queues=False`` mode.
-            Default 10.
+            Each Logs and STS request's connect and read timeouts are sized to fit in it
+            (never below 0.5 s and 1 s). Default 10.
         level: The handler's level.
     """
 
@@ -357,6 +358,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             external_id=external_id,
             region_name=self.region_name,
             profile_name=profile_name,
+            sts_timeout=self.flush_timeout,
         ).build
 
     # ----------------------------------------------------------------- state

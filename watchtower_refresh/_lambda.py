@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, overload
 
 from ._handler import live_handlers
+from ._process import flush_all
 
 __all__ = ["flush_handlers", "flush_logs", "flushing"]
 
@@ -27,14 +27,14 @@ _SAFETY_MARGIN = 0.5  # seconds left to the runtime after the flush
 def flush_handlers(timeout: float = DEFAULT_FLUSH_SECONDS) -> bool:
     """Flush every ``RefreshingCloudWatchLogHandler`` of this process within ``timeout`` seconds.
 
+    Every handler is asked to send first, so all of them deliver at once; then each is waited
+    for until one shared deadline. A handler that is stuck (a request that hangs, an outage)
+    costs the others nothing: they have been sending all along.
+
     Returns:
         True if every handler had delivered (or dropped and counted) its records in time.
     """
-    deadline = time.monotonic() + max(0.0, timeout)
-    done = True
-    for handler in live_handlers():
-        done = handler.flush(timeout=max(0.0, deadline - time.monotonic())) and done
-    return done
+    return flush_all(timeout, live_handlers())
 
 
 @contextlib.contextmanager

@@ -1,0 +1,92 @@
+"""Process-wide phases, in this process: exit, finalization, forks, and flushing them all."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import logger_for
+from watchtower_refresh import _process
+from watchtower_refresh._fake_aws import FakeAWS
+
+Read = Callable[[str], list[str]]
+
+
+@pytest.fixture
+def exit_phase(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Run our exit hook in this process, and put the process back afterwards."""
+    monkeypatch.setattr(_process, "_exit_started", None)
+    monkeypatch.setattr(_process, "_exit_closed", None)
+    return _process._at_exit
+
+
+def test_the_exit_hook_delivers_then_later_records_are_sent_from_the_caller(
+    aws: FakeAWS, make_handler: Any, messages: Read, exit_phase: Callable[[], None]
+) -> None:
+    handler = make_handler("/proc/exit", send_interval=3600)
+    logger = logger_for(handler)
+    logger.info("queued at exit")
+    exit_phase()
+    assert _process.exiting()
+    assert messages("/proc/exit") == ["queued at exit"]
+    logger.info("from a later atexit hook")  # no thread starts now: sent from here
+    assert messages("/proc/exit") == ["queued at exit", "from a later atexit hook"]
+    assert handler.threads == []
+    assert handler.stats.delivered == 2
+
+
+def test_during_finalization_records_are_counted_and_reported_not_sent(
+    aws: FakeAWS,
+    make_handler: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    handler = make_handler("/proc/final")
+    monkeypatch.setattr(_process.sys, "is_finalizing", lambda: True)
+    logger = logger_for(handler)
+    logger.info("too late")
+    logger.info("later still")
+    monkeypatch.undo()
+    assert handler.stats.dropped == {"shutdown": 2}
+    assert sum(aws.injector.counts.values()) == 0
+    err = capsys.readouterr().err
+    assert err.count("while the interpreter is finalizing") == 1
+
+
+def test_flush_all_shares_one_deadline_across_handlers(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()  # accepts connections, never answers
+    try:
+        stuck = make_handler(
+            "/proc/stuck",
+            send_interval=3600,
+            flush_timeout=1,
+            endpoint_url=f"http://127.0.0.1:{silent.getsockname()[1]}",
+        )
+        healthy = make_handler("/proc/healthy", send_interval=3600)
+        logger_for(stuck).info("stuck")
+        logger_for(healthy).info("fine")
+        # The stuck one is waited for first; the healthy one was asked at the same moment.
+        assert _process.flush_all(1.5, [stuck, healthy]) is False
+        assert healthy.stats.delivered == 1
+        assert messages("/proc/healthy") == ["fine"]
+    finally:
+        silent.close()
+
+
+def test_a_forked_child_starts_afresh(aws: FakeAWS, make_handler: Any, messages: Read) -> None:
+    handler = make_handler("/proc/fork")
+    logger = logger_for(handler)
+    logger.info("parent")
+    assert handler.flush(timeout=10)
+    handler._after_fork_in_child()  # what os.fork's hook does in the child
+    assert handler.stats.delivered == 0
+    logger.info("child")
+    assert handler.flush(timeout=10)
+    assert sorted(messages("/proc/fork")) == ["child", "parent"]
