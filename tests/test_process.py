@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +46,7 @@ def test_during_finalization_records_are_counted_and_reported_not_sent(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     handler = make_handler("/proc/final")
-    monkeypatch.setattr(_process.sys, "is_finalizing", lambda: True)
+    monkeypatch.setattr(sys, "is_finalizing", lambda: True)
     logger = logger_for(handler)
     logger.info("too late")
     logger.info("later still")
