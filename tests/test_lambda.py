@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -140,5 +141,10 @@ def test_a_stuck_handler_does_not_starve_a_healthy_one(
         assert healthy.stats.delivered == n + 2
     assert stuck.stats.delivered == 0
     healthy.close()
-    with pytest.warns(WatchtowerRefreshWarning, match="gave up resending"):
+    with warnings.catch_warnings():
+        # Given up while resending (a warning) or abandoned by close() (a line on stderr):
+        # which one depends on where the put is when the time runs out; either is counted.
+        warnings.simplefilter("ignore", WatchtowerRefreshWarning)
         stuck.close()
+    assert stuck.stats.dropped == {"shutdown": 3}
+    assert stuck.stats.queued == 0

@@ -6,6 +6,7 @@ codes and stderr are the evidence.
 
 from __future__ import annotations
 
+import re
 import signal
 import textwrap
 import threading
@@ -61,8 +62,9 @@ def test_a_hanging_put_at_exit_is_counted_and_reported_not_lost_silently(aws: Fa
     done = run_python(aws, "-c", script)
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 15  # bounded by flush_timeout, not by the hang
-    assert "50 records for log group /life/hang could not be delivered" in done.stderr
-    assert "stats.dropped['shutdown']" in done.stderr
+    # Given up while resending (a warning) or abandoned by close() (its own line): either
+    # way the 50 records are counted as shutdown and said so on stderr.
+    assert re.search(r"50 records .*stats\.dropped\['shutdown'\]", done.stderr), done.stderr
 
 
 def test_use_queues_false_retries_after_close_instead_of_dropping(
