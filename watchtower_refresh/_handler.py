@@ -48,6 +48,8 @@ from ._batching import (
     MAX_BATCH_BYTES,
     MAX_BATCH_EVENTS,
     MAX_EVENT_BYTES,
+    MESSAGE,
+    TIMESTAMP,
     Event,
     split_batches,
     split_by_age,
@@ -106,6 +108,8 @@ _DELIVERY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "watchtower_r
 _DEFAULT_FORMATTER = logging.Formatter()
 # watchtower's own: a subclass or a test that replaces it gets each batch, as on watchtower.
 _WATCHTOWER_SUBMIT = watchtower.CloudWatchLogHandler._submit_batch
+_EVENT_FIELDS = (TIMESTAMP, MESSAGE)  # where put_events finds them in an Event
+_RETURNS_RECORD = sys.version_info >= (3, 12)  # Handler.handle returns the record from 3.12
 
 
 def live_handlers() -> list[RefreshingCloudWatchLogHandler]:
@@ -429,7 +433,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 record = result
         with self.lock:  # type: ignore[union-attr]  # createLock() always made one
             self.emit(record)
-        return record if sys.version_info >= (3, 12) else True
+        return record if _RETURNS_RECORD else True
 
     def _handle_while_delivering(self, record: logging.LogRecord) -> bool:
         deferred = _thread_state.deferred
@@ -770,7 +774,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 logStreamName=stream,
                 logEvents=[{"timestamp": e[1], "message": e[2]} for e in batch],
             )
-        return put_events(client, self.log_group_name, stream, [(e[1], e[2]) for e in batch])
+        return put_events(client, self.log_group_name, stream, batch, fields=_EVENT_FIELDS)
 
     # ----------------------------------------------------------------- watchtower's attributes
 

@@ -74,22 +74,27 @@ def _reinit_lock() -> None:
 os.register_at_fork(after_in_child=_reinit_lock)
 
 
-def build_body(group: str, stream: str, events: Sequence[tuple[int, str]]) -> bytes:
+def build_body(
+    group: str, stream: str, events: Sequence[Sequence[Any]], *, fields: tuple[int, int] = (0, 1)
+) -> bytes:
     """Return the PutLogEvents JSON body botocore would send for these events.
 
     Args:
         group: Log group name.
         stream: Log stream name.
         events: ``(timestamp, message)`` pairs in the order to send, the timestamp an ``int``
-            in milliseconds since the epoch, the message a ``str``.
+            in milliseconds since the epoch, the message a ``str``; or longer tuples, with
+            ``fields`` saying where those two are (the handler's events, without a copy).
+        fields: Positions of the timestamp and the message in each event.
 
     Returns:
         The UTF-8 (in fact ASCII) JSON body, equal to botocore's serializer output for
         ``logGroupName``, ``logStreamName`` and ``logEvents`` given in that order.
     """
     enc = encode_basestring_ascii
+    ts, msg = fields
     # %d keeps the JSON an integer even for an int subclass whose str() is not a number.
-    parts = ['{"timestamp": %d, "message": %s}' % (ts, enc(msg)) for ts, msg in events]  # noqa: UP031
+    parts = ['{"timestamp": %d, "message": %s}' % (e[ts], enc(e[msg])) for e in events]  # noqa: UP031
     return (
         f'{{"logGroupName": {enc(group)}, "logStreamName": {enc(stream)}, '
         f'"logEvents": [{", ".join(parts)}]}}'
@@ -144,17 +149,27 @@ def wired(client: CloudWatchLogsClient) -> bool:
 
 
 def _ordinary(
-    client: CloudWatchLogsClient, group: str, stream: str, events: Sequence[tuple[int, str]]
+    client: CloudWatchLogsClient,
+    group: str,
+    stream: str,
+    events: Sequence[Sequence[Any]],
+    fields: tuple[int, int],
 ) -> PutLogEventsResponseTypeDef:
+    ts, msg = fields
     return client.put_log_events(
         logGroupName=group,
         logStreamName=stream,
-        logEvents=[{"timestamp": ts, "message": msg} for ts, msg in events],
+        logEvents=[{"timestamp": e[ts], "message": e[msg]} for e in events],
     )
 
 
 def put_events(
-    client: CloudWatchLogsClient, group: str, stream: str, events: Sequence[tuple[int, str]]
+    client: CloudWatchLogsClient,
+    group: str,
+    stream: str,
+    events: Sequence[Sequence[Any]],
+    *,
+    fields: tuple[int, int] = (0, 1),
 ) -> PutLogEventsResponseTypeDef:
     """Put ``events`` to ``group``/``stream``, as ``client.put_log_events`` would, for less CPU.
 
@@ -165,7 +180,9 @@ def put_events(
         stream: Log stream name.
         events: ``(timestamp, message)`` pairs: milliseconds since the epoch (``int``) and
             the message (``str``), in the order to send (sorted by timestamp, within the
-            service's batch limits: this function neither checks nor splits).
+            service's batch limits: this function neither checks nor splits); or longer
+            tuples, with ``fields`` saying where those two are.
+        fields: Positions of the timestamp and the message in each event.
 
     Returns:
         The parsed response, as ``put_log_events`` returns it.
@@ -176,10 +193,10 @@ def put_events(
         botocore.exceptions.BotoCoreError: No credentials, connection errors, timeouts...
     """
     if client in _fallback:
-        return _ordinary(client, group, stream, events)
+        return _ordinary(client, group, stream, events, fields)
     install(client)
     pending = _pending
-    pending.body = build_body(group, stream, events)
+    pending.body = build_body(group, stream, events, fields=fields)
     pending.expected = build_body(group, stream, ())
     pending.applied = False
     try:
@@ -197,4 +214,4 @@ def put_events(
     finally:
         pending.body = pending.expected = None
     _fallback.add(client)
-    return _ordinary(client, group, stream, events)
+    return _ordinary(client, group, stream, events, fields)
