@@ -450,7 +450,11 @@ class Spool:
                 segment = self._current
                 assert segment is not None
                 if self._offset + size > self.segment_bytes and segment.count:
-                    self._roll_over()
+                    try:
+                        self._roll_over()
+                    except OSError as exc:
+                        self._write_failed(exc)
+                        return None
                     segment = self._current
                     assert segment is not None
                 if self._own_bytes + self._other_bytes + size > self.max_bytes and not self._room(
@@ -1002,6 +1006,7 @@ class Adoption:
             segments = _segments_of(claim.owner)
         except OSError:
             segments = []
+            claim.keep = True
         for first_id, path in segments:
             if self._closed or claim.lock_fd < 0:
                 return
@@ -1020,19 +1025,11 @@ class Adoption:
             with claim.lock:
                 segment.outstanding = {r.id - first_id for r in pending}
                 claim.open_segments.add(segment)
-            batch: list[SpooledRecord] = []
-            size = 0
-            for record in pending:
-                length = len(record.message)
-                if batch and (len(batch) >= self.batch_records or size + length > self.batch_bytes):
-                    self.stats.adopted += len(batch)
-                    yield SpooledBatch(segment, batch)
-                    batch, size = [], 0
-                batch.append(record)
-                size += length
             with claim.lock:
-                segment.read_all = True
-            if batch:
+                segment.read_all = True  # what is not outstanding now never will be
+            for batch in self._batches(pending):
+                if self._closed or claim.lock_fd < 0:
+                    return
                 self.stats.adopted += len(batch)
                 yield SpooledBatch(segment, batch)
             with claim.lock:
@@ -1041,6 +1038,19 @@ class Adoption:
             claim.read_all = True
             _remove_orphans(claim.owner)
             claim.settle(None)
+
+    def _batches(self, records: list[SpooledRecord]) -> Iterator[list[SpooledRecord]]:
+        batch: list[SpooledRecord] = []
+        size = 0
+        for record in records:
+            length = len(record.message)
+            if batch and (len(batch) >= self.batch_records or size + length > self.batch_bytes):
+                yield batch
+                batch, size = [], 0
+            batch.append(record)
+            size += length
+        if batch:
+            yield batch
 
     def _clean_unfinished(self) -> None:
         """Remove owner directories whose creator died before renaming them into place."""
