@@ -125,6 +125,7 @@ _KIND_SEGMENT = 1
 _KIND_ACKS = 2
 _SYNC = b"\xd7\x1c"
 _FRAME = struct.Struct("<2sII")
+_MAX_FRAME = _FRAME.size + MAX_PAYLOAD
 _RECORD = struct.Struct("<QqH")
 _SEGMENT_HEADER = _FILE_HEADER.pack(_FILE_MAGIC, FORMAT_VERSION, _KIND_SEGMENT)
 _ACKS_HEADER = _FILE_HEADER.pack(_FILE_MAGIC, FORMAT_VERSION, _KIND_ACKS)
@@ -237,7 +238,11 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Segment:
-    """A writer's bookkeeping for one of its segments."""
+    """A writer's bookkeeping for one of its segments.
+
+    ``count`` and ``bytes`` are set when the segment is finished; while it is the current
+    one, the writer's next id and offset hold them, so that an append updates less.
+    """
 
     __slots__ = ("ack_bytes", "acked", "acked_bits", "bytes", "closed", "count", "first_id")
 
@@ -274,19 +279,23 @@ class Spool:
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.fsync = fsync
-        self.stats = SpoolStats()
+        self._stats = SpoolStats()
         self._key = group_key(group)
         self._lock = threading.Lock()
         self._owner: Path | None = None
         self._lock_fd = -1
         self._fd = -1
-        self._offset = 0
+        self._offset = 0  # bytes in the current segment file
         self._segments: dict[int, _Segment] = {}
         self._current: _Segment | None = None
         self._next_id = 1
         self._floor_id = 1  # acks below it belong to a parent process's writer
-        self._own_bytes = 0
-        self._other_bytes = 0
+        self._finished_bytes = 0  # own bytes outside the current segment: others, ack files
+        self._other_bytes = 0  # other owners' bytes at the last scan
+        self._room = 0  # max_bytes less the two above: what the current segment may grow to
+        # What the next frames may take without a look at segment size, max_bytes or the
+        # fd: one comparison on the append path. Zero while there is no segment to write.
+        self._budget = 0
         self._scanned_at = 0.0
         self._retry_at = 0.0
         self._warned = False
@@ -382,7 +391,7 @@ class Spool:
                 os.rmdir(building)
             raise
         self._owner = self.directory / name
-        self._own_bytes = 0
+        self._finished_bytes = self._offset = 0
         self._rescan()
         self._open_segment()
 
@@ -401,9 +410,16 @@ class Spool:
             raise
         self._fd = fd
         self._offset = segment.bytes
-        self._own_bytes += segment.bytes
         self._segments[segment.first_id] = segment
         self._current = segment
+        self._rebudget()
+
+    def _rebudget(self) -> None:
+        if self._fd < 0:
+            self._budget = 0
+        else:
+            limit = min(self.segment_bytes, self._room, self._offset + _MAX_FRAME)
+            self._budget = limit - self._offset
 
     # -- the append path
 
@@ -431,44 +447,24 @@ class Spool:
         """
         try:
             with self._lock:
-                if self._fd < 0 and not self._reopen():
-                    return None
                 record_id = self._next_id
                 encoded = self._streams.get(stream)
                 if encoded is None:
                     encoded = self._encode_stream(stream)
-                body = (
-                    _RECORD.pack(record_id, timestamp_ms, len(encoded))
-                    + encoded
-                    + message.encode("utf-8", "surrogatepass")
-                )
-                if len(body) > MAX_PAYLOAD:
-                    self.stats.errors += 1
-                    return None
+                try:
+                    text = message.encode()
+                except UnicodeEncodeError:  # lone surrogates: kept, to come back unchanged
+                    text = message.encode("utf-8", "surrogatepass")
+                body = _RECORD.pack(record_id, timestamp_ms, len(encoded)) + encoded + text
                 frame = _FRAME.pack(_SYNC, len(body), zlib.crc32(body)) + body
                 size = len(frame)
-                segment = self._current
-                assert segment is not None
-                if self._offset + size > self.segment_bytes and segment.count:
-                    try:
-                        self._roll_over()
-                    except OSError as exc:
-                        self._write_failed(exc)
-                        return None
-                    segment = self._current
-                    assert segment is not None
-                if self._own_bytes + self._other_bytes + size > self.max_bytes and not self._room(
-                    size
-                ):
-                    self.stats.full += 1
+                if size > self._budget and not self._make_room(size):
                     return None
                 try:
                     written = os.write(self._fd, frame)
                     if written != size:
                         # A partial frame is damage the reader skips; the segment is done.
                         self._offset += written
-                        self._own_bytes += written
-                        segment.bytes += written
                         raise OSError(errno.ENOSPC, "short write")
                     if self.fsync:
                         os.fsync(self._fd)
@@ -476,15 +472,41 @@ class Spool:
                     self._write_failed(exc)
                     return None
                 self._offset += size
-                self._own_bytes += size
-                segment.bytes += size
-                segment.count += 1
+                self._budget -= size
                 self._next_id = record_id + 1
-                self.stats.appended += 1
                 return record_id
         except Exception:  # never raise into emit(): struct range errors and the like
-            self.stats.errors += 1
+            self._stats.errors += 1
             return None
+
+    def _make_room(self, size: int) -> bool:
+        """The slow path of append: open, roll over, or refuse; True when it may write."""
+        if self._fd < 0 and not self._reopen():
+            return False
+        if size > _MAX_FRAME:
+            self._stats.errors += 1
+            return False
+        current = self._current
+        assert current is not None
+        if self._offset + size > self.segment_bytes and self._next_id > current.first_id:
+            try:
+                self._roll_over()
+            except OSError as exc:
+                self._write_failed(exc)
+                return False
+        if self._offset + size > self._room:
+            if time.monotonic() - self._scanned_at >= _RESCAN_SECONDS:
+                self._rescan()
+            if self._offset + size > self._room:
+                self._stats.full += 1
+                return False
+        return True
+
+    @property
+    def stats(self) -> SpoolStats:
+        """What this writer did (since the fork, in a forked child)."""
+        self._stats.appended = self._next_id - self._floor_id
+        return self._stats
 
     def _encode_stream(self, stream: str) -> bytes:
         encoded = stream.encode("utf-8", "surrogatepass")
@@ -497,7 +519,7 @@ class Spool:
         """Open a writer after a fork or a failed write; False while that is not possible."""
         if self._closed or time.monotonic() < self._retry_at:
             if not self._closed:
-                self.stats.errors += 1
+                self._stats.errors += 1
             return False
         try:
             if self._owner is None:
@@ -510,16 +532,13 @@ class Spool:
         return True
 
     def _write_failed(self, exc: OSError) -> None:
-        self.stats.errors += 1
+        self._stats.errors += 1
         self._retry_at = time.monotonic() + _RETRY_SECONDS
         if self._fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = -1
-            if self._current is not None:
-                self._current.closed = True
-                self._delete_if_done(self._current)
-                self._current = None
+            self._finish_current()
         if not self._warned:
             self._warned = True
             _warn(
@@ -528,21 +547,29 @@ class Spool:
             )
 
     def _roll_over(self) -> None:
-        current = self._current
-        assert current is not None
         os.close(self._fd)
         self._fd = -1
-        current.closed = True
-        self._current = None
-        self._delete_if_done(current)
+        self._finish_current()
         self._rescan()
         self._open_segment()
 
-    def _room(self, size: int) -> bool:
-        now = time.monotonic()
-        if now - self._scanned_at >= _RESCAN_SECONDS:
-            self._rescan()
-        return self._own_bytes + self._other_bytes + size <= self.max_bytes
+    def _finish_current(self) -> None:
+        segment = self._current
+        if segment is None:
+            return
+        segment.count = self._next_id - segment.first_id
+        segment.bytes = self._offset
+        self._finished_bytes += self._offset
+        self._offset = 0
+        segment.closed = True
+        self._current = None
+        self._rebudget()
+        self._delete_if_done(segment)
+
+    def _count(self, segment: _Segment) -> int:
+        if segment is self._current:
+            return self._next_id - segment.first_id
+        return segment.count
 
     def _rescan(self) -> None:
         """Measure what the rest of the directory holds, in bytes."""
@@ -558,6 +585,8 @@ class Spool:
                         with contextlib.suppress(OSError):
                             total += file.stat(follow_symlinks=False).st_size
         self._other_bytes = total
+        self._room = self.max_bytes - total - self._finished_bytes
+        self._rebudget()
 
     # -- acknowledgements
 
@@ -584,19 +613,19 @@ class Spool:
                     index, bit = offset >> 3, 1 << (offset & 7)
                     bits = segment.acked_bits
                     if index >= len(bits):
-                        bits.extend(bytes(index - len(bits) + 1 + segment.count // 8))
+                        bits.extend(bytes(index - len(bits) + 1 + self._count(segment) // 8))
                     if bits[index] & bit:
                         continue
                     bits[index] |= bit
                     segment.acked += 1
                     touched.setdefault(segment, []).append(offset)
                 for segment, offsets in touched.items():
-                    self.stats.acked += len(offsets)
+                    self._stats.acked += len(offsets)
                     if not (segment.closed and segment.acked == segment.count):
                         self._write_acks(segment, offsets)
                     self._delete_if_done(segment)
         except Exception as exc:
-            self.stats.errors += 1
+            self._stats.errors += 1
             if not self._warned:
                 self._warned = True
                 _warn(f"cannot record acknowledgements in the spool in {self.directory}: {exc}")
@@ -614,7 +643,7 @@ class Spool:
         if low == 0:
             return None
         segment = self._segments[firsts[low - 1]]
-        return segment if record_id < segment.first_id + segment.count else None
+        return segment if record_id < segment.first_id + self._count(segment) else None
 
     def _write_acks(self, segment: _Segment, offsets: list[int]) -> None:
         assert self._owner is not None
@@ -622,7 +651,9 @@ class Spool:
             self._owner / f"{segment.first_id:016x}.ack", offsets, new=segment.ack_bytes == 0
         )
         segment.ack_bytes += written
-        self._own_bytes += written
+        self._finished_bytes += written
+        self._room -= written
+        self._rebudget()
 
     def _delete_if_done(self, segment: _Segment) -> None:
         if not (segment.closed and segment.acked == segment.count) or self._owner is None:
@@ -630,7 +661,9 @@ class Spool:
         name = f"{segment.first_id:016x}"
         _unlink(self._owner / f"{name}.seg")
         _unlink(self._owner / f"{name}.ack")
-        self._own_bytes -= segment.bytes + segment.ack_bytes
+        self._finished_bytes -= segment.bytes + segment.ack_bytes
+        self._room += segment.bytes + segment.ack_bytes
+        self._rebudget()
         del self._segments[segment.first_id]
 
     # -- adoption, closing, forks
@@ -651,10 +684,7 @@ class Spool:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
-            if self._current is not None:
-                self._current.closed = True
-                self._delete_if_done(self._current)
-                self._current = None
+            self._finish_current()
             if self._owner is not None and not self._segments:
                 _remove_owner(self._owner)
         self._release()
@@ -680,9 +710,9 @@ class Spool:
         self._segments = {}
         self._current = None
         self._floor_id = self._next_id
-        self._own_bytes = 0
+        self._finished_bytes = self._offset = self._budget = 0
         self._retry_at = 0.0
-        self.stats = SpoolStats()
+        self._stats = SpoolStats()
 
 
 def _append_acks(path: Path, offsets: list[int], *, new: bool) -> int:
