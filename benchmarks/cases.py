@@ -4,6 +4,7 @@
     python -m benchmarks.cases throughput ours|watchtower ENDPOINT EVENTS
     python -m benchmarks.cases outage ours|watchtower ENDPOINT EVENTS
     python -m benchmarks.cases refresh ours|watchtower SECONDS
+    python -m benchmarks.cases spool ENDPOINT   (see benchmarks.spool)
 
 Every case talks to loopback only: the sink of benchmarks.sink, or moto's server.
 """
@@ -29,6 +30,7 @@ from typing import Any
 import boto3
 import watchtower
 
+from benchmarks.spool import case_spool
 from watchtower_refresh import RefreshingCloudWatchLogHandler, refreshable_session
 
 FORMAT = "%(levelname)s %(name)s %(message)s"
@@ -254,6 +256,7 @@ CASES: dict[str, Callable[..., dict[str, Any]]] = {
     "throughput": case_throughput,
     "outage": case_outage,
     "refresh": case_refresh,
+    "spool": case_spool,
 }
 
 
