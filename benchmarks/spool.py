@@ -32,6 +32,7 @@ HANDLER = "watchtower-refresh"
 APPEND = "spool append"
 SQLITE_OFF = "SQLite WAL insert, synchronous=OFF"
 SQLITE_NORMAL = "SQLite WAL insert, synchronous=NORMAL"
+MMAP = "mmap copy (not used: SIGBUS risk)"
 
 
 def _sqlite(path: str, synchronous: str) -> Callable[[str, int, str], int | None]:
@@ -45,6 +46,34 @@ def _sqlite(path: str, synchronous: str) -> Callable[[str, int, str], int | None
 
     def append(stream: str, timestamp_ms: int, message: str) -> int | None:
         return db.execute(insert, (timestamp_ms, stream, message)).lastrowid
+
+    return append
+
+
+def _mmapped(path: str) -> Callable[[str, int, str], int | None]:
+    """The same frame copied into a shared mapping of a preallocated file: no system call
+    per record. Not what the spool does: a mapped file truncated underneath, or a page
+    the file system cannot back, kills the process with SIGBUS instead of an OSError."""
+    import mmap
+    import zlib
+
+    from watchtower_refresh._spool import _FRAME, _RECORD, _SYNC
+
+    size = 256 * 1024 * 1024
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.posix_fallocate(fd, 0, size)
+    mapped = mmap.mmap(fd, size)
+    state = {"offset": 0, "id": 0}
+
+    def append(stream: str, timestamp_ms: int, message: str) -> int | None:
+        state["id"] += 1
+        encoded = stream.encode()
+        body = _RECORD.pack(state["id"], timestamp_ms, len(encoded)) + encoded + message.encode()
+        frame = _FRAME.pack(_SYNC, len(body), zlib.crc32(body)) + body
+        start = state["offset"] % (size - len(frame))
+        mapped[start : start + len(frame)] = frame
+        state["offset"] = start + len(frame)
+        return state["id"]
 
     return append
 
@@ -66,6 +95,7 @@ def case_spool(endpoint: str, rounds: int = 15, repeat: int = 3) -> dict[str, An
             APPEND: spool.append,
             SQLITE_OFF: _sqlite(os.path.join(directory, "off.db"), "OFF"),
             SQLITE_NORMAL: _sqlite(os.path.join(directory, "normal.db"), "NORMAL"),
+            MMAP: _mmapped(os.path.join(directory, "mapped")),
         }
 
         def via(write: Callable[[str, int, str], int | None]) -> Callable[[], None]:

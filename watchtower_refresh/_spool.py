@@ -37,17 +37,22 @@ Format
     the stream name and the message, both UTF-8 (lone surrogates kept with
     ``surrogatepass``). An ack frame's payload is a run of u32 offsets from the segment's
     first id. Ids are consecutive per writer, so a gap among the survivors of a segment
-    counts the records lost to damage.
+    counts the records lost to damage; damage after the last survivor counts as one.
 
-Why append-only segments and not SQLite
-    Measured on the same machine in one run (``python -m benchmarks.spool``): a framed
-    ``os.write`` costs about 3.4 us per record, of which the system call is 1.6 us; an
-    autocommit ``INSERT`` into SQLite in WAL mode costs about 20 us with
-    ``synchronous=OFF`` and 23 us with ``NORMAL`` (each record must be its own transaction
-    to be in the kernel's hands before ``emit()`` returns). The 2x-a-StreamHandler budget
-    for ``emit()`` (a StreamHandler on ``io.StringIO`` costs ~6 us here) leaves room for the
-    former only. Segments also need no cross-process lock on the append path, and deleting
-    a fully acknowledged segment returns its space at once, where SQLite needs a vacuum.
+Why append-only segments and not SQLite (or mmap)
+    Measured side by side in one run (``python -m benchmarks.spool``; CPU time of the
+    calling thread per record, kernel time included, as a ratio to a StreamHandler writing
+    to ``io.StringIO`` in the same round): ``append`` 0.81-0.95x (2.7-4.8 us as the shared
+    machine's load varied; the ``write`` system call alone is 1.2-1.6 us of it); an
+    autocommit ``INSERT`` into SQLite in WAL mode 3.8-4.5x (15-24 us) with
+    ``synchronous=OFF`` and 4.1-5.0x with ``NORMAL``. Each record must be its own
+    transaction to be in the kernel's hands before ``emit()`` returns, so SQLite alone
+    would spend the whole 2x-a-StreamHandler budget of ``emit()`` twice over. Segments
+    also need no cross-process lock on the append path, and deleting a settled segment
+    returns its space at once, where SQLite needs a vacuum. Copying frames into a shared
+    ``mmap`` of a preallocated file costs 0.39x, but a mapped file truncated underneath (a
+    stray edit) or a page the file system cannot back kills the process with SIGBUS, which
+    no ``try`` catches; a ``write`` fails with an ``OSError`` instead.
 
 Guarantees
     - ``append`` returns only after one ``os.write`` of the whole frame succeeded: the
@@ -72,7 +77,11 @@ Limits
     would refuse; writers growing at the same time can overshoot by about one segment each.
     Appends come from one thread at a time (the handler's lock); acks may come from any
     thread. A forked child never writes into its parent's files: the first append after a
-    fork opens the child's own owner directory.
+    fork opens the child's own owner directory. The spool directory must exist (a typo
+    must not spool somewhere unexpected); owner directories are ``0700`` and files ``0600``,
+    so the processes sharing a spool run as one user. ``describe`` probes liveness by
+    taking each lock for an instant: an adopter racing the probe skips that owner until it
+    adopts again, which is why a handler adopts periodically, not only at start.
 """
 
 from __future__ import annotations
