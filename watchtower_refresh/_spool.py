@@ -605,13 +605,16 @@ class Spool:
         Acks may arrive in any order and from any thread. Unknown ids, ids acked before and
         ids of a parent process's writer (after a fork) are ignored. The acknowledgements
         are in the ack files when this returns (one write per segment touched); a segment
-        whose records are all acknowledged is deleted. Never raises.
+        whose records are all acknowledged is deleted. Acks after :meth:`close` are ignored:
+        the owner may be another process's to replay by then. Never raises.
 
         Args:
             ids: Ids returned by :meth:`append`.
         """
         try:
             with self._lock:
+                if self._closed:
+                    return
                 touched: dict[_Segment, list[int]] = {}
                 firsts = sorted(self._segments)
                 for record_id in ids:
@@ -631,13 +634,20 @@ class Spool:
                 for segment, offsets in touched.items():
                     self._stats.acked += len(offsets)
                     if not (segment.closed and segment.acked == segment.count):
-                        self._write_acks(segment, offsets)
+                        try:
+                            self._write_acks(segment, offsets)
+                        except OSError as exc:
+                            # Unrecorded, these come back after a crash: duplicates, not loss.
+                            self._ack_failed(exc)
                     self._delete_if_done(segment)
         except Exception as exc:
-            self._stats.errors += 1
-            if not self._warned:
-                self._warned = True
-                _warn(f"cannot record acknowledgements in the spool in {self.directory}: {exc}")
+            self._ack_failed(exc)
+
+    def _ack_failed(self, exc: Exception) -> None:
+        self._stats.errors += 1
+        if not self._warned:
+            self._warned = True
+            _warn(f"cannot record acknowledgements in the spool in {self.directory}: {exc}")
 
     def _find(self, firsts: list[int], record_id: int) -> _Segment | None:
         if record_id < self._floor_id or not firsts:
@@ -1060,6 +1070,8 @@ class Adoption:
                 continue
             self.stats.corrupt += contents.corrupt
             segment = _ClaimedSegment(claim, first_id, path)
+            with contextlib.suppress(OSError):  # the dead owner's acks: append after them
+                segment.ack_bytes = os.stat(path.with_suffix(".ack")).st_size
             pending = [r for r in contents.records if r.id - first_id not in contents.acked]
             with claim.lock:
                 segment.outstanding = {r.id - first_id for r in pending}
