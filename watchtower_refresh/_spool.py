@@ -11,6 +11,17 @@ What it is for
     that delivers to the same log group from the same directory, and replayed oldest first
     with the original timestamps and stream names.
 
+Use from a handler
+    ::
+
+        spool = Spool.open(spool_dir, group)      # lazily, at the first emit() of a process
+        record_id = spool.append(stream, timestamp_ms, message)   # in emit(), before return
+        ...                                        # queue (record_id, event); None: spool_full
+        spool.ack(ids)                             # after a batch is accepted or rejected
+        for batch in spool.adopt():                # when delivery starts, then now and then
+            ...                                    # deliver batch.records, then batch.ack()
+        spool.close()                              # after the last ack, at close()
+
 Layout (one directory, many log groups, many processes)
     ::
 
