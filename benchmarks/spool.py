@@ -137,6 +137,7 @@ def case_spool(endpoint: str, rounds: int = 15, repeat: int = 3) -> dict[str, An
         fsync_wall = (time.perf_counter() - started) / 200 * 1e6
         spool.close()
         fsync_spool.close()
+        settle = _settling(directory, messages)
     base = samples[STREAM]
     ratio = {
         name: statistics.median(v / b for v, b in zip(values, base, strict=True))
@@ -148,6 +149,30 @@ def case_spool(endpoint: str, rounds: int = 15, repeat: int = 3) -> dict[str, An
         # emit() with the spool = the handler's emit plus one append of the formatted message
         "projected_emit_with_spool_ratio": ratio[HANDLER] + ratio[APPEND],
         "fsync_append_wall_us": fsync_wall,
+        **settle,
+    }
+
+
+def _settling(directory: str, messages: list[str], count: int = 100_000) -> dict[str, float]:
+    """The sender's side: ack cost per record in batches of 1,000, and replay speed."""
+    from watchtower_refresh._spool import adopt
+
+    spool = Spool.open(directory, "bench-settle")
+    assert spool is not None
+    ids = [spool.append("bench-stream", n, messages[n % len(messages)]) for n in range(count)]
+    started = time.thread_time()
+    for start in range(0, count // 2, 1000):
+        spool.ack(i for i in ids[start : start + 1000] if i is not None)
+    ack_us = (time.thread_time() - started) / (count // 2) * 1e6
+    spool.close()  # half left unacknowledged, as a dead process would leave them
+    started, replayed = time.perf_counter(), 0
+    with adopt(directory, "bench-settle") as adoption:
+        for batch in adoption:
+            replayed += len(batch.records)
+            batch.ack()
+    return {
+        "ack_us_per_record": ack_us,
+        "replay_records_per_second": replayed / (time.perf_counter() - started),
     }
 
 
@@ -165,6 +190,8 @@ def table(result: dict[str, Any]) -> str:
     )
     fsync = result["fsync_append_wall_us"]
     lines.append(f"append with fsync=True: {fsync:,.0f} us wall time per record")
+    lines.append(f"ack, batches of 1,000: {result['ack_us_per_record']:.2f} us CPU per record")
+    lines.append(f"replay (adopt, read, ack): {result['replay_records_per_second']:,.0f} records/s")
     return "\n".join(lines)
 
 
