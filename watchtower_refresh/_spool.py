@@ -115,6 +115,7 @@ import weakref
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from ._exceptions import ConfigurationError, WatchtowerRefreshWarning
 
@@ -193,9 +194,8 @@ def _unlink(path: Path) -> None:
 # ----------------------------------------------------------------------------- public records
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class SpooledRecord:
-    """One record read back from the spool.
+class SpooledRecord(NamedTuple):
+    """One record read back from the spool (a named tuple: replay makes many of them).
 
     Attributes:
         id: The id ``append`` returned for it (unique within its owner).
@@ -826,17 +826,17 @@ def _read_segment(path: Path, first_id: int) -> _SegmentContents:
     records: list[SpooledRecord] = []
     seen: set[int] = set()
     bad = 0
+    head = _RECORD.size
+    unpack = _RECORD.unpack_from
     for payload in payloads:
         try:
-            record_id, timestamp, length = _RECORD.unpack_from(payload)
+            record_id, timestamp, length = unpack(payload)
             offset = record_id - first_id
-            if not 0 <= offset < 1 << 32 or offset in seen:
+            end = head + length
+            if not 0 <= offset < 1 << 32 or offset in seen or len(payload) < end:
                 raise ValueError(record_id)
-            head = _RECORD.size
-            if len(payload) < head + length:
-                raise ValueError(length)
-            stream = payload[head : head + length].decode("utf-8", "surrogatepass")
-            message = payload[head + length :].decode("utf-8", "surrogatepass")
+            stream = payload[head:end].decode("utf-8", "surrogatepass")
+            message = payload[end:].decode("utf-8", "surrogatepass")
         except (struct.error, ValueError):
             bad += 1
             continue
