@@ -142,6 +142,16 @@ def test_dead_owners_replay_oldest_first_and_other_groups_are_left_alone(tmp_pat
     assert [r.message for r in replay(tmp_path, "other-group")[0]] == ["not mine"]
 
 
+def test_a_recycled_pid_does_not_keep_a_dead_owner_alive(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path)
+    spool.append("s", 1, "left by a process whose pid now belongs to another")
+    spool.close()
+    [owner] = owners(tmp_path)
+    assert f"-p{os.getpid()}-" in owner.name  # a live process has that pid: this one
+    assert [s.state for s in describe(tmp_path)] == ["dead"]  # the lock says otherwise
+    assert len(replay(tmp_path)[0]) == 1
+
+
 def test_a_live_writer_is_never_adopted(tmp_path: Path) -> None:
     spool = open_spool(tmp_path)
     spool.append("s", 1, "mine")
