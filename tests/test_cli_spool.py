@@ -38,7 +38,7 @@ def test_table_shows_each_owner_and_a_total(
     assert re.match(rf"^orders +dead +{os.getpid()} +3 +[\d,]+ +2026-11-18 ", dead)
     assert re.match(r"^payments +alive +\d+ +2 ", alive)
     assert total.startswith("2 owners, 5 records not yet delivered, ")
-    assert total.endswith("; 1 dead owners waiting for an adopter")
+    assert total.endswith(" bytes; 1 dead (waiting for an adopter)")
 
 
 def test_json_lists_owners_and_damage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -58,7 +58,7 @@ def test_json_lists_owners_and_damage(tmp_path: Path, capsys: pytest.CaptureFixt
         "corrupt": 1,
     }
     assert main(["spool", "--dir", str(tmp_path)]) == EXIT_OK
-    assert capsys.readouterr().out.rstrip().endswith("; 1 damaged records")
+    assert capsys.readouterr().out.rstrip().endswith("; 1 damaged record")
 
 
 def test_an_empty_directory_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -344,12 +344,17 @@ def _spool_command(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         ).rstrip()
         for row in rows
     ]
+
+    def count(number: int, noun: str) -> str:
+        return f"{number:,} {noun}" + ("" if number == 1 else "s")
+
     summary = (
-        f"{total['owners']} owners, {total['records']:,} records not yet delivered, "
-        f"{total['bytes']:,} bytes; {total['dead']} dead owners waiting for an adopter"
+        f"{count(total['owners'], 'owner')}, {count(total['records'], 'record')} not yet "
+        f"delivered, {count(total['bytes'], 'byte')}; {total['dead']:,} dead "
+        "(waiting for an adopter)"
     )
     if total["corrupt"]:
-        summary += f"; {total['corrupt']:,} damaged records"
+        summary += f"; {count(total['corrupt'], 'damaged record')}"
     out("\n".join([*lines, summary] if owners else [f"{args.dir}: nothing spooled"]))
     return EXIT_OK
 
