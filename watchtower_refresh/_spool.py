@@ -123,6 +123,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_SEGMENT_BYTES",
     "FORMAT_VERSION",
+    "MAX_PAYLOAD",
     "Adoption",
     "OwnerSummary",
     "Spool",
@@ -131,6 +132,7 @@ __all__ = [
     "SpooledRecord",
     "adopt",
     "describe",
+    "group_key",
 ]
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
