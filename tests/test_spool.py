@@ -908,3 +908,51 @@ def test_acks_after_close_and_unrecordable_acks_bring_records_back(
     spool.ack([i for i in ids[12:] if i is not None])  # too late: the owner is released
     found, _ = replay(tmp_path)
     assert [r.timestamp_ms for r in found] == [0, 1, 2, *range(12, 20)]
+
+
+def test_the_backlog_reads_back_own_records_in_order_skipping_acknowledged_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_spool, "_BACKLOG_CHUNK", 1024)  # chunks much smaller than segments
+    spool = open_spool(tmp_path, segment_bytes=16 * 1024)
+    ids = [spool.append(f"s{n % 3}", n, message(n, n % 7 * 40)) for n in range(600)]
+    assert None not in ids
+    spool.ack(range(100, 200))  # settled while still on disk: never read back
+    big = spool.append("s", 600, message(600, 5000))  # one record larger than a chunk
+    read: list[SpooledRecord] = []
+    start = 1
+    while batch := spool.backlog(start, max_records=64, max_bytes=4000):
+        assert len(batch) <= 64
+        read.extend(batch)
+        start = batch[-1].id + 1
+        if len(read) < 300:  # the tail grows while the backlog is read
+            spool.append("s", 1000 + start, "logged while the backlog is read")
+    expected = [n for n in range(601) if not 99 <= n < 199]
+    assert [r.timestamp_ms for r in read][: len(expected)] == expected
+    assert read[len(expected) - 1].id == big
+    assert all(r.message == message(r.timestamp_ms, n % 7 * 40) for n, r in enumerate(read[:5]))
+    assert spool.backlog(10_000) == []
+    assert spool.backlog(1, max_records=3) == read[:3]  # from the start again, no hint
+    assert spool.stats.corrupt == 0
+    spool.ack(r.id for r in read)
+    spool.close()
+    assert spool.backlog(1) == []
+
+
+def test_the_backlog_skips_damage_and_settled_segments(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path, segment_bytes=8192)
+    for n in range(100):
+        spool.append("s", n, message(n, 300))
+    owner = spool.owner_directory
+    assert owner is not None
+    first, second = sorted(owner.glob("*.seg"))[:2]
+    data = bytearray(second.read_bytes())
+    data[100] ^= 0xFF  # one record of the second segment damaged after it was written
+    second.write_bytes(bytes(data))
+    first.unlink()  # as if settled and deleted by the sender meanwhile
+    found = spool.backlog(1, max_records=1000, max_bytes=10**9)
+    assert spool.stats.corrupt == 1
+    second_first = int(second.stem, 16)
+    # nothing of the deleted segment, nor the damaged first record of the next
+    assert [r.id for r in found] == list(range(second_first + 1, 101))
+    spool.close()

@@ -161,6 +161,7 @@ _SEGMENT_RE = re.compile(r"^([0-9a-f]{16})\.seg$")
 _ACKS_RE = re.compile(r"^([0-9a-f]{16})\.ack$")
 _RESCAN_SECONDS = 0.5
 _RETRY_SECONDS = 1.0
+_BACKLOG_CHUNK = 256 * 1024
 _STALE_NEW_SECONDS = 60.0
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 
@@ -323,6 +324,7 @@ class Spool:
         self._warned = False
         self._closed = False
         self._streams: dict[str, bytes] = {}
+        self._backlog_hint: tuple[int, int, int] | None = None  # next id, segment, byte
         _LIVE_SPOOLS.add(self)
 
     # -- opening
@@ -610,6 +612,112 @@ class Spool:
         self._room = self.max_bytes - total - self._finished_bytes
         self._rebudget()
 
+    # -- reading back one's own records
+
+    def backlog(
+        self, start_id: int, *, max_records: int = 1000, max_bytes: int = 1024 * 1024
+    ) -> list[SpooledRecord]:
+        """This writer's own records from ``start_id`` on, not yet acknowledged, oldest first.
+
+        For what the handler keeps on disk only: when its memory queue is full (a long
+        outage), it goes on appending, remembers the first id it did not queue, and reads
+        the backlog back from there as the queue drains, passing the id after the last
+        record returned. Reads files without holding up ``append``: a call that continues
+        where the previous one stopped starts at the byte where it stopped. Never raises;
+        damaged records are skipped and counted in ``stats.corrupt``.
+
+        Args:
+            start_id: The first id wanted.
+            max_records: Most records returned.
+            max_bytes: Most message characters returned (one larger record still comes
+                back on its own).
+        """
+        try:
+            with self._lock:
+                owner = self._owner
+                segments = [
+                    (first, self._count(segment), segment is self._current)
+                    for first, segment in sorted(self._segments.items())
+                ]
+                current_end = self._offset
+                hint = self._backlog_hint
+            if owner is None:
+                return []
+            found: list[SpooledRecord] = []
+            size = 0
+            for first_id, count, is_current in segments:
+                if first_id + count <= start_id:
+                    continue
+                position = _FILE_HEADER.size
+                if hint is not None and hint[0] == max(start_id, first_id) and hint[1] == first_id:
+                    position = hint[2]
+                end = current_end if is_current else None
+                for record, frame_end in self._read_own(owner, first_id, position, end):
+                    if record.id < start_id or self._acked(record.id):
+                        continue
+                    if found and (
+                        len(found) >= max_records or size + len(record.message) > max_bytes
+                    ):
+                        return found
+                    found.append(record)
+                    size += len(record.message)
+                    self._backlog_hint = (record.id + 1, first_id, frame_end)
+            return found
+        except Exception:
+            self._stats.errors += 1
+            return []
+
+    def _read_own(
+        self, owner: Path, first_id: int, position: int, end: int | None
+    ) -> Iterator[tuple[SpooledRecord, int]]:
+        """Records of one own segment from byte ``position`` up to ``end``, with where each
+        frame ends; read in chunks, so reading a few records never parses a whole segment."""
+        try:
+            segment = open(owner / f"{first_id:016x}.seg", "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            return  # settled and deleted meanwhile
+        head = _RECORD.size
+        chunk = _BACKLOG_CHUNK
+        with segment:
+            while end is None or position < end:
+                want = chunk if end is None else min(chunk, end - position)
+                segment.seek(position)
+                data = segment.read(want)
+                ends: list[int] = []
+                payloads, damaged_tail, regions = _frames(data, 0, ends)
+                # A frame cut by the chunk's end is read whole next time, not damage.
+                self._stats.corrupt += regions - int(damaged_tail)
+                if not payloads:
+                    if len(data) < chunk:
+                        return  # the end of what was written: a torn frame at most
+                    if chunk <= _MAX_FRAME:
+                        chunk *= 2  # one record larger than the chunk
+                        continue
+                    self._stats.corrupt += 1  # damage longer than any frame: step over it
+                    position += len(data) - _FRAME.size
+                    chunk = _BACKLOG_CHUNK
+                    continue
+                for payload, frame_end in zip(payloads, ends, strict=True):
+                    try:
+                        record_id, timestamp, length = _RECORD.unpack_from(payload)
+                        stream = payload[head : head + length].decode("utf-8", "surrogatepass")
+                        message = payload[head + length :].decode("utf-8", "surrogatepass")
+                    except (struct.error, ValueError):
+                        self._stats.corrupt += 1
+                        continue
+                    yield SpooledRecord(record_id, timestamp, stream, message), position + frame_end
+                position += ends[-1]
+                chunk = _BACKLOG_CHUNK
+
+    def _acked(self, record_id: int) -> bool:
+        with self._lock:
+            segment = self._find(sorted(self._segments), record_id)
+            if segment is None:
+                return True  # its segment was settled and deleted meanwhile
+            offset = record_id - segment.first_id
+            bits = segment.acked_bits
+            return offset >> 3 < len(bits) and bool(bits[offset >> 3] & (1 << (offset & 7)))
+
     # -- acknowledgements
 
     def ack(self, ids: Iterable[int]) -> None:
@@ -743,6 +851,7 @@ class Spool:
         self._current = None
         self._floor_id = self._next_id
         self._finished_bytes = self._offset = self._budget = 0
+        self._backlog_hint = None
         self._retry_at = 0.0
         self._stats = SpoolStats()
 
@@ -782,8 +891,13 @@ class _SegmentContents:
     newer: bool
 
 
-def _frames(data: bytes, position: int) -> tuple[list[bytes], bool, int]:
-    """Valid payloads from ``position``; whether damage follows the last one; regions."""
+def _frames(
+    data: bytes, position: int, ends: list[int] | None = None
+) -> tuple[list[bytes], bool, int]:
+    """Valid payloads from ``position``; whether damage follows the last one; regions.
+
+    ``ends``, when given, receives where each payload's frame ends in ``data``.
+    """
     payloads: list[bytes] = []
     damaged_regions = 0
     in_damage = False
@@ -797,6 +911,8 @@ def _frames(data: bytes, position: int) -> tuple[list[bytes], bool, int]:
                 payload = data[position + header : end]
                 if zlib.crc32(payload) == crc:
                     payloads.append(payload)
+                    if ends is not None:
+                        ends.append(end)
                     position = end
                     in_damage = False
                     continue
