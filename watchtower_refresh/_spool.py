@@ -18,6 +18,7 @@ Use from a handler
         record_id = spool.append(stream, timestamp_ms, message)   # in emit(), before return
         ...                                        # queue (record_id, event); None: spool_full
         spool.ack(ids)                             # after a batch is accepted or rejected
+        spool.backlog(first_unqueued_id)           # memory queue full: read the rest back
         for batch in spool.adopt():                # when delivery starts, then now and then
             ...                                    # deliver batch.records, then batch.ack()
         spool.close()                              # after the last ack, at close()
