@@ -7,6 +7,7 @@
     python -m benchmarks.cases body EVENTS
     python -m benchmarks.cases outage ours|watchtower ENDPOINT EVENTS
     python -m benchmarks.cases refresh ours|watchtower SECONDS
+    python -m benchmarks.cases spool ENDPOINT   (see benchmarks.spool)
 
 Every case talks to loopback only: the sink of benchmarks.sink, or moto's server.
 """
@@ -34,6 +35,7 @@ import botocore.session
 import watchtower
 from botocore.config import Config
 
+from benchmarks.spool import case_spool
 from watchtower_refresh import RefreshingCloudWatchLogHandler, refreshable_session
 
 FORMAT = "%(levelname)s %(name)s %(message)s"
@@ -482,6 +484,7 @@ CASES: dict[str, Callable[..., dict[str, Any]]] = {
     "body": case_body,
     "outage": case_outage,
     "refresh": case_refresh,
+    "spool": case_spool,
 }
 
 

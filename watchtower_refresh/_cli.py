@@ -1,9 +1,10 @@
-"""The ``watchtower-refresh`` command: ``policy``, ``check`` and ``demo``.
+"""The ``watchtower-refresh`` command: ``policy``, ``check``, ``demo`` and ``spool``.
 
 Exit codes:
     0  success
     1  demo: records were lost or duplicated
-    2  usage error, or an invalid option or configuration file (the message says which)
+    2  usage error, or an invalid option or configuration file (the message says which);
+       spool: the directory does not exist or cannot be read
     3  demo: the ``demo`` extra is not installed
     4  check: no AWS region is configured
     5  check: STS would be called on its global endpoint
@@ -290,6 +291,74 @@ def _demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     return EXIT_OK if result.ok else EXIT_DEMO_LOST
 
 
+# ----------------------------------------------------------------------------- spool
+
+
+def _spool_command(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    import datetime
+
+    from ._spool import describe
+
+    try:
+        owners = describe(args.dir)
+    except OSError as exc:
+        message = f"cannot read the spool directory {args.dir}: {exc.strerror or exc}"
+        raise _UsageError(message) from None
+    total = {
+        "owners": len(owners),
+        "dead": sum(o.state == "dead" for o in owners),
+        "records": sum(o.records for o in owners),
+        "bytes": sum(o.bytes for o in owners),
+        "corrupt": sum(o.corrupt for o in owners),
+    }
+    if args.json:
+        listed = [dataclasses.asdict(o) for o in owners]
+        out(json.dumps({"directory": args.dir, "owners": listed, "total": total}, indent=2))
+        return EXIT_OK
+
+    def when(ms: int | None) -> str:
+        if ms is None:
+            return "-"
+        moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+    rows = [("LOG GROUP", "STATE", "PID", "RECORDS", "BYTES", "OLDEST (UTC)", "HOST")]
+    rows += [
+        (
+            o.group,
+            f"{o.state} ({o.adopter_pid})" if o.adopter_pid else o.state,
+            str(o.pid),
+            f"{o.records:,}",
+            f"{o.bytes:,}",
+            when(o.oldest_timestamp_ms),
+            o.host or "-",
+        )
+        for o in owners
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    right = {2, 3, 4}
+    lines = [
+        "  ".join(
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    ]
+
+    def count(number: int, noun: str) -> str:
+        return f"{number:,} {noun}" + ("" if number == 1 else "s")
+
+    summary = (
+        f"{count(total['owners'], 'owner')}, {count(total['records'], 'record')} not yet "
+        f"delivered, {count(total['bytes'], 'byte')}; {total['dead']:,} dead "
+        "(waiting for an adopter)"
+    )
+    if total["corrupt"]:
+        summary += f"; {count(total['corrupt'], 'damaged record')}"
+    out("\n".join([*lines, summary] if owners else [f"{args.dir}: nothing spooled"]))
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -371,10 +440,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--threads", type=_count, default=2, help="threads logging at once (2)")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    spool = commands.add_parser(
+        "spool",
+        help="show what a spool directory holds",
+        description=(
+            "List each process that spooled records in DIR: log group, whether it is alive, "
+            "dead (its records wait for an adopter) or being replayed, records not yet "
+            "delivered, bytes and the oldest record's time. Reads only; claims nothing. "
+            "Exit codes: 0 OK, 2 DIR missing or unreadable."
+        ),
+    )
+    spool.add_argument("--dir", required=True, metavar="DIR", help="the spool directory")
+    spool.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
 
-_COMMANDS = {"policy": _policy, "check": _check, "demo": _demo}
+_COMMANDS = {"policy": _policy, "check": _check, "demo": _demo, "spool": _spool_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
