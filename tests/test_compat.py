@@ -11,6 +11,7 @@ import multiprocessing.util
 import threading
 
 import watchtower
+from botocore.credentials import RefreshableCredentials
 
 from watchtower_refresh import _compat
 
@@ -62,3 +63,19 @@ def test_logging_renews_each_handlers_lock_after_a_fork() -> None:
     with handler.lock:  # usable, and not the one a parent's thread might hold
         pass
     del before
+
+
+def test_refreshable_credentials_still_keep_their_expiry_where_we_read_it() -> None:
+    expires = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    credentials = RefreshableCredentials.create_from_metadata(
+        {
+            "access_key": "AKIAEXAMPLE",
+            "secret_key": "not-a-secret",
+            "token": "not-a-token",
+            "expiry_time": expires.isoformat(),
+        },
+        refresh_using=dict,
+        method="test",
+    )
+    assert _compat.credential_expiry(credentials) == expires
+    assert _compat.credential_expiry(object()) is None

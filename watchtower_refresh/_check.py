@@ -23,6 +23,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
+from ._compat import credential_expiry
 from ._credentials import GLOBAL_STS_HOST, effective_region, regional_sts_client
 from ._exceptions import ConfigurationError
 from ._failures import DENIED_CODES, EXPIRED_CODES, UNRECOGNISED_CODES, error_code
@@ -159,8 +160,7 @@ def _check_with(
         credentials.get_frozen_credentials()
         report.credential_source = credentials.method
         report.refreshes = isinstance(credentials, RefreshableCredentials)
-        # botocore keeps the expiry only on a private attribute; it is read for display.
-        expiry = getattr(credentials, "_expiry_time", None)
+        expiry = credential_expiry(credentials)
         report.expires = expiry.isoformat() if expiry is not None else None
         say("asking STS who we are")
         report.identity = regional_sts_client(session, report.region).get_caller_identity()["Arn"]

@@ -15,11 +15,21 @@ from typing import Any
 import watchtower
 
 __all__ = [
+    "credential_expiry",
     "handler_at_fork_reinit",
     "holds_logging_lock",
     "register_multiprocessing_after_fork",
     "watchtower_json_default",
 ]
+
+
+def credential_expiry(credentials: object) -> Any:
+    """When refreshable botocore credentials expire (an aware datetime), or None.
+
+    botocore keeps it on ``RefreshableCredentials._expiry_time`` only; it is read for
+    display (``watchtower-refresh check``), never to decide anything.
+    """
+    return getattr(credentials, "_expiry_time", None)
 
 
 def holds_logging_lock() -> bool:
