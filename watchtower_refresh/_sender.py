@@ -210,12 +210,18 @@ class Sender:
             self._take(None, None)
             self._timer_start = None
             return 0.0 if ledger.queue else (None if self.draining else math.inf)
+        if self._pending:
+            # Batches are still waiting for a worker: let records gather meanwhile, so the
+            # next take makes fuller batches (with many streams, fewer and larger puts).
+            return math.inf
         full = (
             len(ledger.queue) >= host.max_batch_count
             or ledger.admitted_bytes - ledger.drained_bytes >= host.max_batch_size
         )
         if full:
-            self._take(host.max_batch_count, host.max_batch_size)
+            # Everything queued, so that each stream's batch is as full as it can be: with
+            # many streams, one batch's worth of records would be many small puts.
+            self._take(None, None)
             return 0.0
         due = self._timer_start + host.send_interval
         if now >= due:
