@@ -17,7 +17,7 @@ import pytest
 from botocore.httpsession import URLLib3Session
 
 from watchtower_refresh import RefreshingCloudWatchLogHandler
-from watchtower_refresh._fake_aws import FakeAWS, FakeClock, read_messages
+from watchtower_refresh.testing import FakeAWS, FakeClock, read_messages
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/logger"
 REGION = "us-east-1"

@@ -20,7 +20,7 @@ from watchtower_refresh._check import (
     EXIT_OK,
     run_check,
 )
-from watchtower_refresh._fake_aws import FakeAWS, FakeClock, Fault
+from watchtower_refresh.testing import FakeAWS, FakeClock, Fault
 
 GROUP = "/app/checked"
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import ROLE_ARN
 from watchtower_refresh._cli import EXIT_OK, EXIT_USAGE, main
-from watchtower_refresh._fake_aws import FakeAWS, FakeClock, Fault
+from watchtower_refresh.testing import FakeAWS, FakeClock, Fault
 
 
 def test_demo_json_summary(capsys: pytest.CaptureFixture[str]) -> None:
@@ -38,6 +38,20 @@ def test_demo_human_summary(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert re.search(r"^records lost +0$", out, re.MULTILINE)
     assert "OK: nothing lost" in out
+
+
+def test_demo_without_its_extra_says_which_and_exits_3(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "moto", None)  # what a missing package looks like
+    for module in ("watchtower_refresh.testing", "watchtower_refresh._demo"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    assert main(["demo", "--duration", "1"]) == 3
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "watchtower-refresh demo: needs the demo extra: pip install 'watchtower-refresh[demo]'\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from botocore.exceptions import NoRegionError
 from tests.conftest import REGION, ROLE_ARN
 from watchtower_refresh import ConfigurationError, refresh_windows, refreshable_session
 from watchtower_refresh._credentials import default_role_session_name, non_refreshing_problem
-from watchtower_refresh._fake_aws import FakeAWS, FakeClock
+from watchtower_refresh.testing import FakeAWS, FakeClock
 
 
 class Stop(Exception):

@@ -250,8 +250,11 @@ def _describe_event(report: CheckReport) -> str | None:
 def _demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     try:
         from ._demo import run_demo
-    except ImportError as exc:
-        print(f"watchtower-refresh demo: {exc}", file=sys.stderr)
+    except ImportError:  # watchtower_refresh.testing: moto's server is not installed
+        print(
+            "watchtower-refresh demo: needs the demo extra: pip install 'watchtower-refresh[demo]'",
+            file=sys.stderr,
+        )
         return EXIT_UNAVAILABLE
     print(
         f"Logging for {args.duration:g} s from {args.threads} threads; tokens live "
