@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+from typing import Any
 
 import pytest
 
@@ -55,7 +56,7 @@ def test_as_float() -> None:
 @pytest.mark.parametrize(
     ("option", "value"), [("flush_timeout", "inf"), ("send_interval", float("inf"))]
 )
-def test_the_handler_refuses_non_finite_seconds(option: str, value: object) -> None:
+def test_the_handler_refuses_non_finite_seconds(option: str, value: Any) -> None:
     with pytest.raises(ConfigurationError, match=f"{option} must be a number at least 0.0"):
         RefreshingCloudWatchLogHandler("app", **{option: value})
 

@@ -222,11 +222,11 @@ def _write_and_read_back(
         if refused and error_code(exc) == "ResourceNotFoundException":
             raise refused[0] from exc  # the refusal is why the group or stream is missing
         raise
-    for exc in refused:
+    for refusal in refused:
         report.warnings.append(
-            f"{exc.operation_name} was refused ({error_code(exc)}: {_message(exc)}); the "
-            f"handler warns once and delivers all the same; "
-            f"{permission_hint(exc.operation_name)}"
+            f"{refusal.operation_name} was refused ({error_code(refusal)}: {_message(refusal)}); "
+            f"the handler warns once and delivers all the same; "
+            f"{permission_hint(refusal.operation_name)}"
         )
     report.written = True
     say("reading it back")
