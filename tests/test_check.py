@@ -163,6 +163,23 @@ def test_existing_group_with_create_denied_delivers_with_a_warning_as_the_handle
     assert handler.stats.delivered == 1
 
 
+def test_retention_and_tags_are_set_up_as_the_handler_would(aws: FakeAWS) -> None:
+    options = {"log_group_name": GROUP, "log_group_retention_days": "30", "log_group_tags": "a=b"}
+    report = run_check(options)
+    assert report.exit_code == EXIT_OK, report.problem
+    assert report.warnings == []
+    (group,) = boto3.client("logs").describe_log_groups(logGroupNamePrefix=GROUP)["logGroups"]
+    assert group["retentionInDays"] == 30
+    assert boto3.client("logs").list_tags_log_group(logGroupName=GROUP)["tags"] == {"a": "b"}
+
+
+def test_a_refused_create_of_a_missing_group_is_the_failure_reported(aws: FakeAWS) -> None:
+    aws.injector.add_fault(Fault("AccessDeniedException", action="CreateLogGroup", message="no"))
+    report = run_check({"log_group_name": GROUP})
+    assert report.exit_code == EXIT_ACCESS_DENIED
+    assert "logs:CreateLogGroup was denied: no" in str(report.problem)
+
+
 def test_read_back_denied_is_a_note_not_a_failure(aws: FakeAWS) -> None:
     aws.injector.add_fault(Fault("AccessDeniedException", action="GetLogEvents"))
     report = run_check({"log_group_name": GROUP})
