@@ -1,10 +1,13 @@
-# Every target bootstraps .venv on first use, so a fresh clone needs only Python 3.11+ and make.
+# Every target bootstraps .venv on first use, so a fresh clone needs only Python 3.10+ and make.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench lint types pytest clean
+.PHONY: help demo test bench lint types pytest matrix clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,23 +15,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,demo]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) ## log through expiring tokens against a local fake AWS
 	$(BIN)/watchtower-refresh demo
 
-test: lint types pytest
+test: lint types pytest ## ruff, mypy --strict, pytest with branch coverage
 
-bench: $(STAMP)
+bench: $(STAMP) ## the benchmarks of the README's performance section
 	$(BIN)/python -m benchmarks.run
 
-lint: $(STAMP)
+lint: $(STAMP) ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-types: $(STAMP)
+types: $(STAMP) ## mypy --strict
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) ## the test suite with branch coverage
 	$(BIN)/pytest
 
-clean:
-	rm -rf $(VENV) .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache .hypothesis
+matrix: ## the suite on each CPython 3.10-3.13 found, and on the lowest dependencies
+	$(PYTHON) ci/matrix.py
+
+clean: ## remove the virtualenvs and caches
+	rm -rf $(VENV) .venv-matrix .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -435,7 +435,7 @@ def case_refresh(kind: str, seconds: int, every: int = 10) -> dict[str, Any]:
     """AssumeRole calls while logging for ``seconds`` simulated seconds with 900 s tokens."""
     import botocore.credentials
 
-    from watchtower_refresh._fake_aws import FakeAWS, FakeClock
+    from watchtower_refresh.testing import FakeAWS, FakeClock
 
     clock = FakeClock()
     # botocore's refresh checks ask botocore.credentials._local_now at call time; the

@@ -17,7 +17,7 @@ import pytest
 from botocore.httpsession import URLLib3Session
 
 from watchtower_refresh import RefreshingCloudWatchLogHandler
-from watchtower_refresh._fake_aws import FakeAWS, FakeClock, read_messages
+from watchtower_refresh.testing import FakeAWS, FakeClock, read_messages
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/logger"
 REGION = "us-east-1"
@@ -59,17 +59,30 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(URLLib3Session, "send", guarded)
 
 
+def _logger_levels() -> dict[str, int]:
+    return {
+        name: logger.level
+        for name, logger in logging.Logger.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+
+
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
-    """Put the root logger back as it was, and close the handlers a test left on it."""
+    """Put the root logger back as it was, close the handlers a test left on it, and restore
+    every logger's level (configure_logging sets botocore's, which later tests read at DEBUG).
+    """
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    levels = _logger_levels()
     yield
     for handler in root.handlers:
         if handler not in handlers:
             root.removeHandler(handler)
             handler.close()
     root.setLevel(level)
+    for name in _logger_levels():
+        logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
 
 
 def run_python(aws: FakeAWS, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:

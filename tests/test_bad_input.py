@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from watchtower_refresh import RefreshingCloudWatchLogHandler
-from watchtower_refresh._fake_aws import FakeAWS, read_messages
+from watchtower_refresh.testing import FakeAWS, read_messages
 
 DAY = 86400.0
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import boto3
 import pytest
 
 from tests.conftest import ROLE_ARN
+from watchtower_refresh import RefreshingCloudWatchLogHandler, WatchtowerRefreshWarning
 from watchtower_refresh._check import (
     EXIT_ACCESS_DENIED,
     EXIT_AWS_ERROR,
@@ -20,7 +22,7 @@ from watchtower_refresh._check import (
     EXIT_OK,
     run_check,
 )
-from watchtower_refresh._fake_aws import FakeAWS, FakeClock, Fault
+from watchtower_refresh.testing import FakeAWS, FakeClock, Fault
 
 GROUP = "/app/checked"
 
@@ -138,6 +140,44 @@ def test_access_denied_names_the_action_and_the_fix(
     assert report.problem is not None
     assert f"{named} was denied: not authorized" in report.problem
     assert fix in report.problem
+
+
+def test_existing_group_with_create_denied_delivers_with_a_warning_as_the_handler_does(
+    aws: FakeAWS,
+) -> None:
+    boto3.client("logs").create_log_group(logGroupName=GROUP)  # set up by someone else
+    aws.injector.add_fault(
+        Fault("AccessDeniedException", action="CreateLogGroup", status=400, message="no")
+    )
+    report = run_check({"role_arn": ROLE_ARN, "log_group_name": GROUP})
+    assert report.exit_code == EXIT_OK, report.problem
+    assert report.read_back is True
+    (warning,) = report.warnings
+    assert warning.startswith("CreateLogGroup was refused (AccessDeniedException: no)")
+    assert "grant logs:CreateLogGroup" in warning
+    # The handler, configured the same way, delivers too, with one warning.
+    handler = RefreshingCloudWatchLogHandler(GROUP, role_arn=ROLE_ARN, use_queues=False)
+    with pytest.warns(WatchtowerRefreshWarning, match="CreateLogGroup"):
+        handler.handle(logging.makeLogRecord({"msg": "delivered", "levelno": logging.INFO}))
+    handler.close()
+    assert handler.stats.delivered == 1
+
+
+def test_retention_and_tags_are_set_up_as_the_handler_would(aws: FakeAWS) -> None:
+    options = {"log_group_name": GROUP, "log_group_retention_days": "30", "log_group_tags": "a=b"}
+    report = run_check(options)
+    assert report.exit_code == EXIT_OK, report.problem
+    assert report.warnings == []
+    (group,) = boto3.client("logs").describe_log_groups(logGroupNamePrefix=GROUP)["logGroups"]
+    assert group["retentionInDays"] == 30
+    assert boto3.client("logs").list_tags_log_group(logGroupName=GROUP)["tags"] == {"a": "b"}
+
+
+def test_a_refused_create_of_a_missing_group_is_the_failure_reported(aws: FakeAWS) -> None:
+    aws.injector.add_fault(Fault("AccessDeniedException", action="CreateLogGroup", message="no"))
+    report = run_check({"log_group_name": GROUP})
+    assert report.exit_code == EXIT_ACCESS_DENIED
+    assert "logs:CreateLogGroup was denied: no" in str(report.problem)
 
 
 def test_read_back_denied_is_a_note_not_a_failure(aws: FakeAWS) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 from tests.conftest import ROLE_ARN
 from watchtower_refresh._cli import EXIT_OK, EXIT_USAGE, main
-from watchtower_refresh._fake_aws import FakeAWS, FakeClock, Fault
+from watchtower_refresh.testing import FakeAWS, FakeClock, Fault
 
 
 def test_demo_json_summary(capsys: pytest.CaptureFixture[str]) -> None:
@@ -38,6 +39,20 @@ def test_demo_human_summary(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert re.search(r"^records lost +0$", out, re.MULTILINE)
     assert "OK: nothing lost" in out
+
+
+def test_demo_without_its_extra_says_which_and_exits_3(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "moto", None)  # what a missing package looks like
+    for module in ("watchtower_refresh.testing", "watchtower_refresh._demo"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    assert main(["demo", "--duration", "1"]) == 3
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "watchtower-refresh demo: needs the demo extra: pip install 'watchtower-refresh[demo]'\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -154,6 +169,10 @@ def test_policy_caller_and_trust_documents(capsys: pytest.CaptureFixture[str]) -
             "needs --account ID (nothing is looked up",
         ),
         (["--log-group", "bad name", "--account", ACCOUNT], "'bad name' is invalid: 1 to 512"),
+        (
+            ["--log-group", "/a", "--account", ACCOUNT, "--log-group-retention-days", "31"],
+            "--log-group-retention-days must be one of 1, 3, 5, 7, 14, 30, 60",
+        ),
         (["--account", ACCOUNT], "needs --log-group NAME"),
         (["--document", "caller"], "needs --role-arn"),
         (["--document", "trust"], "needs --service"),
@@ -173,6 +192,26 @@ def test_policy_errors(argv: list[str], message: str, capsys: pytest.CaptureFixt
 # ----------------------------------------------------------------------------- check
 
 
+def test_policy_into_a_closed_pipe_exits_quietly() -> None:
+    # `watchtower-refresh policy ... | head -1`: the reader is gone before the policy is out.
+    argv = ["policy", "--log-group", "/a", "--region", "us-east-1", "--account", "123456789012"]
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "watchtower_refresh", *argv],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""
+    assert result.returncode == EXIT_OK
+
+
 def test_check_success_human_and_json(aws: FakeAWS, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["check", "--role-arn", ROLE_ARN, "--log-group", "/app/cli"], capsys)
     assert code == EXIT_OK
@@ -184,6 +223,17 @@ def test_check_success_human_and_json(aws: FakeAWS, capsys: pytest.CaptureFixtur
     assert code == EXIT_OK
     assert json.loads(out)["credential_source"] == "env"
     assert_no_secret(aws, out + err)
+
+
+def test_check_prints_a_warning_line_when_the_handler_would_warn(
+    aws: FakeAWS, capsys: pytest.CaptureFixture[str]
+) -> None:
+    boto3.client("logs").create_log_group(logGroupName="/app/cli")
+    aws.injector.add_fault(Fault("AccessDeniedException", action="CreateLogGroup", message="no"))
+    code, out, _ = run(["check", "--log-group", "/app/cli"], capsys)
+    assert code == EXIT_OK
+    assert re.search(r"^warning +CreateLogGroup was refused \(AccessDeniedException", out, re.M)
+    assert re.search(r"^result +OK$", out, re.M)
 
 
 def test_check_from_a_json_config_file(

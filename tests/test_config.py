@@ -20,7 +20,8 @@ from watchtower_refresh import (
     configure_logging,
     logging_config,
 )
-from watchtower_refresh._fake_aws import FakeAWS
+from watchtower_refresh._config import _handler_option_names, program_name
+from watchtower_refresh.testing import FakeAWS
 
 Read = Callable[[str], list[str]]
 
@@ -56,6 +57,8 @@ def test_the_dict_is_plain_data_that_round_trips() -> None:
     }
     assert config["loggers"] == {
         "botocore": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+        "s3transfer": {"level": "WARNING"},
         "uvicorn.access": {"level": "INFO"},
     }
     assert config["root"]["handlers"] == ["cloudwatch", "console"]
@@ -116,7 +119,7 @@ def test_options_come_from_the_environment(aws: FakeAWS, messages: Read) -> None
         ),
         (
             {"log_group": "/a", "handler_options": {"send_interval": [1]}},
-            "must be a string or a number",
+            "must be a string, a number or a boolean",
         ),
         (
             {"environ": {"WATCHTOWER_REFRESH_LOGGROUP": "/a"}},
@@ -131,8 +134,120 @@ def test_misspelt_or_invalid_options_are_errors(kwargs: dict[str, Any], match: s
 
 
 def test_a_misspelt_argument_is_an_error() -> None:
+    # mypy --strict (warn_unused_ignores) proves each call is a type error too.
     with pytest.raises(TypeError, match="log_grup"):
         logging_config(log_grup="/a")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="log_groop"):
+        configure_logging(log_groop="/a")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        configure_logging("/a")  # type: ignore[call-arg]  # keyword-only
+
+
+# A valid text value for every handler option, as an environment variable carries it.
+HANDLER_OPTION_TEXT = {
+    "create_log_group": "false",
+    "create_log_stream": "false",
+    "duration_seconds": "900",
+    "endpoint_url": "http://127.0.0.1:1",
+    "external_id": "ext-id-1",
+    "flush_timeout": "2.5",
+    "json_serialize_default": "builtins:str",
+    "log_group_retention_days": "30",
+    "log_group_tags": "team=platform,env=prod",
+    "max_batch_count": "500",
+    "max_batch_size": "65536",
+    "max_message_size": "200000",
+    "queue_max_bytes": "1048576",
+    "queue_max_events": "1000",
+    "role_session_name": "worker-1",
+    "send_interval": "2",
+    "session_factory": "boto3:Session",
+    "use_queues": "false",
+}
+_NEEDS_ROLE = {"duration_seconds", "external_id", "role_session_name"}
+
+
+def test_every_handler_option_has_a_table_entry() -> None:
+    assert set(HANDLER_OPTION_TEXT) == _handler_option_names()
+
+
+@pytest.mark.parametrize("option", sorted(HANDLER_OPTION_TEXT))
+def test_every_handler_option_has_its_environment_variable(option: str) -> None:
+    text = HANDLER_OPTION_TEXT[option]
+    environ = {"WATCHTOWER_REFRESH_LOG_GROUP": "/a", f"WATCHTOWER_REFRESH_{option.upper()}": text}
+    if option in _NEEDS_ROLE:
+        environ["WATCHTOWER_REFRESH_ROLE_ARN"] = ROLE_ARN
+    entry = logging_config(environ=environ)["handlers"]["cloudwatch"]
+    assert entry[option] == text
+    # handler_options wins over the environment.
+    assert (
+        logging_config(environ=environ, handler_options={option: text})["handlers"]["cloudwatch"][
+            option
+        ]
+        == text
+    )
+    # And the handler accepts the text as it stands.
+    options = {key: value for key, value in entry.items() if key not in ("()", "formatter")}
+    RefreshingCloudWatchLogHandler(**options).close()
+
+
+def test_send_interval_from_the_environment_is_not_an_error() -> None:
+    config = logging_config(
+        environ={"WATCHTOWER_REFRESH_LOG_GROUP": "/a", "WATCHTOWER_REFRESH_SEND_INTERVAL": "1"},
+        handler_options={"flush_timeout": 3},
+    )
+    assert config["handlers"]["cloudwatch"]["send_interval"] == "1"
+    assert config["handlers"]["cloudwatch"]["flush_timeout"] == 3
+
+
+def test_handler_options_take_a_mapping_of_tags() -> None:
+    config = logging_config(
+        log_group="/a", handler_options={"log_group_tags": {"team": "platform", "n": 1}}, environ={}
+    )
+    tags = config["handlers"]["cloudwatch"]["log_group_tags"]
+    assert tags == {"team": "platform", "n": "1"}
+    assert yaml.safe_load(yaml.safe_dump(config)) == config
+    logging.config.dictConfig(config)
+    assert cloudwatch_handler().log_group_tags == {"team": "platform", "n": "1"}
+
+
+def test_library_loggers_stay_at_warning_unless_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(log_group="/a", environ={})
+    logging.getLogger("botocore.credentials").info("Found credentials in environment variables.")
+    logging.getLogger("urllib3.connectionpool").info("Starting new HTTPS connection")
+    logging.getLogger("orders").info("order placed")
+    err = capsys.readouterr().err
+    assert "order placed" in err
+    assert "Found credentials" not in err
+    assert "HTTPS connection" not in err
+    config = logging_config(log_group="/a", loggers={"botocore": "DEBUG"}, environ={})
+    assert config["loggers"]["botocore"] == {"level": "DEBUG"}
+    assert config["loggers"]["urllib3"] == {"level": "WARNING"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "name"),
+    [
+        (["/srv/app/worker.py"], "worker"),
+        (["/usr/lib/python3/site-packages/django/__main__.py", "runserver"], "django"),
+        (["/venv/bin/uvicorn", "app:app"], "uvicorn"),
+        (["-c"], "python"),
+        ([""], "python"),
+        ([], "python"),
+        (["C:\\app\\run.py"], "run"),
+        (["/x/odd {name}:*.py"], "odd-name"),
+    ],
+)
+def test_program_name_is_short_and_readable(argv: list[str], name: str) -> None:
+    assert program_name(argv) == name
+
+
+def test_default_stream_uses_the_short_program_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.argv", ["/tmp/x/site-packages/django/__main__.py", "runserver"])
+    config = logging_config(log_group="/a", environ={})
+    assert config["handlers"]["cloudwatch"]["log_stream_name"] == (
+        "{machine_name}/django/{process_id}"
+    )
 
 
 def test_uvicorn_reapplying_dict_config_loses_nothing(aws: FakeAWS, messages: Read) -> None:

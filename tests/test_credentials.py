@@ -23,7 +23,7 @@ from watchtower_refresh._credentials import (
     non_refreshing_problem,
     request_timeouts,
 )
-from watchtower_refresh._fake_aws import FakeAWS, FakeClock, Fault
+from watchtower_refresh.testing import FakeAWS, FakeClock, Fault
 
 
 class Stop(Exception):

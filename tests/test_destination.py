@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError, NoCredentialsError
 
 from tests.conftest import REGION, ROLE_ARN, logger_for
 from watchtower_refresh import WatchtowerRefreshWarning
-from watchtower_refresh._fake_aws import FakeAWS, Fault
+from watchtower_refresh.testing import FakeAWS, Fault
 
 Read = Callable[[str], list[str]]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import fnmatch
 import importlib.util
 import json
 import logging
@@ -25,27 +27,29 @@ import yaml
 
 from tests.conftest import REGION, ROLE_ARN, run_python
 from watchtower_refresh import flush_handlers
-from watchtower_refresh._fake_aws import FakeAWS, read_messages
 from watchtower_refresh._policy import permissions_policy
+from watchtower_refresh.testing import FakeAWS, read_messages
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def test_quickstart(aws: FakeAWS, messages: Callable[[str], list[str]]) -> None:
-    result = run_python(aws, str(EXAMPLES / "quickstart.py"), ROLE_ARN=ROLE_ARN)
-    assert result.returncode == 0, result.stderr
-    assert sorted(messages("/app/orders")) == sorted(
-        [
-            "INFO orders order 1042 placed",
-            '{"order": 1042, "state": "payment pending"}',
-        ]
-    )
-    assert aws.injector.counts["AssumeRole"] == 1
 
 
 def read_with(aws: FakeAWS, group: str, region: str = REGION) -> list[str]:
     client = boto3.client("logs", region_name=region, endpoint_url=aws.endpoint_url)
     return list(read_messages(client, group))
+
+
+def test_quickstart(aws: FakeAWS) -> None:
+    result = run_python(aws, str(EXAMPLES / "quickstart.py"))
+    assert result.returncode == 0, result.stderr
+    assert read_with(aws, "/app/orders", "eu-west-1") == ["order 1042 placed"]
+    assert aws.injector.counts["AssumeRole"] == 1
+
+
+def test_quickstart_yaml_is_the_same_dict() -> None:
+    source = (EXAMPLES / "quickstart.py").read_text()
+    call = source[source.index("dictConfig(") + len("dictConfig(") : source.index("\n)\n") + 1]
+    expected = ast.literal_eval(call.strip())
+    assert yaml.safe_load((EXAMPLES / "quickstart.yaml").read_text()) == expected
 
 
 def test_logging_yaml_with_tokyo_time(aws: FakeAWS, messages: Callable[[str], list[str]]) -> None:
@@ -104,7 +108,10 @@ def test_lambda_function_invoked_several_times(
 
 
 def test_fastapi_app_with_uvicorn_log_config(
-    aws: FakeAWS, monkeypatch: pytest.MonkeyPatch, messages: Callable[[str], list[str]]
+    aws: FakeAWS,
+    monkeypatch: pytest.MonkeyPatch,
+    messages: Callable[[str], list[str]],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.syspath_prepend(str(EXAMPLES / "fastapi_app"))
     monkeypatch.delitem(sys.modules, "app", raising=False)
@@ -137,10 +144,18 @@ def test_fastapi_app_with_uvicorn_log_config(
     documents = [json.loads(m) for m in messages("/app/orders-api")]
     reads = {d["request_id"]: d["message"] for d in documents if d["logger"] == "orders"}
     assert reads == {"req-a": "order 1 read", "req-b": "order 2 read"}
-    access = [d for d in documents if d["logger"] == "uvicorn.access"]
-    assert len(access) == 2
+    access = {d["request_id"]: d["message"] for d in documents if d["logger"] == "uvicorn.access"}
+    # uvicorn writes the access record while the response is sent: it carries the request's id.
+    assert sorted(access) == ["req-a", "req-b"]
+    assert re.fullmatch(r'127\.0\.0\.1:\d+ - "GET /orders/1 HTTP/1\.1" 200', access["req-a"])
+    assert re.fullmatch(r'127\.0\.0\.1:\d+ - "GET /orders/2 HTTP/1\.1" 200', access["req-b"])
     assert all(d["timestamp"].endswith("+00:00") for d in documents)
-    for name in ("orders", "uvicorn.access"):
+    console = capsys.readouterr().err
+    assert "INFO uvicorn.error [-] Started server process" in console
+    assert "INFO orders [req-a] order 1 read" in console
+    assert re.search(r'INFO uvicorn.access \[req-b\] 127.0.0.1:\d+ - "GET /orders/2 HTTP', console)
+    assert console.count("GET /orders/2") == 1
+    for name in ("orders", "uvicorn.access", "uvicorn"):
         for handler in logging.getLogger(name).handlers:
             handler.close()
         logging.getLogger(name).handlers.clear()
@@ -169,10 +184,44 @@ def test_django_settings_logging(
         logging.getLogger(name).handlers.clear()
 
 
+def test_django_manage_py(aws: FakeAWS) -> None:
+    code = "import logging; logging.getLogger('orders').info('from manage.py')"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=EXAMPLES / "django_site",
+        env={**os.environ, **aws.environment(REGION), "APP_LOG_ROLE_ARN": ROLE_ARN},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    (message,) = read_with(aws, "/app/orders-django")
+    assert message.endswith(" INFO orders from manage.py")
+
+
+def test_dockerignore_keeps_the_virtualenvs_and_history_out_of_the_image() -> None:
+    ignored = {
+        line.strip()
+        for line in (EXAMPLES.parent / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".git", ".venv", ".venv-*", "dist", "build"} <= ignored
+    # Everything git ignores at the top (caches, coverage) stays out of the image too.
+    for line in (EXAMPLES.parent / ".gitignore").read_text().splitlines():
+        name = line.strip().rstrip("/")
+        if name and not name.startswith("#") and "*" not in name:
+            assert any(fnmatch.fnmatch(name, p.removeprefix("**/")) for p in ignored), name
+    dockerfile = (EXAMPLES / "ecs" / "Dockerfile").read_text()
+    assert "docker build -f examples/ecs/Dockerfile" in dockerfile
+    assert re.search(r"^CMD \[", dockerfile, re.M)  # exec form: SIGTERM reaches python
+
+
 def test_ecs_task_definition_and_image(aws: FakeAWS) -> None:
     task = json.loads((EXAMPLES / "ecs" / "task-definition.json").read_text())
     assert task["taskRoleArn"].startswith("arn:aws:iam::")
     (container,) = task["containerDefinitions"]
+    assert container["stopTimeout"] >= 30  # seconds between SIGTERM and SIGKILL
     environment = {item["name"]: item["value"] for item in container["environment"]}
     assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} & set(
         environment
@@ -205,3 +254,66 @@ def test_ecs_task_definition_and_image(aws: FakeAWS) -> None:
     got = [json.loads(m) for m in read_with(aws, "/app/orders-ecs", environment["AWS_REGION"])]
     assert sorted(d["message"] for d in got) == [f"order {n} processed" for n in range(4)]
     assert {d["logger"] for d in got} == {"orders.worker"}
+
+
+README = EXAMPLES.parent / "README.md"
+_MARKED_BLOCK = re.compile(r"<!-- (file|excerpt): (\S+) -->\n```\w*\n(.*?)```\n", re.S)
+
+
+def readme_blocks() -> list[tuple[str, str, str]]:
+    """(kind, path, text) of every README code block marked as a file or an excerpt of one."""
+    return _MARKED_BLOCK.findall(README.read_text())
+
+
+def test_readme_marks_the_recipe_files() -> None:
+    marked = {path for _, path, _ in readme_blocks()}
+    assert {
+        "examples/quickstart.py",
+        "examples/quickstart.yaml",
+        "examples/fastapi_app/log_config.yaml",
+        "examples/fastapi_app/app.py",
+        "examples/django_site/settings.py",
+        "examples/ecs/task-definition.json",
+        "examples/lambda_function.py",
+        "examples/test_orders_logging.py",
+    } <= marked
+
+
+@pytest.mark.parametrize(("kind", "path", "text"), readme_blocks(), ids=lambda v: str(v)[:40])
+def test_readme_snippets_are_the_files_under_examples(kind: str, path: str, text: str) -> None:
+    source = (EXAMPLES.parent / path).read_text()
+    if kind == "file":
+        assert text == source
+        return
+    # An excerpt: the same lines, in a row, perhaps indented as a whole in the file.
+    wanted = text.splitlines()
+    lines = source.splitlines()
+    for start in range(len(lines) - len(wanted) + 1):
+        window = lines[start : start + len(wanted)]
+        indent = window[0][: len(window[0]) - len(window[0].lstrip())]
+        if all(
+            line.startswith(indent) and line[len(indent) :] == want
+            for line, want in zip(window, wanted, strict=True)
+        ):
+            return
+    pytest.fail(f"the README's excerpt of {path} is not in the file:\n{text}")
+
+
+def test_readme_first_python_example_is_the_quickstart() -> None:
+    first = re.search(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert first is not None
+    assert first.group(1) == (EXAMPLES / "quickstart.py").read_text()
+
+
+def test_the_testing_example_passes_as_a_users_test(tmp_path: Path) -> None:
+    # Outside this project's pytest configuration, as in an application's own suite.
+    options = ["-q", "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir", str(tmp_path)]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", *options, str(EXAMPLES / "test_orders_logging.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import subprocess
+import sys
 
 import watchtower_refresh
 
@@ -22,3 +24,13 @@ def test_every_module_declares_all_and_its_names_exist() -> None:
         assert isinstance(module.__all__, list), module_info.name
         for name in module.__all__:
             assert hasattr(module, name), f"{module_info.name}.{name}"
+
+
+def test_the_testing_module_is_imported_by_name_only() -> None:
+    # watchtower_refresh.testing needs moto; the package itself must not pull it in.
+    assert "testing" not in watchtower_refresh.__all__
+    code = "import sys, watchtower_refresh; print('moto' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "False"

@@ -29,7 +29,7 @@ from watchtower_refresh._failures import (
     permission_hint,
     setup_advice,
 )
-from watchtower_refresh._fake_aws import FakeAWS, Fault
+from watchtower_refresh.testing import FakeAWS, Fault
 
 Read = Callable[[str], list[str]]
 SERVICE_NOW = datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.timezone.utc)

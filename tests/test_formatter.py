@@ -82,7 +82,8 @@ def test_json_mode_puts_fields_at_top_level() -> None:
     }
     merged = json.loads(formatter.format(record({"event": "paid", "level": "info"}, None)))
     assert merged["event"] == "paid"
-    assert merged["level"] == "info"  # the message's own keys win
+    assert merged["level"] == "INFO"  # "info" says the same: not repeated
+    assert "msg_level" not in merged
     try:
         raise KeyError("missing")
     except KeyError:
@@ -119,3 +120,49 @@ def test_built_by_dict_config_with_positional_names() -> None:
     assert formatter is not None
     assert formatter.format(record()).startswith("2026-11-22T07:28:47.123+09:00 ")
     logging.getLogger("x").handlers.clear()
+
+
+def test_json_mode_keeps_its_own_fields_and_renames_colliding_keys() -> None:
+    formatter = LocalTimeFormatter(tz="UTC", as_json=True)
+    message = {"event": "paid", "level": "audit", "timestamp": "yesterday", "logger": "orders"}
+    document = json.loads(formatter.format(record(message, None, level="from-extra")))
+    assert document == {
+        "timestamp": "2026-11-21T22:28:47.123+00:00",
+        "level": "INFO",
+        "logger": "orders",  # the message's "orders" says the same: not repeated
+        "event": "paid",
+        "msg_level": "audit",
+        "msg_timestamp": "yesterday",
+    }
+    assert message["level"] == "audit"  # the message itself is untouched
+
+
+def test_json_mode_honours_add_log_record_attrs() -> None:
+    formatter = LocalTimeFormatter(
+        tz="UTC", as_json=True, add_log_record_attrs=["filename", "lineno", "msg"]
+    )
+    document = json.loads(formatter.format(record()))
+    assert document["filename"] == "test_formatter.py"
+    assert document["lineno"] == 7
+    assert document["message"] == "order 42 placed"
+    assert "msg" not in document
+    structured = json.loads(formatter.format(record({"order": 42}, None)))
+    assert structured["order"] == 42
+    assert structured["filename"] == "test_formatter.py"
+
+
+def test_text_mode_leaves_the_record_for_the_next_handler() -> None:
+    with_attrs = LocalTimeFormatter(add_log_record_attrs=("levelname",))
+    plain = LocalTimeFormatter("%(levelname)s %(message)s")
+    text_record = record()
+    assert json.loads(with_attrs.format(text_record)) == {
+        "msg": "order 42 placed",
+        "levelname": "INFO",
+    }
+    assert text_record.msg == "order %s placed"
+    assert plain.format(text_record) == "INFO order 42 placed"  # not a JSON string
+    message = {"order": 42}
+    dict_record = record(message, None)
+    assert json.loads(with_attrs.format(dict_record)) == {"order": 42, "levelname": "INFO"}
+    assert dict_record.msg is message
+    assert message == {"order": 42}

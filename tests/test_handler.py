@@ -30,7 +30,7 @@ from watchtower_refresh import (
     refreshable_session,
 )
 from watchtower_refresh._batching import MAX_BATCH_BYTES
-from watchtower_refresh._fake_aws import FakeAWS, FakeClock, Fault
+from watchtower_refresh.testing import FakeAWS, FakeClock, Fault
 
 Read = Callable[[str], list[str]]
 AHEAD = datetime.timedelta(seconds=800)

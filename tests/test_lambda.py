@@ -18,8 +18,8 @@ from watchtower_refresh import (
     flush_logs,
     flushing,
 )
-from watchtower_refresh._fake_aws import FakeAWS, Fault
 from watchtower_refresh._lambda import _budget
+from watchtower_refresh.testing import FakeAWS, Fault
 
 Read = Callable[[str], list[str]]
 

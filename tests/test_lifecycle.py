@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import watchtower_refresh._delivery
 from tests.conftest import ROLE_ARN, logger_for, run_python
 from watchtower_refresh import RefreshingCloudWatchLogHandler
-from watchtower_refresh._fake_aws import FakeAWS, Fault
+from watchtower_refresh.testing import FakeAWS, Fault
 
 Read = Callable[[str], list[str]]
 

@@ -90,6 +90,9 @@ def test_precreated_group_and_streams_need_only_put() -> None:
         ({"log_groups": []}, "at least one log group"),
         ({"region": "Europe"}, "region 'Europe' is invalid"),
         ({"account": "12345"}, "12-digit AWS account ID"),
+        ({"log_groups": ["/app/ordérs"]}, "A-Z, a-z, 0-9 and _-./#"),
+        # The handler refuses 31, so the policy for it must not pretend otherwise.
+        ({"log_group_retention_days": 31}, "log_group_retention_days must be one of 1, 3, 5"),
     ],
 )
 def test_invalid_input_names_the_rule(kwargs: dict[str, Any], match: str) -> None:

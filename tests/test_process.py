@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import logger_for
 from watchtower_refresh import _process
-from watchtower_refresh._fake_aws import FakeAWS
+from watchtower_refresh.testing import FakeAWS
 
 Read = Callable[[str], list[str]]
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import REGION, ROLE_ARN, log_from_threads
 from watchtower_refresh import RefreshingCloudWatchLogHandler, refreshable_session
-from watchtower_refresh._fake_aws import FakeAWS, FakeClock, Fault
+from watchtower_refresh.testing import FakeAWS, FakeClock, Fault
 
 Read = Callable[[str], list[str]]
 

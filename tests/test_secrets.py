@@ -18,7 +18,7 @@ import pytest
 import watchtower_refresh._demo as demo
 from tests.conftest import REGION, ROLE_ARN
 from watchtower_refresh import RefreshingCloudWatchLogHandler, refreshable_session
-from watchtower_refresh._fake_aws import FakeAWS, FakeClock, Fault
+from watchtower_refresh.testing import FakeAWS, FakeClock, Fault
 
 
 @pytest.fixture

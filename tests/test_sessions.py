@@ -15,8 +15,8 @@ from botocore.exceptions import ProfileNotFound
 
 from tests.conftest import REGION, logger_for
 from watchtower_refresh import refreshable_session
-from watchtower_refresh._fake_aws import FakeAWS
 from watchtower_refresh._sessions import new_session
+from watchtower_refresh.testing import FakeAWS
 
 Read = Callable[[str], list[str]]
 

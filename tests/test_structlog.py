@@ -17,7 +17,7 @@ from watchtower_refresh import (
     configure_logging,
     configure_structlog,
 )
-from watchtower_refresh._fake_aws import FakeAWS
+from watchtower_refresh.testing import FakeAWS
 
 Read = Callable[[str], list[str]]
 

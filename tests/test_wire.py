@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from tests.conftest import REGION, ROLE_ARN, run_python
 from watchtower_refresh import refreshable_session
-from watchtower_refresh._fake_aws import Captured, FakeAWS, FakeClock
 from watchtower_refresh._wire import build_body, install, put_events, wired
+from watchtower_refresh.testing import Captured, FakeAWS, FakeClock
 
 GROUP = "/wire/test"
 NOW = int(time.time() * 1000)

@@ -26,7 +26,15 @@ from botocore.exceptions import (
 from ._compat import credential_expiry
 from ._credentials import GLOBAL_STS_HOST, effective_region, regional_sts_client
 from ._exceptions import ConfigurationError
-from ._failures import DENIED_CODES, EXPIRED_CODES, UNRECOGNISED_CODES, error_code
+from ._failures import (
+    DENIED_CODES,
+    EXPIRED_CODES,
+    UNRECOGNISED_CODES,
+    Outcome,
+    classify,
+    error_code,
+    permission_hint,
+)
 from ._handler import RefreshingCloudWatchLogHandler
 from ._redact import redact
 
@@ -72,6 +80,8 @@ class CheckReport:
     written: bool = False
     read_back: bool | None = None
     note: str | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    """What the handler would warn about once and then deliver regardless."""
     problem: str | None = None
     exit_code: int = EXIT_OK
 
@@ -183,16 +193,41 @@ def _write_and_read_back(
     stream = f"watchtower-refresh-check/{platform.node() or 'host'}".replace(":", "-")
     report.log_stream = stream
     say(f"writing a test event to {group}")
+    # The handler's rules for set-up calls: "already exists" is success, and a refusal
+    # (access denied, invalid parameter) is warned about once while delivery goes on, since
+    # someone who holds the permission may have set the group up. So the put decides.
+    refused: list[ClientError] = []
+    tags = dict(handler.log_group_tags)
+    retention = handler.log_group_retention_days
     if handler.create_log_group:
-        _ignore_exists(lambda: logs.create_log_group(logGroupName=group))
+        _set_up(
+            lambda: logs.create_log_group(logGroupName=group, **({"tags": tags} if tags else {})),
+            refused,
+        )
+    if retention is not None:
+        _set_up(
+            lambda: logs.put_retention_policy(logGroupName=group, retentionInDays=retention),
+            refused,
+        )
     if handler.create_log_stream:
-        _ignore_exists(lambda: logs.create_log_stream(logGroupName=group, logStreamName=stream))
+        _set_up(lambda: logs.create_log_stream(logGroupName=group, logStreamName=stream), refused)
     message = f"watchtower-refresh check {uuid.uuid4()}"
-    logs.put_log_events(
-        logGroupName=group,
-        logStreamName=stream,
-        logEvents=[{"timestamp": int(time.time() * 1000), "message": message}],
-    )
+    try:
+        logs.put_log_events(
+            logGroupName=group,
+            logStreamName=stream,
+            logEvents=[{"timestamp": int(time.time() * 1000), "message": message}],
+        )
+    except ClientError as exc:
+        if refused and error_code(exc) == "ResourceNotFoundException":
+            raise refused[0] from exc  # the refusal is why the group or stream is missing
+        raise
+    for refusal in refused:
+        report.warnings.append(
+            f"{refusal.operation_name} was refused ({error_code(refusal)}: {_message(refusal)}); "
+            f"the handler warns once and delivers all the same; "
+            f"{permission_hint(refusal.operation_name)}"
+        )
     report.written = True
     say("reading it back")
     deadline = time.monotonic() + _READ_BACK_SECONDS
@@ -217,12 +252,15 @@ def _write_and_read_back(
         report.note = "the event was accepted; reading it back needs logs:GetLogEvents, not granted"
 
 
-def _ignore_exists(call: Callable[[], object]) -> None:
+def _set_up(call: Callable[[], object], refused: list[ClientError]) -> None:
     try:
         call()
     except ClientError as exc:
-        if (error_code(exc) or "") != "ResourceAlreadyExistsException":
+        if error_code(exc) in ("ResourceAlreadyExistsException", "OperationAbortedException"):
+            return
+        if classify(exc) is not Outcome.GIVE_UP:
             raise
+        refused.append(exc)
 
 
 def _explain(exc: Exception, report: CheckReport, options: Mapping[str, Any]) -> tuple[int, str]:

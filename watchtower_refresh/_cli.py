@@ -29,7 +29,7 @@ from . import __version__
 from ._check import EXIT_INVALID, EXIT_OK, CheckReport, run_check
 from ._config import HANDLER_PATH
 from ._exceptions import ConfigurationError
-from ._options import as_bool, as_int, as_tags
+from ._options import as_bool, as_retention_days, as_tags
 from ._policy import TRUSTED_SERVICES, caller_policy, permissions_policy, trust_policy
 from ._redact import redact
 
@@ -170,11 +170,7 @@ def _policy(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             account=args.account,
             create_log_group=_flag(args.create_log_group, options, "create_log_group"),
             create_log_stream=_flag(args.create_log_stream, options, "create_log_stream"),
-            log_group_retention_days=(
-                None
-                if retention in (None, "")
-                else as_int("--log-group-retention-days", retention, minimum=1)
-            ),
+            log_group_retention_days=as_retention_days("--log-group-retention-days", retention),
             log_group_tags=bool(as_tags("--log-group-tags", args.log_group_tags))
             or bool(as_tags("log_group_tags", options.get("log_group_tags"))),
         )
@@ -218,6 +214,7 @@ def _check(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             ("log group", report.log_group),
             ("test event", _describe_event(report)),
             ("note", report.note),
+            *(("warning", warning) for warning in report.warnings),
             (
                 "result",
                 "OK" if report.exit_code == EXIT_OK else f"FAILED (exit {report.exit_code})",
@@ -251,8 +248,11 @@ def _describe_event(report: CheckReport) -> str | None:
 def _demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     try:
         from ._demo import run_demo
-    except ImportError as exc:
-        print(f"watchtower-refresh demo: {exc}", file=sys.stderr)
+    except ImportError:  # watchtower_refresh.testing: moto's server is not installed
+        print(
+            "watchtower-refresh demo: needs the demo extra: pip install 'watchtower-refresh[demo]'",
+            file=sys.stderr,
+        )
         return EXIT_UNAVAILABLE
     print(
         f"Logging for {args.duration:g} s from {args.threads} threads; tokens live "
@@ -468,7 +468,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
 
     def out(text: str) -> None:
-        print(redact(text))
+        try:
+            print(redact(text), flush=True)
+        except BrokenPipeError:
+            # The reader left (`policy | head`): say nothing more, as other CLIs do. stdout
+            # points at /dev/null from here on, so the flush at exit cannot fail again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
 
     try:
         return _COMMANDS[args.command](args, out)

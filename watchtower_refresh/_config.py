@@ -1,8 +1,9 @@
 """``logging_config()`` and ``configure_logging()``: the common case as a ``dictConfig`` dict.
 
 The dict holds only strings, numbers, booleans, lists and dicts, so ``yaml.safe_dump`` and
-``json.dumps`` round-trip it, and the result configures the same thing. Every option also
-comes from an environment variable (``WATCHTOWER_REFRESH_<OPTION>``), so an ECS task
+``json.dumps`` round-trip it, and the result configures the same thing. Every option, and
+every handler option, also comes from an environment variable
+(``WATCHTOWER_REFRESH_<OPTION>``, e.g. ``WATCHTOWER_REFRESH_SEND_INTERVAL``), so an ECS task
 definition or a Lambda function can set them without code; arguments win over the
 environment. A misspelt argument or ``WATCHTOWER_REFRESH_*`` variable is an error.
 """
@@ -13,7 +14,9 @@ import inspect
 import logging
 import logging.config
 import os
-from collections.abc import Mapping
+import re
+import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._credentials import SessionOptions
@@ -22,7 +25,7 @@ from ._formatter import resolve_zone
 from ._handler import RefreshingCloudWatchLogHandler
 from ._options import LOG_GROUP_PATTERN, LOG_GROUP_RULE, as_bool, as_pairs, check_pattern
 
-__all__ = ["ENV_PREFIX", "configure_logging", "logging_config"]
+__all__ = ["ENV_PREFIX", "QUIET_LOGGERS", "configure_logging", "logging_config", "program_name"]
 
 ENV_PREFIX = "WATCHTOWER_REFRESH_"
 HANDLER_PATH = "watchtower_refresh.RefreshingCloudWatchLogHandler"
@@ -42,6 +45,9 @@ _OPTIONS = (
     "loggers",
 )
 _LEVELS = frozenset(("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"))
+# Chatty at INFO (botocore prints every credential lookup) and never the application's own
+# story: kept at WARNING unless ``loggers`` names them.
+QUIET_LOGGERS = {"botocore": "WARNING", "urllib3": "WARNING", "s3transfer": "WARNING"}
 # Handler options that have their own argument here (under another name) or that YAML
 # cannot carry; everything else of the handler's may go in handler_options.
 _NOT_IN_HANDLER_OPTIONS = frozenset(
@@ -73,7 +79,10 @@ def logging_config(
     Args:
         log_group: Log group name (required, here or in the environment).
         stream: Stream name template (watchtower's fields); default
-            ``{machine_name}/{program_name}/{process_id}``: one stream per process.
+            ``{machine_name}/<program>/{process_id}``, one stream per process, where
+            ``<program>`` is ``program_name()``: ``worker`` for ``/srv/worker.py``,
+            ``django`` for ``python -m django`` (watchtower's ``{program_name}`` is the
+            whole ``argv[0]`` path).
         role_arn: Role the handler assumes.
         profile: Profile of the shared config files.
         region: Region of CloudWatch Logs and STS.
@@ -83,8 +92,10 @@ def logging_config(
             level for CloudWatch Logs Insights).
         console: Also log to stderr; default true.
         loggers: Levels of other loggers: a mapping or ``name=LEVEL,name2=LEVEL``.
+            botocore, urllib3 and s3transfer are at WARNING unless named here.
         handler_options: More handler options (``send_interval``, ``log_group_retention_days``,
-            ...); strings and numbers only.
+            ...): strings, numbers and booleans, and a mapping for ``log_group_tags``. Each
+            may also come from ``WATCHTOWER_REFRESH_<OPTION>``; this argument wins.
         environ: Where to read ``WATCHTOWER_REFRESH_*`` from; default ``os.environ``.
 
     Raises:
@@ -102,7 +113,10 @@ def logging_config(
         "console": console,
         "loggers": loggers,
     }
-    options: dict[str, Any] = {**_from_environment(os.environ if environ is None else environ)}
+    from_environment, handler_from_environment = _from_environment(
+        os.environ if environ is None else environ
+    )
+    options: dict[str, Any] = dict(from_environment)
     options.update({name: value for name, value in given.items() if value is not None})
     group = options.get("log_group")
     if not group:
@@ -128,7 +142,7 @@ def logging_config(
         "formatter": "cloudwatch",
         "log_group_name": str(group),
         "log_stream_name": str(
-            options.get("stream") or "{machine_name}/{program_name}/{process_id}"
+            options.get("stream") or f"{{machine_name}}/{program_name()}/{{process_id}}"
         ),
     }
     for name, key in (
@@ -138,7 +152,7 @@ def logging_config(
     ):
         if options.get(name):
             handler[key] = str(options[name])
-    handler.update(_handler_options(handler_options or {}))
+    handler.update(_handler_options({**handler_from_environment, **(handler_options or {})}))
     handlers = ["cloudwatch"]
     config: dict[str, Any] = {
         "version": 1,
@@ -155,34 +169,99 @@ def logging_config(
             "stream": "ext://sys.stderr",
         }
         handlers.append("console")
-    levels = _logger_levels(options.get("loggers"))
-    if levels:
-        config["loggers"] = {name: {"level": lvl} for name, lvl in levels.items()}
+    levels = {**QUIET_LOGGERS, **_logger_levels(options.get("loggers"))}
+    config["loggers"] = {name: {"level": lvl} for name, lvl in levels.items()}
     return config
 
 
-def configure_logging(**options: Any) -> dict[str, Any]:
-    """Apply ``logging_config(**options)`` with ``logging.config.dictConfig``; return the dict.
+def configure_logging(
+    *,
+    log_group: str | None = None,
+    stream: str | None = None,
+    role_arn: str | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+    level: str | None = None,
+    tz: str | None = None,
+    format: str | None = None,
+    console: bool | str | None = None,
+    loggers: Mapping[str, str] | str | None = None,
+    handler_options: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Apply ``logging_config(...)`` with ``logging.config.dictConfig``; return the dict.
 
-    No network I/O: safe at import time and in Lambda's init phase.
+    Takes exactly ``logging_config``'s arguments (see there). No network I/O: safe at
+    import time and in Lambda's init phase.
+
+    Raises:
+        ConfigurationError: An option is missing, misspelt or invalid.
     """
-    config = logging_config(**options)
+    config = logging_config(
+        log_group=log_group,
+        stream=stream,
+        role_arn=role_arn,
+        profile=profile,
+        region=region,
+        level=level,
+        tz=tz,
+        format=format,
+        console=console,
+        loggers=loggers,
+        handler_options=handler_options,
+        environ=environ,
+    )
     logging.config.dictConfig(config)
     return config
 
 
-def _from_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    found = {}
+def program_name(argv: Sequence[str] | None = None) -> str:
+    """A short, readable name for the running program, for stream names.
+
+    ``/srv/app/worker.py`` gives ``worker``; ``python -m django`` (``.../django/__main__.py``)
+    gives ``django``; a console script such as ``/venv/bin/uvicorn`` gives ``uvicorn``;
+    ``python -c`` or an interactive session gives ``python``. Characters other than letters,
+    digits, ``.``, ``_`` and ``-`` become ``-``, so the name is safe in a stream template.
+    """
+    args = sys.argv if argv is None else argv
+    path = (args[0] if args else "").replace("\\", "/").rstrip("/")
+    parts = [part for part in path.split("/") if part]
+    if not parts or parts[-1] in ("-c", "-m", "-"):
+        return "python"
+    name = parts[-1]
+    if name in ("__main__.py", "__main__") and len(parts) > 1:
+        name = parts[-2]  # python -m package
+    name = name.removesuffix(".py").removesuffix(".pyz")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    return name[:100] or "python"
+
+
+def _from_environment(environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Split ``WATCHTOWER_REFRESH_*`` into this function's options and handler options."""
+    handler_names = _handler_option_names()
+    found: dict[str, str] = {}
+    for_handler: dict[str, str] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
         option = name[len(ENV_PREFIX) :].lower()
-        if option not in _OPTIONS:
-            known = ", ".join(f"{ENV_PREFIX}{o.upper()}" for o in _OPTIONS)
+        if option in _OPTIONS:
+            found[option] = value
+        elif option in handler_names:
+            for_handler[option] = value
+        else:
+            known = ", ".join(
+                f"{ENV_PREFIX}{o.upper()}" for o in (*_OPTIONS, *sorted(handler_names))
+            )
             message = f"unknown environment variable {name}; known: {known}"
             raise ConfigurationError(message)
-        found[option] = value
-    return found
+    return found, for_handler
+
+
+def _handler_option_names() -> frozenset[str]:
+    """The handler's options that ``handler_options`` (and the environment) may carry."""
+    known = set(inspect.signature(RefreshingCloudWatchLogHandler.__init__).parameters)
+    return frozenset(known - _NOT_IN_HANDLER_OPTIONS)
 
 
 def _level(name: str, value: object) -> str:
@@ -205,8 +284,7 @@ def _logger_levels(value: object) -> dict[str, str]:
 
 
 def _handler_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    known = set(inspect.signature(RefreshingCloudWatchLogHandler.__init__).parameters)
-    allowed = known - _NOT_IN_HANDLER_OPTIONS
+    allowed = _handler_option_names()
     unknown = sorted(set(options) - allowed)
     if unknown:
         message = (
@@ -214,9 +292,17 @@ def _handler_options(options: Mapping[str, Any]) -> dict[str, Any]:
             "(the credential and naming options have arguments of their own)"
         )
         raise ConfigurationError(message)
+    plain: dict[str, Any] = {}
     for name, value in options.items():
-        if not isinstance(value, (str, int, float, bool)):
+        if name == "log_group_tags" and isinstance(value, Mapping):
+            plain[name] = {str(key): str(tag) for key, tag in value.items()}
+        elif isinstance(value, (str, int, float, bool)):
+            plain[name] = value
+        else:
             kind = type(value).__name__
-            message = f"handler_options[{name!r}] must be a string or a number, not {kind}"
+            message = (
+                f"handler_options[{name!r}] must be a string, a number or a boolean "
+                f"(a mapping for log_group_tags), not {kind}"
+            )
             raise ConfigurationError(message)
-    return dict(options)
+    return plain

@@ -21,8 +21,8 @@ from typing import Any
 
 import boto3
 
-from ._fake_aws import FakeAWS, read_messages
 from ._handler import RefreshingCloudWatchLogHandler
+from .testing import FakeAWS, read_messages
 
 __all__ = ["DemoResult", "demo_logging_config", "run_demo"]
 

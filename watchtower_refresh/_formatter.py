@@ -14,13 +14,16 @@ import watchtower
 from ._exceptions import ConfigurationError
 from ._options import as_bool, as_callable
 
-__all__ = ["LocalTimeFormatter", "format_timestamp", "resolve_zone"]
+__all__ = ["RESERVED_FIELDS", "LocalTimeFormatter", "format_timestamp", "resolve_zone"]
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _RECORD_ATTRIBUTES = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
     | {"message", "asctime", "taskName"}
 )
+# The fields as_json writes about the record itself; nothing a message carries replaces them.
+RESERVED_FIELDS = ("timestamp", "level", "logger")
+RENAMED_PREFIX = "msg_"
 
 
 def resolve_zone(tz: str | datetime.tzinfo | None) -> datetime.tzinfo | None:
@@ -81,9 +84,16 @@ class LocalTimeFormatter(watchtower.CloudWatchLogFormatter):
             ``ConfigurationError`` here, when logging is configured.
         as_json: Format every record as one JSON object with ``timestamp``, ``level``,
             ``logger`` and ``message`` (the keys of a dict message, and ``extra=`` fields,
-            at top level), which CloudWatch Logs Insights sees as fields.
+            at top level), which CloudWatch Logs Insights sees as fields. ``timestamp``,
+            ``level`` and ``logger`` always describe the record: a dict-message key or an
+            ``extra=`` field of the same name is written as ``msg_<name>`` instead, unless
+            it says the same thing (the same value; for ``level``, in any case), when it is
+            left out.
         json_serialize_default: ``default`` for ``json.dumps``, or its dotted path.
-        add_log_record_attrs: watchtower's option: record attributes added to dict messages.
+        add_log_record_attrs: watchtower's option: record attributes (``filename``,
+            ``process``...) added to dict messages, in text and in JSON mode. In text mode a
+            plain message becomes ``{"msg": ...}`` with them, as in watchtower. The record
+            itself is never changed, so another handler sees the message as logged.
     """
 
     def __init__(
@@ -118,23 +128,56 @@ class LocalTimeFormatter(watchtower.CloudWatchLogFormatter):
         return format_timestamp(record.created, self.zone, datefmt)
 
     def format(self, record: logging.LogRecord) -> str:
-        """Format ``record`` as text, or as one JSON object with ``as_json``."""
-        if not self.as_json:
-            return str(super().format(record))  # type: ignore[no-untyped-call]
+        """Format ``record`` as text, or as one JSON object with ``as_json``.
+
+        Unlike watchtower's formatter, this one never assigns to ``record.msg``.
+        """
+        if self.as_json:
+            return self._format_json(record)
+        message = record.msg
+        if self.add_log_record_attrs:
+            document = (
+                dict(message) if isinstance(message, Mapping) else {"msg": record.getMessage()}
+            )
+            for name in self.add_log_record_attrs:
+                if name != "msg":
+                    document[name] = getattr(record, name, None)
+            return json.dumps(document, default=self.json_serialize_default)
+        if isinstance(message, Mapping):
+            return json.dumps(message, default=self.json_serialize_default)
+        return logging.Formatter.format(self, record)
+
+    def _format_json(self, record: logging.LogRecord) -> str:
         document: dict[str, Any] = {
             "timestamp": self.formatTime(record, self.datefmt),
             "level": record.levelname,
             "logger": record.name,
         }
+        fields: dict[str, Any] = {}
         if isinstance(record.msg, Mapping):
-            document.update(record.msg)
+            fields.update(record.msg)
         else:
             document["message"] = record.getMessage()
+        for name in self.add_log_record_attrs or ():
+            if name != "msg":
+                fields.setdefault(name, getattr(record, name, None))
         for key, value in vars(record).items():
-            if key not in _RECORD_ATTRIBUTES and key not in document:
-                document[key] = value
+            if key not in _RECORD_ATTRIBUTES:
+                fields.setdefault(key, value)
+        for key, value in fields.items():
+            if key in RESERVED_FIELDS:
+                if _same(key, document[key], value):
+                    continue
+                key = RENAMED_PREFIX + key
+            document.setdefault(key, value)
         if record.exc_info:
             document.setdefault("exception", self.formatException(record.exc_info))
         if record.stack_info:
             document.setdefault("stack", self.formatStack(record.stack_info))
         return json.dumps(document, default=self.json_serialize_default, ensure_ascii=False)
+
+
+def _same(key: str, ours: str, theirs: object) -> bool:
+    if key == "level" and isinstance(theirs, str):
+        return ours == theirs.upper()
+    return ours == theirs

@@ -70,6 +70,7 @@ from ._options import (
     as_float,
     as_int,
     as_optional_str,
+    as_retention_days,
     as_tags,
     check_pattern,
 )
@@ -100,9 +101,6 @@ DEFAULT_QUEUE_MAX_EVENTS = 100_000
 DEFAULT_QUEUE_MAX_BYTES = 64 * 1024 * 1024
 MAX_IN_FLIGHT = 8
 """Most batches a handler sends at once, each to a different stream."""
-RETENTION_DAYS = frozenset(
-    (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557)
-) | frozenset((2922, 3288, 3653))
 # Loggers of the libraries that deliver: their records while we send are never handled.
 _DELIVERY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "watchtower_refresh")
 _DEFAULT_FORMATTER = logging.Formatter()
@@ -278,7 +276,9 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         self.create_log_group = as_bool("create_log_group", create_log_group)
         self.create_log_stream = as_bool("create_log_stream", create_log_stream)
         self.log_group_tags = as_tags("log_group_tags", log_group_tags)
-        self.log_group_retention_days = self._check_retention(log_group_retention_days)
+        self.log_group_retention_days = as_retention_days(
+            "log_group_retention_days", log_group_retention_days
+        )
         self.queue_max_events = as_int("queue_max_events", queue_max_events, minimum=1)
         self.queue_max_bytes = as_int(
             "queue_max_bytes", queue_max_bytes, minimum=self.max_message_size
@@ -312,17 +312,6 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         hook_multiprocessing()
 
     # ----------------------------------------------------------------- validation
-
-    @staticmethod
-    def _check_retention(value: int | str | None) -> int | None:
-        if value is None or value == "":
-            return None
-        days = as_int("log_group_retention_days", value, minimum=1)
-        if days not in RETENTION_DAYS:
-            allowed = ", ".join(str(day) for day in sorted(RETENTION_DAYS))
-            message = f"log_group_retention_days must be one of {allowed}, not {days}"
-            raise ConfigurationError(message)
-        return days
 
     def _make_session_factory(
         self,

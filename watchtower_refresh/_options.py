@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,22 +19,39 @@ from ._exceptions import ConfigurationError
 __all__ = [
     "LOG_GROUP_PATTERN",
     "LOG_GROUP_RULE",
+    "LOG_STREAM_PATTERN",
+    "LOG_STREAM_RULE",
+    "RETENTION_DAYS",
     "ROLE_ARN_PATTERN",
     "ROLE_ARN_RULE",
+    "ROLE_SESSION_NAME_PATTERN",
+    "ROLE_SESSION_NAME_RULE",
     "as_bool",
     "as_callable",
     "as_float",
     "as_int",
     "as_optional_str",
     "as_pairs",
+    "as_retention_days",
     "as_tags",
     "check_pattern",
 ]
 
-LOG_GROUP_PATTERN = r"[\w\-./#]{1,512}"
-LOG_GROUP_RULE = "1 to 512 characters of letters, digits and _-./#"
-ROLE_ARN_PATTERN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"
-ROLE_ARN_RULE = "expected arn:aws:iam::<12-digit account>:role/<name>"
+# The character sets AWS documents, spelt out: Python's \w would also accept any Unicode
+# letter or digit, which the services refuse. check_pattern matches with re.ASCII as well.
+LOG_GROUP_PATTERN = r"[._/#A-Za-z0-9-]{1,512}"
+LOG_GROUP_RULE = "1 to 512 characters of A-Z, a-z, 0-9 and _-./#"
+LOG_STREAM_PATTERN = r"[^:*]{1,512}"
+LOG_STREAM_RULE = "1 to 512 characters, none of them ':' or '*'"
+# IAM role names and paths, and STS RoleSessionName: [\w+=,.@-], ASCII only.
+ROLE_ARN_PATTERN = r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}"
+ROLE_ARN_RULE = "expected arn:aws:iam::<12-digit account>:role/<name of A-Za-z0-9_+=,.@->"
+ROLE_SESSION_NAME_PATTERN = r"[A-Za-z0-9_+=,.@-]{2,64}"
+ROLE_SESSION_NAME_RULE = "2 to 64 characters of A-Z, a-z, 0-9 and _+=,.@-"
+# Retention periods PutRetentionPolicy accepts, in days.
+RETENTION_DAYS = frozenset(
+    (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557)
+) | frozenset((2922, 3288, 3653))
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -83,7 +101,7 @@ def as_float(name: str, value: object, *, minimum: float, maximum: float | None 
             number = None
     if (
         number is None
-        or number != number  # NaN
+        or not math.isfinite(number)  # inf would overflow a timeout; nan compares false
         or number < minimum
         or (maximum is not None and number > maximum)
     ):
@@ -105,11 +123,29 @@ def as_optional_str(name: str, value: object) -> str | None:
 
 
 def check_pattern(name: str, value: str, pattern: str, rule: str) -> str:
-    """Return ``value`` if it matches ``pattern`` in full; else raise, quoting ``rule``."""
-    if not re.fullmatch(pattern, value):
+    """Return ``value`` if it matches ``pattern`` in full; else raise, quoting ``rule``.
+
+    Matched with ``re.ASCII``: ``\\w`` and ``\\d`` mean what AWS's documentation means.
+    """
+    if not re.fullmatch(pattern, value, flags=re.ASCII):
         message = f"{name} {value!r} is invalid: {rule}"
         raise ConfigurationError(message)
     return value
+
+
+def as_retention_days(name: str, value: object) -> int | None:
+    """Return a log group retention in days, one of ``RETENTION_DAYS``; None for none or "".
+
+    Shared by the handler and ``watchtower-refresh policy``, so both accept the same values.
+    """
+    if value is None or value == "":
+        return None
+    days = as_int(name, value, minimum=1)
+    if days not in RETENTION_DAYS:
+        allowed = ", ".join(str(day) for day in sorted(RETENTION_DAYS))
+        message = f"{name} must be one of {allowed}, not {days}"
+        raise ConfigurationError(message)
+    return days
 
 
 def as_pairs(name: str, text: str, form: str) -> dict[str, str]:

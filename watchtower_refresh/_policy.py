@@ -16,6 +16,7 @@ from ._options import (
     LOG_GROUP_RULE,
     ROLE_ARN_PATTERN,
     ROLE_ARN_RULE,
+    as_retention_days,
     check_pattern,
 )
 
@@ -75,7 +76,8 @@ def permissions_policy(
         account: 12-digit account ID of the groups.
         create_log_group: The handler creates missing groups (``logs:CreateLogGroup``).
         create_log_stream: The handler creates streams (``logs:CreateLogStream``).
-        log_group_retention_days: Set: the handler sets retention (``logs:PutRetentionPolicy``).
+        log_group_retention_days: Set: the handler sets retention (``logs:PutRetentionPolicy``);
+            one of the values the handler accepts, in days.
         log_group_tags: The handler tags the groups (``logs:TagResource``).
 
     Raises:
@@ -86,6 +88,7 @@ def permissions_policy(
         raise ConfigurationError(message)
     for name in log_groups:
         check_pattern("log group name", name, LOG_GROUP_PATTERN, LOG_GROUP_RULE)
+    as_retention_days("log_group_retention_days", log_group_retention_days)
     prefix = f"arn:{partition_for(check_region(region))}:logs:{region}:{check_account(account)}"
     groups = sorted(set(log_groups))
     statements: list[dict[str, Any]] = []

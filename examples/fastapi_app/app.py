@@ -4,9 +4,10 @@ Run it with uvicorn's ``log_config`` (uvicorn applies it with ``dictConfig``):
 
     uvicorn app:app --log-config log_config.yaml
 
-The middleware puts the request id (``X-Request-ID`` or a new one) in a context variable;
-``RequestIdFilter`` copies it onto every record, and the JSON formatter writes it as a field:
-``fields @timestamp, level, message, request_id`` in CloudWatch Logs Insights.
+``RequestIdMiddleware`` puts the request id (``X-Request-ID`` or a new one) in a context
+variable for the whole exchange, response included; ``RequestIdFilter`` copies it onto every
+record, and the JSON formatter writes it as a field: ``fields @timestamp, level, message,
+request_id`` in CloudWatch Logs Insights.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from __future__ import annotations
 import contextvars
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 logger = logging.getLogger("orders")
-app = FastAPI()
 
 
 class RequestIdFilter(logging.Filter):
@@ -31,18 +32,38 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-@app.middleware("http")
-async def assign_request_id(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    """Bind a request id for the duration of the request and echo it in the response."""
-    token = request_id.set(request.headers.get("x-request-id") or uuid.uuid4().hex)
-    try:
-        response = await call_next(request)
-        response.headers["x-request-id"] = request_id.get()
-        return response
-    finally:
-        request_id.reset(token)
+class RequestIdMiddleware:
+    """Bind a request id until the response is sent, and echo it in ``X-Request-ID``.
+
+    A pure ASGI middleware rather than ``@app.middleware("http")``: uvicorn writes its
+    access-log record while the response is being sent, after such a middleware's
+    ``call_next`` has returned and reset the variable. Here the variable is reset only once
+    the application, response and access log included, is done with the request.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        current = Headers(scope=scope).get("x-request-id") or uuid.uuid4().hex
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("x-request-id", current)
+            await send(message)  # uvicorn logs the access line in here
+
+        token = request_id.set(current)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id.reset(token)
+
+
+app = FastAPI()
+app.add_middleware(RequestIdMiddleware)
 
 
 @app.get("/orders/{order_id}")

@@ -1,13 +1,37 @@
-"""A local stand-in for AWS: moto's server on loopback behind a fault injector.
+"""A local stand-in for AWS in your own tests: moto's server on loopback behind a fault injector.
 
 moto never rejects an expired session token, so ``FaultInjector`` (WSGI middleware around
 moto's app) does what AWS does: it rewrites each AssumeRole answer's ``Expiration`` by its
 own clock and answers ``ExpiredTokenException`` (Logs) or ``ExpiredToken`` (STS) once a
 token has passed it. It also injects throttling, 5xx answers, connection resets, access
-denials and delays on demand, and counts every request by action.
+denials and delays on demand, and counts every request by action. Binds 127.0.0.1 only.
 
-Used by the test suite and by ``watchtower-refresh demo``; needs the ``demo`` extra
-(``pip install 'watchtower-refresh[demo]'``). Binds 127.0.0.1 only.
+Needs the ``testing`` extra (``pip install 'watchtower-refresh[testing]'``); importing this
+module without it raises ``ImportError`` naming the extra. It is not re-exported by
+``watchtower_refresh``: import it as ``watchtower_refresh.testing``. A pytest fixture::
+
+    import boto3
+    import pytest
+    from watchtower_refresh import RefreshingCloudWatchLogHandler
+    from watchtower_refresh.testing import FakeAWS, Fault, read_messages
+
+    @pytest.fixture
+    def aws(monkeypatch):
+        with FakeAWS() as server:
+            for name, value in server.environment("eu-west-1").items():
+                monkeypatch.setenv(name, value)  # every boto3 client now goes to loopback
+            yield server
+
+    def test_orders_are_logged(aws):
+        aws.injector.add_fault(Fault("ThrottlingException", action="PutLogEvents", times=2))
+        role = "arn:aws:iam::123456789012:role/logs"
+        handler = RefreshingCloudWatchLogHandler("/app/orders", role_arn=role)
+        ...
+        handler.close()
+        logs = boto3.client("logs", endpoint_url=aws.endpoint_url)
+        assert list(read_messages(logs, "/app/orders")) == [...]
+
+The same machinery drives ``watchtower-refresh demo`` and this package's own test suite.
 """
 
 from __future__ import annotations
@@ -30,6 +54,15 @@ from urllib.parse import parse_qs
 
 from ._credentials import Clock
 
+_EXTRA_MESSAGE = (
+    "watchtower_refresh.testing needs moto's server: pip install 'watchtower-refresh[testing]'"
+)
+try:
+    import moto  # noqa: F401  # only to fail here, with the extra's name, when it is missing
+    import werkzeug.serving
+except ImportError as exc:
+    raise ImportError(_EXTRA_MESSAGE) from exc
+
 __all__ = ["Captured", "FakeAWS", "FakeClock", "Fault", "FaultInjector", "read_messages"]
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -37,20 +70,36 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 _JSON_TYPE = "application/x-amz-json-1.1"
 
 
-def _require_moto() -> Any:
-    try:
-        from moto.moto_server.werkzeug_app import (
-            DomainDispatcherApplication,
-            MotoRequestHandler,
-            create_backend_app,
-        )
-        from werkzeug.serving import make_server
-    except ImportError:  # pragma: no cover - depends on the environment
-        message = (
-            "the local AWS stand-in needs moto's server: pip install 'watchtower-refresh[demo]'"
-        )
-        raise ImportError(message) from None
-    return DomainDispatcherApplication, MotoRequestHandler, create_backend_app, make_server
+# moto private API. moto's public ThreadedMotoServer cannot put middleware in front of its
+# app, so these functions build what it builds, from moto's internals. Everything
+# else in this module uses moto only over HTTP, as any AWS client would. Each assumption is
+# checked by tests/test_testing.py, which fails loudly when a moto upgrade breaks one.
+
+
+def _moto_wsgi_app() -> WSGIApp:
+    """moto's WSGI application, dispatching every service by host and request, as its server's."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    app: WSGIApp = DomainDispatcherApplication(create_backend_app)
+    return app
+
+
+def _moto_request_handler() -> type[werkzeug.serving.WSGIRequestHandler]:
+    """The request handler class moto's server gives werkzeug (it keeps request headers' case)."""
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    handler: type[werkzeug.serving.WSGIRequestHandler] = MotoRequestHandler
+    return handler
+
+
+def _is_moto_control(path: str) -> bool:
+    """True for moto's own HTTP controls (``/moto-api/...``), which are never faulted."""
+    return path.startswith("/moto-api/")
+
+
+def _moto_reset_path() -> str:
+    """The path of moto's HTTP control that forgets every resource of every backend."""
+    return "/moto-api/reset"
 
 
 class FakeClock:
@@ -195,7 +244,7 @@ class FaultInjector:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         """Serve one request: inject a fault, judge the token, or pass it to moto."""
-        if str(environ.get("PATH_INFO", "")).startswith("/moto-api/"):
+        if _is_moto_control(str(environ.get("PATH_INFO", ""))):
             return self._app(environ, start_response)  # moto's own controls: never faulted
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
@@ -352,17 +401,16 @@ class FakeAWS:
     def __init__(
         self, *, clock: Clock | None = None, token_lifetime: float | None = None, seed: int = 0
     ) -> None:
-        dispatcher, handler, create_backend_app, make_server = _require_moto()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.injector = FaultInjector(
-            dispatcher(create_backend_app), clock=clock, token_lifetime=token_lifetime, seed=seed
+            _moto_wsgi_app(), clock=clock, token_lifetime=token_lifetime, seed=seed
         )
-        self._server = make_server(
-            "127.0.0.1", 0, self.injector, threaded=True, request_handler=handler
+        self._server = werkzeug.serving.make_server(
+            "127.0.0.1", 0, self.injector, threaded=True, request_handler=_moto_request_handler()
         )
-        self._server.handle_error = lambda request, address: None  # resets are on purpose
-        host, port = self._server.server_address[:2]
-        self.endpoint_url = f"http://{host}:{port}"
+        # Resets are injected on purpose: socketserver would print each one's traceback.
+        self._server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+        self.endpoint_url = f"http://{self._server.host}:{self._server.port}"
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="fake-aws", daemon=True
         )
@@ -382,7 +430,7 @@ class FakeAWS:
     def reset(self) -> None:
         """Forget every resource moto holds and every fault and count of the injector."""
         self.injector.reset()
-        url = f"{self.endpoint_url}/moto-api/reset"  # always http://127.0.0.1:<port>
+        url = f"{self.endpoint_url}{_moto_reset_path()}"  # always http://127.0.0.1:<port>
         request = urllib.request.Request(url, method="POST")  # noqa: S310
         with urllib.request.urlopen(request, timeout=10):  # noqa: S310
             pass
