@@ -76,6 +76,7 @@ from ._options import (
     check_pattern,
 )
 from ._redact import install_redaction, redact
+from ._shutdown import arrange as arrange_shutdown
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
@@ -104,41 +105,6 @@ _live: weakref.WeakSet[RefreshingCloudWatchLogHandler] = weakref.WeakSet()
 def live_handlers() -> list[RefreshingCloudWatchLogHandler]:
     """Every handler of this class alive in this process."""
     return list(_live)
-
-
-class _ForkToken:
-    """What multiprocessing's after-fork registry holds a weak reference to."""
-
-
-_FORK_TOKEN = _ForkToken()
-
-
-def _close_live_handlers() -> None:
-    for handler in live_handlers():
-        handler.close()
-
-
-# multiprocessing, and billiard (its fork in Celery's prefork pool): same after-fork API.
-_MULTIPROCESSING_UTILS = ("multiprocessing.util", "billiard.util")
-_hooked: set[str] = set()
-
-
-def _register_multiprocessing_hook() -> None:
-    """Ask multiprocessing to close our handlers when a forked child of its own ends.
-
-    Such a child ends with ``os._exit``, which skips logging's exit hook; its finalizers
-    still run first, so one of them delivers what the child queued. Registered once per
-    module: the registry would otherwise grow with every handler.
-    """
-    for name in _MULTIPROCESSING_UTILS:
-        util = sys.modules.get(name)
-        if util is not None and name not in _hooked:
-            _hooked.add(name)
-
-            def after_fork(token: object, util: Any = util) -> None:
-                util.Finalize(None, _close_live_handlers, exitpriority=10)
-
-            util.register_after_fork(_FORK_TOKEN, after_fork)
 
 
 def _holds_logging_lock() -> bool:
@@ -271,6 +237,9 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             waits for delivery, and that a record waits in ``use_queues=False`` mode.
             Default 10.
         level: The handler's level.
+        handle_signals: True (the default) installs, from the main thread, a SIGTERM
+            handler that delivers every handler's records (within 8 seconds) before the
+            process ends as it would have; False leaves SIGTERM alone.
     """
 
     def __init__(
@@ -304,6 +273,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         queue_max_bytes: int | str = DEFAULT_QUEUE_MAX_BYTES,
         flush_timeout: float | str = 10.0,
         level: int | str = logging.NOTSET,
+        handle_signals: bool | str = True,
     ) -> None:
         # watchtower's __init__ builds a client and calls AWS; only logging's runs here.
         logging.Handler.__init__(self, level)
@@ -343,6 +313,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             "queue_max_bytes", queue_max_bytes, minimum=self.max_message_size
         )
         self.flush_timeout = as_float("flush_timeout", flush_timeout, minimum=0.0)
+        self.handle_signals = as_bool("handle_signals", handle_signals)
         self.region_name = as_optional_str("region_name", region_name)
         self.endpoint_url = as_optional_str("endpoint_url", endpoint_url)
         serializer = as_callable("json_serialize_default", json_serialize_default)
@@ -367,7 +338,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         self._stream_uses_thread = "thread_name" in fields
         self._reset_state()
         _live.add(self)
-        _register_multiprocessing_hook()
+        arrange_shutdown(live_handlers, handle_signals=self.handle_signals)
 
     # ----------------------------------------------------------------- validation
 
