@@ -40,6 +40,7 @@ _OPTIONS = (
     "format",
     "console",
     "loggers",
+    "handle_signals",
 )
 _LEVELS = frozenset(("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"))
 # Handler options that have their own argument here (under another name) or that YAML
@@ -62,6 +63,7 @@ def logging_config(
     format: str | None = None,
     console: bool | str | None = None,
     loggers: Mapping[str, str] | str | None = None,
+    handle_signals: bool | str | None = None,
     handler_options: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -83,6 +85,7 @@ def logging_config(
             level for CloudWatch Logs Insights).
         console: Also log to stderr; default true.
         loggers: Levels of other loggers: a mapping or ``name=LEVEL,name2=LEVEL``.
+        handle_signals: Deliver on SIGTERM before the process ends; default true.
         handler_options: More handler options (``send_interval``, ``log_group_retention_days``,
             ...); strings and numbers only.
         environ: Where to read ``WATCHTOWER_REFRESH_*`` from; default ``os.environ``.
@@ -101,6 +104,7 @@ def logging_config(
         "format": format,
         "console": console,
         "loggers": loggers,
+        "handle_signals": handle_signals,
     }
     options: dict[str, Any] = {**_from_environment(os.environ if environ is None else environ)}
     options.update({name: value for name, value in given.items() if value is not None})
@@ -138,6 +142,8 @@ def logging_config(
     ):
         if options.get(name):
             handler[key] = str(options[name])
+    if "handle_signals" in options:
+        handler["handle_signals"] = as_bool("handle_signals", options["handle_signals"])
     handler.update(_handler_options(handler_options or {}))
     handlers = ["cloudwatch"]
     config: dict[str, Any] = {
