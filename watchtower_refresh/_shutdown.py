@@ -4,7 +4,7 @@ Records wait in memory for up to ``send_interval`` seconds. A clean interpreter 
 them (logging's exit hook closes every handler), but several common endings skip that hook:
 
 - Python's default SIGTERM action ends the process at once (``docker stop``, ECS, Kubernetes).
-  ``install_signal_handler`` puts a handler in front that delivers within ``SHUTDOWN_BUDGET``
+  ``install_sigterm_handler`` puts a handler in front that delivers within ``SHUTDOWN_BUDGET``
   seconds and then does what would have happened without it: it calls the application's own
   handler, or ends the process as the default action does (killed by SIGTERM, status 143),
   also when the process is PID 1 of its namespace, where the default action does nothing.
@@ -39,7 +39,7 @@ from typing import Any, Protocol
 __all__ = [
     "SHUTDOWN_BUDGET",
     "arrange",
-    "install_signal_handler",
+    "install_sigterm_handler",
     "settle",
 ]
 
@@ -91,7 +91,7 @@ def arrange(live: Callable[[], Sequence[_Handler]], *, handle_signals: bool = Tr
     _hook_multiprocessing()
     _hook_celery(may_import=True)
     if handle_signals:
-        install_signal_handler()
+        install_sigterm_handler()
 
 
 # --------------------------------------------------------------------------- SIGTERM
@@ -127,12 +127,18 @@ class _OnSigterm:
         return f"<watchtower_refresh SIGTERM handler, then {self.previous!r}>"
 
 
-def install_signal_handler() -> bool:
-    """Put our SIGTERM handler in front of the current one, from the main thread only.
+def install_sigterm_handler() -> bool:
+    """Deliver every handler's records on SIGTERM, then let the signal do what it did.
 
-    Idempotent. The current handler is kept and called after delivery: the application's
-    own handler, whether it was installed before this call or (on a later call) after an
-    earlier one. ``SIG_IGN``, and a handler not installed from Python, are left alone.
+    Every handler's constructor calls this (unless ``handle_signals=False``); call it
+    yourself where a framework resets SIGTERM after logging is configured, such as
+    gunicorn's uvicorn worker with ``--preload`` (in a ``post_worker_init`` hook).
+
+    Works from the main thread only, and is idempotent. The current handler is kept and
+    called after delivery: the application's own handler, whether it was installed before
+    this call or (on a later call) after an earlier one. With the default action, the
+    process then ends as it would have (status 143, PID 1 included). ``SIG_IGN``, and a
+    handler not installed from Python, are left alone.
 
     Returns:
         True if our handler is the current one.
