@@ -171,6 +171,7 @@ def numbered(got: list[str]) -> set[int]:
         ("after", -signal.SIGTERM, True),  # the application's handler chains to ours
     ],
 )
+@pytest.mark.slow
 def test_sigterm_delivers_everything_logged_before_it(
     aws: FakeAWS, messages: Read, mode: str, status: int, application_handler_ran: bool
 ) -> None:
@@ -187,6 +188,7 @@ def test_sigterm_delivers_everything_logged_before_it(
     assert "records not delivered" not in err
 
 
+@pytest.mark.slow
 def test_an_ignored_sigterm_is_still_ignored_by_the_program(aws: FakeAWS, messages: Read) -> None:
     group = "/svc/sigterm-ignored"
     with started([sys.executable, WORKER, group, "ignore"], environment(aws)) as process:
@@ -201,6 +203,7 @@ def test_an_ignored_sigterm_is_still_ignored_by_the_program(aws: FakeAWS, messag
     assert numbered(messages(group)) == set(range(last + 1))
 
 
+@pytest.mark.slow
 def test_handle_signals_false_opts_out(aws: FakeAWS) -> None:
     group = "/svc/sigterm-opt-out"
     with started([sys.executable, WORKER, group, "opt-out"], environment(aws)) as process:
@@ -212,6 +215,7 @@ def test_handle_signals_false_opts_out(aws: FakeAWS) -> None:
     assert process.returncode == -signal.SIGTERM
 
 
+@pytest.mark.slow
 def test_records_the_budget_cannot_deliver_are_reported_on_stderr(aws: FakeAWS) -> None:
     aws.injector.add_fault(Fault(code="", action="PutLogEvents", delay=15))
     group = "/svc/sigterm-stuck"
@@ -240,6 +244,7 @@ def _can_unshare() -> bool:
     return probe.returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not _can_unshare(), reason="no PID namespace here (unshare --pid needs CAP_SYS_ADMIN)"
 )
