@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
@@ -25,7 +26,11 @@ import pytest
 
 from tests.conftest import logger_for
 from tests.shutdown_harness import APPS, environment, finish, started
-from watchtower_refresh import RefreshingCloudWatchLogHandler, install_sigterm_handler
+from watchtower_refresh import (
+    ConfigurationError,
+    RefreshingCloudWatchLogHandler,
+    install_sigterm_handler,
+)
 from watchtower_refresh import _shutdown as shutdown
 from watchtower_refresh._config import logging_config
 from watchtower_refresh._fake_aws import FakeAWS, Fault
@@ -139,6 +144,120 @@ def test_what_the_budget_leaves_is_counted_and_reported(
         "watchtower-refresh: test: 1 records not delivered within 0.5 s, "
         "counted in stats.dropped['shutdown']\n"
     )
+
+
+def test_handle_signals_is_validated() -> None:
+    with pytest.raises(ConfigurationError, match="handle_signals must be true or false"):
+        RefreshingCloudWatchLogHandler("app", handle_signals="maybe")
+
+
+def test_where_python_cannot_set_signals_nothing_is_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(*args: object) -> None:
+        raise ValueError("signal only works in main thread of the main interpreter")
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    monkeypatch.setattr(signal, "signal", refuse)  # as in a subinterpreter
+    assert not install_sigterm_handler()
+    RefreshingCloudWatchLogHandler("app")  # and the constructor does not fail
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_a_second_sigterm_while_delivering_is_left_to_the_first(
+    monkeypatch: pytest.MonkeyPatch, only: Callable[..., None]
+) -> None:
+    only()
+    calls: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: calls.append(signum))
+    assert install_sigterm_handler()
+    ours = signal.getsignal(signal.SIGTERM)
+    assert callable(ours)
+    monkeypatch.setattr(shutdown, "_settling", True)
+    ours(signal.SIGTERM, None)  # the first call passes the signal on, once
+    assert calls == []
+    monkeypatch.setattr(shutdown, "_settling", False)
+    ours(signal.SIGTERM, None)
+    assert calls == [signal.SIGTERM]
+
+
+class Stuck:
+    """A handler whose sender never finishes: flush() always waits out its timeout."""
+
+    flush_timeout = 10.0
+    stats = None
+
+    def flush(self, timeout: float | None = None) -> bool:
+        time.sleep(1.0)
+        return False
+
+    def close(self) -> None:
+        time.sleep(self.flush_timeout)
+
+
+def test_the_signal_handler_stops_waiting_for_a_stuck_delivery(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(shutdown, "_live", lambda: [Stuck()])
+    monkeypatch.setattr(shutdown, "SHUTDOWN_BUDGET", 0.2)
+    monkeypatch.setattr(shutdown, "_JOIN_MARGIN", 0.1)
+    started_at = time.monotonic()
+    shutdown._settle_in_background("signal 15", close=False)
+    assert time.monotonic() - started_at < 0.9
+    assert capsys.readouterr().err == (
+        "watchtower-refresh: signal 15: delivery did not finish within 0.3 s; "
+        "records still queued are lost\n"
+    )
+
+
+def test_without_threads_delivery_runs_on_the_signalled_thread(
+    aws: FakeAWS, messages: Read, monkeypatch: pytest.MonkeyPatch, only: Callable[..., None]
+) -> None:
+    handler = RefreshingCloudWatchLogHandler("/svc/inline", send_interval=60)
+    only(handler)
+    logger_for(handler).info("sent from here")
+
+    class Finalizing(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    # Only _shutdown's threads: the fake AWS starts one per request.
+    monkeypatch.setattr(shutdown, "threading", types.SimpleNamespace(Thread=Finalizing))
+    shutdown._settle_in_background("signal 15", close=False)
+    monkeypatch.undo()
+    assert messages("/svc/inline") == ["sent from here"]
+    handler.close()
+
+
+def test_billiard_workers_send_each_record_at_once(
+    monkeypatch: pytest.MonkeyPatch, only: Callable[..., None]
+) -> None:
+    pytest.importorskip("billiard.process")
+    handler = RefreshingCloudWatchLogHandler("/svc/billiard", send_interval=60)
+    only(handler)
+    monkeypatch.delitem(sys.modules, "celery.concurrency.prefork", raising=False)
+    shutdown._before_fork()  # as the parent forks
+    shutdown._send_promptly_in_billiard_worker()  # here: not a billiard child
+    assert handler.send_interval == 60
+    monkeypatch.setattr(shutdown, "_billiard_parent", object())  # a billiard child
+    shutdown._send_promptly_in_billiard_worker()
+    assert handler.send_interval == 0
+    shutdown._after_fork_in_child()
+    handler.close()
+
+
+def test_celery_is_hooked_only_once_the_application_imported_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delitem(sys.modules, "celery.signals", raising=False)
+    monkeypatch.delitem(sys.modules, "celery", raising=False)
+    shutdown._hook_celery(may_import=True)
+    assert "celery" not in sys.modules  # not imported by us
+    monkeypatch.setitem(sys.modules, "celery", types.ModuleType("celery"))  # not Celery
+    shutdown._hook_celery(may_import=True)
+    assert "celery.signals" not in sys.modules
+    shutdown._hook_celery(may_import=False)
 
 
 # --------------------------------------------------------------------------- processes

@@ -14,10 +14,10 @@ them (logging's exit hook closes every handler), but several common endings skip
 - ``multiprocessing`` children end with ``os._exit`` after running their finalizers: one of
   them closes the handlers. Pool workers that ``Pool.terminate()`` ends get SIGTERM, which
   they inherit the handler for.
-- billiard's workers (Celery's prefork pool) end with ``os._exit`` without finalizers, one
-  second after their last task: in them records are sent as soon as they are logged. Celery
-  sends ``worker_process_shutdown`` in each child before it exits, recycling by
-  ``--max-tasks-per-child`` included: the handlers are closed then.
+- billiard's pool workers end with ``os._exit`` without finalizers, one second after their
+  last task: in them records are sent as soon as they are logged. Celery's prefork children
+  are billiard's too, but Celery sends ``worker_process_shutdown`` in each before it exits,
+  recycling by ``--max-tasks-per-child`` included: the handlers are closed then.
 
 None of multiprocessing, billiard or Celery is imported here: each hook is set up only once
 the application has imported the library.
@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 __all__ = [
     "SHUTDOWN_BUDGET",
@@ -105,23 +105,21 @@ class _OnSigterm:
     def __init__(self, previous: _SignalHandler | int) -> None:
         self.previous = previous
 
-    def __call__(self, signum: int, frame: FrameType | None) -> Any:
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
         global _settling
         if _settling:
-            # A second SIGTERM, or the application's handler calling the one it replaced
-            # (us): the first call is already delivering and will pass the signal on.
-            return None
+            # A second SIGTERM while the first is delivering: that one passes the signal on.
+            return
         previous = self.previous
-        ends_process = not callable(previous)
         _settling = True
         try:
-            _settle_in_background(f"signal {signum}", close=ends_process)
+            _settle_in_background(f"signal {signum}", close=not callable(previous))
         finally:
             _settling = False
         if callable(previous):
-            return previous(signum, frame)
-        _end_as_default(signum)
-        return None
+            previous(signum, frame)
+            return
+        _end_as_default(signum)  # pragma: no cover - ends the process (test_shutdown's workers)
 
     def __repr__(self) -> str:
         return f"<watchtower_refresh SIGTERM handler, then {self.previous!r}>"
@@ -157,7 +155,7 @@ def install_sigterm_handler() -> bool:
     return True
 
 
-def _end_as_default(signum: int) -> None:
+def _end_as_default(signum: int) -> NoReturn:  # pragma: no cover - ends the process
     """End the process as the default action of ``signum`` does, also as PID 1."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -232,7 +230,11 @@ def _settle_in_background(reason: str, *, close: bool) -> None:
     turning into a hang; the process then ends at the deadline all the same.
     """
     worker = threading.Thread(
-        target=settle, args=(reason,), kwargs={"close": close}, name="watchtower-refresh-stop"
+        target=settle,
+        args=(reason,),
+        kwargs={"close": close},
+        name="watchtower-refresh-stop",
+        daemon=True,  # if it is stuck, the application's own exit must not wait for it
     )
     try:
         worker.start()
@@ -272,14 +274,14 @@ def _hook_multiprocessing() -> None:
             continue
         _hooked_registries.add(id(util.register_after_fork))
 
-        def after_fork(token: object, util: Any = util) -> None:
+        def after_fork(token: object, util: Any = util) -> None:  # pragma: no cover - child
             util.Finalize(None, _close_at_child_exit, exitpriority=10)
             _send_promptly_in_billiard_worker()
 
         util.register_after_fork(_FORK_TOKEN, after_fork)
 
 
-def _close_at_child_exit() -> None:
+def _close_at_child_exit() -> None:  # pragma: no cover - runs as a forked child exits
     settle("child process exit", close=True)
 
 
@@ -310,6 +312,8 @@ def _send_promptly_in_billiard_worker() -> None:
         return
     if process.current_process() is _billiard_parent:
         return  # started by multiprocessing, or by os.fork: their exits are covered
+    if "celery.concurrency.prefork" in sys.modules:
+        return  # a Celery child: worker_process_shutdown closes the handlers at its end
     for handler in _live():
         with contextlib.suppress(AttributeError):
             handler.send_interval = 0.0  # type: ignore[attr-defined]
