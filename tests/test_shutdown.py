@@ -28,6 +28,7 @@ from tests.conftest import logger_for
 from tests.shutdown_harness import APPS, environment, finish, started
 from watchtower_refresh import (
     ConfigurationError,
+    DeliveryStats,
     RefreshingCloudWatchLogHandler,
     install_sigterm_handler,
 )
@@ -165,21 +166,39 @@ def test_where_python_cannot_set_signals_nothing_is_installed(
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
-def test_a_second_sigterm_while_delivering_is_left_to_the_first(
-    monkeypatch: pytest.MonkeyPatch, only: Callable[..., None]
+class Interrupted:
+    """A handler during whose first flush() SIGTERM arrives, as Pool.terminate() sends it."""
+
+    flush_timeout = 1.0
+    stats = DeliveryStats()
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def flush(self, timeout: float | None = None) -> bool:
+        self.events.append("flush")
+        if self.events.count("flush") == 1:
+            signal.raise_signal(signal.SIGTERM)
+        return True
+
+    def close(self) -> None:
+        self.events.append("close")
+
+
+def test_a_sigterm_during_an_exit_hook_is_passed_on_once_it_is_done(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    only()
-    calls: list[int] = []
-    signal.signal(signal.SIGTERM, lambda signum, frame: calls.append(signum))
+    events: list[str] = []
+    monkeypatch.setattr(shutdown, "_live", lambda: [Interrupted(events)])
+    signal.signal(signal.SIGTERM, lambda signum, frame: events.append("application"))
     assert install_sigterm_handler()
-    ours = signal.getsignal(signal.SIGTERM)
-    assert callable(ours)
-    monkeypatch.setattr(shutdown, "_settling", True)
-    ours(signal.SIGTERM, None)  # the first call passes the signal on, once
-    assert calls == []
-    monkeypatch.setattr(shutdown, "_settling", False)
-    ours(signal.SIGTERM, None)
-    assert calls == [signal.SIGTERM]
+    # A Celery child exiting (a multiprocessing child's finalizer does the same).
+    shutdown._on_worker_process_shutdown(sender=None, pid=os.getpid(), exitcode=0)
+    # Not a second delivery inside the first (it could wait on a lock the first holds):
+    # the signal waits until the hook is done, then goes its way as usual.
+    assert events[:4] == ["flush", "flush", "close", "flush"]
+    assert events[-1] == "application"
+    assert events.count("application") == 1
 
 
 class Stuck:
@@ -230,19 +249,32 @@ def test_without_threads_delivery_runs_on_the_signalled_thread(
     handler.close()
 
 
-def test_billiard_workers_send_each_record_at_once(
+def test_pool_workers_send_each_record_before_the_logging_call_returns(
     monkeypatch: pytest.MonkeyPatch, only: Callable[..., None]
 ) -> None:
     pytest.importorskip("billiard.process")
-    handler = RefreshingCloudWatchLogHandler("/svc/billiard", send_interval=60)
+    import multiprocessing
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    handler = RefreshingCloudWatchLogHandler("/svc/pool-worker", send_interval=60)
     only(handler)
+    assert install_sigterm_handler()
+    ours = signal.getsignal(signal.SIGTERM)
     monkeypatch.delitem(sys.modules, "celery.concurrency.prefork", raising=False)
     shutdown._before_fork()  # as the parent forks
-    shutdown._send_promptly_in_billiard_worker()  # here: not a billiard child
-    assert handler.send_interval == 60
-    monkeypatch.setattr(shutdown, "_billiard_parent", object())  # a billiard child
-    shutdown._send_promptly_in_billiard_worker()
-    assert handler.send_interval == 0
+    shutdown._prepare_pool_worker()  # here: neither kind of pool worker
+    seen = [(handler.use_queues, signal.getsignal(signal.SIGTERM) is ours)]
+    monkeypatch.setattr(shutdown, "_billiard_parent", object())  # a billiard worker
+    shutdown._prepare_pool_worker()
+    seen.append((handler.use_queues, signal.getsignal(signal.SIGTERM) is ours))
+    assert seen == [(True, True), (False, False)]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # what was there before us
+    # A multiprocessing pool worker, by the name Pool gives it.
+    monkeypatch.setattr(shutdown, "_billiard_parent", None)
+    handler.use_queues = True
+    monkeypatch.setattr(multiprocessing.current_process(), "name", "ForkPoolWorker-1")
+    shutdown._prepare_pool_worker()
+    assert not handler.use_queues
     shutdown._after_fork_in_child()
     handler.close()
 

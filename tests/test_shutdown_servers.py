@@ -156,7 +156,7 @@ def test_pool_workers(aws: FakeAWS, messages: Read, kind: str) -> None:
     assert process.returncode == 0, err
     assert out.strip() == "150"
     got = messages(group)
-    assert requests_in(got, "item") == set(range(150))
+    assert requests_in(got, "item") == set(range(150)), err
     assert len(got) == 150
 
 

@@ -77,6 +77,7 @@ from ._options import (
 )
 from ._redact import install_redaction, redact
 from ._shutdown import arrange as arrange_shutdown
+from ._shutdown import keep_sigterm_off_this_thread
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
@@ -736,6 +737,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         return max(0.0, self._oldest_pending + self.send_interval - time.monotonic())
 
     def _run_sender(self) -> None:
+        keep_sigterm_off_this_thread()
         _local.delivering = True
         while True:
             wait = self._seconds_to_wait()

@@ -12,12 +12,13 @@ them (logging's exit hook closes every handler), but several common endings skip
 - uvicorn restores the handler it found and raises the signal again after its graceful
   shutdown, so what uvicorn logs while stopping is delivered by the handler installed here.
 - ``multiprocessing`` children end with ``os._exit`` after running their finalizers: one of
-  them closes the handlers. Pool workers that ``Pool.terminate()`` ends get SIGTERM, which
-  they inherit the handler for.
-- billiard's pool workers end with ``os._exit`` without finalizers, one second after their
-  last task: in them records are sent as soon as they are logged. Celery's prefork children
-  are billiard's too, but Celery sends ``worker_process_shutdown`` in each before it exits,
-  recycling by ``--max-tasks-per-child`` included: the handlers are closed then.
+  them closes the handlers.
+- Pool workers end without notice: ``Pool.terminate()`` sends them SIGTERM, and billiard's
+  end with ``os._exit`` without finalizers. In them each record is sent before its logging
+  call returns (``use_queues=False``), and SIGTERM ends them at once, as it did. Celery's
+  prefork children are billiard's too, but Celery sends ``worker_process_shutdown`` in each
+  before it exits, recycling by ``--max-tasks-per-child`` included: the handlers are closed
+  then, and they keep batching.
 
 None of multiprocessing, billiard or Celery is imported here: each hook is set up only once
 the application has imported the library.
@@ -32,7 +33,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import Any, NoReturn, Protocol
 
@@ -40,6 +41,7 @@ __all__ = [
     "SHUTDOWN_BUDGET",
     "arrange",
     "install_sigterm_handler",
+    "keep_sigterm_off_this_thread",
     "settle",
 ]
 
@@ -68,8 +70,12 @@ _SignalHandler = Callable[[int, FrameType | None], Any]
 
 _live: Callable[[], Sequence[_Handler]] = list
 _arranged = False
-_settling = False
 _billiard_parent: object = None  # billiard's current process just before a fork
+# Main thread only: a SIGTERM handler or an exit hook is delivering. A SIGTERM that comes
+# then waits in _deferred: starting a second delivery from inside the first could wait on a
+# lock the interrupted one holds.
+_busy = False
+_deferred: list[tuple[_OnSigterm, int]] = []
 
 
 def arrange(live: Callable[[], Sequence[_Handler]], *, handle_signals: bool = True) -> None:
@@ -97,6 +103,23 @@ def arrange(live: Callable[[], Sequence[_Handler]], *, handle_signals: bool = Tr
 # --------------------------------------------------------------------------- SIGTERM
 
 
+@contextlib.contextmanager
+def _delivering() -> Iterator[None]:
+    global _busy
+    _busy = True
+    try:
+        yield
+    finally:
+        _busy = False
+
+
+def _pass_on_deferred() -> None:
+    """Handle the SIGTERMs that came while a delivery was under way, one by one."""
+    while _deferred:
+        handler, signum = _deferred.pop(0)
+        handler(signum, None)
+
+
 class _OnSigterm:
     """Our SIGTERM handler: deliver, then pass the signal on to what was there before us."""
 
@@ -106,18 +129,15 @@ class _OnSigterm:
         self.previous = previous
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
-        global _settling
-        if _settling:
-            # A second SIGTERM while the first is delivering: that one passes the signal on.
+        if _busy:
+            _deferred.append((self, signum))  # passed on once that delivery is over
             return
         previous = self.previous
-        _settling = True
-        try:
+        with _delivering():
             _settle_in_background(f"signal {signum}", close=not callable(previous))
-        finally:
-            _settling = False
         if callable(previous):
             previous(signum, frame)
+            _pass_on_deferred()
             return
         _end_as_default(signum)  # pragma: no cover - ends the process (test_shutdown's workers)
 
@@ -153,6 +173,22 @@ def install_sigterm_handler() -> bool:
     except (ValueError, OSError):  # not the main interpreter, or no signals here
         return False
     return True
+
+
+def keep_sigterm_off_this_thread() -> None:
+    """Block SIGTERM in the calling thread, one of ours, so the kernel hands it to another.
+
+    Python runs signal handlers on the main thread only, when it next runs bytecode. If
+    the kernel delivers SIGTERM to another thread while the main thread waits on a lock
+    (a ``multiprocessing.Pool`` worker waiting for a task, which ``Pool.terminate()``
+    then waits for), the main thread never wakes to run our handler: the process would
+    outlive the SIGTERM that used to end it. Every thread this package starts calls this
+    first; the main thread never blocks SIGTERM.
+    """
+    if threading.current_thread() is threading.main_thread():
+        return
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # no pthread_sigmask
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
 
 def _end_as_default(signum: int) -> NoReturn:  # pragma: no cover - ends the process
@@ -229,10 +265,13 @@ def _settle_in_background(reason: str, *, close: bool) -> None:
     that delivery needs (a handler's, logging's): waiting on another thread keeps that from
     turning into a hang; the process then ends at the deadline all the same.
     """
+
+    def run() -> None:
+        keep_sigterm_off_this_thread()
+        settle(reason, close=close)
+
     worker = threading.Thread(
-        target=settle,
-        args=(reason,),
-        kwargs={"close": close},
+        target=run,
         name="watchtower-refresh-stop",
         daemon=True,  # if it is stuck, the application's own exit must not wait for it
     )
@@ -276,13 +315,16 @@ def _hook_multiprocessing() -> None:
 
         def after_fork(token: object, util: Any = util) -> None:  # pragma: no cover - child
             util.Finalize(None, _close_at_child_exit, exitpriority=10)
-            _send_promptly_in_billiard_worker()
+            _prepare_pool_worker()
 
         util.register_after_fork(_FORK_TOKEN, after_fork)
 
 
 def _close_at_child_exit() -> None:  # pragma: no cover - runs as a forked child exits
-    settle("child process exit", close=True)
+    # Pool.terminate() may send SIGTERM right now: it waits until this is done.
+    with _delivering():
+        settle("child process exit", close=True)
+    _pass_on_deferred()
 
 
 def _before_fork() -> None:
@@ -296,27 +338,49 @@ def _before_fork() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _settling
-    _settling = False
+    global _busy
+    _busy = False
+    _deferred.clear()
 
 
-def _send_promptly_in_billiard_worker() -> None:
-    """In a child that billiard started, send each record as soon as it is logged.
+def _prepare_pool_worker() -> None:
+    """In a pool worker, send each record before its logging call returns.
 
-    billiard's pool workers end with ``os._exit`` one second after their last task, with no
-    finalizer and no hook of their own (Celery's ``worker_process_shutdown`` is Celery's):
-    waiting ``send_interval`` would lose what they logged.
+    Pool workers end without notice: ``multiprocessing.Pool.terminate()`` (so ``with
+    Pool()``) sends them SIGTERM while they wait for a task, and billiard's end with
+    ``os._exit`` without finalizers (after ``close()`` too) and replace our SIGTERM handler
+    with theirs. A SIGTERM handler in Python cannot be relied on there: one that comes just
+    before the worker blocks on the task queue's lock is never run, and the worker would
+    outlive ``terminate()``, which waits for it. So such a worker gets SIGTERM's previous
+    action back (it dies at once, as without us) and sends synchronously: right after the
+    fork nothing is queued in it yet, so switching to ``use_queues=False`` loses nothing.
+    Celery's children are billiard workers too, but Celery's ``worker_process_shutdown``
+    closes their handlers at their end: they keep batching.
     """
-    process = sys.modules.get("billiard.process")
-    if process is None or _billiard_parent is None:
+    if not (_in_multiprocessing_pool_worker() or _in_billiard_worker()):
         return
-    if process.current_process() is _billiard_parent:
-        return  # started by multiprocessing, or by os.fork: their exits are covered
-    if "celery.concurrency.prefork" in sys.modules:
-        return  # a Celery child: worker_process_shutdown closes the handlers at its end
+    with contextlib.suppress(ValueError, OSError):
+        current = signal.getsignal(signal.SIGTERM)
+        if isinstance(current, _OnSigterm):
+            signal.signal(signal.SIGTERM, current.previous)
     for handler in _live():
         with contextlib.suppress(AttributeError):
-            handler.send_interval = 0.0  # type: ignore[attr-defined]
+            handler.use_queues = False  # type: ignore[attr-defined]
+
+
+def _in_multiprocessing_pool_worker() -> bool:
+    process = sys.modules.get("multiprocessing.process")
+    # Pool names its workers ForkPoolWorker-N (SpawnPoolWorker-N, ForkServerPoolWorker-N).
+    return process is not None and "PoolWorker" in process.current_process().name
+
+
+def _in_billiard_worker() -> bool:
+    process = sys.modules.get("billiard.process")
+    if process is None or _billiard_parent is None:
+        return False
+    if process.current_process() is _billiard_parent:
+        return False  # started by multiprocessing, or by os.fork
+    return "celery.concurrency.prefork" not in sys.modules
 
 
 # --------------------------------------------------------------------------- Celery
@@ -343,4 +407,6 @@ def _hook_celery(*, may_import: bool) -> None:
 
 
 def _on_worker_process_shutdown(sender: object = None, **kwargs: Any) -> None:
-    settle("Celery worker process exit", close=True)
+    with _delivering():
+        settle("Celery worker process exit", close=True)
+    _pass_on_deferred()
