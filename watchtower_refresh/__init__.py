@@ -10,6 +10,7 @@ Public names::
     configure_structlog             send structlog events through stdlib logging as JSON
     flush_logs, flushing            flush every handler at the end of a Lambda invocation
     flush_handlers                  flush every handler now, within a time limit
+    install_sigterm_handler         deliver on SIGTERM (again, after a framework reset it)
     DeliveryStats                   what a handler did with its records
     ConfigurationError, WatchtowerRefreshError, WatchtowerRefreshWarning
 """
@@ -20,6 +21,7 @@ from ._exceptions import ConfigurationError, WatchtowerRefreshError, WatchtowerR
 from ._formatter import LocalTimeFormatter
 from ._handler import DeliveryStats, RefreshingCloudWatchLogHandler
 from ._lambda import flush_handlers, flush_logs, flushing
+from ._shutdown import install_sigterm_handler
 from ._structlog import configure_structlog
 
 __version__ = "0.1.0"
@@ -37,6 +39,7 @@ __all__ = [
     "flush_handlers",
     "flush_logs",
     "flushing",
+    "install_sigterm_handler",
     "logging_config",
     "refresh_windows",
     "refreshable_session",

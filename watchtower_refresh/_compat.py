@@ -73,9 +73,15 @@ def _json_default(value: Any) -> Any:
 
 
 def register_multiprocessing_after_fork(
-    module_name: str, token: object, callback: Callable[[], None]
+    module_name: str,
+    token: object,
+    callback: Callable[[], None],
+    *,
+    also: Callable[[], None] | None = None,
 ) -> bool:
     """Run ``callback`` when a forked child of ``module_name``'s ``Process`` ends cleanly.
+
+    ``also``, if given, runs in the child right after the fork.
 
     ``multiprocessing.util.register_after_fork`` and ``Finalize`` are undocumented; billiard
     (Celery's fork of multiprocessing) has the same pair. Such a child ends with ``os._exit``,
@@ -88,8 +94,10 @@ def register_multiprocessing_after_fork(
     if not callable(register) or not callable(finalize):
         return False
 
-    def after_fork(_token: object) -> None:
+    def after_fork(_token: object) -> None:  # pragma: no cover - runs in a forked child
         finalize(None, callback, exitpriority=10)
+        if also is not None:
+            also()
 
     register(token, after_fork)
     return True

@@ -43,6 +43,7 @@ _OPTIONS = (
     "format",
     "console",
     "loggers",
+    "handle_signals",
 )
 _LEVELS = frozenset(("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"))
 # Chatty at INFO (botocore prints every credential lookup) and never the application's own
@@ -53,6 +54,7 @@ QUIET_LOGGERS = {"botocore": "WARNING", "urllib3": "WARNING", "s3transfer": "WAR
 _NOT_IN_HANDLER_OPTIONS = frozenset(
     {"log_group_name", "log_stream_name", "role_arn", "profile_name", "region_name", "level"}
     | {"boto3_client", "log_group", "stream_name", "boto3_profile_name", "self"}
+    | {"handle_signals"}
 )
 
 
@@ -68,6 +70,7 @@ def logging_config(
     format: str | None = None,
     console: bool | str | None = None,
     loggers: Mapping[str, str] | str | None = None,
+    handle_signals: bool | str | None = None,
     handler_options: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -93,6 +96,7 @@ def logging_config(
         console: Also log to stderr; default true.
         loggers: Levels of other loggers: a mapping or ``name=LEVEL,name2=LEVEL``.
             botocore, urllib3 and s3transfer are at WARNING unless named here.
+        handle_signals: Deliver on SIGTERM before the process ends; default true.
         handler_options: More handler options (``send_interval``, ``log_group_retention_days``,
             ...): strings, numbers and booleans, and a mapping for ``log_group_tags``. Each
             may also come from ``WATCHTOWER_REFRESH_<OPTION>``; this argument wins.
@@ -112,6 +116,7 @@ def logging_config(
         "format": format,
         "console": console,
         "loggers": loggers,
+        "handle_signals": handle_signals,
     }
     from_environment, handler_from_environment = _from_environment(
         os.environ if environ is None else environ
@@ -152,6 +157,8 @@ def logging_config(
     ):
         if options.get(name):
             handler[key] = str(options[name])
+    if "handle_signals" in options:
+        handler["handle_signals"] = as_bool("handle_signals", options["handle_signals"])
     handler.update(_handler_options({**handler_from_environment, **(handler_options or {})}))
     handlers = ["cloudwatch"]
     config: dict[str, Any] = {
@@ -186,6 +193,7 @@ def configure_logging(
     format: str | None = None,
     console: bool | str | None = None,
     loggers: Mapping[str, str] | str | None = None,
+    handle_signals: bool | str | None = None,
     handler_options: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -208,6 +216,7 @@ def configure_logging(
         format=format,
         console=console,
         loggers=loggers,
+        handle_signals=handle_signals,
         handler_options=handler_options,
         environ=environ,
     )

@@ -80,13 +80,14 @@ from ._process import (
     exit_deadline,
     exiting,
     finalizing,
-    hook_multiprocessing,
     live,
     register,
     report,
+    summarizing,
 )
 from ._redact import install_redaction, redact
 from ._sender import Sender
+from ._shutdown import arrange as arrange_shutdown
 from ._streams import StreamNames, check_template
 from ._wire import put_events
 
@@ -212,6 +213,9 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             Each Logs and STS request's connect and read timeouts are sized to fit in it
             (never below 0.5 s and 1 s). Default 10.
         level: The handler's level.
+        handle_signals: True (the default) installs, from the main thread, a SIGTERM
+            handler that delivers every handler's records (within 8 seconds) before the
+            process ends as it would have; False leaves SIGTERM alone.
     """
 
     def __init__(
@@ -245,6 +249,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         queue_max_bytes: int | str = DEFAULT_QUEUE_MAX_BYTES,
         flush_timeout: float | str = 10.0,
         level: int | str = logging.NOTSET,
+        handle_signals: bool | str = True,
     ) -> None:
         install_redaction()
         group = _pick_alias(
@@ -284,6 +289,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             "queue_max_bytes", queue_max_bytes, minimum=self.max_message_size
         )
         self.flush_timeout = as_float("flush_timeout", flush_timeout, minimum=0.0)
+        self.handle_signals = as_bool("handle_signals", handle_signals)
         self.region_name = as_optional_str("region_name", region_name)
         self.endpoint_url = as_optional_str("endpoint_url", endpoint_url)
         serializer = as_callable("json_serialize_default", json_serialize_default)
@@ -309,7 +315,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         self._warned: set[str] = set()  # warnings given once per process
         self._reset_state()
         register(self)
-        hook_multiprocessing()
+        arrange_shutdown(live_handlers, handle_signals=self.handle_signals)
 
     # ----------------------------------------------------------------- validation
 
@@ -684,7 +690,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 lost = ledger.abandon("shutdown")
             self._state = _State.CLOSED
             ledger.cond.notify_all()
-        if lost:
+        if lost and not summarizing():
             report(
                 f"{lost} records for log group {self.log_group_name} could not be delivered "
                 f"within flush_timeout={self.flush_timeout:g}s of close(); they are counted "

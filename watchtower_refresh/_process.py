@@ -25,12 +25,11 @@ import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._compat import register_multiprocessing_after_fork
-
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
 __all__ = [
+    "Flushable",
     "Lifecycle",
     "delivering",
     "exit_deadline",
@@ -39,19 +38,25 @@ __all__ = [
     "flush_all",
     "live",
     "mark_delivery_thread",
+    "one_report_line",
     "register",
     "report",
+    "summarizing",
 ]
 
 
-class Lifecycle(Protocol):
-    """What the process needs from each live handler."""
+class Flushable(Protocol):
+    """What ``flush_all`` needs from a handler."""
 
     def request_flush(self) -> int:
         """Ask the sender to send everything now; return the admission number to wait for."""
 
     def wait_flushed(self, target: int, deadline: float) -> bool:
         """Wait until ``target`` is settled or the monotonic ``deadline`` passes."""
+
+
+class Lifecycle(Flushable, Protocol):
+    """What the process needs from each live handler."""
 
     def close(self) -> None:
         """Deliver what is held within ``flush_timeout`` and stop."""
@@ -104,7 +109,7 @@ def live() -> list[Lifecycle]:
     return list(_live)
 
 
-def flush_all(timeout: float, handlers: Iterable[Lifecycle] | None = None) -> bool:
+def flush_all(timeout: float, handlers: Iterable[Flushable] | None = None) -> bool:
     """Flush every live handler at once, on one shared deadline of ``timeout`` seconds.
 
     Every sender is asked first, then each is waited for until the same deadline, so one
@@ -142,6 +147,25 @@ def report(line: str) -> None:
         sys.stderr.flush()
 
 
+_summarizing = 0  # > 0 while a caller reports every handler's losses in one line of its own
+
+
+@contextlib.contextmanager
+def one_report_line() -> Iterator[None]:
+    """Within the block, handlers leave reporting their losses to the caller's one line."""
+    global _summarizing
+    _summarizing += 1
+    try:
+        yield
+    finally:
+        _summarizing -= 1
+
+
+def summarizing() -> bool:
+    """Whether a caller will report every handler's losses in one line (``one_report_line``)."""
+    return _summarizing > 0
+
+
 def _at_exit() -> None:
     global _exit_started, _exit_closed
     _exit_started = time.monotonic()  # records logged from now on take the exit path
@@ -156,32 +180,6 @@ def _at_exit() -> None:
 def _after_fork_in_child() -> None:
     for handler in list(_live):
         handler._after_fork_in_child()
-
-
-def _close_live() -> None:
-    for handler in list(_live):
-        handler.close()
-
-
-class _ForkToken:
-    """What multiprocessing's after-fork registry holds a weak reference to."""
-
-
-_FORK_TOKEN = _ForkToken()
-_hooked: set[str] = set()
-
-
-def hook_multiprocessing() -> None:
-    """Close our handlers when a forked multiprocessing (or billiard) child ends cleanly.
-
-    Such a child ends with ``os._exit``, which skips logging's exit hook; its finalizers run
-    first. Registered once per module, for modules the application has imported.
-    """
-    for name in ("multiprocessing.util", "billiard.util"):
-        if name not in _hooked and register_multiprocessing_after_fork(
-            name, _FORK_TOKEN, _close_live
-        ):
-            _hooked.add(name)
 
 
 # Registered after logging's own hook, so it runs before logging.shutdown.

@@ -25,6 +25,7 @@ from typing import Protocol
 from ._batching import Event, split_batches, split_by_age
 from ._ledger import Claim, Ledger, Part
 from ._process import mark_delivery_thread
+from ._shutdown import keep_sigterm_off_this_thread
 
 __all__ = ["Sender", "SenderHost"]
 
@@ -130,6 +131,7 @@ class Sender:
 
     def _run(self) -> None:
         mark_delivery_thread()
+        keep_sigterm_off_this_thread()
         try:
             self._loop()
         finally:
@@ -296,6 +298,7 @@ class Sender:
 
     def _run_worker(self) -> None:
         mark_delivery_thread()
+        keep_sigterm_off_this_thread()
         while True:
             task = self._tasks.get()
             if task is None:

@@ -1,0 +1,50 @@
+"""One app for every server the shutdown tests run: ASGI (``web:asgi``) and WSGI (``web:wsgi``).
+
+``GET /log/N`` logs ``request N``; the ASGI lifespan logs its startup and its shutdown.
+With ``CONFIGURE_IN_APP=1`` the module calls ``configure_logging()`` when it is imported
+(settings from ``WATCHTOWER_REFRESH_*``), as an application run by gunicorn does; otherwise
+the server's log config (uvicorn's ``--log-config``) makes the handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import watchtower_refresh
+
+if os.environ.get("CONFIGURE_IN_APP") == "1":
+    watchtower_refresh.configure_logging(console=False)
+
+logger = logging.getLogger("app")
+logger.setLevel(logging.INFO)
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def asgi(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    """Answer ``/log/N`` and the lifespan protocol."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                logger.info("lifespan startup in %d", os.getpid())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                logger.info("lifespan shutdown in %d", os.getpid())
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    elif scope["type"] == "http":
+        logger.info("request %s", scope["path"].rsplit("/", 1)[-1])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """Answer ``/log/N``."""
+    logger.info("request %s", environ["PATH_INFO"].rsplit("/", 1)[-1])
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]

@@ -1,0 +1,421 @@
+"""SIGTERM: delivered before the process ends as it would have, PID 1 and opt-out included.
+
+The subprocess tests run ``shutdown_apps/worker.py``, which logs numbered records and
+prints each number once logged; the signal comes while it logs, and every record logged
+before it must be read back from the fake AWS. The servers, pools and Celery are in
+``test_shutdown_servers.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+from watchtower_refresh.testing import FakeAWS, Fault
+
+from tests.conftest import logger_for
+from tests.shutdown_harness import APPS, environment, finish, started
+from watchtower_refresh import (
+    ConfigurationError,
+    DeliveryStats,
+    RefreshingCloudWatchLogHandler,
+    install_sigterm_handler,
+)
+from watchtower_refresh import _shutdown as shutdown
+from watchtower_refresh._config import logging_config
+
+Read = Callable[[str], list[str]]
+WORKER = str(APPS / "worker.py")
+
+
+@pytest.fixture(autouse=True)
+def restore_sigterm() -> Iterator[None]:
+    """Give SIGTERM back the handler it had: the handlers made here install ours."""
+    before = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, before)
+
+
+@pytest.fixture
+def only(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Make settle() see only the given handlers, not every one this test run made."""
+
+    def set_live(*handlers: RefreshingCloudWatchLogHandler) -> None:
+        monkeypatch.setattr(shutdown, "_live", lambda: list(handlers))
+
+    return set_live
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+def test_installs_from_the_main_thread_only_and_once() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    results: list[bool] = []
+    thread = threading.Thread(target=lambda: results.append(install_sigterm_handler()))
+    thread.start()
+    thread.join()
+    assert results == [False]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert install_sigterm_handler()
+    ours = signal.getsignal(signal.SIGTERM)
+    assert install_sigterm_handler()
+    assert signal.getsignal(signal.SIGTERM) is ours
+    assert "SIG_DFL" in repr(ours)
+
+
+def test_an_ignored_sigterm_stays_ignored() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    assert not install_sigterm_handler()
+    RefreshingCloudWatchLogHandler("app")
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+
+
+def test_handle_signals_false_leaves_sigterm_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    monkeypatch.setenv("WATCHTOWER_REFRESH_HANDLE_SIGNALS", "false")
+    config = logging_config(log_group="/app/x", console=False)
+    assert config["handlers"]["cloudwatch"]["handle_signals"] is False
+    logging.config.dictConfig(config)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    RefreshingCloudWatchLogHandler("app", handle_signals="no")
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    RefreshingCloudWatchLogHandler("app")
+    assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+
+
+def test_a_handler_the_application_installed_since_is_chained_to(
+    aws: FakeAWS, messages: Read, only: Callable[..., None]
+) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    handler = RefreshingCloudWatchLogHandler("/svc/chain", send_interval=60)
+    only(handler)
+    calls: list[int] = []
+
+    def application(signum: int, frame: FrameType | None) -> None:
+        calls.append(signum)
+        # what it sees: everything logged before the signal is already delivered
+        calls.append(handler.stats.delivered)
+
+    signal.signal(signal.SIGTERM, application)
+    assert install_sigterm_handler()  # as the next handler made, or configure_logging, does
+    logger_for(handler).info("before the signal")
+    signal.raise_signal(signal.SIGTERM)  # our handler, then the application's
+    assert calls == [signal.SIGTERM, 1]
+    assert messages("/svc/chain") == ["before the signal"]
+    handler.close()
+
+
+def test_celery_child_exit_closes_the_handlers(
+    aws: FakeAWS, messages: Read, only: Callable[..., None]
+) -> None:
+    celery_signals = pytest.importorskip("celery.signals")
+    handler = RefreshingCloudWatchLogHandler("/svc/celery", send_interval=60)
+    only(handler)
+    logger_for(handler).info("task done")
+    celery_signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+    assert handler.stats.delivered == 1
+    assert messages("/svc/celery") == ["task done"]
+
+
+def test_what_the_budget_leaves_is_counted_and_reported(
+    aws: FakeAWS, only: Callable[..., None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    aws.injector.add_fault(Fault(code="", action="PutLogEvents", delay=4))
+    handler = RefreshingCloudWatchLogHandler("/svc/slow", send_interval=60, flush_timeout=0.5)
+    only(handler)
+    logger_for(handler).info("never arrives in time")
+    started_at = time.monotonic()
+    left = shutdown.settle("test", close=True)
+    assert time.monotonic() - started_at < 4
+    assert left == 1
+    assert capsys.readouterr().err == (
+        "watchtower-refresh: test: 1 records not delivered within 0.5 s, "
+        "counted in stats.dropped['shutdown']\n"
+    )
+
+
+def test_handle_signals_is_validated() -> None:
+    with pytest.raises(ConfigurationError, match="handle_signals must be true or false"):
+        RefreshingCloudWatchLogHandler("app", handle_signals="maybe")
+
+
+def test_where_python_cannot_set_signals_nothing_is_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(*args: object) -> None:
+        raise ValueError("signal only works in main thread of the main interpreter")
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    monkeypatch.setattr(signal, "signal", refuse)  # as in a subinterpreter
+    assert not install_sigterm_handler()
+    RefreshingCloudWatchLogHandler("app")  # and the constructor does not fail
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+class Interrupted:
+    """A handler during whose first flush() SIGTERM arrives, as Pool.terminate() sends it."""
+
+    flush_timeout = 1.0
+    stats = DeliveryStats()
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def flush(self, timeout: float | None = None) -> bool:
+        self.events.append("flush")
+        if self.events.count("flush") == 1:
+            signal.raise_signal(signal.SIGTERM)
+        return True
+
+    def close(self) -> None:
+        self.events.append("close")
+
+
+def test_a_sigterm_during_an_exit_hook_is_passed_on_once_it_is_done(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events: list[str] = []
+    monkeypatch.setattr(shutdown, "_live", lambda: [Interrupted(events)])
+    signal.signal(signal.SIGTERM, lambda signum, frame: events.append("application"))
+    assert install_sigterm_handler()
+    # A Celery child exiting (a multiprocessing child's finalizer does the same).
+    shutdown._on_worker_process_shutdown(sender=None, pid=os.getpid(), exitcode=0)
+    # Not a second delivery inside the first (it could wait on a lock the first holds):
+    # the signal waits until the hook is done, then goes its way as usual.
+    assert events[:4] == ["flush", "flush", "close", "flush"]
+    assert events[-1] == "application"
+    assert events.count("application") == 1
+
+
+class Stuck:
+    """A handler whose sender never finishes: flush() always waits out its timeout."""
+
+    flush_timeout = 10.0
+    stats = None
+
+    def flush(self, timeout: float | None = None) -> bool:
+        time.sleep(1.0)
+        return False
+
+    def close(self) -> None:
+        time.sleep(self.flush_timeout)
+
+
+def test_the_signal_handler_stops_waiting_for_a_stuck_delivery(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(shutdown, "_live", lambda: [Stuck()])
+    monkeypatch.setattr(shutdown, "SHUTDOWN_BUDGET", 0.2)
+    monkeypatch.setattr(shutdown, "_JOIN_MARGIN", 0.1)
+    started_at = time.monotonic()
+    shutdown._settle_in_background("signal 15", close=False)
+    assert time.monotonic() - started_at < 0.9
+    assert capsys.readouterr().err == (
+        "watchtower-refresh: signal 15: delivery did not finish within 0.3 s; "
+        "records still queued are lost\n"
+    )
+
+
+def test_without_threads_delivery_runs_on_the_signalled_thread(
+    aws: FakeAWS, messages: Read, monkeypatch: pytest.MonkeyPatch, only: Callable[..., None]
+) -> None:
+    handler = RefreshingCloudWatchLogHandler("/svc/inline", send_interval=60)
+    only(handler)
+    logger_for(handler).info("sent from here")
+
+    class Finalizing(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    # Only _shutdown's threads: the fake AWS starts one per request.
+    monkeypatch.setattr(shutdown, "threading", types.SimpleNamespace(Thread=Finalizing))
+    shutdown._settle_in_background("signal 15", close=False)
+    monkeypatch.undo()
+    assert messages("/svc/inline") == ["sent from here"]
+    handler.close()
+
+
+def test_pool_workers_send_each_record_before_the_logging_call_returns(
+    monkeypatch: pytest.MonkeyPatch, only: Callable[..., None]
+) -> None:
+    pytest.importorskip("billiard.process")
+    import multiprocessing
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    handler = RefreshingCloudWatchLogHandler("/svc/pool-worker", send_interval=60)
+    only(handler)
+    assert install_sigterm_handler()
+    ours = signal.getsignal(signal.SIGTERM)
+    monkeypatch.delitem(sys.modules, "celery.concurrency.prefork", raising=False)
+    shutdown._before_fork()  # as the parent forks
+    shutdown._prepare_pool_worker()  # here: neither kind of pool worker
+    seen = [(handler.use_queues, signal.getsignal(signal.SIGTERM) is ours)]
+    monkeypatch.setattr(shutdown, "_billiard_parent", object())  # a billiard worker
+    shutdown._prepare_pool_worker()
+    seen.append((handler.use_queues, signal.getsignal(signal.SIGTERM) is ours))
+    assert seen == [(True, True), (False, False)]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # what was there before us
+    # A multiprocessing pool worker, by the name Pool gives it.
+    monkeypatch.setattr(shutdown, "_billiard_parent", None)
+    handler.use_queues = True
+    monkeypatch.setattr(multiprocessing.current_process(), "name", "ForkPoolWorker-1")
+    shutdown._prepare_pool_worker()
+    assert not handler.use_queues
+    shutdown._after_fork_in_child()
+    handler.close()
+
+
+def test_celery_is_hooked_only_once_the_application_imported_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delitem(sys.modules, "celery.signals", raising=False)
+    monkeypatch.delitem(sys.modules, "celery", raising=False)
+    shutdown._hook_celery(may_import=True)
+    assert "celery" not in sys.modules  # not imported by us
+    monkeypatch.setitem(sys.modules, "celery", types.ModuleType("celery"))  # not Celery
+    shutdown._hook_celery(may_import=True)
+    assert "celery.signals" not in sys.modules
+    shutdown._hook_celery(may_import=False)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def stop_while_logging(
+    process: subprocess.Popen[str], kill: Callable[[], None], after: int = 300
+) -> tuple[int, str]:
+    """Signal the worker once it logged ``after`` records; return the last one logged then."""
+    assert process.stdout is not None
+    handler_line = process.stdout.readline()
+    last = -1
+    while last < after:
+        line = process.stdout.readline()
+        assert line, "the worker ended early"
+        last = int(line)
+    kill()
+    return last, handler_line
+
+
+def numbered(got: list[str]) -> set[int]:
+    return {int(message.rsplit(" ", 1)[1]) for message in got if " record " in message}
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "application_handler_ran"),
+    [
+        ("plain", -signal.SIGTERM, False),  # killed by SIGTERM, as without us
+        ("before", 3, True),  # the application's handler exits 3
+        ("after", -signal.SIGTERM, True),  # the application's handler chains to ours
+    ],
+)
+@pytest.mark.slow
+def test_sigterm_delivers_everything_logged_before_it(
+    aws: FakeAWS, messages: Read, mode: str, status: int, application_handler_ran: bool
+) -> None:
+    group = f"/svc/sigterm-{mode}"
+    with started([sys.executable, WORKER, group, mode], environment(aws)) as process:
+        last, _ = stop_while_logging(process, lambda: process.send_signal(signal.SIGTERM))
+        started_at = time.monotonic()
+        _, err = finish(process)
+    assert time.monotonic() - started_at < shutdown.SHUTDOWN_BUDGET
+    assert process.returncode == status, err
+    got = messages(group)
+    assert set(range(last + 1)) <= numbered(got)
+    assert any("application handler ran" in m for m in got) == application_handler_ran
+    assert "records not delivered" not in err
+
+
+@pytest.mark.slow
+def test_an_ignored_sigterm_is_still_ignored_by_the_program(aws: FakeAWS, messages: Read) -> None:
+    group = "/svc/sigterm-ignored"
+    with started([sys.executable, WORKER, group, "ignore"], environment(aws)) as process:
+        _, handler_line = stop_while_logging(
+            process, lambda: process.send_signal(signal.SIGTERM), after=50
+        )
+        out, err = finish(process)  # it goes on logging, and ends on its own after 3 s
+    assert "SIG_IGN" in handler_line
+    assert process.returncode == 0, err
+    last = int(out.split()[-1])
+    assert last > 50
+    assert numbered(messages(group)) == set(range(last + 1))
+
+
+@pytest.mark.slow
+def test_handle_signals_false_opts_out(aws: FakeAWS) -> None:
+    group = "/svc/sigterm-opt-out"
+    with started([sys.executable, WORKER, group, "opt-out"], environment(aws)) as process:
+        _, handler_line = stop_while_logging(
+            process, lambda: process.send_signal(signal.SIGTERM), after=10
+        )
+        finish(process)
+    assert handler_line.strip() == "sigterm <Handlers.SIG_DFL: 0>"
+    assert process.returncode == -signal.SIGTERM
+
+
+@pytest.mark.slow
+def test_records_the_budget_cannot_deliver_are_reported_on_stderr(aws: FakeAWS) -> None:
+    aws.injector.add_fault(Fault(code="", action="PutLogEvents", delay=15))
+    group = "/svc/sigterm-stuck"
+    env = environment(aws, FLUSH_TIMEOUT="1")
+    with started([sys.executable, WORKER, group, "plain"], env) as process:
+        stop_while_logging(process, lambda: process.send_signal(signal.SIGTERM), after=50)
+        started_at = time.monotonic()
+        _, err = finish(process)
+    assert time.monotonic() - started_at < 8
+    assert process.returncode == -signal.SIGTERM
+    (line,) = [line for line in err.splitlines() if line.startswith("watchtower-refresh:")]
+    assert line.startswith("watchtower-refresh: signal 15: ")
+    assert line.endswith(" records not delivered within 1 s, counted in stats.dropped['shutdown']")
+
+
+def _can_unshare() -> bool:
+    try:
+        probe = subprocess.run(
+            ["unshare", "--pid", "--fork", "--mount-proc", "true"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not _can_unshare(), reason="no PID namespace here (unshare --pid needs CAP_SYS_ADMIN)"
+)
+def test_pid1_of_a_container_delivers_and_exits_143(aws: FakeAWS, messages: Read) -> None:
+    # A container's CMD ["python", ...]: PID 1, to which SIGTERM's default action does not
+    # apply. Without us it would ignore SIGTERM until the runtime's SIGKILL.
+    group = "/svc/sigterm-pid1"
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, WORKER, group, "plain"]
+
+    def kill_pid1() -> None:
+        (pid,) = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        os.kill(int(pid), signal.SIGTERM)  # as docker stop does: to PID 1 only
+
+    with started(argv, environment(aws)) as process:
+        last, _ = stop_while_logging(process, kill_pid1)
+        _, err = finish(process)
+    assert process.returncode == 143, err  # what tini or docker run --init would report
+    assert set(range(last + 1)) <= numbered(messages(group))
+
+
+def test_settle_with_no_handlers_is_a_no_op(only: Callable[..., Any]) -> None:
+    only()
+    assert shutdown.settle("test", close=True) == 0

@@ -1,0 +1,195 @@
+"""Servers, pools and Celery, stopped as their operators stop them: nothing logged is lost.
+
+Each test starts the real program against the fake AWS with the default ``send_interval``
+(5 s), sends the real signal while records are being logged, and asserts that every record
+logged before it is read back, with the exit status the program has without our handler.
+The programs live in ``shutdown_apps/``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from watchtower_refresh.testing import FakeAWS
+
+from tests.shutdown_harness import APPS, BIN, Client, environment, finish, free_port, started
+
+Read = Callable[[str], list[str]]
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+pytestmark = pytest.mark.slow
+
+
+def requests_in(got: list[str], word: str = "request") -> set[int]:
+    """Numbers N of the ``<word> N`` records among ``got``."""
+    pattern = re.compile(rf"\b{word} (\d+)\b")
+    return {int(match[1]) for match in map(pattern.search, got) if match}
+
+
+def serve_and_stop(
+    argv: list[str], env: dict[str, str], url_prefix: str, cwd: Path = APPS
+) -> tuple[set[int], int, str]:
+    """Run a server, request ``url_prefix + N`` until 60 answers, SIGTERM it, let it end.
+
+    Returns the requests answered before the signal, the exit status, and stderr.
+    """
+    with started(argv, env, cwd) as process:
+        client = Client(url_prefix)
+        client.wait_until_up(process)
+        client.start()
+        try:
+            client.wait_for(60)
+            signalled_at = time.monotonic()
+            process.send_signal(signal.SIGTERM)  # to the server's first process only
+            _, err = finish(process)
+        finally:
+            client.stop()
+    return client.answered_before(signalled_at) | {999999}, process.returncode, err
+
+
+def uvicorn_log_config(tmp_path: Path, group: str) -> str:
+    """The README's recipe: uvicorn's --log-config names the handler."""
+    path = tmp_path / "log_config.json"
+    path.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "handlers": {
+                    "cloudwatch": {
+                        "()": "watchtower_refresh.RefreshingCloudWatchLogHandler",
+                        "log_group_name": group,
+                    }
+                },
+                "root": {"level": "INFO", "handlers": ["cloudwatch"]},
+            }
+        )
+    )
+    return str(path)
+
+
+@pytest.mark.parametrize(("workers", "status"), [(1, -signal.SIGTERM), (2, 0)])
+def test_uvicorn(aws: FakeAWS, messages: Read, tmp_path: Path, workers: int, status: int) -> None:
+    group = f"/svc/uvicorn-{workers}"
+    port = free_port()
+    argv = [str(BIN / "uvicorn"), "web:asgi", "--port", str(port), "--workers", str(workers)]
+    argv += ["--log-config", uvicorn_log_config(tmp_path, group)]
+    answered, returncode, err = serve_and_stop(
+        argv, environment(aws), f"http://127.0.0.1:{port}/log/"
+    )
+    assert returncode == status, err  # one worker: killed by the re-raised SIGTERM
+    got = messages(group)
+    assert answered <= requests_in(got)
+    # What uvicorn and the application log while they stop arrives too, in every worker.
+    assert sum("lifespan shutdown in" in m for m in got) == workers
+    assert sum("Finished server process" in m for m in got) == workers
+
+
+GUNICORN_CASES = {
+    "sync": ["web:wsgi"],
+    "sync-preload": ["web:wsgi", "--preload"],
+    "uvicorn-worker": ["web:asgi", "-k", "uvicorn.workers.UvicornWorker"],
+    # With --preload that worker resets SIGTERM after the fork: the README's hook puts our
+    # handler back.
+    "uvicorn-worker-preload": [
+        "web:asgi",
+        "-k",
+        "uvicorn.workers.UvicornWorker",
+        "--preload",
+        "-c",
+        "gunicorn_conf.py",
+    ],
+}
+
+
+@pytest.mark.parametrize("case", GUNICORN_CASES)
+def test_gunicorn(aws: FakeAWS, messages: Read, tmp_path: Path, case: str) -> None:
+    group = f"/svc/gunicorn-{case}"
+    port = free_port()
+    argv = [str(BIN / "gunicorn"), *GUNICORN_CASES[case], "-b", f"127.0.0.1:{port}", "-w", "2"]
+    env = environment(
+        aws,
+        CONFIGURE_IN_APP="1",  # configure_logging() when the app module is imported
+        WATCHTOWER_REFRESH_LOG_GROUP=group,
+        HOME=str(tmp_path),  # gunicorn's control socket goes there
+        XDG_RUNTIME_DIR=str(tmp_path),
+    )
+    answered, returncode, err = serve_and_stop(argv, env, f"http://127.0.0.1:{port}/log/")
+    assert returncode == 0, err
+    got = messages(group)
+    assert answered <= requests_in(got)
+    if "uvicorn" in case:
+        assert sum("lifespan shutdown in" in m for m in got) == 2
+
+
+def test_django_runserver(aws: FakeAWS, messages: Read) -> None:
+    # --noreload: the autoreloader's parent answers SIGTERM with sys.exit(0), which kills
+    # the server process with SIGKILL (README, "Stopping cleanly").
+    port = free_port()
+    argv = [str(BIN / "django-admin"), "runserver", "--noreload", f"127.0.0.1:{port}"]
+    env = environment(
+        aws,
+        PYTHONPATH=str(EXAMPLES / "django_site"),
+        DJANGO_SETTINGS_MODULE="settings",
+        APP_LOG_ROLE_ARN="arn:aws:iam::123456789012:role/app-logs",
+    )
+    answered, returncode, err = serve_and_stop(
+        argv, env, f"http://127.0.0.1:{port}/orders/", cwd=EXAMPLES / "django_site"
+    )
+    assert returncode == -signal.SIGTERM, err
+    assert answered <= requests_in(messages("/app/orders-django"), "order")
+
+
+@pytest.mark.parametrize("kind", ["multiprocessing-with", "billiard-with", "billiard-close"])
+def test_pool_workers(aws: FakeAWS, messages: Read, kind: str) -> None:
+    group = f"/svc/pool-{kind}"
+    argv = [sys.executable, str(APPS / "pools.py"), group, kind, "150"]
+    with started(argv, environment(aws)) as process:
+        out, err = finish(process)
+    assert process.returncode == 0, err
+    assert out.strip() == "150"
+    got = messages(group)
+    assert requests_in(got, "item") == set(range(150)), err
+    assert len(got) == 150
+
+
+@pytest.mark.parametrize("recycle", [False, True], ids=["warm-shutdown", "max-tasks-per-child"])
+def test_celery_prefork(aws: FakeAWS, messages: Read, tmp_path: Path, recycle: bool) -> None:
+    group = f"/svc/celery-{'recycle' if recycle else 'warm'}"
+    done = tmp_path / "done"
+    env = environment(
+        aws,
+        BROKER_DIR=str(tmp_path),
+        DONE_FILE=str(done),
+        WATCHTOWER_REFRESH_LOG_GROUP=group,
+    )
+    with started([sys.executable, "tasks.py", "150"], env) as sender:
+        _, err = finish(sender)
+    assert sender.returncode == 0, err
+    argv = [str(BIN / "celery"), "-A", "tasks", "worker", "-P", "prefork", "-c", "2"]
+    argv += ["--loglevel", "INFO"]
+    if recycle:
+        argv += ["--max-tasks-per-child", "25"]
+
+    def finished() -> int:
+        return len(done.read_text().split()) if done.exists() else 0
+
+    with started(argv, env) as worker:
+        deadline = time.monotonic() + 60
+        # Warm shutdown while tasks run; recycling: once every task ran in some child.
+        while finished() < (150 if recycle else 40) and worker.poll() is None:
+            assert time.monotonic() < deadline, f"{finished()} tasks ran"
+            time.sleep(0.02)
+        worker.send_signal(signal.SIGTERM)
+        _, err = finish(worker)
+    assert worker.returncode == 0, err
+    ran = {int(n) for n in done.read_text().split()}
+    assert len(ran) >= (150 if recycle else 40)
+    assert ran <= requests_in(messages(group), "task")
