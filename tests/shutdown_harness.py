@@ -19,9 +19,8 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from watchtower_refresh.testing import FakeAWS
-
 from tests.conftest import REGION
+from watchtower_refresh.testing import FakeAWS
 
 APPS = Path(__file__).parent / "shutdown_apps"
 BIN = Path(sys.executable).parent

@@ -23,7 +23,6 @@ from types import FrameType
 from typing import Any
 
 import pytest
-from watchtower_refresh.testing import FakeAWS, Fault
 
 from tests.conftest import logger_for
 from tests.shutdown_harness import APPS, environment, finish, started
@@ -35,6 +34,7 @@ from watchtower_refresh import (
 )
 from watchtower_refresh import _shutdown as shutdown
 from watchtower_refresh._config import logging_config
+from watchtower_refresh.testing import FakeAWS, Fault
 
 Read = Callable[[str], list[str]]
 WORKER = str(APPS / "worker.py")
@@ -242,9 +242,10 @@ def test_without_threads_delivery_runs_on_the_signalled_thread(
             raise RuntimeError("can't create new thread at interpreter shutdown")
 
     # Only _shutdown's threads: the fake AWS starts one per request.
-    monkeypatch.setattr(shutdown, "threading", types.SimpleNamespace(Thread=Finalizing))
-    shutdown._settle_in_background("signal 15", close=False)
-    monkeypatch.undo()
+    unstartable = types.SimpleNamespace(**{**vars(threading), "Thread": Finalizing})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(shutdown, "threading", unstartable)
+        shutdown._settle_in_background("signal 15", close=False)
     assert messages("/svc/inline") == ["sent from here"]
     handler.close()
 

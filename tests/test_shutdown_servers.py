@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from watchtower_refresh.testing import FakeAWS
 
 from tests.shutdown_harness import APPS, BIN, Client, environment, finish, free_port, started
+from watchtower_refresh.testing import FakeAWS
 
 Read = Callable[[str], list[str]]
 EXAMPLES = Path(__file__).parent.parent / "examples"

@@ -741,6 +741,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         if result.reason is None:
             with self._ledger.lock:
                 self._failing.clear()  # a success ends the episode: the next one warns again
+        elif result.reason == "shutdown" and summarizing():
+            pass  # the process is ending: its one line on stderr counts these too
         else:
             self._warn_once(
                 result.reason,

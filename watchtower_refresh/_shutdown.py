@@ -38,7 +38,7 @@ from types import FrameType
 from typing import Any, NoReturn, Protocol
 
 from ._compat import register_multiprocessing_after_fork
-from ._process import flush_all, one_report_line
+from ._process import one_report_line
 
 __all__ = [
     "SHUTDOWN_BUDGET",
@@ -63,9 +63,6 @@ class _Handler(Protocol):
 
     def flush(self, timeout: float | None = None) -> bool: ...
 
-    def request_flush(self) -> int: ...
-
-    def wait_flushed(self, target: int, deadline: float) -> bool: ...
 
     def close(self) -> None: ...
 
@@ -235,7 +232,10 @@ def settle(reason: str, *, close: bool, budget: float | None = None) -> int:
     if budget is None:
         budget = min(SHUTDOWN_BUDGET, max(h.flush_timeout for h in handlers))
     deadline = time.monotonic() + budget
-    flush_all(budget, handlers)
+    for handler in handlers:
+        handler.flush(timeout=0)  # wakes every sender at once, then one shared deadline
+    for handler in handlers:
+        handler.flush(timeout=max(0.0, deadline - time.monotonic()))
     if not close:
         return 0
     before = sum(_shutdown_count(h) for h in handlers)
