@@ -63,7 +63,6 @@ class _Handler(Protocol):
 
     def flush(self, timeout: float | None = None) -> bool: ...
 
-
     def close(self) -> None: ...
 
     @property
