@@ -6,6 +6,7 @@ codes and stderr are the evidence.
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import textwrap
@@ -327,3 +328,59 @@ def test_random_faults_never_break_the_accounting(
     assert stats.queued == 0
     assert len(read) == stats.delivered
     assert len(set(read)) == len(read)  # nothing read back twice
+
+
+def test_a_signal_handler_that_logs_in_the_middle_of_emit_neither_hangs_nor_miscounts(
+    aws: FakeAWS, messages: Read
+) -> None:
+    script = textwrap.dedent(
+        """
+        import logging, signal
+        from watchtower_refresh import RefreshingCloudWatchLogHandler
+        handler = RefreshingCloudWatchLogHandler(
+            "/life/reentry", send_interval=0.01, max_batch_count=50, handle_signals=False
+        )
+        logger = logging.getLogger("reentry")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        fired = 0
+        def on_alarm(signum, frame):
+            global fired
+            fired += 1
+            logger.info("from the signal handler %d", fired)
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
+        for n in range(5000):
+            logger.info("from the loop %d", n)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        assert handler.flush(timeout=30)
+        stats = handler.stats
+        print(5000 + fired, stats.received, stats.delivered, stats.queued)
+        """
+    )
+    done = run_python(aws, "-c", script)
+    assert done.returncode == 0, done.stderr
+    logged, received, delivered, queued = map(int, done.stdout.split())
+    assert logged > 5000  # the signal handler did log
+    assert (received, delivered, queued) == (logged, logged, 0)
+    assert len(messages("/life/reentry")) == logged
+
+
+def test_close_on_a_closed_handler_does_not_wait_for_loggings_lock(make_handler: Any) -> None:
+    handler = make_handler("/life/lockorder")
+    handler.close()
+    done = threading.Event()
+    with logging._lock:  # type: ignore[attr-defined]  # as dictConfig holds it
+
+        def close() -> None:
+            handler.close()
+            done.set()
+
+        closer = threading.Thread(target=close)
+        closer.start()
+        closer.join(5)
+        # dictConfig, holding logging's lock, may now take the handler's and the ledger's.
+        with handler._ledger.lock:
+            pass
+    closer.join(5)
+    assert done.is_set()

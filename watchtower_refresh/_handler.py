@@ -123,6 +123,11 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
+def _warnings_go_to_logging() -> bool:
+    """Whether ``logging.captureWarnings(True)`` routes warnings through logging now."""
+    return getattr(warnings.showwarning, "__module__", None) == "logging"
+
+
 def _pick_alias(
     name: str, value: str | None, default: str | None, old_name: str, old_value: str | None
 ) -> str | None:
@@ -381,6 +386,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         self._sender: Sender | None = None
         self._closing_deadline: float | None = None
         self._failing: set[str] = set()  # delivery failures warned since the last success
+        self._pending_warnings: list[str] = []  # from emit(), issued by a delivery thread
         self._exit_reported = False
         self._streams = StreamNames(self.log_stream_name)
         self._destination = Destination(
@@ -412,10 +418,11 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
     def handle(self, record: logging.LogRecord) -> Any:
         """Handle ``record``, unless the current thread is delivering logs.
 
-        Records that botocore or urllib3 log while we send are not handled, so delivery can
-        neither recurse nor deadlock. Any other record logged on a thread that is sending
-        (a signal handler that interrupted a ``use_queues=False`` put) is handled right
-        after that put.
+        Records that botocore, urllib3 or this package log while we send are not handled,
+        so delivery can neither recurse nor deadlock. Any other record logged on a thread
+        that is sending is handled: right after the put for a ``use_queues=False`` put (a
+        signal handler that interrupted it), at once on the handler's own threads (a
+        ``session_factory`` that logs, say).
         """
         if _thread_state.delivering:
             return self._handle_while_delivering(record)
@@ -430,12 +437,19 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             self.emit(record)
         return record if _RETURNS_RECORD else True
 
-    def _handle_while_delivering(self, record: logging.LogRecord) -> bool:
-        deferred = _thread_state.deferred
-        if deferred is None or record.name.startswith(_DELIVERY_LOGGERS):
+    def _handle_while_delivering(self, record: logging.LogRecord) -> Any:
+        if record.name.startswith(_DELIVERY_LOGGERS):
             return False
-        deferred.append((self, record))
-        return True
+        deferred = _thread_state.deferred
+        if deferred is not None:  # a synchronous put is under way on this thread
+            deferred.append((self, record))
+            return True
+        before = _thread_state.delivering  # one of our threads: queue it like any record
+        _thread_state.delivering = False
+        try:
+            return self.handle(record)
+        finally:
+            _thread_state.delivering = before
 
     def emit(self, record: logging.LogRecord) -> None:
         """Format ``record`` and queue it; never raises into the application.
@@ -475,22 +489,45 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             event = (stream, int(record.created * 1000), message, size)
             cost = size + EVENT_OVERHEAD
             ledger = self._ledger
-            admitted = ledger.admitted
-            held_bytes = ledger.admitted_bytes + cost
-            if admitted < ledger.limit_events and held_bytes <= ledger.limit_bytes:
-                # The fast path: a sender runs, the handler is open and the caps allow.
-                ledger.admitted = admitted + 1
-                ledger.admitted_bytes = held_bytes
+            if (
+                ledger.admitted < ledger.limit_events
+                and ledger.admitted_bytes + cost <= ledger.limit_bytes
+            ):
+                # The fast path: a sender runs, the handler is open and the caps allow. The
+                # counters are updated in place, with no call in between that a signal
+                # handler (which may log too) could interrupt.
+                ledger.admitted += 1
+                ledger.admitted_bytes += cost
                 ledger.queue.append(event)
                 if (
-                    admitted >= ledger.wake_events or held_bytes >= ledger.wake_bytes
-                ) and self._sender is not None:
-                    self._sender.wake.set()
+                    ledger.admitted > ledger.wake_events
+                    or ledger.admitted_bytes >= ledger.wake_bytes
+                ):
+                    self._wake_sender()
+                elif ledger.gated:  # close() ran meanwhile in another thread: see to it
+                    self._emit_raced_close()
                 return
             self._emit_slow(event, cost)
         except Exception:
             self._ledger.drop("internal_error")
             self.handleError(record)
+
+    def _wake_sender(self) -> None:
+        ledger = self._ledger
+        # Once is enough: the sender sets new thresholds when it next looks.
+        ledger.wake_events = ledger.wake_bytes = sys.maxsize
+        sender = self._sender
+        if sender is not None:
+            sender.wake.set()
+        if ledger.gated:
+            self._emit_raced_close()
+
+    def _emit_raced_close(self) -> None:
+        """A record went into the queue as close() stopped the sender: reopen to send it."""
+        with self._ledger.lock:
+            sender = self._sender
+            if self._state is not _State.CLOSING and (sender is None or not sender.reusable):
+                self._open()
 
     def _emit_slow(self, event: Event, cost: int) -> None:
         """Admit ``event`` when the fast path cannot: start, reopen, exit, sync or full."""
@@ -502,23 +539,18 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             if not exiting():
                 sender = self._sender
                 if self._state is _State.CLOSING:
-                    if sender is not None and not sender.finished:
-                        self._admit_or_refuse(event, cost)
+                    # close() delivers it, or counts it as shutdown once its time is up.
+                    self._admit_or_refuse(event, cost)
+                    if sender is not None:
                         sender.wake.set()
-                        return
-                else:
-                    if (
-                        self._state is not _State.OPEN
-                        or sender is None
-                        or sender.finished
-                        or not sender.alive
-                    ):
-                        self._open()
-                    if self._state is _State.OPEN and self._sender is not None:
-                        self._admit_or_refuse(event, cost)
-                        self._sender.wake.set()
-                        return
-        # Exiting, a closing sender that has already stopped, or no thread can start.
+                    return
+                if self._state is not _State.OPEN or sender is None or not sender.reusable:
+                    self._open()
+                if self._state is _State.OPEN and self._sender is not None:
+                    self._admit_or_refuse(event, cost)
+                    self._sender.wake.set()
+                    return
+        # Exiting, or no thread can start.
         self._send_now([event], exit_path=True)
 
     def _admit_or_refuse(self, event: Event, cost: int) -> None:
@@ -532,7 +564,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         ledger.drop("queue_full")
         if not ledger.overflowing:
             ledger.overflowing = True
-            _warn(
+            self._warn_soon(
                 f"the queue of log group {self.log_group_name} is full "
                 f"({self.queue_max_events} records or {self.queue_max_bytes} bytes): "
                 "records are dropped and counted in stats.dropped['queue_full'] until it drains"
@@ -541,7 +573,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
     def _open(self) -> None:
         """Start a sender, or keep the one that is still draining (ledger lock held)."""
         sender = self._sender
-        if sender is not None and sender.alive and not sender.finished:
+        if sender is not None and sender.reusable:
             sender.draining = False  # a dictConfig closed us without waiting: carry on
         else:
             sender = Sender(self, self._ledger, MAX_IN_FLIGHT)
@@ -626,6 +658,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         Returns:
             True if everything queued before the call was handled in time.
         """
+        self.issue_warnings()
         wait = self.flush_timeout if timeout is None else max(0.0, timeout)
         target = self.request_flush()
         return self.wait_flushed(target, time.monotonic() + wait)
@@ -641,25 +674,37 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         after ``close()`` reopens it, as ``FileHandler`` reopens its file: a reconfiguration
         that closes handlers loses nothing.
         """
+        self.close_by(time.monotonic() + self.flush_timeout)
+
+    def close_by(self, deadline: float) -> None:
+        """``close()``, delivering until the monotonic ``deadline`` (shared at exit)."""
         ledger = self._ledger
         with ledger.lock:
-            if self._state is _State.CLOSED or (self._state is _State.NEW and not ledger.held):
-                self._state = _State.CLOSED
-                logging.Handler.close(self)
-                return
-            if self._state is _State.CLOSING:
-                deadline = self._closing_deadline or time.monotonic()
+            state = self._state
+            if state is _State.CLOSING:
+                waited = self._closing_deadline or time.monotonic()
                 ledger.cond.wait_for(
-                    lambda: self._state is _State.CLOSED, max(0.0, deadline - time.monotonic())
+                    lambda: self._state is not _State.CLOSING,
+                    max(0.0, waited + 1.0 - time.monotonic()),
                 )
                 return
-            self._state = _State.CLOSING
-            self._closing_deadline = time.monotonic() + self.flush_timeout
-            ledger.close_gate()
-            sender = self._sender
-            if sender is not None:
-                sender.draining = True
-                sender.wake.set()
+            done = state in (_State.NEW, _State.CLOSED) and not ledger.held
+            if done:
+                self._state = _State.CLOSED
+            else:
+                sender = self._sender
+                if sender is None or not sender.reusable:
+                    self._open()  # records were left behind: a sender to deliver them
+                    sender = self._sender if self._state is _State.OPEN else None
+                self._state = _State.CLOSING
+                self._closing_deadline = deadline
+                ledger.close_gate()
+                if sender is not None:
+                    sender.draining = True
+                    sender.wake.set()
+        if done:
+            logging.Handler.close(self)  # outside the ledger's lock: it takes logging's
+            return
         if holds_logging_lock():
             # dictConfig (uvicorn applies one at start-up) closes old handlers while it holds
             # logging's lock, which the sender needs: it delivers the rest and stops on its
@@ -681,6 +726,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                     max(0.0, deadline - time.monotonic()),
                 )
             sender.stop.set()  # cut a backoff wait short: the time is up
+            sender.wake.set()
             sender.join(min(1.0, max(0.0, deadline + 1.0 - time.monotonic())))
         with ledger.lock:
             lost = 0
@@ -696,6 +742,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 f"within flush_timeout={self.flush_timeout:g}s of close(); they are counted "
                 "in stats.dropped['shutdown']"
             )
+        self.issue_warnings()
         logging.Handler.close(self)
 
     # ----------------------------------------------------------------- delivery
@@ -829,6 +876,44 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
 
     # ----------------------------------------------------------------- warnings
 
+    def sender_stopped(self, sender: Sender) -> None:
+        """``sender`` has stopped (ledger lock held): later records take the slow path."""
+        if self._sender is sender:
+            self._ledger.close_gate()
+
+    def _warn_soon(self, message: str, key: str | None = None) -> None:
+        """Warn from ``emit()``, or soon after from a delivery thread or ``flush()``.
+
+        ``emit()`` runs under the handler's lock; a warning captured into logging
+        (``logging.captureWarnings``, which Django turns on) needs logging's lock, which
+        ``dictConfig`` holds while it waits for the handler's: a deadlock. Such warnings
+        wait for a thread that holds neither.
+        """
+        if key is not None:
+            with self._ledger.lock:
+                if key in self._warned:
+                    return
+                self._warned.add(key)
+        if not _warnings_go_to_logging():
+            _warn(message)  # nothing in it takes logging's lock: say it now
+            return
+        self._pending_warnings.append(message)
+        sender = self._sender
+        if sender is not None and sender.alive:
+            sender.wake.set()
+        elif not self.use_queues:
+            self.issue_warnings()
+
+    def issue_warnings(self) -> None:
+        """Issue the warnings ``emit()`` put aside."""
+        pending = self._pending_warnings
+        while pending:
+            try:
+                message = pending.pop(0)
+            except IndexError:
+                return
+            _warn(message)
+
     def _warn_once(self, key: str, message: str, *, per_episode: bool = False) -> None:
         """Warn about ``key`` once per process, or once per failure episode.
 
@@ -843,9 +928,9 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
 
     def _drop_one(self, reason: str, warning: str) -> None:
         self._ledger.drop(reason)
-        self._warn_once(
-            reason,
+        self._warn_soon(
             f"{warning}; such records are dropped and counted in stats.dropped[{reason!r}]",
+            key=reason,
         )
 
 

@@ -61,6 +61,13 @@ class Lifecycle(Flushable, Protocol):
     def close(self) -> None:
         """Deliver what is held within ``flush_timeout`` and stop."""
 
+    def close_by(self, deadline: float) -> None:
+        """Deliver what is held until the monotonic ``deadline`` and stop."""
+
+    @property
+    def flush_timeout(self) -> float:
+        """Seconds ``close()`` waits for delivery."""
+
     def _after_fork_in_child(self) -> None:
         """Start afresh in a forked child: the parent keeps and delivers what it held."""
 
@@ -170,10 +177,13 @@ def _at_exit() -> None:
     global _exit_started, _exit_closed
     _exit_started = time.monotonic()  # records logged from now on take the exit path
     handlers = list(_live)
-    for handler in handlers:
-        handler.request_flush()  # every sender starts at once; close() then waits for each
-    for handler in handlers:
-        handler.close()
+    if handlers:
+        # One deadline for all, not one after another: every sender starts at once.
+        deadline = time.monotonic() + max(handler.flush_timeout for handler in handlers)
+        for handler in handlers:
+            handler.request_flush()
+        for handler in handlers:
+            handler.close_by(deadline)
     _exit_closed = time.monotonic()
 
 

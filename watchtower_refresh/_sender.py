@@ -27,7 +27,7 @@ from ._ledger import Claim, Ledger, Part
 from ._process import mark_delivery_thread
 from ._shutdown import keep_sigterm_off_this_thread
 
-__all__ = ["Sender", "SenderHost"]
+__all__ = ["Sender", "SenderHost", "Waker"]
 
 _Task = tuple[str, Part]
 _stream_of = operator.itemgetter(0)
@@ -36,6 +36,34 @@ _stream_of = operator.itemgetter(0)
 def _one_stream(events: list[Event]) -> bool:
     """Whether every event goes to the same stream (the common case), at C speed."""
     return len(set(map(_stream_of, events))) == 1
+
+
+class Waker:
+    """Wakes the scheduler; safe to call from anywhere, a signal handler included.
+
+    ``threading.Event.set`` takes a lock that is not re-entrant: a signal handler that logs
+    while the main thread is inside ``set()`` would wait for itself forever.
+    ``SimpleQueue.put`` is documented as re-entrant.
+    """
+
+    __slots__ = ("_tokens",)
+
+    def __init__(self) -> None:
+        self._tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
+
+    def set(self) -> None:
+        """Wake the scheduler (or make its next wait return at once)."""
+        self._tokens.put(None)
+
+    def wait(self, timeout: float | None) -> None:
+        """Wait until woken or ``timeout`` seconds pass, then forget every wake-up so far."""
+        tokens = self._tokens
+        try:
+            tokens.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while not tokens.empty():
+            tokens.get_nowait()
 
 
 class SenderHost(Protocol):
@@ -57,6 +85,12 @@ class SenderHost(Protocol):
     def settle_failed(self, part: Part | None, exc: BaseException) -> None:
         """Settle ``part`` (if any) as an internal error and say so once."""
 
+    def sender_stopped(self, sender: Sender) -> None:
+        """``sender`` has stopped (ledger lock held): send later records the slow way."""
+
+    def issue_warnings(self) -> None:
+        """Issue the warnings ``emit()`` put aside (it must not warn under its locks)."""
+
 
 class Sender:
     """One generation of delivery threads for one handler's ledger.
@@ -71,7 +105,7 @@ class Sender:
         self._host = host
         self._ledger = ledger
         self._max_in_flight = max_in_flight
-        self.wake = threading.Event()
+        self.wake = Waker()
         """Set to make the scheduler look at the queue again."""
         self.stop = threading.Event()
         """Set to cut backoff waits short: ``close()`` ran out of time."""
@@ -127,6 +161,11 @@ class Sender:
         self.stop.set()
         self.wake.set()
 
+    @property
+    def reusable(self) -> bool:
+        """Whether a record may still be handed to this generation (not stopped, not dying)."""
+        return not (self.finished or self._abandoned or self.stop.is_set()) and self.alive
+
     # ------------------------------------------------------------------ scheduler
 
     def _run(self) -> None:
@@ -138,7 +177,7 @@ class Sender:
             ledger = self._ledger
             with ledger.lock:
                 self.finished = True
-                ledger.close_gate()  # the next record starts a new sender
+                self._host.sender_stopped(self)  # the next record starts a new sender
                 # Batches not handed out: settled here if the loop failed (abandoned ones
                 # were settled by Ledger.abandon already).
                 for pending in self._pending.values():
@@ -151,6 +190,7 @@ class Sender:
 
     def _loop(self) -> None:
         while not self._abandoned:
+            self._host.issue_warnings()
             self._collect_done()
             wait = self._take_what_is_due()
             self._dispatch()
@@ -163,7 +203,6 @@ class Sender:
                 if self._due_now() or not self._done.empty():
                     continue
                 self.wake.wait(None if wait == math.inf else wait)
-                self.wake.clear()
 
     def _may_stop(self) -> bool:
         """Decide, under the ledger's lock, that nothing more will come (close() drains)."""
@@ -173,15 +212,28 @@ class Sender:
                 return True
             return False
 
+    def _saturated(self) -> bool:
+        """Whether batches of idle streams wait because every worker is busy.
+
+        Batches waiting only behind their own stream's busy worker (a stream backing off)
+        do not count: records of other streams are still taken and sent.
+        """
+        return any(stream not in self._busy for stream in self._pending)
+
     def _due_now(self) -> bool:
-        """Re-checked after arming the wake-up: a record may have come in meanwhile."""
+        """Re-checked after arming the wake-up: a record may have come in meanwhile.
+
+        Agrees with ``_take_what_is_due``: what it would not take now is not due.
+        """
         ledger = self._ledger
         if not ledger.queue:
             return False
+        if self.draining or self.flush_target > ledger.drained:
+            return True
+        if self._saturated():
+            return False
         return (
-            self.draining
-            or self.flush_target > ledger.drained
-            or (self._timer_start is None)
+            (self._timer_start is None)
             or len(ledger.queue) >= self._host.max_batch_count
             or ledger.admitted_bytes - ledger.drained_bytes >= self._host.max_batch_size
         )
@@ -212,9 +264,10 @@ class Sender:
             self._take(None, None)
             self._timer_start = None
             return 0.0 if ledger.queue else (None if self.draining else math.inf)
-        if self._pending:
-            # Batches are still waiting for a worker: let records gather meanwhile, so the
-            # next take makes fuller batches (with many streams, fewer and larger puts).
+        if self._saturated():
+            # Every worker is busy and batches wait for one: let records gather meanwhile,
+            # so the next take makes fuller batches (with many streams, fewer and larger
+            # puts). A worker that finishes wakes us.
             return math.inf
         full = (
             len(ledger.queue) >= host.max_batch_count
