@@ -26,8 +26,19 @@ VERSIONS = ("3.10", "3.11", "3.12", "3.13")
 LOWEST = ROOT / "ci" / "lowest.txt"
 VENVS = ROOT / ".venv-matrix"
 # The suite without coverage: the floor is make test's; branches differ across versions.
-# The wheel test (a minute of pip installs) runs in make test, once.
-PYTEST = ["-m", "pytest", "-q", "--no-cov", "-p", "no:cacheprovider", "-m", "not wheel"]
+# The wheel test (a minute of pip installs) and the slow tests (real servers, pools and
+# Celery stopped by signals; the random-fault property test; SIGKILL runs) run in make
+# test, once: here the rest of the suite, the exit and finalization cases included.
+PYTEST = [
+    "-m",
+    "pytest",
+    "-q",
+    "--no-cov",
+    "-p",
+    "no:cacheprovider",
+    "-m",
+    "not wheel and not slow",
+]
 
 
 def say(line: str) -> None:

@@ -183,7 +183,6 @@ FINALIZING = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(FINALIZING))
 def test_logging_during_interpreter_exit_never_hangs_or_crashes(
     aws: FakeAWS, messages: Read, case: str
