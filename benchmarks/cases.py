@@ -144,8 +144,10 @@ def case_emit(
     stream.setFormatter(logging.Formatter(FORMAT))
     queued = logging.handlers.QueueHandler(queue.SimpleQueue())
     queued.setFormatter(logging.Formatter(FORMAT))
+    spool_dir = tempfile.mkdtemp(prefix="bench-spool-")
     handlers: dict[str, logging.Handler] = {
         "watchtower-refresh": ours(endpoint),
+        "watchtower-refresh (spool)": ours(endpoint, spool_dir=spool_dir),
         "watchtower": theirs(endpoint),
         "StreamHandler (memory)": stream,
         "QueueHandler": queued,

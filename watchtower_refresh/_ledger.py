@@ -28,7 +28,7 @@ import collections
 import dataclasses
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ._batching import EVENT_OVERHEAD, Event, batch_bytes
 
@@ -52,7 +52,8 @@ class DeliveryStats:
     dropped: Mapping[str, int] = dataclasses.field(default_factory=dict)
     """Records given up, by reason: ``queue_full``, ``shutdown``, ``timeout``, ``empty``,
     ``format_error``, ``too_new``, ``too_old``, ``expired``, ``internal_error``, or the AWS
-    error code or exception name that refused the batch."""
+    error code or exception name that refused the batch; ``spool_full`` for a record that
+    neither the full spool nor the full memory queue could keep."""
     retried: int = 0
     """Puts resent after a throttle, a 5xx, a connection error or a missing resource."""
     credential_refreshes: int = 0
@@ -61,6 +62,12 @@ class DeliveryStats:
     """Messages cut to ``max_message_size`` (and still delivered, or counted elsewhere)."""
     queued: int = 0
     """Records waiting to be sent or in flight."""
+    replayed: int = 0
+    """Records adopted from the spool of a dead process and delivered (also in
+    ``delivered``): with a spool, ``received`` counts them as well as the records given to
+    ``emit()``."""
+    corrupt: int = 0
+    """Records found damaged in the spool and skipped: never delivered, never in ``received``."""
 
     @property
     def dropped_total(self) -> int:
@@ -80,9 +87,12 @@ class Claim:
     ``Ledger.settle_rest`` settle whatever no part did.
     """
 
-    __slots__ = ("abandoned", "end", "remaining", "remaining_bytes", "start")
+    __slots__ = ("abandoned", "acker", "end", "remaining", "remaining_bytes", "start")
 
     def __init__(self, start: int, end: int, size: int) -> None:
+        self.acker: Callable[[list[int]], None] | None = None
+        """Acknowledges the spool ids of settled records of a replayed claim; None for the
+        handler's own records, which its own spool writer acknowledges."""
         self.start = start
         self.end = end
         self.remaining = end - start
@@ -191,10 +201,10 @@ class Ledger:
         with self.lock:
             self._dropped[reason] += count
 
-    def count(self, name: str) -> None:
-        """Count one retry or one credential refresh."""
+    def count(self, name: str, n: int = 1) -> None:
+        """Count ``n`` retries, credential refreshes, replayed or corrupt records."""
         with self.lock:
-            self._counts[name] += 1
+            self._counts[name] += n
 
     # ------------------------------------------------------------------ the gate
 
@@ -406,4 +416,6 @@ class Ledger:
                 credential_refreshes=self._counts["credential_refreshes"],
                 truncated=truncated,
                 queued=self.admitted - self.released,
+                replayed=self._counts["replayed"],
+                corrupt=self._counts["corrupt"],
             )

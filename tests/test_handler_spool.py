@@ -1,0 +1,294 @@
+"""The handler with a disk spool: what is written, acknowledged, kept and replayed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import textwrap
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.conftest import logger_for, run_python
+from watchtower_refresh import (
+    ConfigurationError,
+    RefreshingCloudWatchLogHandler,
+    WatchtowerRefreshWarning,
+)
+from watchtower_refresh._fake_aws import FakeAWS, Fault
+from watchtower_refresh._spool import Spool
+
+Read = Callable[[str], list[str]]
+DAY_MS = 24 * 3600 * 1000
+
+
+def spooled(directory: Path) -> list[Path]:
+    """Segment files left in the spool directory."""
+    return sorted(directory.glob("g*/*.seg"))
+
+
+def dead_owner(directory: Path, group: str, records: list[tuple[str, int, str]]) -> Path:
+    """Leave records in the spool as a process that died would: written, never acknowledged."""
+    spool = Spool.open(directory, group)
+    assert spool is not None
+    for stream, timestamp, message in records:
+        assert spool.append(stream, timestamp, message) is not None
+    owner = spool.owner_directory
+    assert owner is not None
+    spool.close()  # releases the owner's lock, as the kernel does when a process dies
+    return owner
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --------------------------------------------------------------------------- options
+
+
+def test_spool_options_are_validated_without_touching_the_disk(tmp_path: Path) -> None:
+    missing = tmp_path / "not-yet"
+    handler = RefreshingCloudWatchLogHandler(
+        "grp", spool_dir=str(missing), spool_max_bytes="1048576", spool_fsync="yes"
+    )
+    assert handler.spool_dir == str(missing)
+    assert handler.spool_max_bytes == 1_048_576
+    assert handler.spool_fsync is True
+    assert not missing.exists()
+    assert RefreshingCloudWatchLogHandler("grp", spool_dir=tmp_path).spool_dir == str(tmp_path)
+    assert RefreshingCloudWatchLogHandler("grp", spool_dir="").spool_dir is None
+    with pytest.raises(ConfigurationError, match="spool_max_bytes"):
+        RefreshingCloudWatchLogHandler("grp", spool_dir=str(tmp_path), spool_max_bytes="lots")
+    with pytest.raises(ConfigurationError, match="spool_max_bytes"):
+        RefreshingCloudWatchLogHandler("grp", spool_max_bytes=1000)
+    with pytest.raises(ConfigurationError, match="spool_fsync"):
+        RefreshingCloudWatchLogHandler("grp", spool_fsync="sometimes")
+    with pytest.raises(ConfigurationError, match="spool_dir"):
+        RefreshingCloudWatchLogHandler("grp", spool_dir=3)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- own records
+
+
+def test_delivered_records_leave_the_spool(
+    aws: FakeAWS, make_handler: Any, messages: Read, tmp_path: Path
+) -> None:
+    handler = make_handler("/spool/own", spool_dir=str(tmp_path))
+    logger = logger_for(handler)
+    for n in range(300):
+        logger.info("record %d", n)
+    assert spooled(tmp_path)  # on disk before emit() returned
+    assert handler.flush(timeout=10)
+    handler.close()
+    assert sorted(messages("/spool/own")) == sorted(f"record {n}" for n in range(300))
+    stats = handler.stats
+    assert stats.delivered == 300
+    assert stats.replayed == 0
+    assert list(tmp_path.iterdir()) == []  # every record acknowledged: nothing left
+
+
+def test_records_refused_for_good_leave_the_spool(
+    aws: FakeAWS, make_handler: Any, tmp_path: Path
+) -> None:
+    aws.injector.add_fault(Fault("AccessDeniedException", action="PutLogEvents"))
+    handler = make_handler("/spool/denied", spool_dir=str(tmp_path))
+    logger = logger_for(handler)
+    with pytest.warns(WatchtowerRefreshWarning, match="AccessDenied"):
+        for n in range(5):
+            logger.info("denied %d", n)
+        handler.flush(timeout=10)
+    handler.close()
+    assert handler.stats.dropped == {"AccessDeniedException": 5}
+    assert list(tmp_path.iterdir()) == []  # a replay would be refused the same way
+
+
+def _log_through_an_outage(tmp_path: Path, aws: FakeAWS, group: str, records: int) -> Any:
+    """A child process logs ``records`` records while PutLogEvents fails, then exits."""
+    script = textwrap.dedent(
+        f"""
+        import logging, warnings
+        from watchtower_refresh import RefreshingCloudWatchLogHandler
+        warnings.simplefilter("ignore")
+        handler = RefreshingCloudWatchLogHandler(
+            {group!r}, spool_dir={str(tmp_path)!r}, queue_max_events=10, flush_timeout=0.5,
+            send_interval=0.05,
+        )
+        logger = logging.getLogger("child")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        for n in range({records}):
+            logger.info("outage %d", n)
+        handler.close()
+        print(dict(handler.stats.dropped))
+        """
+    )
+    return run_python(aws, "-c", script)
+
+
+def test_records_kept_on_disk_through_an_outage_are_replayed_by_the_next_process(
+    aws: FakeAWS, make_handler: Any, messages: Read, tmp_path: Path
+) -> None:
+    outage = aws.injector.add_fault(
+        Fault("ServiceUnavailableException", action="PutLogEvents", status=503)
+    )
+    child = _log_through_an_outage(tmp_path, aws, "/spool/outage", 50)
+    assert child.returncode == 0, child.stderr
+    # Dropped in that process (40 beyond the queue's 10, then 10 at close), yet on disk.
+    assert "'queue_full': 40" in child.stdout
+    assert "'shutdown': 10" in child.stdout
+    aws.injector.remove_fault(outage)
+    handler = make_handler("/spool/outage", spool_dir=str(tmp_path))
+    assert handler.flush(timeout=20)
+    assert sorted(messages("/spool/outage")) == sorted(f"outage {n}" for n in range(50))
+    stats = handler.stats
+    assert stats.replayed == stats.delivered == 50
+    assert stats.dropped == {}
+    handler.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_replay_keeps_streams_and_timestamps_and_counts_the_too_old_as_rejected(
+    aws: FakeAWS, make_handler: Any, tmp_path: Path
+) -> None:
+    now = now_ms()
+    dead_owner(
+        tmp_path,
+        "/spool/replay",
+        [
+            ("first", now - 15 * DAY_MS, "far too old"),
+            ("first", now - 2000, "one"),
+            ("second", now - 1000, "two"),
+            ("first", now - 500, "three"),
+        ],
+    )
+    dead_owner(tmp_path, "/spool/other-group", [("s", now, "not ours")])
+    handler = make_handler("/spool/replay", spool_dir=str(tmp_path))
+    with pytest.warns(WatchtowerRefreshWarning, match="older than 14 days"):
+        assert handler.flush(timeout=20)
+    stats = handler.stats
+    assert stats.replayed == 3
+    assert stats.rejected == 1
+    assert stats.dropped == {"too_old": 1}
+    client = boto3.client("logs", endpoint_url=aws.endpoint_url)
+    found = {
+        stream: [
+            (e["timestamp"], e["message"])
+            for e in client.get_log_events(logGroupName="/spool/replay", logStreamName=stream)[
+                "events"
+            ]
+        ]
+        for stream in ("first", "second")
+    }
+    assert found == {
+        "first": [(now - 2000, "one"), (now - 500, "three")],
+        "second": [(now - 1000, "two")],
+    }
+    handler.close()
+    left = list(tmp_path.iterdir())
+    assert len(left) == 1  # the other group's records wait for a handler of that group
+
+
+# --------------------------------------------------------------------------- full, damaged
+
+
+def test_a_full_spool_keeps_records_in_memory_and_counts_only_what_neither_kept(
+    aws: FakeAWS, make_handler: Any, tmp_path: Path
+) -> None:
+    aws.injector.add_fault(Fault("ServiceUnavailableException", action="PutLogEvents", status=503))
+    handler = make_handler(
+        "/spool/full",
+        spool_dir=str(tmp_path),
+        spool_max_bytes=65536,
+        queue_max_events=20,
+        flush_timeout=0.2,
+    )
+    logger = logger_for(handler)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for n in range(200):
+            logger.info("%d %s", n, "x" * 1000)
+    full = [w for w in caught if "spool_max_bytes" in str(w.message)]
+    assert len(full) == 1
+    dropped = handler.stats.dropped
+    # Roughly 60 fit on disk: 20 of those in memory, the other ~40 kept on disk only; the
+    # remaining ~140 are neither on disk nor in memory.
+    assert dropped["spool_full"] + dropped["queue_full"] == 180
+    assert 100 < dropped["spool_full"] < 160
+    handler.close()
+
+
+def test_survivors_of_damaged_spool_files_arrive_and_the_damage_is_counted(
+    aws: FakeAWS, make_handler: Any, messages: Read, tmp_path: Path
+) -> None:
+    now = now_ms()
+    torn = dead_owner(tmp_path, "/spool/damaged", [("s", now, f"torn {n}") for n in range(10)])
+    flipped = dead_owner(tmp_path, "/spool/damaged", [("s", now, f"flip {n}") for n in range(10)])
+    (segment,) = torn.glob("*.seg")
+    segment.write_bytes(segment.read_bytes()[:-5])  # killed in the middle of the last record
+    (segment,) = flipped.glob("*.seg")
+    data = bytearray(segment.read_bytes())
+    at = data.index(b"flip 4")
+    data[at] ^= 0xFF  # a stray edit in the fifth record
+    segment.write_bytes(bytes(data))
+    handler = make_handler("/spool/damaged", spool_dir=str(tmp_path))
+    assert handler.flush(timeout=20)
+    expected = [f"torn {n}" for n in range(9)] + [f"flip {n}" for n in range(10) if n != 4]
+    assert sorted(messages("/spool/damaged")) == sorted(expected)
+    stats = handler.stats
+    assert stats.replayed == 18
+    assert stats.corrupt == 2
+    handler.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("problem", ["missing", "a file", "read-only"])
+def test_an_unusable_spool_dir_is_one_warning_and_memory_only_delivery(
+    aws: FakeAWS, make_handler: Any, messages: Read, tmp_path: Path, problem: str
+) -> None:
+    directory = tmp_path / "spool"
+    if problem == "a file":
+        directory.write_text("not a directory")
+    if problem == "read-only":
+        if os.geteuid() == 0:
+            pytest.skip("root writes to read-only directories")
+        directory.mkdir(mode=0o500)
+    handler = make_handler("/spool/unusable", spool_dir=str(directory))
+    logger = logger_for(handler)
+    with pytest.warns(WatchtowerRefreshWarning, match="in memory only") as caught:
+        for n in range(20):
+            logger.info("memory %d", n)
+    assert len([w for w in caught if "spool" in str(w.message)]) == 1
+    assert handler.flush(timeout=10)
+    assert sorted(messages("/spool/unusable")) == sorted(f"memory {n}" for n in range(20))
+    assert handler.stats.delivered == 20
+
+
+def test_a_record_logged_after_close_opens_a_new_writer(
+    aws: FakeAWS, make_handler: Any, messages: Read, tmp_path: Path
+) -> None:
+    handler = make_handler("/spool/reopen", spool_dir=str(tmp_path))
+    logger = logger_for(handler)
+    logger.info("before")
+    handler.close()
+    assert list(tmp_path.iterdir()) == []
+    logger.info("after")
+    assert handler.flush(timeout=10)
+    handler.close()
+    assert sorted(messages("/spool/reopen")) == ["after", "before"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_records_sent_from_the_callers_thread_are_acknowledged(
+    aws: FakeAWS, make_handler: Any, messages: Read, tmp_path: Path
+) -> None:
+    handler = make_handler("/spool/sync", spool_dir=str(tmp_path), use_queues=False)
+    logger = logger_for(handler)
+    logger.log(logging.WARNING, "synchronous")
+    handler.close()
+    assert messages("/spool/sync") == ["synchronous"]
+    assert list(tmp_path.iterdir()) == []
