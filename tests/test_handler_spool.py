@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
+import random
+import signal
+import subprocess
+import sys
 import textwrap
 import time
 import warnings
@@ -292,3 +297,73 @@ def test_records_sent_from_the_callers_thread_are_acknowledged(
     handler.close()
     assert messages("/spool/sync") == ["synchronous"]
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- SIGKILL
+
+
+_CRASH_CHILD = """
+import logging, os, sys, time, warnings
+warnings.simplefilter("ignore")
+from watchtower_refresh import RefreshingCloudWatchLogHandler
+group, directory = sys.argv[1], sys.argv[2]
+handler = RefreshingCloudWatchLogHandler(
+    group, spool_dir=directory, send_interval=0.02, max_batch_count=50
+)
+logger = logging.getLogger("crash")
+logger.addHandler(handler)
+logger.setLevel(logging.INFO)
+for n in range(1_000_000):
+    logger.info("crash %d", n)
+    os.write(1, b"%d\\n" % n)  # after the log call returned: this record must survive
+    if n % 16 == 0:
+        time.sleep(0.001)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_loses_no_record_whose_log_call_returned(
+    aws: FakeAWS, messages: Read, tmp_path: Path
+) -> None:
+    rng = random.Random(10)
+    max_batch = 50
+    environment = {**os.environ, **aws.environment()}
+    for run in range(20):
+        group = f"/spool/crash-{run}"
+        directory = tmp_path / f"run-{run}"
+        directory.mkdir()
+        slow_puts = None
+        if run % 2:  # kill while a put is in flight: the service may accept it after
+            slow_puts = aws.injector.add_fault(Fault("", action="PutLogEvents", delay=0.15))
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CRASH_CHILD, group, str(directory)],
+            stdout=subprocess.PIPE,
+            env=environment,
+        )
+        assert child.stdout is not None
+        returned: set[int] = set()
+        kill_after = rng.randint(1, 2500)
+        for line in child.stdout:
+            returned.add(int(line))
+            if len(returned) >= kill_after:
+                break
+        child.send_signal(signal.SIGKILL)
+        rest, _ = child.communicate(timeout=10)
+        returned.update(int(n) for n in rest.split())
+        if slow_puts is not None:
+            aws.injector.remove_fault(slow_puts)
+            time.sleep(0.2)  # let a put held by the delay land: its batch is the duplicate
+        handler = RefreshingCloudWatchLogHandler(group, spool_dir=str(directory))
+        try:
+            assert handler.flush(timeout=20)
+        finally:
+            handler.close()
+        found = collections.Counter(int(m.split()[1]) for m in messages(group))
+        missing = returned - set(found)
+        assert not missing, f"run {run}: {len(missing)} returned records lost, {handler.stats}"
+        duplicates = sum(count - 1 for count in found.values())
+        assert duplicates <= max_batch, f"run {run}: {duplicates} duplicates"
+        stats = handler.stats
+        assert duplicates <= stats.replayed
+        assert stats.dropped == {}
+        assert list(directory.iterdir()) == []

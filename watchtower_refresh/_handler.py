@@ -648,21 +648,22 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
 
     def _open(self) -> None:
         """Start a sender, or keep the one that is still draining (ledger lock held)."""
-        sender = self._sender
+        sender: Sender | None = self._sender
         if sender is not None and sender.alive and not sender.finished:
             sender.draining = False  # a dictConfig closed us without waiting: carry on
+            sender = None  # and so does its replayer
         else:
             sender = Sender(self, self._ledger, MAX_IN_FLIGHT)
             if not sender.start():
                 return  # interpreter shutdown: the caller sends from its own thread
             self._sender = sender
-            if self.spool_dir is not None:
-                replayer = _Replayer(self, sender)
-                if replayer.start():
-                    self._replayer = replayer
         self._state = _State.OPEN
         self._closing_deadline = None
         self._ledger.open_gate()
+        if sender is not None and self.spool_dir is not None:
+            replayer = _Replayer(self, sender)  # after OPEN: a pass stops once it is not
+            if replayer.start():
+                self._replayer = replayer
 
     def _send_now(self, events: list[Event], *, exit_path: bool = False) -> None:
         """Deliver ``events`` from the caller's thread and settle them.
