@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import json
 import logging
+import logging.config
 import os
 import random
 import signal
@@ -25,6 +27,8 @@ from watchtower_refresh import (
     RefreshingCloudWatchLogHandler,
     WatchtowerRefreshWarning,
 )
+from watchtower_refresh._cli import EXIT_DEMO_LOST, EXIT_USAGE, main
+from watchtower_refresh._config import logging_config
 from watchtower_refresh._fake_aws import FakeAWS, Fault
 from watchtower_refresh._spool import Spool
 
@@ -367,3 +371,55 @@ def test_sigkill_at_random_points_loses_no_record_whose_log_call_returned(
         assert duplicates <= stats.replayed
         assert stats.dropped == {}
         assert list(directory.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- configuration, CLI
+
+
+def test_configure_logging_and_the_environment_give_the_spool_dir(tmp_path: Path) -> None:
+    config = logging_config(
+        log_group="/spool/config", environ={"WATCHTOWER_REFRESH_SPOOL_DIR": str(tmp_path)}
+    )
+    assert config["handlers"]["cloudwatch"]["spool_dir"] == str(tmp_path)
+    config = logging_config(log_group="/spool/config", spool_dir="/elsewhere", environ={})
+    assert config["handlers"]["cloudwatch"]["spool_dir"] == "/elsewhere"
+    logging.config.dictConfig(
+        logging_config(log_group="/spool/config", spool_dir=str(tmp_path), environ={})
+    )
+    (handler,) = [
+        h for h in logging.getLogger().handlers if isinstance(h, RefreshingCloudWatchLogHandler)
+    ]
+    assert handler.spool_dir == str(tmp_path)
+
+
+def test_the_cli_delivers_what_dead_processes_left(
+    aws: FakeAWS, messages: Read, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = now_ms()
+    dead_owner(tmp_path, "/spool/cli", [("web-1", now - n, f"left {n}") for n in range(30)])
+    assert main(["spool", "--dir", str(tmp_path), "--deliver", "--log-group", "/spool/cli"]) == 0
+    out = capsys.readouterr().out
+    assert "records delivered  30" in out
+    assert out.rstrip().endswith("OK")
+    assert sorted(messages("/spool/cli")) == sorted(f"left {n}" for n in range(30))
+    assert list(tmp_path.iterdir()) == []
+    args = ["spool", "--dir", str(tmp_path), "--deliver", "--log-group", "/spool/cli", "--json"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["replayed"] == 0
+
+
+def test_the_cli_deliver_needs_a_log_group_and_reports_an_outage(
+    aws: FakeAWS, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["spool", "--dir", str(tmp_path), "--deliver"]) == EXIT_USAGE
+    assert "--log-group" in capsys.readouterr().err
+    missing = str(tmp_path / "missing")
+    assert main(["spool", "--dir", missing, "--deliver", "--log-group", "g"]) == EXIT_USAGE
+    dead_owner(tmp_path, "/spool/cli-down", [("s", now_ms(), "waiting")])
+    aws.injector.add_fault(Fault("ServiceUnavailableException", action="PutLogEvents", status=503))
+    args = ["spool", "--dir", str(tmp_path), "--deliver", "--log-group", "/spool/cli-down"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WatchtowerRefreshWarning)
+        assert main([*args, "--timeout", "0.5"]) == EXIT_DEMO_LOST
+    assert "INCOMPLETE" in capsys.readouterr().out
+    assert spooled(tmp_path)  # still on disk for a later try

@@ -40,12 +40,14 @@ _OPTIONS = (
     "format",
     "console",
     "loggers",
+    "spool_dir",
 )
 _LEVELS = frozenset(("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"))
 # Handler options that have their own argument here (under another name) or that YAML
 # cannot carry; everything else of the handler's may go in handler_options.
 _NOT_IN_HANDLER_OPTIONS = frozenset(
     {"log_group_name", "log_stream_name", "role_arn", "profile_name", "region_name", "level"}
+    | {"spool_dir"}
     | {"boto3_client", "log_group", "stream_name", "boto3_profile_name", "self"}
 )
 
@@ -62,6 +64,7 @@ def logging_config(
     format: str | None = None,
     console: bool | str | None = None,
     loggers: Mapping[str, str] | str | None = None,
+    spool_dir: str | None = None,
     handler_options: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -83,6 +86,7 @@ def logging_config(
             level for CloudWatch Logs Insights).
         console: Also log to stderr; default true.
         loggers: Levels of other loggers: a mapping or ``name=LEVEL,name2=LEVEL``.
+        spool_dir: An existing directory for the handler's disk spool; default none.
         handler_options: More handler options (``send_interval``, ``log_group_retention_days``,
             ...); strings and numbers only.
         environ: Where to read ``WATCHTOWER_REFRESH_*`` from; default ``os.environ``.
@@ -101,6 +105,7 @@ def logging_config(
         "format": format,
         "console": console,
         "loggers": loggers,
+        "spool_dir": spool_dir,
     }
     options: dict[str, Any] = {**_from_environment(os.environ if environ is None else environ)}
     options.update({name: value for name, value in given.items() if value is not None})
@@ -135,6 +140,7 @@ def logging_config(
         ("role_arn", "role_arn"),
         ("profile", "profile_name"),
         ("region", "region_name"),
+        ("spool_dir", "spool_dir"),
     ):
         if options.get(name):
             handler[key] = str(options[name])
