@@ -435,6 +435,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         self._spool_pending = self.spool_dir is not None
         self._spool_full_seen = 0
         self._replayer: _Replayer | None = None
+        # The first spool id of the records kept on disk only, beyond the caps (None: none).
+        self._backlog_from: int | None = None
 
     def _after_fork_in_child(self) -> None:
         # The parent's threads, client and held records stay with the parent, which
@@ -585,8 +587,17 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         self._send_now([event], exit_path=True)
 
     def _admit_or_refuse(self, event: Event, cost: int) -> None:
-        """Queue ``event`` under the caps (ledger lock held), or count it as ``queue_full``."""
+        """Queue ``event`` under the caps (ledger lock held), keep it on disk only, or count
+        it as ``queue_full``."""
         ledger = self._ledger
+        if len(event) > _SPOOL_ID:
+            if self._backlog_from is None and not ledger.has_room(cost):
+                # Full: this record and the next wait in the spool, refilled in order.
+                self._backlog_from = event[-1]
+                ledger.spill()
+            if self._backlog_from is not None:
+                ledger.on_disk += 1
+                return
         if ledger.has_room(cost):
             ledger.admitted += 1
             ledger.admitted_bytes += cost
@@ -641,7 +652,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         """Close the spool writer once nothing it wrote is held (ledger lock held); the
         next record opens a new one. Its unacknowledged records stay for an adopter."""
         spool = self._spool
-        if spool is not None and self._ledger.held == 0:
+        if spool is not None and self._ledger.held == 0 and self._backlog_from is None:
             spool.close()
             self._spool = None
             self._spool_pending = self.spool_dir is not None
@@ -730,6 +741,16 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         replayer = self._replayer
         if replayer is not None:  # a replay pass settles what it claims before it is idle
             replayer.idle.wait(max(0.0, deadline - time.monotonic()))
+        ledger = self._ledger
+        while self._backlog_from is not None:  # records on disk: admitted as the queue drains
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            target = max(target, self.request_flush())
+            with ledger.cond:
+                ledger.cond.wait(min(remaining, 0.05))
+        if ledger.admitted > target:  # what the backlog admitted meanwhile
+            target = self.request_flush()
         sender = self._sender
         if sender is None or not sender.alive:
             return self._ledger.settled_through >= target
@@ -798,17 +819,20 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         if sender is not None and sender.alive:
             with ledger.cond:
                 ledger.cond.wait_for(
-                    lambda: ledger.held == 0 or sender.finished,
+                    lambda: (ledger.held == 0 and not ledger.on_disk) or sender.finished,
                     max(0.0, deadline - time.monotonic()),
                 )
             sender.stop.set()  # cut a backoff wait short: the time is up
             sender.join(min(1.0, max(0.0, deadline + 1.0 - time.monotonic())))
         with ledger.lock:
             lost = 0
-            if ledger.held:
+            if ledger.held or ledger.on_disk:
                 if sender is not None:
                     sender.abandon()
                 lost = ledger.abandon("shutdown")
+            if self._backlog_from is not None:  # counted as shutdown; it stays on disk
+                self._backlog_from = None
+                ledger.unspill()
             self._state = _State.CLOSED
             if not lost:
                 # With records abandoned in flight, the writer stays open for their acks.
@@ -957,6 +981,46 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         )
 
     # ----------------------------------------------------------------- the spool
+
+    def refill(self) -> None:
+        """Admit records kept on disk beyond the caps, oldest first, as far as the caps
+        allow; back to the fast path once none is left. The sender calls this."""
+        start = self._backlog_from
+        spool = self._spool
+        if start is None or spool is None:
+            return
+        ledger = self._ledger
+        room = ledger.max_events - ledger.held
+        room_bytes = ledger.max_bytes - (ledger.admitted_bytes - ledger.released_bytes)
+        if room <= 0 or room_bytes <= 0:
+            return
+        limits = {"max_records": min(room, 1000), "max_bytes": max(1, min(room_bytes, 1 << 20))}
+        records = spool.backlog(start, **limits)  # read without holding up emit()
+        with self.lock:  # type: ignore[union-attr]  # admissions are made under it
+            if self._backlog_from != start:
+                return  # closed meanwhile
+            if not records:
+                # emit() cannot append while we hold its lock: empty now means caught up.
+                records = spool.backlog(start, **limits)
+                if not records:
+                    self._backlog_from = None
+                    ledger.on_disk = 0
+                    ledger.unspill()
+                    return
+            with ledger.lock:
+                for record in records:
+                    message, size = utf8_size(record.message)
+                    cost = size + EVENT_OVERHEAD
+                    if not ledger.has_room(cost):
+                        break
+                    ledger.admitted += 1
+                    ledger.admitted_bytes += cost
+                    ledger.queue.append(
+                        (record.stream, record.timestamp_ms, message, size, record.id)
+                    )
+                    ledger.on_disk = max(0, ledger.on_disk - 1)
+                    start = record.id + 1
+                self._backlog_from = start
 
     def _acknowledge(
         self, events: Sequence[Event], acker: Callable[[list[int]], None] | None
