@@ -479,3 +479,37 @@ def test_records_on_disk_at_close_are_counted_as_shutdown_and_replayed_later(
     assert handler.stats.dropped == {"shutdown": 40}
     assert handler.stats.queued == 0
     assert spooled(tmp_path)
+
+
+_FORKING_CHILD = """
+import logging, os, sys, warnings
+warnings.simplefilter("ignore")
+from watchtower_refresh import RefreshingCloudWatchLogHandler
+handler = RefreshingCloudWatchLogHandler(sys.argv[1], spool_dir=sys.argv[2], send_interval=0.05)
+logger = logging.getLogger("forking")
+logger.addHandler(handler)
+logger.setLevel(logging.INFO)
+logger.info("parent before fork")
+pid = os.fork()
+if pid == 0:
+    logger.info("child, killed before sending")
+    os.kill(os.getpid(), 9)
+os.waitpid(pid, 0)
+logger.info("parent after fork")
+handler.close()
+"""
+
+
+def test_a_forked_child_spools_to_its_own_files_and_its_records_are_replayed(
+    aws: FakeAWS, messages: Read, tmp_path: Path
+) -> None:
+    result = run_python(aws, "-c", _FORKING_CHILD, "/spool/fork", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert sorted(messages("/spool/fork")) == ["parent after fork", "parent before fork"]
+    assert len(spooled(tmp_path)) == 1  # the child's, left when it was killed
+    handler = RefreshingCloudWatchLogHandler("/spool/fork", spool_dir=str(tmp_path))
+    assert handler.flush(timeout=10)
+    handler.close()
+    assert handler.stats.replayed == 1
+    assert "child, killed before sending" in messages("/spool/fork")
+    assert list(tmp_path.iterdir()) == []
