@@ -13,6 +13,13 @@ How a record travels:
 3. Each batch is settled once in the ledger: delivered, rejected by the service, or dropped
    with a reason. ``stats`` is a snapshot of the ledger.
 
+With ``spool_dir`` (``_spool``), ``emit()`` also writes each record to this process's spool
+files before it returns, and the event carries the record's spool id; the id is acknowledged
+before its batch is settled, unless it was dropped for a reason a later process may do better
+on. Past the in-memory caps, records wait on disk and the sender refills the queue from there
+in order (``refill``). A replay thread per sender adopts what dead processes left and
+delivers it one batch at a time through the same ledger (``replay_once``).
+
 The handler's lifecycle, one rule per state (``_State``):
 
 - ``NEW``: built, nothing sent yet. The first record starts a sender: ``OPEN``.
@@ -492,7 +499,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         """Format ``record`` and queue it; never raises into the application.
 
         Takes constant time: no network, no clock read, no lock beyond the handler's own in
-        the common case. A record that cannot be queued (formatting error, empty message,
+        the common case (with ``spool_dir``, one ``write`` to this process's spool file). A record that cannot be queued (formatting error, empty message,
         full queue) is counted in ``stats.dropped`` with its reason. A record logged after
         ``close()`` reopens the handler. With ``use_queues=False`` the record is sent from
         the caller's thread, which waits at most ``flush_timeout`` seconds.
