@@ -499,8 +499,9 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         """Format ``record`` and queue it; never raises into the application.
 
         Takes constant time: no network, no clock read, no lock beyond the handler's own in
-        the common case (with ``spool_dir``, one ``write`` to this process's spool file). A record that cannot be queued (formatting error, empty message,
-        full queue) is counted in ``stats.dropped`` with its reason. A record logged after
+        the common case (with ``spool_dir``, one ``write`` to this process's spool file). A
+        record that cannot be queued (formatting error, empty message, full queue) is
+        counted in ``stats.dropped`` with its reason. A record logged after
         ``close()`` reopens the handler. With ``use_queues=False`` the record is sent from
         the caller's thread, which waits at most ``flush_timeout`` seconds.
         """
@@ -1011,7 +1012,10 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 records = spool.backlog(start, **limits)
                 if not records:
                     self._backlog_from = None
-                    ledger.on_disk = 0
+                    with ledger.lock:
+                        unreadable, ledger.on_disk = ledger.on_disk, 0
+                    if unreadable:  # damaged on disk under us (counted in spool stats too)
+                        ledger.drop("spool_error", unreadable)
                     ledger.unspill()
                     return
             with ledger.lock:

@@ -54,7 +54,8 @@ class DeliveryStats:
     """Records given up, by reason: ``queue_full``, ``shutdown``, ``timeout``, ``empty``,
     ``format_error``, ``too_new``, ``too_old``, ``expired``, ``internal_error``, or the AWS
     error code or exception name that refused the batch; ``spool_full`` for a record that
-    neither the full spool nor the full memory queue could keep."""
+    neither the full spool nor the full memory queue could keep; ``spool_error`` for a record
+    kept on disk beyond the caps that could not be read back."""
     retried: int = 0
     """Puts resent after a throttle, a 5xx, a connection error or a missing resource."""
     credential_refreshes: int = 0
