@@ -513,3 +513,29 @@ def test_a_forked_child_spools_to_its_own_files_and_its_records_are_replayed(
     assert handler.stats.replayed == 1
     assert "child, killed before sending" in messages("/spool/fork")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_adopter_that_closes_during_an_outage_leaves_the_records_for_the_next(
+    aws: FakeAWS, messages: Read, tmp_path: Path
+) -> None:
+    now = now_ms()
+    dead_owner(tmp_path, "/spool/handover", [("s", now - n, f"handed {n}") for n in range(25)])
+    outage = aws.injector.add_fault(
+        Fault("ServiceUnavailableException", action="PutLogEvents", status=503)
+    )
+    first = RefreshingCloudWatchLogHandler(
+        "/spool/handover", spool_dir=str(tmp_path), flush_timeout=0.3
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WatchtowerRefreshWarning)
+        assert first.flush(timeout=0.3) is False
+        first.close()
+    assert first.stats.replayed == 0
+    assert first.stats.dropped == {"shutdown": 25}  # not delivered here, yet kept on disk
+    aws.injector.remove_fault(outage)
+    second = RefreshingCloudWatchLogHandler("/spool/handover", spool_dir=str(tmp_path))
+    assert second.flush(timeout=20)
+    second.close()
+    assert second.stats.replayed == 25
+    assert sorted(messages("/spool/handover")) == sorted(f"handed {n}" for n in range(25))
+    assert list(tmp_path.iterdir()) == []

@@ -832,6 +832,9 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 )
             sender.stop.set()  # cut a backoff wait short: the time is up
             sender.join(min(1.0, max(0.0, deadline + 1.0 - time.monotonic())))
+            replayer = self._replayer
+            if replayer is not None:  # let it release what it adopted, for the next adopter
+                replayer.join(min(1.0, max(0.0, deadline + 1.0 - time.monotonic())))
         with ledger.lock:
             lost = 0
             if ledger.held or ledger.on_disk:
@@ -1138,6 +1141,7 @@ class _Replayer:
         self._sender = sender
         self.idle = threading.Event()
         """Clear while a pass runs or is due; ``flush()`` waits for it."""
+        self._thread: threading.Thread | None = None
 
     def start(self) -> bool:
         thread = threading.Thread(target=self._run, name="watchtower-refresh-replay", daemon=True)
@@ -1146,7 +1150,14 @@ class _Replayer:
         except RuntimeError:
             self.idle.set()
             return False
+        self._thread = thread
         return True
+
+    def join(self, timeout: float) -> None:
+        """Wait at most ``timeout`` seconds for the thread to end (its sender has stopped)."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _run(self) -> None:
         mark_delivery_thread()
