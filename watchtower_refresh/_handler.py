@@ -892,15 +892,11 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         rejected = result.rejected
         batch = part.events
         acker = part.claim.acker
+        # Everything that follows from the outcome happens before the part is settled: a
+        # flush() that returns once it is settled sees the spool acknowledged, the warning
+        # issued and the replayed count, and close() never shuts a writer still owed an ack.
         if result.reason not in _REPLAYABLE:
-            # Before settling: once settled, close() may close the spool writer.
             self._acknowledge(batch, acker)
-        self._ledger.settle(
-            part,
-            delivered=result.delivered,
-            rejected=rejected._asdict(),
-            reason=result.reason,
-        )
         if acker is not None and result.delivered:
             self._ledger.count("replayed", result.delivered)
         if result.reason is None:
@@ -920,6 +916,12 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 "2 hours ahead or older than 14 days or the group's retention; counted in "
                 "stats.dropped['too_new'|'too_old'|'expired']",
             )
+        self._ledger.settle(
+            part,
+            delivered=result.delivered,
+            rejected=rejected._asdict(),
+            reason=result.reason,
+        )
 
     def _put(self, client: CloudWatchLogsClient, stream: str, batch: Sequence[Event]) -> Any:
         submit: Callable[..., Any] = self._submit_batch
@@ -969,16 +971,16 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
 
     def reject_by_age(self, claim: Claim, too_old: list[Event], too_new: list[Event]) -> None:
         """Settle events outside the service's time window as rejected, without sending them."""
-        for reason, events in (("too_old", too_old), ("too_new", too_new)):
-            if events:
-                self._acknowledge(events, claim.acker)
-                self._ledger.settle(claim.part(events), rejected={reason: len(events)})
-        self._warn_once(
+        self._warn_once(  # before settling, as in _deliver
             "rejected",
             "CloudWatch Logs refuses events older than 14 days or more than 2 hours ahead: "
             f"{len(too_old) + len(too_new)} were set aside, counted in "
             "stats.dropped['too_old'|'too_new']",
         )
+        for reason, events in (("too_old", too_old), ("too_new", too_new)):
+            if events:
+                self._acknowledge(events, claim.acker)
+                self._ledger.settle(claim.part(events), rejected={reason: len(events)})
 
     def settle_failed(self, part: Part | None, exc: BaseException) -> None:
         """Settle ``part`` as ``internal_error`` after an unexpected exception, and say so."""
