@@ -21,6 +21,7 @@ import logging.handlers
 import os
 import queue
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -144,8 +145,10 @@ def case_emit(
     stream.setFormatter(logging.Formatter(FORMAT))
     queued = logging.handlers.QueueHandler(queue.SimpleQueue())
     queued.setFormatter(logging.Formatter(FORMAT))
+    spool_dir = tempfile.mkdtemp(prefix="bench-spool-")
     handlers: dict[str, logging.Handler] = {
         "watchtower-refresh": ours(endpoint),
+        "watchtower-refresh (spool)": ours(endpoint, spool_dir=spool_dir),
         "watchtower": theirs(endpoint),
         "StreamHandler (memory)": stream,
         "QueueHandler": queued,
@@ -167,6 +170,7 @@ def case_emit(
             stream.stream = io.StringIO()
             queued.queue = queue.SimpleQueue()
     base = samples["StreamHandler (memory)"]
+    shutil.rmtree(spool_dir, ignore_errors=True)
     return {
         "us": {name: statistics.median(values) for name, values in samples.items()},
         # paired within each round, so the machine's drift between rounds cancels out
@@ -197,9 +201,14 @@ def case_throughput(kind: str, endpoint: str, events: int) -> dict[str, Any]:
     batch = records()
     if kind.startswith("raw"):
         return _raw_throughput(kind, endpoint, events, batch)
-    handler: Any = (
-        ours(endpoint, queue_max_events=events + 1) if kind == "ours" else theirs(endpoint)
-    )
+    handler: Any
+    if kind == "ours":
+        handler = ours(endpoint, queue_max_events=events + 1)
+    elif kind == "ours-spool":  # every record written to disk and acknowledged
+        spool_dir = tempfile.mkdtemp(prefix="bench-spool-")
+        handler = ours(endpoint, queue_max_events=events + 1, spool_dir=spool_dir)
+    else:
+        handler = theirs(endpoint)
     handler.handle(batch[0])  # start the sender, build the client
     handler.flush()
     wait_for_sink(endpoint, 1)
@@ -210,7 +219,9 @@ def case_throughput(kind: str, endpoint: str, events: int) -> dict[str, Any]:
     arrived = wait_for_sink(endpoint, events + 1)
     elapsed, cpu_used = time.perf_counter() - started, time.process_time() - cpu
     logging_cpu = time.thread_time() - thread_cpu
-    dropped = handler.stats.dropped_total if kind == "ours" else 0
+    dropped = handler.stats.dropped_total if kind.startswith("ours") else 0
+    if kind == "ours-spool":
+        shutil.rmtree(spool_dir, ignore_errors=True)
     return {
         "events": events,
         "all_arrived": arrived,

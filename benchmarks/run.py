@@ -97,7 +97,7 @@ def main() -> None:
         }
 
     print(f"2/{steps} delivery throughput ...", file=sys.stderr, flush=True)
-    kinds = ("ours", "watchtower", "raw", "raw-novalidate")
+    kinds = ("ours", "ours-spool", "watchtower", "raw", "raw-novalidate")
     runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     for repeat in range(REPEATS):
         for kind in kinds[repeat % len(kinds) :] + kinds[: repeat % len(kinds)]:
@@ -162,6 +162,11 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "emit <= 1.1 x StreamHandler (ASCII)": (ratio["watchtower-refresh"], 1.1),
         "emit <= 1.3 x StreamHandler (1 KB non-ASCII)": (non_ascii["watchtower-refresh"], 1.3),
         "emit <= 0.4 x watchtower": (ratio["watchtower-refresh"] / ratio["watchtower"], 0.4),
+        "emit with a spool <= 2 x StreamHandler": (ratio["watchtower-refresh (spool)"], 2.0),
+        "delivery with a spool >= 0.5 x memory-only": (
+            speed["ours-spool"]["events_per_second"] / speed["ours"]["events_per_second"],
+            0.5,
+        ),
         "throughput >= 100,000 events/s": (speed["ours"]["events_per_second"], 100_000),
         "throughput >= watchtower's": (
             speed["ours"]["events_per_second"] / speed["watchtower"]["events_per_second"],

@@ -52,12 +52,13 @@ MAX_AHEAD_MS = 2 * 3600 * 1000
 """Events further ahead than this, in milliseconds, are refused by the service."""
 
 
-Event: TypeAlias = "tuple[str, int, str, int]"
-"""One log event waiting to be sent: (stream, timestamp, message, size).
+Event: TypeAlias = "tuple[str, int, str, int] | tuple[str, int, str, int, int]"
+"""One log event waiting to be sent: (stream, timestamp, message, size[, spool id]).
 
 ``stream`` is the log stream name; ``timestamp`` milliseconds since the epoch; ``message``
 the formatted message, valid UTF-8; ``size`` its UTF-8 size in bytes, without the 26-byte
-overhead. Index with ``STREAM``, ``TIMESTAMP``, ``MESSAGE`` and ``SIZE``.
+overhead. Index with ``STREAM``, ``TIMESTAMP``, ``MESSAGE`` and ``SIZE``. A record written
+to the disk spool carries its spool id as a fifth element, acknowledged once it is settled.
 """
 STREAM: Final = 0
 TIMESTAMP: Final = 1

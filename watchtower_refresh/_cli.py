@@ -2,7 +2,8 @@
 
 Exit codes:
     0  success
-    1  demo: records were lost or duplicated
+    1  demo: records were lost or duplicated; spool --deliver: records were dropped, or
+       not all delivered within --timeout
     2  usage error, or an invalid option or configuration file (the message says which);
        spool: the directory does not exist or cannot be read
     3  demo: the ``demo`` extra is not installed
@@ -299,6 +300,8 @@ def _spool_command(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 
     from ._spool import describe
 
+    if args.deliver:
+        return _spool_deliver(args, out)
     try:
         owners = describe(args.dir)
     except OSError as exc:
@@ -357,6 +360,54 @@ def _spool_command(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         summary += f"; {count(total['corrupt'], 'damaged record')}"
     out("\n".join([*lines, summary] if owners else [f"{args.dir}: nothing spooled"]))
     return EXIT_OK
+
+
+def _spool_deliver(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    """Deliver what dead processes left in the spool, as a handler of that log group would."""
+    from ._handler import RefreshingCloudWatchLogHandler
+
+    options = load_handler_options(args.config, args.handler) if args.config else {}
+    for flag, name in (
+        ("role_arn", "role_arn"),
+        ("region", "region_name"),
+        ("log_group", "log_group_name"),
+        ("profile", "profile_name"),
+        ("endpoint_url", "endpoint_url"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            options[name] = value
+    if not options.get("log_group_name"):
+        message = "--deliver needs --log-group (or a --config naming one)"
+        raise _UsageError(message)
+    if not os.path.isdir(args.dir):
+        message = f"cannot read the spool directory {args.dir}: not a directory"
+        raise _UsageError(message)
+    options["spool_dir"] = args.dir
+    handler = RefreshingCloudWatchLogHandler(**options)
+    try:
+        done = handler.flush(timeout=args.timeout)
+    finally:
+        handler.close()
+    stats = handler.stats
+    if args.json:
+        document = {**dataclasses.asdict(stats), "complete": done}
+        out(json.dumps(document, indent=2))
+    else:
+        dropped = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.dropped.items())) or "none"
+        out(
+            "\n".join(
+                [
+                    f"log group          {handler.log_group_name}",
+                    f"records delivered  {stats.replayed:,}",
+                    f"records dropped    {dropped}",
+                    f"damaged records    {stats.corrupt:,}",
+                    "result             "
+                    + ("OK" if done and not stats.dropped else "INCOMPLETE: see above"),
+                ]
+            )
+        )
+    return EXIT_OK if done and not stats.dropped else EXIT_DEMO_LOST
 
 
 # ----------------------------------------------------------------------------- parser
@@ -443,16 +494,29 @@ def _parser() -> argparse.ArgumentParser:
 
     spool = commands.add_parser(
         "spool",
-        help="show what a spool directory holds",
+        help="show what a spool directory holds, or deliver it",
         description=(
             "List each process that spooled records in DIR: log group, whether it is alive, "
             "dead (its records wait for an adopter) or being replayed, records not yet "
             "delivered, bytes and the oldest record's time. Reads only; claims nothing. "
-            "Exit codes: 0 OK, 2 DIR missing or unreadable."
+            "With --deliver, deliver what dead processes of --log-group left, with the "
+            "handler's options (--role-arn, --region, --config...), and report. "
+            "Exit codes: 0 OK, 1 records dropped or not all delivered in time, 2 DIR "
+            "missing or unreadable, or a bad option."
         ),
     )
     spool.add_argument("--dir", required=True, metavar="DIR", help="the spool directory")
     spool.add_argument("--json", action="store_true", help="print the summary as JSON")
+    spool.add_argument("--deliver", action="store_true", help="deliver what dead processes left")
+    spool.add_argument("--log-group", metavar="NAME", help="with --deliver: the log group")
+    spool.add_argument("--role-arn")
+    spool.add_argument("--region")
+    spool.add_argument("--profile")
+    spool.add_argument("--endpoint-url", help="CloudWatch Logs endpoint")
+    spool.add_argument(
+        "--timeout", type=_positive, default=60.0, help="seconds to deliver within (60)"
+    )
+    _add_config_options(spool)
     return parser
 
 

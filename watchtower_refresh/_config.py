@@ -44,6 +44,7 @@ _OPTIONS = (
     "console",
     "loggers",
     "handle_signals",
+    "spool_dir",
 )
 _LEVELS = frozenset(("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"))
 # Chatty at INFO (botocore prints every credential lookup) and never the application's own
@@ -54,7 +55,7 @@ QUIET_LOGGERS = {"botocore": "WARNING", "urllib3": "WARNING", "s3transfer": "WAR
 _NOT_IN_HANDLER_OPTIONS = frozenset(
     {"log_group_name", "log_stream_name", "role_arn", "profile_name", "region_name", "level"}
     | {"boto3_client", "log_group", "stream_name", "boto3_profile_name", "self"}
-    | {"handle_signals"}
+    | {"handle_signals", "spool_dir"}
 )
 
 
@@ -71,6 +72,7 @@ def logging_config(
     console: bool | str | None = None,
     loggers: Mapping[str, str] | str | None = None,
     handle_signals: bool | str | None = None,
+    spool_dir: str | None = None,
     handler_options: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -97,6 +99,7 @@ def logging_config(
         loggers: Levels of other loggers: a mapping or ``name=LEVEL,name2=LEVEL``.
             botocore, urllib3 and s3transfer are at WARNING unless named here.
         handle_signals: Deliver on SIGTERM before the process ends; default true.
+        spool_dir: An existing directory for the handler's disk spool; default none.
         handler_options: More handler options (``send_interval``, ``log_group_retention_days``,
             ...): strings, numbers and booleans, and a mapping for ``log_group_tags``. Each
             may also come from ``WATCHTOWER_REFRESH_<OPTION>``; this argument wins.
@@ -117,6 +120,7 @@ def logging_config(
         "console": console,
         "loggers": loggers,
         "handle_signals": handle_signals,
+        "spool_dir": spool_dir,
     }
     from_environment, handler_from_environment = _from_environment(
         os.environ if environ is None else environ
@@ -154,6 +158,7 @@ def logging_config(
         ("role_arn", "role_arn"),
         ("profile", "profile_name"),
         ("region", "region_name"),
+        ("spool_dir", "spool_dir"),
     ):
         if options.get(name):
             handler[key] = str(options[name])
@@ -194,6 +199,7 @@ def configure_logging(
     console: bool | str | None = None,
     loggers: Mapping[str, str] | str | None = None,
     handle_signals: bool | str | None = None,
+    spool_dir: str | None = None,
     handler_options: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -217,6 +223,7 @@ def configure_logging(
         console=console,
         loggers=loggers,
         handle_signals=handle_signals,
+        spool_dir=spool_dir,
         handler_options=handler_options,
         environ=environ,
     )

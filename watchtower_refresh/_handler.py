@@ -13,6 +13,13 @@ How a record travels:
 3. Each batch is settled once in the ledger: delivered, rejected by the service, or dropped
    with a reason. ``stats`` is a snapshot of the ledger.
 
+With ``spool_dir`` (``_spool``), ``emit()`` also writes each record to this process's spool
+files before it returns, and the event carries the record's spool id; the id is acknowledged
+before its batch is settled, unless it was dropped for a reason a later process may do better
+on. Past the in-memory caps, records wait on disk and the sender refills the queue from there
+in order (``refill``). A replay thread per sender adopts what dead processes left and
+delivers it one batch at a time through the same ledger (``replay_once``).
+
 The handler's lifecycle, one rule per state (``_State``):
 
 - ``NEW``: built, nothing sent yet. The first record starts a sender: ``OPEN``.
@@ -33,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import os
 import sys
 import threading
 import time
@@ -81,6 +89,7 @@ from ._process import (
     exiting,
     finalizing,
     live,
+    mark_delivery_thread,
     register,
     report,
     summarizing,
@@ -88,6 +97,8 @@ from ._process import (
 from ._redact import install_redaction, redact
 from ._sender import Sender
 from ._shutdown import arrange as arrange_shutdown
+from ._spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
+from ._spool import DEFAULT_SEGMENT_BYTES, Spool, SpooledRecord, adopt
 from ._streams import StreamNames, check_template
 from ._wire import put_events
 
@@ -96,12 +107,22 @@ if TYPE_CHECKING:
 
 __all__ = ["DeliveryStats", "RefreshingCloudWatchLogHandler", "live_handlers"]
 
+# Where the spool id of a spooled record sits in its Event (a fifth element).
+_SPOOL_ID = 4
+
 DEFAULT_LOG_GROUP_NAME = "watchtower"
 DEFAULT_LOG_STREAM_NAME = watchtower.DEFAULT_LOG_STREAM_NAME
 DEFAULT_QUEUE_MAX_EVENTS = 100_000
 DEFAULT_QUEUE_MAX_BYTES = 64 * 1024 * 1024
 MAX_IN_FLIGHT = 8
 """Most batches a handler sends at once, each to a different stream."""
+REPLAY_INTERVAL = 30.0
+"""Seconds between looks for records that dead processes left in the spool."""
+MIN_SPOOL_BYTES = 64 * 1024
+# Reasons a record is dropped that a later process may do better on: its spool copy stays.
+_REPLAYABLE = frozenset(
+    ("shutdown", "timeout", "queue_full", "ExpiredTokenException", "ExpiredToken", "RequestExpired")
+)
 # Loggers of the libraries that deliver: their records while we send are never handled.
 _DELIVERY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "watchtower_refresh")
 _DEFAULT_FORMATTER = logging.Formatter()
@@ -217,6 +238,22 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             waits for delivery, and that a record waits in ``use_queues=False`` mode.
             Each Logs and STS request's connect and read timeouts are sized to fit in it
             (never below 0.5 s and 1 s). Default 10.
+        spool_dir: An existing directory for the disk spool, or None (the default) for
+            memory only. Each record is written there before ``emit()`` returns and removed
+            once the service has accepted or refused it, so records survive the process
+            being killed (SIGKILL, the OOM killer, ``os._exit``) and an outage longer than
+            the in-memory caps: what a dead process left is delivered by the next handler
+            of the same log group started on the same directory, oldest first, with the
+            original timestamps and stream names. The directory is checked at the first
+            record: if it is missing or not writable, one warning says so and records are
+            kept in memory only.
+        spool_max_bytes: Most bytes the whole spool directory may hold (every process and
+            log group sharing it), at least 65,536; default 512 MiB. When it is full a
+            record is not written to disk: it is still queued in memory if the caps allow
+            (and lost only if the process dies before it is sent), otherwise dropped and
+            counted as ``spool_full``; one warning says so.
+        spool_fsync: ``fsync`` each record, so that it survives a power cut too, not only
+            the process's death. Much slower. Default False.
         level: The handler's level.
         handle_signals: True (the default) installs, from the main thread, a SIGTERM
             handler that delivers every handler's records (within 8 seconds) before the
@@ -253,6 +290,9 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         queue_max_events: int | str = DEFAULT_QUEUE_MAX_EVENTS,
         queue_max_bytes: int | str = DEFAULT_QUEUE_MAX_BYTES,
         flush_timeout: float | str = 10.0,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int | str = DEFAULT_SPOOL_MAX_BYTES,
+        spool_fsync: bool | str = False,
         level: int | str = logging.NOTSET,
         handle_signals: bool | str = True,
     ) -> None:
@@ -295,6 +335,11 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         )
         self.flush_timeout = as_float("flush_timeout", flush_timeout, minimum=0.0)
         self.handle_signals = as_bool("handle_signals", handle_signals)
+        self.spool_dir = as_optional_str(
+            "spool_dir", os.fspath(spool_dir) if isinstance(spool_dir, os.PathLike) else spool_dir
+        )
+        self.spool_max_bytes = as_int("spool_max_bytes", spool_max_bytes, minimum=MIN_SPOOL_BYTES)
+        self.spool_fsync = as_bool("spool_fsync", spool_fsync)
         self.region_name = as_optional_str("region_name", region_name)
         self.endpoint_url = as_optional_str("endpoint_url", endpoint_url)
         serializer = as_callable("json_serialize_default", json_serialize_default)
@@ -392,6 +437,14 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         self._destination = Destination(
             self, self._session_factory, self._fixed_client, self._warn_once
         )
+        # The spool writer is opened at the first record of each process (a forked child
+        # opens its own); _spool_pending says it is still to be opened.
+        self._spool: Spool | None = None
+        self._spool_pending = self.spool_dir is not None
+        self._spool_full_seen = 0
+        self._replayer: _Replayer | None = None
+        # The first spool id of the records kept on disk only, beyond the caps (None: none).
+        self._backlog_from: int | None = None
 
     def _after_fork_in_child(self) -> None:
         # The parent's threads, client and held records stay with the parent, which
@@ -455,8 +508,9 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         """Format ``record`` and queue it; never raises into the application.
 
         Takes constant time: no network, no clock read, no lock beyond the handler's own in
-        the common case. A record that cannot be queued (formatting error, empty message,
-        full queue) is counted in ``stats.dropped`` with its reason. A record logged after
+        the common case (with ``spool_dir``, one ``write`` to this process's spool file). A
+        record that cannot be queued (formatting error, empty message, full queue) is
+        counted in ``stats.dropped`` with its reason. A record logged after
         ``close()`` reopens the handler. With ``use_queues=False`` the record is sent from
         the caller's thread, which waits at most ``flush_timeout`` seconds.
         """
@@ -486,7 +540,21 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 or streams.cache.get(record.name)  # keyed by logger name: the default
                 or streams.for_record(record)
             )
-            event = (stream, int(record.created * 1000), message, size)
+            timestamp = int(record.created * 1000)
+            spool = self._spool
+            if spool is None and self._spool_pending:
+                spool = self._open_spool()
+            event: Event
+            if spool is None:
+                event = (stream, timestamp, message, size)
+            else:
+                # On disk before emit() returns: the record survives the process's death.
+                spool_id = spool.append(stream, timestamp, message)
+                if spool_id is None:
+                    self._spool_refused(spool)
+                    event = (stream, timestamp, message, size)
+                else:
+                    event = (stream, timestamp, message, size, spool_id)
             cost = size + EVENT_OVERHEAD
             ledger = self._ledger
             if (
@@ -554,14 +622,27 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         self._send_now([event], exit_path=True)
 
     def _admit_or_refuse(self, event: Event, cost: int) -> None:
-        """Queue ``event`` under the caps (ledger lock held), or count it as ``queue_full``."""
+        """Queue ``event`` under the caps (ledger lock held), keep it on disk only, or count
+        it as ``queue_full``."""
         ledger = self._ledger
+        if len(event) > _SPOOL_ID:
+            if self._backlog_from is None and not ledger.has_room(cost):
+                # Full: this record and the next wait in the spool, refilled in order.
+                self._backlog_from = event[-1]
+                ledger.spill()
+            if self._backlog_from is not None:
+                ledger.on_disk += 1
+                return
         if ledger.has_room(cost):
             ledger.admitted += 1
             ledger.admitted_bytes += cost
             ledger.queue.append(event)
             return
-        ledger.drop("queue_full")
+        if len(event) <= _SPOOL_ID and self._spool is not None and self._spool_full_seen:
+            # Neither on disk (the spool is full) nor in memory: this one is lost.
+            ledger.drop("spool_full")
+            return
+        ledger.drop("queue_full")  # a spooled record stays on disk for a later process
         if not ledger.overflowing:
             ledger.overflowing = True
             self._warn_soon(
@@ -570,11 +651,53 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 "records are dropped and counted in stats.dropped['queue_full'] until it drains"
             )
 
+    def _open_spool(self) -> Spool | None:
+        """Open this process's spool writer at its first record; None means memory only."""
+        self._spool_pending = False
+        directory = self.spool_dir
+        if directory is None:
+            return None
+        # Segments small enough that a small spool still has several.
+        segment = max(4096, min(DEFAULT_SEGMENT_BYTES, self.spool_max_bytes // 8))
+        self._spool = Spool.open(  # warns once and returns None if it cannot be used
+            directory,
+            self.log_group_name,
+            max_bytes=self.spool_max_bytes,
+            segment_bytes=segment,
+            fsync=self.spool_fsync,
+        )
+        return self._spool
+
+    def _spool_refused(self, spool: Spool) -> None:
+        """Note a record the spool did not take: full (warned once), or an I/O failure
+        (which the spool warns about itself)."""
+        full = spool.stats.full
+        if full == self._spool_full_seen:
+            self._spool_full_seen = 0  # an I/O failure, not a full spool
+            return
+        self._spool_full_seen = full
+        self._warn_once(
+            "spool_full",
+            f"the spool in {self.spool_dir} holds spool_max_bytes={self.spool_max_bytes} "
+            "bytes: new records are kept in memory only, and dropped and counted in "
+            "stats.dropped['spool_full'] when the memory queue is full too",
+        )
+
+    def _close_spool(self) -> None:
+        """Close the spool writer once nothing it wrote is held (ledger lock held); the
+        next record opens a new one. Its unacknowledged records stay for an adopter."""
+        spool = self._spool
+        if spool is not None and self._ledger.held == 0 and self._backlog_from is None:
+            spool.close()
+            self._spool = None
+            self._spool_pending = self.spool_dir is not None
+
     def _open(self) -> None:
         """Start a sender, or keep the one that is still draining (ledger lock held)."""
-        sender = self._sender
+        sender: Sender | None = self._sender
         if sender is not None and sender.reusable:
             sender.draining = False  # a dictConfig closed us without waiting: carry on
+            sender = None  # and so does its replayer
         else:
             sender = Sender(self, self._ledger, MAX_IN_FLIGHT)
             if not sender.start():
@@ -583,6 +706,10 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         self._state = _State.OPEN
         self._closing_deadline = None
         self._ledger.open_gate()
+        if sender is not None and self.spool_dir is not None:
+            replayer = _Replayer(self, sender)  # after OPEN: a pass stops once it is not
+            if replayer.start():
+                self._replayer = replayer
 
     def _send_now(self, events: list[Event], *, exit_path: bool = False) -> None:
         """Deliver ``events`` from the caller's thread and settle them.
@@ -631,6 +758,10 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             The admission number up to which everything must be settled.
         """
         ledger = self._ledger
+        if self.spool_dir is not None and self._state is _State.NEW and not exiting():
+            with ledger.lock:  # start delivering, so what dead processes left is replayed
+                if self._state is _State.NEW:
+                    self._open()
         target = ledger.admitted
         sender = self._sender
         if sender is not None and target > ledger.drained:
@@ -642,6 +773,19 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         """Wait until every record up to ``target`` is settled, or the monotonic ``deadline``."""
         if holds_logging_lock():
             deadline = 0.0  # inside dictConfig: the sender needs that lock; it sends once free
+        replayer = self._replayer
+        if replayer is not None:  # a replay pass settles what it claims before it is idle
+            replayer.idle.wait(max(0.0, deadline - time.monotonic()))
+        ledger = self._ledger
+        while self._backlog_from is not None:  # records on disk: admitted as the queue drains
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            target = max(target, self.request_flush())
+            with ledger.cond:
+                ledger.cond.wait(min(remaining, 0.05))
+        if ledger.admitted > target:  # what the backlog admitted meanwhile
+            target = self.request_flush()
         sender = self._sender
         if sender is None or not sender.alive:
             return self._ledger.settled_through >= target
@@ -691,6 +835,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             done = state in (_State.NEW, _State.CLOSED) and not ledger.held
             if done:
                 self._state = _State.CLOSED
+                self._close_spool()
             else:
                 sender = self._sender
                 if sender is None or not sender.reusable:
@@ -722,19 +867,28 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         if sender is not None and sender.alive:
             with ledger.cond:
                 ledger.cond.wait_for(
-                    lambda: ledger.held == 0 or sender.finished,
+                    lambda: (ledger.held == 0 and not ledger.on_disk) or sender.finished,
                     max(0.0, deadline - time.monotonic()),
                 )
             sender.stop.set()  # cut a backoff wait short: the time is up
             sender.wake.set()
             sender.join(min(1.0, max(0.0, deadline + 1.0 - time.monotonic())))
+            replayer = self._replayer
+            if replayer is not None:  # let it release what it adopted, for the next adopter
+                replayer.join(min(1.0, max(0.0, deadline + 1.0 - time.monotonic())))
         with ledger.lock:
             lost = 0
-            if ledger.held:
+            if ledger.held or ledger.on_disk:
                 if sender is not None:
                     sender.abandon()
                 lost = ledger.abandon("shutdown")
+            if self._backlog_from is not None:  # counted as shutdown; it stays on disk
+                self._backlog_from = None
+                ledger.unspill()
             self._state = _State.CLOSED
+            if not lost:
+                # With records abandoned in flight, the writer stays open for their acks.
+                self._close_spool()
             ledger.cond.notify_all()
         if lost and not summarizing():
             report(
@@ -779,12 +933,14 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         )
         rejected = result.rejected
         batch = part.events
-        self._ledger.settle(
-            part,
-            delivered=result.delivered,
-            rejected=rejected._asdict(),
-            reason=result.reason,
-        )
+        acker = part.claim.acker
+        # Everything that follows from the outcome happens before the part is settled: a
+        # flush() that returns once it is settled sees the spool acknowledged, the warning
+        # issued and the replayed count, and close() never shuts a writer still owed an ack.
+        if result.reason not in _REPLAYABLE:
+            self._acknowledge(batch, acker)
+        if acker is not None and result.delivered:
+            self._ledger.count("replayed", result.delivered)
         if result.reason is None:
             with self._ledger.lock:
                 self._failing.clear()  # a success ends the episode: the next one warns again
@@ -804,6 +960,12 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 "2 hours ahead or older than 14 days or the group's retention; counted in "
                 "stats.dropped['too_new'|'too_old'|'expired']",
             )
+        self._ledger.settle(
+            part,
+            delivered=result.delivered,
+            rejected=rejected._asdict(),
+            reason=result.reason,
+        )
 
     def _put(self, client: CloudWatchLogsClient, stream: str, batch: Sequence[Event]) -> Any:
         submit: Callable[..., Any] = self._submit_batch
@@ -853,26 +1015,140 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
 
     def reject_by_age(self, claim: Claim, too_old: list[Event], too_new: list[Event]) -> None:
         """Settle events outside the service's time window as rejected, without sending them."""
-        for reason, events in (("too_old", too_old), ("too_new", too_new)):
-            if events:
-                self._ledger.settle(claim.part(events), rejected={reason: len(events)})
-        self._warn_once(
+        self._warn_once(  # before settling, as in _deliver
             "rejected",
             "CloudWatch Logs refuses events older than 14 days or more than 2 hours ahead: "
             f"{len(too_old) + len(too_new)} were set aside, counted in "
             "stats.dropped['too_old'|'too_new']",
         )
+        for reason, events in (("too_old", too_old), ("too_new", too_new)):
+            if events:
+                self._acknowledge(events, claim.acker)
+                self._ledger.settle(claim.part(events), rejected={reason: len(events)})
 
     def settle_failed(self, part: Part | None, exc: BaseException) -> None:
         """Settle ``part`` as ``internal_error`` after an unexpected exception, and say so."""
-        if part is not None:
-            self._ledger.settle(part, reason="internal_error")
-        self._warn_once(
+        self._warn_once(  # before settling: a flush() that returns has seen the warning
             "internal_error",
             f"internal error while sending to log group {self.log_group_name}: {exc!r}; "
             "the records are counted in stats.dropped['internal_error']",
             per_episode=True,
         )
+        if part is not None:
+            self._ledger.settle(part, reason="internal_error")
+
+    # ----------------------------------------------------------------- the spool
+
+    def refill(self) -> None:
+        """Admit records kept on disk beyond the caps, oldest first, as far as the caps
+        allow; back to the fast path once none is left. The sender calls this."""
+        start = self._backlog_from
+        spool = self._spool
+        if start is None or spool is None:
+            return
+        ledger = self._ledger
+        room = ledger.max_events - ledger.held
+        room_bytes = ledger.max_bytes - (ledger.admitted_bytes - ledger.released_bytes)
+        if room <= 0 or room_bytes <= 0:
+            return
+        limits = {"max_records": min(room, 1000), "max_bytes": max(1, min(room_bytes, 1 << 20))}
+        records = spool.backlog(start, **limits)  # read without holding up emit()
+        with self.lock:  # type: ignore[union-attr]  # admissions are made under it
+            if self._backlog_from != start:
+                return  # closed meanwhile
+            if not records:
+                # emit() cannot append while we hold its lock: empty now means caught up.
+                records = spool.backlog(start, **limits)
+                if not records:
+                    self._backlog_from = None
+                    with ledger.lock:
+                        unreadable, ledger.on_disk = ledger.on_disk, 0
+                    if unreadable:  # damaged on disk under us (counted in spool stats too)
+                        ledger.drop("spool_error", unreadable)
+                    ledger.unspill()
+                    return
+            with ledger.lock:
+                for record in records:
+                    message, size = utf8_size(record.message)
+                    cost = size + EVENT_OVERHEAD
+                    if not ledger.has_room(cost):
+                        break
+                    ledger.admitted += 1
+                    ledger.admitted_bytes += cost
+                    ledger.queue.append(
+                        (record.stream, record.timestamp_ms, message, size, record.id)
+                    )
+                    ledger.on_disk = max(0, ledger.on_disk - 1)
+                    start = record.id + 1
+                self._backlog_from = start
+
+    def _acknowledge(
+        self, events: Sequence[Event], acker: Callable[[list[int]], None] | None
+    ) -> None:
+        """Remove settled records from the spool: the replayed batch's or our own writer's."""
+        ids = [event[-1] for event in events if len(event) > _SPOOL_ID]  # the spool id
+        if not ids:
+            return
+        if acker is None:
+            spool = self._spool
+            if spool is None:
+                return
+            acker = spool.ack
+        acker(ids)
+
+    def replay_once(self, stop: threading.Event) -> None:
+        """Adopt what dead processes of this log group left in the spool and deliver it.
+
+        Oldest first, one batch at a time (so memory holds one batch of it), with the
+        original timestamps and stream names. Each record is settled in ``stats`` like one
+        given to ``emit()`` and counted in ``replayed`` once delivered; records that cannot
+        be delivered now stay in the spool for a later pass or process.
+        """
+        ledger = self._ledger
+        with adopt(
+            self.spool_dir or "",
+            self.log_group_name,
+            batch_records=self.max_batch_count,
+            batch_bytes=self.max_batch_size,
+        ) as adoption:
+            corrupt = 0
+            try:
+                for batch in adoption:
+                    if adoption.stats.corrupt > corrupt:
+                        ledger.count("corrupt", adoption.stats.corrupt - corrupt)
+                        corrupt = adoption.stats.corrupt
+                    if self._state is not _State.OPEN or stop.is_set():
+                        return  # closing: the rest stays claimed by nobody once we return
+                    self._replay_batch(batch.records, batch.ack, stop)
+            finally:
+                if adoption.stats.corrupt > corrupt:
+                    ledger.count("corrupt", adoption.stats.corrupt - corrupt)
+
+    def _replay_batch(
+        self,
+        records: Sequence[SpooledRecord],
+        ack: Callable[[list[int]], None],
+        stop: threading.Event,
+    ) -> None:
+        events: list[Event] = []
+        for record in records:
+            message, size = utf8_size(record.message)
+            if size > self._body_limit:
+                message, size = truncate(message, size, self._body_limit)
+            events.append((record.stream, record.timestamp_ms, message, size, record.id))
+        with self.lock:  # type: ignore[union-attr]  # admissions are made under it
+            claim = self._ledger.claim_now(events)
+        claim.acker = ack
+        try:
+            now_ms = int(time.time() * 1000)
+            for stream, stream_events in _by_stream(events):
+                sendable, too_old, too_new = split_by_age(stream_events, now_ms)
+                if too_old or too_new:
+                    self.reject_by_age(claim, too_old, too_new)
+                for batch in split_batches(sendable, self.max_batch_size, self.max_batch_count):
+                    self._deliver(stream, claim.part(batch), stop, deadline=None)
+        finally:
+            self._ledger.settle_rest(claim, "internal_error")
 
     # ----------------------------------------------------------------- warnings
 
@@ -939,3 +1215,46 @@ def _by_stream(events: list[Event]) -> list[tuple[str, list[Event]]]:
     for event in events:
         by_stream.setdefault(event[0], []).append(event)
     return list(by_stream.items())
+
+
+class _Replayer:
+    """One sender generation's replay thread: a pass at start, then every REPLAY_INTERVAL."""
+
+    def __init__(self, handler: RefreshingCloudWatchLogHandler, sender: Sender) -> None:
+        self._handler = handler
+        self._sender = sender
+        self.idle = threading.Event()
+        """Clear while a pass runs or is due; ``flush()`` waits for it."""
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> bool:
+        thread = threading.Thread(target=self._run, name="watchtower-refresh-replay", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:
+            self.idle.set()
+            return False
+        self._thread = thread
+        return True
+
+    def join(self, timeout: float) -> None:
+        """Wait at most ``timeout`` seconds for the thread to end (its sender has stopped)."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        mark_delivery_thread()
+        sender = self._sender
+        try:
+            while not sender.stop.is_set() and not sender.finished:
+                self.idle.clear()
+                try:
+                    self._handler.replay_once(sender.stop)
+                except Exception as exc:  # keep the application's logging going
+                    self._handler.settle_failed(None, exc)
+                finally:
+                    self.idle.set()
+                sender.stop.wait(REPLAY_INTERVAL)
+        finally:
+            self.idle.set()

@@ -4,7 +4,8 @@ Every record given to ``emit()`` is counted in exactly one place:
 
 - refused on arrival (``drop``): an empty message, a formatting error, a full queue, or a
   process that is shutting down;
-- held (``admit``): queued, then taken off the queue by the sender as a ``Claim``;
+- held (``admit``): queued, then taken off the queue by the sender as a ``Claim``; with a
+  spool, a record beyond the caps may first wait on disk (``on_disk``) until admitted;
 - settled from its claim: delivered, rejected by the service, or dropped with a reason.
 
 A claim can settle each of its records once and only once; whatever is left of it when the
@@ -28,7 +29,7 @@ import collections
 import dataclasses
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ._batching import EVENT_OVERHEAD, Event, batch_bytes
 
@@ -52,7 +53,9 @@ class DeliveryStats:
     dropped: Mapping[str, int] = dataclasses.field(default_factory=dict)
     """Records given up, by reason: ``queue_full``, ``shutdown``, ``timeout``, ``empty``,
     ``format_error``, ``too_new``, ``too_old``, ``expired``, ``internal_error``, or the AWS
-    error code or exception name that refused the batch."""
+    error code or exception name that refused the batch; ``spool_full`` for a record that
+    neither the full spool nor the full memory queue could keep; ``spool_error`` for a record
+    kept on disk beyond the caps that could not be read back."""
     retried: int = 0
     """Puts resent after a throttle, a 5xx, a connection error or a missing resource."""
     credential_refreshes: int = 0
@@ -60,7 +63,13 @@ class DeliveryStats:
     truncated: int = 0
     """Messages cut to ``max_message_size`` (and still delivered, or counted elsewhere)."""
     queued: int = 0
-    """Records waiting to be sent or in flight."""
+    """Records waiting to be sent or in flight (with a spool, also those waiting on disk)."""
+    replayed: int = 0
+    """Records adopted from the spool of a dead process and delivered (also in
+    ``delivered``): with a spool, ``received`` counts them as well as the records given to
+    ``emit()``."""
+    corrupt: int = 0
+    """Records found damaged in the spool and skipped: never delivered, never in ``received``."""
 
     @property
     def dropped_total(self) -> int:
@@ -80,9 +89,12 @@ class Claim:
     ``Ledger.settle_rest`` settle whatever no part did.
     """
 
-    __slots__ = ("abandoned", "end", "remaining", "remaining_bytes", "start")
+    __slots__ = ("abandoned", "acker", "end", "remaining", "remaining_bytes", "start")
 
     def __init__(self, start: int, end: int, size: int) -> None:
+        self.acker: Callable[[list[int]], None] | None = None
+        """Acknowledges the spool ids of settled records of a replayed claim; None for the
+        handler's own records, which its own spool writer acknowledges."""
         self.start = start
         self.end = end
         self.remaining = end - start
@@ -128,10 +140,12 @@ class Ledger:
         "lock",
         "max_bytes",
         "max_events",
+        "on_disk",
         "overflowing",
         "queue",
         "released",
         "released_bytes",
+        "spilling",
         "truncated",
         "wake_bytes",
         "wake_events",
@@ -148,6 +162,10 @@ class Ledger:
         self.admitted = 0
         self.admitted_bytes = 0
         self.truncated = 0
+        # Records kept in the spool only, beyond the caps, to be admitted as the queue
+        # drains; written under the handler's lock, like the admission counters.
+        self.on_disk = 0
+        self.spilling = False
         # Written under ``lock``.
         self.drained = 0
         self.drained_bytes = 0
@@ -191,10 +209,10 @@ class Ledger:
         with self.lock:
             self._dropped[reason] += count
 
-    def count(self, name: str) -> None:
-        """Count one retry or one credential refresh."""
+    def count(self, name: str, n: int = 1) -> None:
+        """Count ``n`` retries, credential refreshes, replayed or corrupt records."""
         with self.lock:
-            self._counts[name] += 1
+            self._counts[name] += n
 
     # ------------------------------------------------------------------ the gate
 
@@ -210,8 +228,21 @@ class Ledger:
             self.gated = True
             self.limit_events = self.limit_bytes = _CLOSED_LIMIT
 
+    def spill(self) -> None:
+        """Send every later record down ``emit()``'s slow path: the queue is full and later
+        records wait on disk, behind those already there, so that they keep their order."""
+        with self.lock:
+            self.spilling = True
+            self.limit_events = self.limit_bytes = _CLOSED_LIMIT
+
+    def unspill(self) -> None:
+        """The records on disk are all admitted: back to the fast path."""
+        with self.lock:
+            self.spilling = False
+            self._move_limits()
+
     def _move_limits(self) -> None:
-        if self.gated:
+        if self.gated or self.spilling:
             return
         # held < max_events  <=>  admitted < released + max_events; same for bytes (<=).
         self.limit_events = self.released + self.max_events
@@ -354,6 +385,10 @@ class Ledger:
                 self._finish(taken[0])
                 self._release_as(reason, taken[0].remaining, taken[0].remaining_bytes)
             count = taken[0].remaining if taken is not None else 0
+            if self.on_disk:  # never admitted: still on disk, for a later process
+                self._dropped[reason] += self.on_disk
+                count += self.on_disk
+                self.on_disk = 0
             for claim in self._outstanding.values():
                 if claim.remaining > 0 and not claim.abandoned:
                     claim.abandoned = True
@@ -405,5 +440,7 @@ class Ledger:
                 retried=self._counts["retried"],
                 credential_refreshes=self._counts["credential_refreshes"],
                 truncated=truncated,
-                queued=self.admitted - self.released,
+                queued=self.admitted - self.released + self.on_disk,
+                replayed=self._counts["replayed"],
+                corrupt=self._counts["corrupt"],
             )

@@ -91,6 +91,9 @@ class SenderHost(Protocol):
     def issue_warnings(self) -> None:
         """Issue the warnings ``emit()`` put aside (it must not warn under its locks)."""
 
+    def refill(self) -> None:
+        """Queue records the handler kept on disk beyond the caps, as room allows."""
+
 
 class Sender:
     """One generation of delivery threads for one handler's ledger.
@@ -254,6 +257,11 @@ class Sender:
         """Take records off the queue if they are due; return how long to wait (None: stop)."""
         ledger = self._ledger
         host = self._host
+        if ledger.spilling:
+            try:
+                host.refill()
+            except Exception as exc:  # keep the scheduler alive
+                host.settle_failed(None, exc)
         now = time.monotonic()
         if not ledger.queue:
             self._timer_start = None

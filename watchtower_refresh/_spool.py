@@ -739,20 +739,32 @@ class Spool:
                     return
                 touched: dict[_Segment, list[int]] = {}
                 firsts = sorted(self._segments)
+                # Ids come in runs from one segment: look a segment up only when a run ends.
+                low = high = 0
+                bits = bytearray()
+                offsets: list[int] = []
+                segment: _Segment | None = None
                 for record_id in ids:
-                    segment = self._find(firsts, record_id)
-                    if segment is None:
-                        continue
-                    offset = record_id - segment.first_id
+                    if not low <= record_id < high:
+                        segment = self._find(firsts, record_id)
+                        if segment is None:
+                            low = high = 0
+                            continue
+                        low = segment.first_id
+                        high = low + self._count(segment)
+                        bits = segment.acked_bits
+                        offsets = touched.setdefault(segment, [])
+                    assert segment is not None
+                    offset = record_id - low
                     index, bit = offset >> 3, 1 << (offset & 7)
-                    bits = segment.acked_bits
                     if index >= len(bits):
-                        bits.extend(bytes(index - len(bits) + 1 + self._count(segment) // 8))
+                        bits.extend(bytes(index - len(bits) + 1 + (high - low) // 8))
                     if bits[index] & bit:
                         continue
                     bits[index] |= bit
                     segment.acked += 1
-                    touched.setdefault(segment, []).append(offset)
+                    offsets.append(offset)
+                touched = {segment: found for segment, found in touched.items() if found}
                 for segment, offsets in touched.items():
                     self._stats.acked += len(offsets)
                     if not (segment.closed and segment.acked == segment.count):
