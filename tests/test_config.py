@@ -162,6 +162,8 @@ HANDLER_OPTION_TEXT = {
     "role_session_name": "worker-1",
     "send_interval": "2",
     "session_factory": "boto3:Session",
+    "spool_fsync": "true",
+    "spool_max_bytes": "1048576",
     "use_queues": "false",
 }
 _NEEDS_ROLE = {"duration_seconds", "external_id", "role_session_name"}
