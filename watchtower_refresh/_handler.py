@@ -736,13 +736,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         _thread_state.deferred = deferred
         try:
             with delivering():
-                now_ms = int(time.time() * 1000)
-                for stream, stream_events in _by_stream(events):
-                    sendable, too_old, too_new = split_by_age(stream_events, now_ms)
-                    if too_old or too_new:
-                        self.reject_by_age(claim, too_old, too_new)
-                    for batch in split_batches(sendable, self.max_batch_size, self.max_batch_count):
-                        self._deliver(stream, claim.part(batch), None, deadline=deadline)
+                self._deliver_claim(claim, events, None, deadline=deadline)
         finally:
             _thread_state.deferred = before
             ledger.settle_rest(claim, "internal_error")
@@ -900,6 +894,23 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         logging.Handler.close(self)
 
     # ----------------------------------------------------------------- delivery
+
+    def _deliver_claim(
+        self,
+        claim: Claim,
+        events: list[Event],
+        stop: threading.Event | None,
+        *,
+        deadline: float | None,
+    ) -> None:
+        """Deliver ``events`` of ``claim`` from this thread: by stream, in batches."""
+        now_ms = int(time.time() * 1000)
+        for stream, stream_events in _by_stream(events):
+            sendable, too_old, too_new = split_by_age(stream_events, now_ms)
+            if too_old or too_new:
+                self.reject_by_age(claim, too_old, too_new)
+            for batch in split_batches(sendable, self.max_batch_size, self.max_batch_count):
+                self._deliver(stream, claim.part(batch), stop, deadline=deadline)
 
     def deliver(self, stream: str, part: Part, stop: threading.Event) -> None:
         """Deliver one batch and settle it; the sender's workers call this."""
@@ -1140,13 +1151,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             claim = self._ledger.claim_now(events)
         claim.acker = ack
         try:
-            now_ms = int(time.time() * 1000)
-            for stream, stream_events in _by_stream(events):
-                sendable, too_old, too_new = split_by_age(stream_events, now_ms)
-                if too_old or too_new:
-                    self.reject_by_age(claim, too_old, too_new)
-                for batch in split_batches(sendable, self.max_batch_size, self.max_batch_count):
-                    self._deliver(stream, claim.part(batch), stop, deadline=None)
+            self._deliver_claim(claim, events, stop, deadline=None)
         finally:
             self._ledger.settle_rest(claim, "internal_error")
 
