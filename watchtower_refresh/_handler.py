@@ -591,11 +591,28 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             self._emit_raced_close()
 
     def _emit_raced_close(self) -> None:
-        """A record went into the queue as close() stopped the sender: reopen to send it."""
+        """A record went into the queue as close() stopped the sender: see that it is sent."""
         with self._ledger.lock:
             sender = self._sender
-            if self._state is not _State.CLOSING and (sender is None or not sender.reusable):
+            if sender is not None and sender.reusable:
+                return
+            if self._state is _State.CLOSING:
+                self._closing_sender()
+            else:
                 self._open()
+
+    def _closing_sender(self) -> Sender | None:
+        """The sender that delivers for close(): a new one if the last has stopped.
+
+        Records logged while close() runs are delivered too (ledger lock held).
+        """
+        sender = self._sender
+        if sender is None or not sender.reusable:
+            fresh = Sender(self, self._ledger, MAX_IN_FLIGHT)
+            fresh.draining = True
+            if fresh.start():
+                self._sender = sender = fresh
+        return sender
 
     def _emit_slow(self, event: Event, cost: int) -> None:
         """Admit ``event`` when the fast path cannot: start, reopen, exit, sync or full."""
@@ -609,6 +626,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 if self._state is _State.CLOSING:
                     # close() delivers it, or counts it as shutdown once its time is up.
                     self._admit_or_refuse(event, cost)
+                    sender = self._closing_sender()
                     if sender is not None:
                         sender.wake.set()
                     return
@@ -858,12 +876,16 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
     def _finish_close(self, sender: Sender | None) -> None:
         ledger = self._ledger
         deadline = self._closing_deadline or time.monotonic()
+
+        def settled_or_stopped() -> bool:
+            current = self._sender  # a record logged meanwhile may have started a new one
+            settled = ledger.held == 0 and not ledger.on_disk
+            return settled or current is None or current.finished
+
         if sender is not None and sender.alive:
             with ledger.cond:
-                ledger.cond.wait_for(
-                    lambda: (ledger.held == 0 and not ledger.on_disk) or sender.finished,
-                    max(0.0, deadline - time.monotonic()),
-                )
+                ledger.cond.wait_for(settled_or_stopped, max(0.0, deadline - time.monotonic()))
+            sender = self._sender or sender
             sender.stop.set()  # cut a backoff wait short: the time is up
             sender.wake.set()
             sender.join(min(1.0, max(0.0, deadline + 1.0 - time.monotonic())))
