@@ -878,9 +878,11 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         deadline = self._closing_deadline or time.monotonic()
 
         def settled_or_stopped() -> bool:
-            current = self._sender  # a record logged meanwhile may have started a new one
-            settled = ledger.held == 0 and not ledger.on_disk
-            return settled or current is None or current.finished
+            if ledger.held == 0 and not ledger.on_disk:
+                return True
+            # Records logged meanwhile and the sender has stopped: a fresh one delivers them.
+            current = self._closing_sender()
+            return current is None or current.finished
 
         if sender is not None and sender.alive:
             with ledger.cond:
