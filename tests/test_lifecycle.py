@@ -82,11 +82,6 @@ def test_use_queues_false_retries_after_close_instead_of_dropping(
     assert (stats.delivered, stats.dropped) == (2, {})
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open: on a fresh clone close() racing four logging threads counted 95-271 of "
-    "1,600 records as shutdown (issue 8 stays open for it)",
-)
 def test_close_racing_emit_settles_everything_and_a_second_close_waits(
     aws: FakeAWS, make_handler: Any, messages: Read
 ) -> None:
@@ -115,6 +110,30 @@ def test_close_racing_emit_settles_everything_and_a_second_close_waits(
     assert stats.queued == 0
     assert (stats.delivered, stats.dropped) == (1600, {})
     assert len(set(messages("/life/race"))) == 1600
+
+
+def test_a_record_logged_after_the_closing_sender_stopped_is_delivered_not_abandoned(
+    aws: FakeAWS, make_handler: Any, messages: Read, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race behind the test above, made certain: close()'s sender empties the queue and
+    # stops before close() waits on it, and another record arrives in between. It used to
+    # skip the wait (its sender was gone) and count that record as shutdown.
+    handler = make_handler("/life/late", flush_timeout=10)
+    logger = logger_for(handler)
+    logger.info("before close")
+    finish_close = RefreshingCloudWatchLogHandler._finish_close
+
+    def sender_gone_first(self: RefreshingCloudWatchLogHandler, sender: Any) -> None:
+        sender.join(5)
+        assert not sender.alive
+        logger.info("while close() runs")
+        finish_close(self, sender)
+
+    monkeypatch.setattr(RefreshingCloudWatchLogHandler, "_finish_close", sender_gone_first)
+    handler.close()
+    stats = handler.stats
+    assert (stats.delivered, stats.dropped, stats.queued) == (2, {}, 0)
+    assert sorted(messages("/life/late")) == ["before close", "while close() runs"]
 
 
 def test_a_record_from_a_signal_handler_during_a_synchronous_put_is_delivered(

@@ -607,7 +607,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         Records logged while close() runs are delivered too (ledger lock held).
         """
         sender = self._sender
-        if sender is None or not sender.reusable:
+        if (sender is None or not sender.reusable) and not finalizing():
             fresh = Sender(self, self._ledger, MAX_IN_FLIGHT)
             fresh.draining = True
             if fresh.start():
@@ -884,10 +884,12 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             current = self._closing_sender()
             return current is None or current.finished
 
-        if sender is not None and sender.alive:
-            with ledger.cond:
-                ledger.cond.wait_for(settled_or_stopped, max(0.0, deadline - time.monotonic()))
+        # Wait even if ``sender`` has already stopped: it may have emptied the queue just as
+        # other threads logged more, which a fresh sender delivers.
+        with ledger.cond:
+            ledger.cond.wait_for(settled_or_stopped, max(0.0, deadline - time.monotonic()))
             sender = self._sender or sender
+        if sender is not None:
             sender.stop.set()  # cut a backoff wait short: the time is up
             sender.wake.set()
             sender.join(min(1.0, max(0.0, deadline + 1.0 - time.monotonic())))
