@@ -28,9 +28,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from ._ledger import DeliveryStats
+
 __all__ = [
     "Flushable",
     "Lifecycle",
+    "close_all",
     "delivering",
     "exit_deadline",
     "exiting",
@@ -67,6 +70,10 @@ class Lifecycle(Flushable, Protocol):
     @property
     def flush_timeout(self) -> float:
         """Seconds ``close()`` waits for delivery."""
+
+    @property
+    def stats(self) -> DeliveryStats:
+        """What became of the records given to the handler so far."""
 
     def _after_fork_in_child(self) -> None:
         """Start afresh in a forked child: the parent keeps and delivers what it held."""
@@ -131,6 +138,17 @@ def flush_all(timeout: float, handlers: Iterable[Flushable] | None = None) -> bo
     return done
 
 
+def close_all(handlers: Iterable[Lifecycle], deadline: float) -> None:
+    """Close ``handlers`` on one shared monotonic ``deadline``: every sender is asked to
+    send at once, then each handler is closed, so one stuck handler never eats the others'
+    time. What a handler cannot deliver by then is counted as ``shutdown``."""
+    chosen = list(handlers)
+    for handler in chosen:
+        handler.request_flush()
+    for handler in chosen:
+        handler.close_by(deadline)
+
+
 def exiting() -> bool:
     """Whether our exit hook has run or the interpreter is finalizing."""
     return _exit_started is not None or sys.is_finalizing()
@@ -178,12 +196,7 @@ def _at_exit() -> None:
     _exit_started = time.monotonic()  # records logged from now on take the exit path
     handlers = list(_live)
     if handlers:
-        # One deadline for all, not one after another: every sender starts at once.
-        deadline = time.monotonic() + max(handler.flush_timeout for handler in handlers)
-        for handler in handlers:
-            handler.request_flush()
-        for handler in handlers:
-            handler.close_by(deadline)
+        close_all(handlers, time.monotonic() + max(h.flush_timeout for h in handlers))
     _exit_closed = time.monotonic()
 
 

@@ -35,10 +35,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 from ._compat import register_multiprocessing_after_fork
-from ._process import one_report_line
+from ._process import Lifecycle, close_all, flush_all, one_report_line, report
 
 __all__ = [
     "SHUTDOWN_BUDGET",
@@ -56,22 +56,9 @@ _JOIN_MARGIN = 3.0  # seconds past the budget a stuck close() may take before we
 _CELERY_UID = "watchtower_refresh.close_handlers"
 
 
-class _Handler(Protocol):
-    """What this module needs of a handler: the public API of RefreshingCloudWatchLogHandler."""
-
-    flush_timeout: float
-
-    def flush(self, timeout: float | None = None) -> bool: ...
-
-    def close(self) -> None: ...
-
-    @property
-    def stats(self) -> Any: ...
-
-
 _SignalHandler = Callable[[int, FrameType | None], Any]
 
-_live: Callable[[], Sequence[_Handler]] = list
+_live: Callable[[], Sequence[Lifecycle]] = list
 _arranged = False
 _billiard_parent: object = None  # billiard's current process just before a fork
 # Main thread only: a SIGTERM handler or an exit hook is delivering. A SIGTERM that comes
@@ -81,7 +68,7 @@ _busy = False
 _deferred: list[tuple[_OnSigterm, int]] = []
 
 
-def arrange(live: Callable[[], Sequence[_Handler]], *, handle_signals: bool = True) -> None:
+def arrange(live: Callable[[], Sequence[Lifecycle]], *, handle_signals: bool = True) -> None:
     """Arrange that the handlers ``live()`` returns are delivered however the process ends.
 
     Called by every handler's constructor; cheap and idempotent. The fork hooks are set once
@@ -230,38 +217,23 @@ def settle(reason: str, *, close: bool, budget: float | None = None) -> int:
         return 0
     if budget is None:
         budget = min(SHUTDOWN_BUDGET, max(h.flush_timeout for h in handlers))
-    deadline = time.monotonic() + budget
-    for handler in handlers:
-        handler.flush(timeout=0)  # wakes every sender at once, then one shared deadline
-    for handler in handlers:
-        handler.flush(timeout=max(0.0, deadline - time.monotonic()))
     if not close:
+        flush_all(budget, handlers)  # every sender woken at once, then one shared deadline
         return 0
     before = sum(_shutdown_count(h) for h in handlers)
     with one_report_line():
-        for handler in handlers:
-            # close() waits flush_timeout; keep it within what is left of the budget.
-            handler.flush_timeout = min(
-                handler.flush_timeout, max(0.0, deadline - time.monotonic())
-            )
-            handler.close()
+        close_all(handlers, time.monotonic() + budget)
     left = sum(_shutdown_count(h) + int(h.stats.queued) for h in handlers) - before
     if left > 0:
-        _report(
-            f"watchtower-refresh: {reason}: {left} records not delivered within "
+        report(
+            f"{reason}: {left} records not delivered within "
             f"{budget:g} s, counted in stats.dropped['shutdown']"
         )
     return left
 
 
-def _shutdown_count(handler: _Handler) -> int:
+def _shutdown_count(handler: Lifecycle) -> int:
     return int(handler.stats.dropped.get("shutdown", 0))
-
-
-def _report(line: str) -> None:
-    with contextlib.suppress(Exception):
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
 
 
 def _settle_in_background(reason: str, *, close: bool) -> None:
@@ -288,8 +260,8 @@ def _settle_in_background(reason: str, *, close: bool) -> None:
         return
     worker.join(SHUTDOWN_BUDGET + _JOIN_MARGIN)
     if worker.is_alive():
-        _report(
-            f"watchtower-refresh: {reason}: delivery did not finish within "
+        report(
+            f"{reason}: delivery did not finish within "
             f"{SHUTDOWN_BUDGET + _JOIN_MARGIN:g} s; records still queued are lost"
         )
 
