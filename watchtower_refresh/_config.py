@@ -17,13 +17,16 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._credentials import SessionOptions
 from ._exceptions import ConfigurationError
 from ._formatter import resolve_zone
 from ._handler import RefreshingCloudWatchLogHandler
 from ._options import LOG_GROUP_PATTERN, LOG_GROUP_RULE, as_bool, as_pairs, check_pattern
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from 3.11; annotations only
 
 __all__ = ["ENV_PREFIX", "QUIET_LOGGERS", "configure_logging", "logging_config", "program_name"]
 
@@ -32,20 +35,28 @@ HANDLER_PATH = "watchtower_refresh.RefreshingCloudWatchLogHandler"
 FORMATTER_PATH = "watchtower_refresh.LocalTimeFormatter"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
-_OPTIONS = (
-    "log_group",
-    "stream",
-    "role_arn",
-    "profile",
-    "region",
-    "level",
-    "tz",
-    "format",
-    "console",
-    "loggers",
-    "handle_signals",
-    "spool_dir",
-)
+
+class LoggingOptions(TypedDict, total=False):
+    """The keyword arguments of ``logging_config`` and ``configure_logging`` (see there)."""
+
+    log_group: str | None
+    stream: str | None
+    role_arn: str | None
+    profile: str | None
+    region: str | None
+    level: str | None
+    tz: str | None
+    format: str | None
+    console: bool | str | None
+    loggers: Mapping[str, str] | str | None
+    handle_signals: bool | str | None
+    spool_dir: str | None
+    handler_options: Mapping[str, Any] | None
+    environ: Mapping[str, str] | None
+
+
+_ARGUMENTS = tuple(LoggingOptions.__annotations__)
+_OPTIONS = tuple(name for name in _ARGUMENTS if name not in ("handler_options", "environ"))
 _LEVELS = frozenset(("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"))
 # Chatty at INFO (botocore prints every credential lookup) and never the application's own
 # story: kept at WARNING unless ``loggers`` names them.
@@ -59,23 +70,7 @@ _NOT_IN_HANDLER_OPTIONS = frozenset(
 )
 
 
-def logging_config(
-    *,
-    log_group: str | None = None,
-    stream: str | None = None,
-    role_arn: str | None = None,
-    profile: str | None = None,
-    region: str | None = None,
-    level: str | None = None,
-    tz: str | None = None,
-    format: str | None = None,
-    console: bool | str | None = None,
-    loggers: Mapping[str, str] | str | None = None,
-    handle_signals: bool | str | None = None,
-    spool_dir: str | None = None,
-    handler_options: Mapping[str, Any] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
+def logging_config(**arguments: Unpack[LoggingOptions]) -> dict[str, Any]:
     """Return a complete ``dictConfig`` dict that ships the root logger to CloudWatch Logs.
 
     Each option, when not given, is read from ``WATCHTOWER_REFRESH_<NAME>`` (for example
@@ -108,25 +103,17 @@ def logging_config(
     Raises:
         ConfigurationError: An option is missing, misspelt or invalid.
     """
-    given = {
-        "log_group": log_group,
-        "stream": stream,
-        "role_arn": role_arn,
-        "profile": profile,
-        "region": region,
-        "level": level,
-        "tz": tz,
-        "format": format,
-        "console": console,
-        "loggers": loggers,
-        "handle_signals": handle_signals,
-        "spool_dir": spool_dir,
-    }
+    unknown = sorted(set(arguments) - set(_ARGUMENTS))
+    if unknown:  # as Python says of a misspelt keyword; mypy finds it first
+        message = f"logging_config() got unexpected keyword arguments {unknown}"
+        raise TypeError(message)
+    environ = arguments.get("environ")
     from_environment, handler_from_environment = _from_environment(
         os.environ if environ is None else environ
     )
     options: dict[str, Any] = dict(from_environment)
-    options.update({name: value for name, value in given.items() if value is not None})
+    options.update({k: v for k, v in arguments.items() if k in _OPTIONS and v is not None})
+    handler_options = arguments.get("handler_options")
     group = options.get("log_group")
     if not group:
         message = f"log_group is required: pass it or set {ENV_PREFIX}LOG_GROUP"
@@ -186,23 +173,7 @@ def logging_config(
     return config
 
 
-def configure_logging(
-    *,
-    log_group: str | None = None,
-    stream: str | None = None,
-    role_arn: str | None = None,
-    profile: str | None = None,
-    region: str | None = None,
-    level: str | None = None,
-    tz: str | None = None,
-    format: str | None = None,
-    console: bool | str | None = None,
-    loggers: Mapping[str, str] | str | None = None,
-    handle_signals: bool | str | None = None,
-    spool_dir: str | None = None,
-    handler_options: Mapping[str, Any] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
+def configure_logging(**arguments: Unpack[LoggingOptions]) -> dict[str, Any]:
     """Apply ``logging_config(...)`` with ``logging.config.dictConfig``; return the dict.
 
     Takes exactly ``logging_config``'s arguments (see there). No network I/O: safe at
@@ -211,22 +182,7 @@ def configure_logging(
     Raises:
         ConfigurationError: An option is missing, misspelt or invalid.
     """
-    config = logging_config(
-        log_group=log_group,
-        stream=stream,
-        role_arn=role_arn,
-        profile=profile,
-        region=region,
-        level=level,
-        tz=tz,
-        format=format,
-        console=console,
-        loggers=loggers,
-        handle_signals=handle_signals,
-        spool_dir=spool_dir,
-        handler_options=handler_options,
-        environ=environ,
-    )
+    config = logging_config(**arguments)
     logging.config.dictConfig(config)
     return config
 
