@@ -223,7 +223,8 @@ class SpoolDemoResult:
     logged: int
     """Records whose ``log`` call returned in the child before it was killed."""
     delivered_before_kill: int
-    """Of those, records the log group held once the child was dead, before any replay."""
+    """Records the log group held once the child was dead, before any replay: what the child
+    delivered, including a batch the service accepted as the child died."""
     left_in_spool: int
     """Records the dead child left in the spool, not acknowledged by the service."""
     replayed: int
@@ -403,7 +404,7 @@ def _replay_and_count(
     after = _numbers(client)
     return SpoolDemoResult(
         logged=len(returned),
-        delivered_before_kill=len(returned & set(before)),
+        delivered_before_kill=sum(before.values()),
         left_in_spool=left,
         replayed=stats.replayed,
         arrived=len(returned & set(after)),
