@@ -4,10 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help demo test bench lint types pytest matrix clean
+.PHONY: help demo demo-spool test bench lint types pytest matrix clean
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP) ## log through expiring tokens against a local fake AWS
 	$(BIN)/watchtower-refresh demo
+
+demo-spool: $(STAMP) ## kill -9 a process that logs with a disk spool, then replay what it left
+	$(BIN)/watchtower-refresh demo --spool
 
 test: lint types pytest ## ruff, mypy --strict, pytest with branch coverage
 

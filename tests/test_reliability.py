@@ -8,10 +8,16 @@ interpreter exiting without close() and a forked child (test_handler, in subproc
 
 from __future__ import annotations
 
+import collections
 import datetime
+import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
@@ -132,3 +138,135 @@ def test_a_long_outage_loses_only_what_the_cap_counts(
     assert len(got) + stats.dropped_total == len(sent)
     assert stats.dropped == {"queue_full": 1500}
     assert sorted(got) == sorted(sent[:500])  # the oldest are kept, the newest dropped
+
+
+# A process that logs through an outage with a spool and reports its resident memory (KiB,
+# from /proc/self/status) and its stats as JSON lines: once the records are logged, and once
+# the parent has ended the outage and the backlog is delivered.
+_OUTAGE_CHILD = """
+import gc, json, logging, sys, time, warnings
+warnings.simplefilter("ignore")  # resend warnings are expected here; stdout is for JSON
+from watchtower_refresh import RefreshingCloudWatchLogHandler
+
+def kib(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise LookupError(field)
+
+group, directory = sys.argv[1:3]
+records, size, max_events, max_bytes = map(int, sys.argv[3:7])
+handler = RefreshingCloudWatchLogHandler(
+    group, spool_dir=directory, queue_max_events=max_events, queue_max_bytes=max_bytes,
+    max_message_size=4 * size, send_interval=0.05, flush_timeout=60,
+)
+logger = logging.getLogger("outage")
+logger.addHandler(handler)
+logger.propagate = False
+logger.setLevel(logging.INFO)
+padding = "x" * size
+
+def report(**extra):
+    stats = handler.stats
+    counts = {name: getattr(stats, name) for name in ("delivered", "queued", "replayed", "corrupt")}
+    peak = max(peak_seen, kib(peak_field))
+    print(json.dumps(dict(base_kib=base, peak_kib=peak, received=stats.received,
+                          dropped=dict(stats.dropped), **counts, **extra)), flush=True)
+
+# The baseline is a live handler in an outage: its client built and its first put refused.
+logger.info("%06d %s", 0, padding)
+deadline = time.monotonic() + 30
+while handler.stats.retried == 0 and time.monotonic() < deadline:
+    time.sleep(0.01)
+gc.collect()
+base = peak_seen = kib("VmRSS")
+try:
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # restart VmHWM, the peak, from here
+    peak_field = "VmHWM"
+except OSError:
+    peak_field = "VmRSS"  # no peak to restart: sample instead
+for n in range(1, records):
+    logger.info("%06d %s", n, padding)
+    if n % 200 == 0:
+        peak_seen = max(peak_seen, kib("VmRSS"))
+report()
+sys.stdin.readline()  # the parent has ended the outage
+flushed = handler.flush(timeout=60)
+peak_seen = max(peak_seen, kib("VmRSS"))
+handler.close()
+report(flushed=flushed)
+"""
+
+
+def _json_line(stream: IO[str], errors: IO[bytes]) -> dict[str, Any]:
+    line = stream.readline()
+    if not line:
+        errors.seek(0)
+        pytest.fail(f"the logging child died: {errors.read().decode(errors='replace')}")
+    result: dict[str, Any] = json.loads(line)
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not Path("/proc/self/status").exists(),
+    reason="resident memory is read from /proc/self/status (VmRSS, VmHWM): Linux only",
+)
+def test_an_outage_longer_than_memory_keeps_rss_within_the_caps_and_loses_nothing(
+    aws: FakeAWS, messages: Read, tmp_path: Path
+) -> None:
+    records, size = 30_000, 2000  # 60 MB of messages: 30 times what memory may hold
+    max_events, max_bytes = 1000, 2 * 1024 * 1024
+    # What memory may hold beyond the baseline: the byte cap, generous room for the Python
+    # objects around each of max_events records, and 12 MiB for one put of up to 1 MiB being
+    # serialised, signed and sent by botocore, plus allocator slack.
+    limit_kib = (max_bytes + max_events * 1024 + 12 * 1024 * 1024) // 1024
+    group = "/rel/outage-rss"
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    outage = aws.injector.add_fault(
+        Fault("ServiceUnavailableException", action="PutLogEvents", status=503)
+    )
+    arguments = [group, str(spool), *map(str, (records, size, max_events, max_bytes))]
+    with (
+        (tmp_path / "stderr").open("w+b") as errors,
+        subprocess.Popen(
+            [sys.executable, "-c", _OUTAGE_CHILD, *arguments],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            env={**os.environ, **aws.environment(REGION)},
+        ) as child,
+    ):
+        assert child.stdin is not None
+        assert child.stdout is not None
+        try:
+            during = _json_line(child.stdout, errors)
+            aws.injector.remove_fault(outage)
+            child.stdin.write("\n")
+            child.stdin.flush()
+            after = _json_line(child.stdout, errors)
+            assert child.wait(timeout=30) == 0
+        finally:
+            if child.poll() is None:
+                child.kill()
+    grew = during["peak_kib"] - during["base_kib"]
+    assert grew <= limit_kib, f"RSS grew {grew} KiB while logging through the outage"
+    assert during["queued"] == during["received"] == records  # all kept, most on disk
+    assert during["delivered"] == 0
+    assert during["dropped"] == {}
+    assert after["flushed"] is True
+    grew = after["peak_kib"] - after["base_kib"]
+    assert grew <= limit_kib, f"RSS grew {grew} KiB by the end of the backlog's delivery"
+    assert after["delivered"] == after["received"] == records
+    assert after["queued"] == after["replayed"] == after["corrupt"] == 0
+    assert after["dropped"] == {}
+    got = messages(group)
+    assert collections.Counter(int(message[:6]) for message in got) == collections.Counter(
+        range(records)
+    )  # every record exactly once
+    assert {len(message) for message in got} == {7 + size}
+    assert list(spool.iterdir()) == []

@@ -2,7 +2,8 @@
 
 Exit codes:
     0  success
-    1  demo: records were lost or duplicated; spool --deliver: records were dropped, or
+    1  demo: records were lost or duplicated (demo --spool: a logged record is missing,
+       or more duplicates than one batch); spool --deliver: records were dropped, or
        not all delivered within --timeout
     2  usage error, or an invalid option or configuration file (the message says which);
        spool: the directory does not exist or cannot be read
@@ -39,6 +40,8 @@ __all__ = ["EXIT_DEMO_LOST", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "main"
 EXIT_DEMO_LOST = 1
 EXIT_USAGE = EXIT_INVALID
 EXIT_UNAVAILABLE = 3
+
+_SPOOL_DEMO_PUT_DELAY = 0.2  # seconds; slower than the child logs, so records wait on disk
 
 _HANDLER_PATHS = frozenset(
     (HANDLER_PATH, "watchtower_refresh._handler.RefreshingCloudWatchLogHandler")
@@ -255,16 +258,22 @@ def _demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             file=sys.stderr,
         )
         return EXIT_UNAVAILABLE
+    if args.spool:
+        return _spool_demo(args, out)
+    duration = 20.0 if args.duration is None else args.duration
+    token_lifetime = 4.0 if args.token_lifetime is None else args.token_lifetime
+    clock_skew = 3.0 if args.clock_skew is None else args.clock_skew
+    threads = 2 if args.threads is None else args.threads
     print(
-        f"Logging for {args.duration:g} s from {args.threads} threads; tokens live "
-        f"{args.token_lifetime:g} s; the fake AWS's clock runs {args.clock_skew:g} s ahead.",
+        f"Logging for {duration:g} s from {threads} threads; tokens live "
+        f"{token_lifetime:g} s; the fake AWS's clock runs {clock_skew:g} s ahead.",
         file=sys.stderr,
     )
     result = run_demo(
-        duration=args.duration,
-        token_lifetime=args.token_lifetime,
-        clock_skew=args.clock_skew,
-        threads=args.threads,
+        duration=duration,
+        token_lifetime=token_lifetime,
+        clock_skew=clock_skew,
+        threads=threads,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     if args.json:
@@ -289,6 +298,71 @@ def _demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
                 ]
             )
         )
+    return EXIT_OK if result.ok else EXIT_DEMO_LOST
+
+
+def _spool_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    from ._demo import run_spool_demo
+
+    others = [
+        flag
+        for flag, value in (
+            ("--token-lifetime", args.token_lifetime),
+            ("--clock-skew", args.clock_skew),
+            ("--threads", args.threads),
+        )
+        if value is not None
+    ]
+    if others:
+        message = f"{', '.join(others)} do not apply to --spool"
+        raise _UsageError(message)
+    duration = 2.0 if args.duration is None else args.duration
+    print(
+        f"A child process logs with spool_dir set for {duration:g} s and is killed with "
+        f"SIGKILL; the fake service holds each put {_SPOOL_DEMO_PUT_DELAY:g} s, so a backlog "
+        "builds up.",
+        file=sys.stderr,
+    )
+    try:
+        result = run_spool_demo(
+            duration=duration,
+            put_delay=_SPOOL_DEMO_PUT_DELAY,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except RuntimeError as exc:  # the child died before the kill: nothing to measure
+        print(f"watchtower-refresh demo: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_DEMO_LOST
+    if args.json:
+        out(json.dumps({**dataclasses.asdict(result), "ok": result.ok}, indent=2))
+    else:
+        rows = [
+            ("records logged", result.logged, "the log call returned before the kill"),
+            ("delivered by the child", result.delivered_before_kill, "read back once it died"),
+            ("left in the spool", result.left_in_spool, "not acknowledged when it died"),
+            ("replayed", result.replayed, "adopted by a new handler and delivered"),
+            ("records read back", f"{result.arrived} of {result.logged} logged", ""),
+            ("records missing", result.missing, ""),
+            (
+                "came twice",
+                result.duplicates,
+                f"counted in replayed; one batch at most: {result.batch_records}",
+            ),
+            (
+                "logged at the kill",
+                result.unconfirmed,
+                "spooled, but the log call had not returned; arrived too",
+            ),
+        ]
+        verdict = (
+            "OK: every logged record arrived"
+            if result.ok
+            else "FAILED: records were lost, dropped or duplicated beyond a batch"
+        )
+        lines = [
+            f"{label:<24}{value!s:<9}" + (f"  ({note})" if note else "")
+            for label, value, note in rows
+        ]
+        out("\n".join([*(line.rstrip() for line in lines), f"{'result':<24}{verdict}"]))
     return EXIT_OK if result.ok else EXIT_DEMO_LOST
 
 
@@ -476,20 +550,29 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Start moto on 127.0.0.1 with tokens that expire every few seconds, log from "
             "several threads through a handler configured with dictConfig and a role ARN, "
-            "read every event back and report what was lost. Nothing leaves this machine."
+            "read every event back and report what was lost. With --spool, kill -9 a process "
+            "that logs with a disk spool and replay what it left instead. Nothing leaves "
+            "this machine."
         ),
     )
-    demo.add_argument("--duration", type=_positive, default=20.0, help="seconds to log (20)")
     demo.add_argument(
-        "--token-lifetime", type=_positive, default=4.0, help="seconds each token lives (4)"
+        "--spool",
+        action="store_true",
+        help=(
+            "instead: kill -9 a process that logs with a disk spool, let a new handler "
+            "replay what it left, and check that every logged record arrived"
+        ),
     )
+    demo.add_argument(
+        "--duration", type=_positive, help="seconds to log (20; with --spool: 2, then the kill)"
+    )
+    demo.add_argument("--token-lifetime", type=_positive, help="seconds each token lives (4)")
     demo.add_argument(
         "--clock-skew",
         type=float,
-        default=3.0,
         help="seconds the fake AWS's clock runs ahead of this machine's (3)",
     )
-    demo.add_argument("--threads", type=_count, default=2, help="threads logging at once (2)")
+    demo.add_argument("--threads", type=_count, help="threads logging at once (2)")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     spool = commands.add_parser(

@@ -1,8 +1,14 @@
-"""The demo: records keep arriving while tokens expire every few seconds.
+"""The demos: records keep arriving while tokens expire, and survive a kill -9.
 
-It starts the fake AWS (moto on loopback, tokens enforced by the fault injector), configures
-logging with ``dictConfig`` and a role ARN the way applications do at import time, logs from
-several threads across several expiries, reads every event back and counts what was lost.
+``run_demo`` starts the fake AWS (moto on loopback, tokens enforced by the fault injector),
+configures logging with ``dictConfig`` and a role ARN the way applications do at import time,
+logs from several threads across several expiries, reads every event back and counts what was
+lost.
+
+``run_spool_demo`` starts a child process that logs with a disk spool, kills it with SIGKILL
+while a backlog waits behind a slow service, then lets a new handler on the same directory
+adopt and replay what the dead process left, and counts every record whose ``log`` call
+returned against what the log group holds.
 """
 
 from __future__ import annotations
@@ -13,22 +19,29 @@ import datetime
 import logging
 import logging.config
 import os
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
 
 from ._handler import RefreshingCloudWatchLogHandler
-from .testing import FakeAWS, read_messages
+from ._spool import describe
+from .testing import FakeAWS, Fault, read_messages
 
-__all__ = ["DemoResult", "demo_logging_config", "run_demo"]
+__all__ = ["DemoResult", "SpoolDemoResult", "demo_logging_config", "run_demo", "run_spool_demo"]
 
 DEMO_ROLE_ARN = "arn:aws:iam::123456789012:role/demo-logger"
 DEMO_LOG_GROUP = "/demo/watchtower-refresh"
 DEMO_REGION = "us-east-1"
+DEMO_SPOOL_LOG_GROUP = "/demo/watchtower-refresh-spool"
 
 # The pattern that breaks with a client built once: a module-level logger, configured once.
 logger = logging.getLogger("watchtower_refresh.demo.orders")
@@ -197,4 +210,209 @@ def _log_and_count(
         retried=stats.retried,
         seconds=seconds,
         token_lifetime=token_lifetime,
+    )
+
+
+# ----------------------------------------------------------------------------- kill -9
+
+
+@dataclasses.dataclass(frozen=True)
+class SpoolDemoResult:
+    """What the child logged before SIGKILL, what the spool kept, and what arrived."""
+
+    logged: int
+    """Records whose ``log`` call returned in the child before it was killed."""
+    delivered_before_kill: int
+    """Records the log group held once the child was dead, before any replay: what the child
+    delivered, including a batch the service accepted as the child died."""
+    left_in_spool: int
+    """Records the dead child left in the spool, not acknowledged by the service."""
+    replayed: int
+    """Records the new handler adopted from the spool and delivered (its ``stats.replayed``)."""
+    arrived: int
+    """Logged records read back from the log group after the replay."""
+    missing: int
+    """Logged records not read back: the demo fails if there is one."""
+    duplicates: int
+    """Extra copies read back: records of a batch the service accepted as the child died."""
+    unconfirmed: int
+    """Records read back that the child wrote to the spool but was killed before its
+    ``log`` call returned (not counted in ``logged``)."""
+    dropped: int
+    """Records the new handler gave up (``stats.dropped_total``)."""
+    batch_records: int
+    """Most records in one of the child's batches: the most duplicates one death may cause."""
+    seconds: float
+    """Wall-clock time the child logged before the kill, in seconds."""
+    put_delay: float
+    """Seconds the fake service held each PutLogEvents, so that a backlog built up."""
+
+    @property
+    def ok(self) -> bool:
+        """True when every logged record arrived, duplicates are at most one batch and
+        counted as replayed, and nothing was dropped."""
+        return (
+            self.missing == 0
+            and self.duplicates <= min(self.batch_records, self.replayed)
+            and self.dropped == 0
+        )
+
+
+# The child: a plain application process with a spool. It prints each record's number once
+# the log call has returned, so the parent knows which records the spool must keep.
+_SPOOL_CHILD = """
+import logging, os, sys, time, warnings
+warnings.simplefilter("ignore")  # its warnings are not the demo's output
+from watchtower_refresh import RefreshingCloudWatchLogHandler
+group, directory, batch, endpoint, region = sys.argv[1:6]
+handler = RefreshingCloudWatchLogHandler(
+    group, "orders-worker", spool_dir=directory, send_interval=0.05,
+    max_batch_count=int(batch), endpoint_url=endpoint, region_name=region,
+)
+logger = logging.getLogger("watchtower_refresh.demo.worker")
+logger.addHandler(handler)
+logger.propagate = False
+logger.setLevel(logging.INFO)
+n = 0
+while True:
+    logger.info("order %d placed", n)
+    os.write(1, b"%d\\n" % n)  # only after the log call returned
+    n += 1
+    if n % 2 == 0:
+        time.sleep(0.001)  # a busy service's pace, not a benchmark
+"""
+
+
+def _child_environment(aws: FakeAWS) -> dict[str, str]:
+    """The parent's environment without anything that could reach real AWS."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    env.update(aws.environment(DEMO_REGION))
+    env.update(
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    return env
+
+
+def run_spool_demo(
+    *,
+    duration: float = 2.0,
+    put_delay: float = 0.2,
+    batch_records: int = 100,
+    progress: Callable[[str], None] | None = None,
+) -> SpoolDemoResult:
+    """Kill a process that logs with a spool, replay what it left, and count.
+
+    Args:
+        duration: How long the child logs before it is killed, in seconds.
+        put_delay: How long the fake service holds each PutLogEvents, in seconds: the child
+            logs faster than it can deliver, so records wait in its queue and spool, and the
+            kill most likely lands while a put is in flight.
+        batch_records: Most records per batch in the child, in events.
+        progress: Called with a line of progress a few times a second.
+
+    Raises:
+        RuntimeError: The child ended before it was killed (its last lines of stderr say why).
+    """
+    say = progress or (lambda line: None)
+    with (
+        FakeAWS() as aws,
+        tempfile.TemporaryDirectory(prefix="watchtower-refresh-spool-demo-") as directory,
+        tempfile.TemporaryFile() as child_errors,
+    ):
+        aws.reset()
+        slow = aws.injector.add_fault(Fault("", action="PutLogEvents", delay=put_delay))
+        arguments = [DEMO_SPOOL_LOG_GROUP, directory, str(batch_records)]
+        child = subprocess.Popen(  # noqa: S603 (this interpreter, this package's own code)
+            [sys.executable, "-c", _SPOOL_CHILD, *arguments, aws.endpoint_url, DEMO_REGION],
+            stdout=subprocess.PIPE,
+            stderr=child_errors,
+            env=_child_environment(aws),
+        )
+        assert child.stdout is not None
+        returned: set[int] = set()
+        started: float | None = None
+        next_report = 0.5
+        try:
+            for line in child.stdout:
+                returned.add(int(line))
+                now = time.monotonic()
+                started = started or now
+                if now - started >= next_report:
+                    say(
+                        f"{now - started:5.1f}s  logged {len(returned):6d}  (child pid {child.pid})"
+                    )
+                    next_report += 0.5
+                if now - started >= duration:
+                    break
+        finally:
+            child.send_signal(signal.SIGKILL)
+            rest, _ = child.communicate(timeout=30)
+        seconds = time.monotonic() - (started or time.monotonic())
+        returned.update(int(number) for number in rest.split())
+        if child.returncode != -signal.SIGKILL:
+            child_errors.seek(0)
+            tail = child_errors.read().decode("utf-8", "replace").strip().splitlines()[-5:]
+            message = (
+                f"the logging child ended by itself (status {child.returncode}): "
+                + " | ".join(tail)
+            )
+            raise RuntimeError(message)
+        say(f"killed child pid {child.pid} with SIGKILL after {len(returned)} records")
+        time.sleep(put_delay + 0.3)  # a put the service was holding at the kill lands now
+        aws.injector.remove_fault(slow)
+        with _environment(_fake_keys(aws)):
+            return _replay_and_count(aws, directory, returned, seconds, put_delay, batch_records)
+
+
+def _fake_keys(aws: FakeAWS) -> dict[str, str]:
+    env = aws.environment(DEMO_REGION)
+    del env["AWS_ENDPOINT_URL"]  # the handler and the reader are given the endpoint
+    return env
+
+
+def _numbers(client: Any) -> Counter[int]:
+    return Counter(
+        int(message.split()[1]) for message in read_messages(client, DEMO_SPOOL_LOG_GROUP)
+    )
+
+
+def _replay_and_count(
+    aws: FakeAWS,
+    directory: str,
+    returned: set[int],
+    seconds: float,
+    put_delay: float,
+    batch_records: int,
+) -> SpoolDemoResult:
+    client = boto3.client("logs", region_name=DEMO_REGION, endpoint_url=aws.endpoint_url)
+    before = _numbers(client)
+    left = sum(owner.records for owner in describe(directory) if owner.state == "dead")
+    handler = RefreshingCloudWatchLogHandler(
+        DEMO_SPOOL_LOG_GROUP,
+        spool_dir=directory,
+        endpoint_url=aws.endpoint_url,
+        region_name=DEMO_REGION,
+        handle_signals=False,
+    )
+    try:
+        handler.flush(timeout=30)  # starts delivery: adopts the dead child's records
+    finally:
+        handler.close()
+    stats = handler.stats
+    after = _numbers(client)
+    return SpoolDemoResult(
+        logged=len(returned),
+        delivered_before_kill=sum(before.values()),
+        left_in_spool=left,
+        replayed=stats.replayed,
+        arrived=len(returned & set(after)),
+        missing=len(returned - set(after)),
+        duplicates=sum(after.values()) - len(after),
+        unconfirmed=len(set(after) - returned),
+        dropped=stats.dropped_total,
+        batch_records=batch_records,
+        seconds=seconds,
+        put_delay=put_delay,
     )
