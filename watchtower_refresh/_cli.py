@@ -190,17 +190,7 @@ def _flag(given: bool | None, options: dict[str, Any], name: str) -> bool:
 
 
 def _check(args: argparse.Namespace, out: Callable[[str], None]) -> int:
-    options = load_handler_options(args.config, args.handler) if args.config else {}
-    for flag, name in (
-        ("role_arn", "role_arn"),
-        ("region", "region_name"),
-        ("log_group", "log_group_name"),
-        ("profile", "profile_name"),
-        ("endpoint_url", "endpoint_url"),
-    ):
-        value = getattr(args, flag)
-        if value is not None:
-            options[name] = value
+    options = _handler_options(args)
     report = run_check(
         options,
         write=not args.no_write,
@@ -440,17 +430,7 @@ def _spool_deliver(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     """Deliver what dead processes left in the spool, as a handler of that log group would."""
     from ._handler import RefreshingCloudWatchLogHandler
 
-    options = load_handler_options(args.config, args.handler) if args.config else {}
-    for flag, name in (
-        ("role_arn", "role_arn"),
-        ("region", "region_name"),
-        ("log_group", "log_group_name"),
-        ("profile", "profile_name"),
-        ("endpoint_url", "endpoint_url"),
-    ):
-        value = getattr(args, flag)
-        if value is not None:
-            options[name] = value
+    options = _handler_options(args)
     if not options.get("log_group_name"):
         message = "--deliver needs --log-group (or a --config naming one)"
         raise _UsageError(message)
@@ -487,9 +467,38 @@ def _spool_deliver(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 # ----------------------------------------------------------------------------- parser
 
 
+_HANDLER_FLAGS = (  # command-line flag (argparse dest) and the handler option it sets
+    ("role_arn", "role_arn"),
+    ("region", "region_name"),
+    ("log_group", "log_group_name"),
+    ("profile", "profile_name"),
+    ("endpoint_url", "endpoint_url"),
+)
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="dictConfig JSON/YAML naming the handler")
     parser.add_argument("--handler", metavar="NAME", help="which handler of --config")
+
+
+def _add_handler_options(parser: argparse.ArgumentParser, *, log_group_help: str | None) -> None:
+    """The flags that say which handler to act as: ``check`` and ``spool --deliver``."""
+    parser.add_argument("--log-group", metavar="NAME", help=log_group_help)
+    parser.add_argument("--role-arn")
+    parser.add_argument("--region")
+    parser.add_argument("--profile")
+    parser.add_argument("--endpoint-url", help="CloudWatch Logs endpoint")
+    _add_config_options(parser)
+
+
+def _handler_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The handler's options from ``--config``, overridden by the flags given."""
+    options = load_handler_options(args.config, args.handler) if args.config else {}
+    for flag, name in _HANDLER_FLAGS:
+        value = getattr(args, flag)
+        if value is not None:
+            options[name] = value
+    return options
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -535,12 +544,7 @@ def _parser() -> argparse.ArgumentParser:
             "credentials, 8 access denied, 9 other AWS or connection error."
         ),
     )
-    check.add_argument("--role-arn")
-    check.add_argument("--region")
-    check.add_argument("--log-group", metavar="NAME")
-    check.add_argument("--profile")
-    check.add_argument("--endpoint-url", help="CloudWatch Logs endpoint")
-    _add_config_options(check)
+    _add_handler_options(check, log_group_help=None)
     check.add_argument("--no-write", action="store_true", help="do not write a test event")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -591,15 +595,10 @@ def _parser() -> argparse.ArgumentParser:
     spool.add_argument("--dir", required=True, metavar="DIR", help="the spool directory")
     spool.add_argument("--json", action="store_true", help="print the summary as JSON")
     spool.add_argument("--deliver", action="store_true", help="deliver what dead processes left")
-    spool.add_argument("--log-group", metavar="NAME", help="with --deliver: the log group")
-    spool.add_argument("--role-arn")
-    spool.add_argument("--region")
-    spool.add_argument("--profile")
-    spool.add_argument("--endpoint-url", help="CloudWatch Logs endpoint")
     spool.add_argument(
         "--timeout", type=_positive, default=60.0, help="seconds to deliver within (60)"
     )
-    _add_config_options(spool)
+    _add_handler_options(spool, log_group_help="with --deliver: the log group")
     return parser
 
 
