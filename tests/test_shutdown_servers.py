@@ -141,22 +141,55 @@ def test_gunicorn(aws: FakeAWS, messages: Read, tmp_path: Path, case: str) -> No
         assert requests_in(got, "lifespan shutdown in") == stopped.servers, stopped.err
 
 
-def test_django_runserver(aws: FakeAWS, messages: Read) -> None:
-    # --noreload: the autoreloader's parent answers SIGTERM with sys.exit(0), which kills
-    # the server process with SIGKILL (README, "Stopping cleanly").
+DJANGO_SITE = EXAMPLES / "django_site"
+DJANGO_GROUP = "/app/orders-django"  # settings.py
+DJANGO_ROLE = "arn:aws:iam::123456789012:role/app-logs"
+
+
+def django_environment(aws: FakeAWS, **extra: str) -> dict[str, str]:
+    """The example project's settings, its handler sent to the fake AWS."""
+    return environment(
+        aws,
+        PYTHONPATH=str(DJANGO_SITE),
+        DJANGO_SETTINGS_MODULE="settings",
+        APP_LOG_ROLE_ARN=DJANGO_ROLE,
+        **extra,
+    )
+
+
+def test_django_runserver_noreload(aws: FakeAWS, messages: Read) -> None:
+    # One process, stopped as any other: delivered, then ended by SIGTERM.
     port = free_port()
     argv = [str(BIN / "django-admin"), "runserver", "--noreload", f"127.0.0.1:{port}"]
-    env = environment(
-        aws,
-        PYTHONPATH=str(EXAMPLES / "django_site"),
-        DJANGO_SETTINGS_MODULE="settings",
-        APP_LOG_ROLE_ARN="arn:aws:iam::123456789012:role/app-logs",
-    )
     stopped = serve_and_stop(
-        argv, env, f"http://127.0.0.1:{port}/orders/", cwd=EXAMPLES / "django_site"
+        argv, django_environment(aws), f"http://127.0.0.1:{port}/orders/", cwd=DJANGO_SITE
     )
     assert stopped.returncode == -signal.SIGTERM, stopped.err
-    assert stopped.answered <= requests_in(messages("/app/orders-django"), "order")
+    assert stopped.answered <= requests_in(messages(DJANGO_GROUP), "order")
+
+
+def test_django_runserver_autoreloader_leaves_the_rest_in_the_spool(
+    aws: FakeAWS, messages: Read, tmp_path: Path
+) -> None:
+    # With the autoreloader, Django's own SIGTERM handler in the parent (sys.exit(0)) makes
+    # subprocess.run kill the serving child with SIGKILL: nothing of ours runs in the child,
+    # and no hook of Django's runs in between. What it had not sent stays in the spool, for
+    # the operator's `spool --deliver` (or the next runserver) to deliver.
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    env = django_environment(aws, APP_LOG_SPOOL_DIR=str(spool))
+    port = free_port()
+    argv = [str(BIN / "django-admin"), "runserver", f"127.0.0.1:{port}"]
+    stopped = serve_and_stop(argv, env, f"http://127.0.0.1:{port}/orders/", cwd=DJANGO_SITE)
+    assert stopped.returncode == 0, stopped.err  # Django's sys.exit(0), as without us
+
+    deliver = [str(BIN / "watchtower-refresh"), "spool", "--dir", str(spool), "--deliver"]
+    deliver += ["--log-group", DJANGO_GROUP, "--role-arn", DJANGO_ROLE, "--json"]
+    with started(deliver, env) as process:
+        out, err = finish(process)
+    assert process.returncode == 0, err
+    assert json.loads(out)["replayed"] > 0  # the killed child's records, from its spool
+    assert stopped.answered <= requests_in(messages(DJANGO_GROUP), "order")
 
 
 @pytest.mark.parametrize("kind", ["multiprocessing-with", "billiard-with", "billiard-close"])
