@@ -75,12 +75,14 @@ class Client:
     """Sends ``GET {prefix}N`` for N = 0, 1, ... from a thread until stopped.
 
     ``answered_before(t)`` is the set of N whose answer came back before ``t``: those
-    requests were logged before then.
+    requests were logged before then. ``servers`` holds the ``X-Pid`` header of every
+    answer: the worker processes that served.
     """
 
     def __init__(self, url_prefix: str) -> None:
         self._prefix = url_prefix
         self._answered: list[tuple[int, float]] = []
+        self.servers: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -101,11 +103,18 @@ class Client:
         """Start sending requests."""
         self._thread.start()
 
-    def wait_for(self, count: int, timeout: float = 30.0) -> None:
-        """Wait until ``count`` requests were answered."""
+    def wait_for(self, count: int, servers: int = 0, timeout: float = 30.0) -> None:
+        """Wait until ``count`` requests were answered, by ``servers`` processes at least
+        (counted by their ``X-Pid`` header, which only the apps in ``shutdown_apps`` send).
+
+        One worker of several can answer every request while another is still importing
+        the application: a signal then stops that one before it ever serves.
+        """
         deadline = time.monotonic() + timeout
-        while len(self._answered) < count:
-            assert time.monotonic() < deadline, f"only {len(self._answered)} answers"
+        while len(self._answered) < count or len(self.servers) < servers:
+            assert time.monotonic() < deadline, (
+                f"only {len(self._answered)} answers, from processes {sorted(self.servers)}"
+            )
             time.sleep(0.01)
 
     def stop(self) -> None:
@@ -120,7 +129,12 @@ class Client:
     def _run(self) -> None:
         n = 0
         while not self._stop.is_set():
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(f"{self._prefix}{n}", timeout=2).read()
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self._prefix}{n}", timeout=2) as answer,
+            ):
+                answer.read()
                 self._answered.append((n, time.monotonic()))
+                if answer.headers["X-Pid"]:
+                    self.servers.add(int(answer.headers["X-Pid"]))
             n += 1

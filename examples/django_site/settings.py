@@ -31,6 +31,9 @@ LOGGING = {
                 "APP_LOG_ROLE_ARN", "arn:aws:iam::123456789012:role/app-logs"
             ),
             "duration_seconds": 900,
+            # runserver's autoreloader kills the serving process with SIGKILL on SIGTERM
+            # and Ctrl-C: a spool keeps what it had not sent (README, "Stopping cleanly").
+            "spool_dir": os.environ.get("APP_LOG_SPOOL_DIR"),
         },
     },
     "loggers": {

@@ -1,6 +1,8 @@
 """One app for every server the shutdown tests run: ASGI (``web:asgi``) and WSGI (``web:wsgi``).
 
-``GET /log/N`` logs ``request N``; the ASGI lifespan logs its startup and its shutdown.
+``GET /log/N`` logs ``request N`` and answers with the serving process's id in an ``X-Pid``
+header, so a test knows when every worker serves; the ASGI lifespan logs its startup and its
+shutdown.
 With ``CONFIGURE_IN_APP=1`` the module calls ``configure_logging()`` when it is imported
 (settings from ``WATCHTOWER_REFRESH_*``), as an application run by gunicorn does; otherwise
 the server's log config (uvicorn's ``--log-config``) makes the handler.
@@ -39,12 +41,13 @@ async def asgi(scope: dict[str, Any], receive: Receive, send: Send) -> None:
                 return
     elif scope["type"] == "http":
         logger.info("request %s", scope["path"].rsplit("/", 1)[-1])
-        await send({"type": "http.response.start", "status": 200, "headers": []})
+        headers = [(b"x-pid", str(os.getpid()).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"ok"})
 
 
 def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """Answer ``/log/N``."""
     logger.info("request %s", environ["PATH_INFO"].rsplit("/", 1)[-1])
-    start_response("200 OK", [("Content-Type", "text/plain")])
+    start_response("200 OK", [("Content-Type", "text/plain"), ("X-Pid", str(os.getpid()))])
     return [b"ok"]
