@@ -1131,6 +1131,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         self, events: Sequence[Event], acker: Callable[[list[int]], None] | None
     ) -> None:
         """Remove settled records from the spool: the replayed batch's or our own writer's."""
+        if acker is None and self._spool is None:
+            return  # memory only: no event carries a spool id worth acknowledging
         ids = [event[-1] for event in events if len(event) > _SPOOL_ID]  # the spool id
         if not ids:
             return
