@@ -54,10 +54,11 @@ Format
 Why append-only segments and not SQLite (or mmap)
     Measured side by side in one run (``python -m benchmarks.spool``; CPU time of the
     calling thread per record, kernel time included, as a ratio to a StreamHandler writing
-    to ``io.StringIO`` in the same round): ``append`` 0.81-0.95x (2.7-4.8 us as the shared
-    machine's load varied; the ``write`` system call alone is 1.2-1.6 us of it); an
-    autocommit ``INSERT`` into SQLite in WAL mode 3.8-4.5x (15-24 us) with
-    ``synchronous=OFF`` and 4.1-5.0x with ``NORMAL``. Each record must be its own
+    to ``io.StringIO`` in the same round): ``append`` 0.66x on a quiet machine (1.16 us; the
+    ``write`` system call alone is about 0.4 us of it, the CRC-32 of a 120-byte frame
+    0.1 us), 0.81-0.95x (2.7-4.8 us) on a loaded one while it still took a lock; an
+    autocommit ``INSERT`` into SQLite in WAL mode 3.5-4.5x (6-24 us) with
+    ``synchronous=OFF`` and 4.0-5.0x with ``NORMAL``. Each record must be its own
     transaction to be in the kernel's hands before ``emit()`` returns, so SQLite alone
     would spend the whole 2x-a-StreamHandler budget of ``emit()`` twice over. Segments
     also need no cross-process lock on the append path, and deleting a settled segment
