@@ -2,7 +2,7 @@
 
     python -m benchmarks.cases emit ENDPOINT ascii|nonascii
     python -m benchmarks.cases throughput ours|watchtower|raw|raw-novalidate ENDPOINT EVENTS
-    python -m benchmarks.cases streams ours|watchtower|raw ENDPOINT EVENTS STREAMS
+    python -m benchmarks.cases streams ours|ours-one|watchtower|raw ENDPOINT EVENTS STREAMS
     python -m benchmarks.cases memory HANDLERS ENDPOINT
     python -m benchmarks.cases body EVENTS
     python -m benchmarks.cases outage ours|watchtower ENDPOINT EVENTS
@@ -271,6 +271,8 @@ def case_streams(kind: str, endpoint: str, events: int, streams: int) -> dict[st
     Run against a sink with ``--latency``. Every stream exists before the clock starts (one
     record per logger, flushed), so only puts are timed. ``raw`` is one ``put_log_events``
     at a time, one full batch per stream, as a simple sequential sender would send.
+    ``ours-one`` is our handler with one batch in flight at a time: how it sent before it
+    sent several streams' batches at once, the baseline of the many-streams target.
     """
     names = [f"app.module{n:03d}" for n in range(streams)]
     batch = records(events, name=lambda n: names[n % streams])
@@ -287,9 +289,13 @@ def case_streams(kind: str, endpoint: str, events: int, streams: int) -> dict[st
                 client.put_log_events(logGroupName="bench", logStreamName=stream, logEvents=chunk)
         arrived = wait_for_sink(endpoint, events)
     else:
+        if kind == "ours-one":
+            import watchtower_refresh._handler
+
+            watchtower_refresh._handler.MAX_IN_FLIGHT = 1  # read when a sender starts
         handler: Any = (
             ours(endpoint, log_stream_name="{logger_name}", queue_max_events=events + streams)
-            if kind == "ours"
+            if kind.startswith("ours")
             else theirs(endpoint, log_stream_name="{logger_name}")
         )
         for record in records(streams, name=lambda n: names[n]):  # create every stream

@@ -101,6 +101,40 @@ def test_delivered_records_leave_the_spool(
     assert list(tmp_path.iterdir()) == []  # every record acknowledged: nothing left
 
 
+def test_a_signal_handler_logging_in_the_middle_of_a_spool_write_neither_deadlocks_nor_loses(
+    aws: FakeAWS,
+    make_handler: Any,
+    messages: Read,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A signal handler runs between two bytecodes of the thread it interrupts: here, as
+    # emit() writes the record to the spool. Its own record is queued in memory only.
+    handler = make_handler("/spool/signal", spool_dir=str(tmp_path))
+    logger = logger_for(handler)
+    logger.info("opens the spool")
+    real_write = os.write
+    interrupted: list[bool] = []
+
+    def write(fd: int, data: Any) -> int:
+        if not interrupted:
+            interrupted.append(True)
+            logger.info("logged by a signal handler")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    logger.info("interrupted")
+    monkeypatch.setattr(os, "write", real_write)
+    assert handler.flush(timeout=10)
+    handler.close()
+    assert sorted(messages("/spool/signal")) == sorted(
+        ["opens the spool", "logged by a signal handler", "interrupted"]
+    )
+    stats = handler.stats
+    assert (stats.delivered, stats.dropped_total, stats.queued) == (3, 0, 0)
+    assert list(tmp_path.iterdir()) == []  # the spooled ones acknowledged, nothing left
+
+
 def test_records_refused_for_good_leave_the_spool(
     aws: FakeAWS, make_handler: Any, tmp_path: Path
 ) -> None:

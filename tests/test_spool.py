@@ -659,6 +659,32 @@ def test_a_full_disk_is_counted_warned_once_and_retried(
     assert stats.corrupt == 1  # the torn frame
 
 
+def test_an_append_interrupted_by_a_signal_handler_neither_deadlocks_nor_mixes_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A signal handler runs between two bytecodes of the interrupted thread: here, as the
+    # frame is written. Its record is kept out of the spool (memory only, counted), and
+    # a close() it makes leaves the segment file to the append under way.
+    spool = open_spool(tmp_path)
+    real_write = os.write
+    nested: list[int | None] = []
+
+    def interrupted(fd: int, data: Any) -> int:
+        if not nested:
+            nested.append(spool.append("s", 2, "logged by the signal handler"))
+            spool.close()
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", interrupted)
+    assert spool.append("s", 1, "interrupted", b"interrupted") == 1
+    monkeypatch.setattr(os, "write", real_write)
+    assert nested == [None]
+    assert spool.stats.errors == 1
+    assert spool.append("s", 3, "after close") is None
+    found, _ = replay(tmp_path)
+    assert [r.message for r in found] == ["interrupted"]
+
+
 def test_space_freed_by_another_writer_is_seen(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,7 +10,9 @@ building one costs half as much in ``emit()``.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterator, Sequence
+from itertools import accumulate
 from operator import itemgetter
 from typing import Final, NamedTuple, TypeAlias
 
@@ -68,6 +70,7 @@ SIZE: Final = 3
 
 _timestamp_of = itemgetter(TIMESTAMP)
 _size_of = itemgetter(SIZE)
+_plus_overhead = EVENT_OVERHEAD.__add__
 
 
 def batch_bytes(events: Sequence[Event]) -> int:
@@ -131,7 +134,10 @@ def split_by_age(events: list[Event], now_ms: int) -> tuple[list[Event], list[Ev
     timestamps against ``now_ms``, the local clock in milliseconds.
     """
     oldest, newest = now_ms - MAX_AGE_MS, now_ms + MAX_AHEAD_MS
-    if all(oldest <= event[TIMESTAMP] <= newest for event in events):
+    if not events:
+        return events, [], []
+    times = list(map(_timestamp_of, events))  # the common case at C speed: all in the window
+    if oldest <= min(times) and max(times) <= newest:
         return events, [], []
     sendable, too_old, too_new = [], [], []
     for event in events:
@@ -160,13 +166,25 @@ def split_batches(
         max_bytes: Batch size limit in bytes, at most 1,048,576.
         max_events: Batch length limit in events, at most 10,000.
     """
-    if events and len(events) <= max_events:
-        # The common case, a drain of one stream that fits one batch, at C speed.
-        times = list(map(_timestamp_of, events))
-        total = sum(map(_size_of, events)) + EVENT_OVERHEAD * len(events)
-        if total <= max_bytes and max(times) - min(times) < MAX_BATCH_SPAN_MS:
-            yield sorted(events, key=_timestamp_of)
+    if not events:
+        return
+    times = list(map(_timestamp_of, events))
+    if max(times) - min(times) < MAX_BATCH_SPAN_MS:
+        # The common case, within one span: cut by count and bytes at C speed.
+        ordered = sorted(events, key=_timestamp_of)
+        if len(ordered) <= max_events and batch_bytes(ordered) <= max_bytes:
+            yield ordered
             return
+        # ends[i]: bytes of ordered[:i + 1] with the overhead, increasing.
+        ends = list(accumulate(map(_plus_overhead, map(_size_of, ordered))))
+        start, total, held = 0, len(ordered), 0
+        while start < total:
+            stop = bisect_right(ends, held + max_bytes, start, min(total, start + max_events))
+            stop = max(stop, start + 1)  # an event larger than max_bytes goes alone
+            yield ordered[start:stop]
+            held = ends[stop - 1]
+            start = stop
+        return
     batch: list[Event] = []
     size = 0
     first = 0

@@ -516,10 +516,17 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         """
         try:
             message = (self.formatter or _DEFAULT_FORMATTER).format(record)
+            text: bytes | None = None  # the UTF-8 bytes, when sizing made them
             if message.isascii():
                 size = len(message)
             else:
-                message, size = utf8_size(message)
+                # Sized by encoding once; the bytes go to the spool rather than be made again.
+                try:
+                    text = message.encode()
+                except UnicodeEncodeError:  # lone surrogates: escaped, so the record is sent
+                    message, size = utf8_size(message)
+                else:
+                    size = len(text)
         except Exception:
             self._ledger.drop("format_error")
             self.handleError(record)
@@ -533,6 +540,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 return
             if size > self._body_limit:
                 message, size = truncate(message, size, self._body_limit)
+                text = None
                 self._ledger.truncated += 1
             streams = self._streams
             stream = (
@@ -549,7 +557,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 event = (stream, timestamp, message, size)
             else:
                 # On disk before emit() returns: the record survives the process's death.
-                spool_id = spool.append(stream, timestamp, message)
+                spool_id = spool.append(stream, timestamp, message, text)
                 if spool_id is None:
                     self._spool_refused(spool)
                     event = (stream, timestamp, message, size)
@@ -1123,6 +1131,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         self, events: Sequence[Event], acker: Callable[[list[int]], None] | None
     ) -> None:
         """Remove settled records from the spool: the replayed batch's or our own writer's."""
+        if acker is None and self._spool is None:
+            return  # memory only: no event carries a spool id worth acknowledging
         ids = [event[-1] for event in events if len(event) > _SPOOL_ID]  # the spool id
         if not ids:
             return

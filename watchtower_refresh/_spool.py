@@ -54,10 +54,11 @@ Format
 Why append-only segments and not SQLite (or mmap)
     Measured side by side in one run (``python -m benchmarks.spool``; CPU time of the
     calling thread per record, kernel time included, as a ratio to a StreamHandler writing
-    to ``io.StringIO`` in the same round): ``append`` 0.81-0.95x (2.7-4.8 us as the shared
-    machine's load varied; the ``write`` system call alone is 1.2-1.6 us of it); an
-    autocommit ``INSERT`` into SQLite in WAL mode 3.8-4.5x (15-24 us) with
-    ``synchronous=OFF`` and 4.1-5.0x with ``NORMAL``. Each record must be its own
+    to ``io.StringIO`` in the same round): ``append`` 0.66x on a quiet machine (1.16 us; the
+    ``write`` system call alone is about 0.4 us of it, the CRC-32 of a 120-byte frame
+    0.1 us), 0.81-0.95x (2.7-4.8 us) on a loaded one while it still took a lock; an
+    autocommit ``INSERT`` into SQLite in WAL mode 3.5-4.5x (6-24 us) with
+    ``synchronous=OFF`` and 4.0-5.0x with ``NORMAL``. Each record must be its own
     transaction to be in the kernel's hands before ``emit()`` returns, so SQLite alone
     would spend the whole 2x-a-StreamHandler budget of ``emit()`` twice over. Segments
     also need no cross-process lock on the append path, and deleting a settled segment
@@ -87,9 +88,11 @@ Limits
     ``max_bytes`` covers the whole directory. Each writer counts its own bytes exactly and
     re-measures the others' when it starts a segment and, at most every 0.5 s, when it
     would refuse; writers growing at the same time can overshoot by about one segment each.
-    Appends come from one thread at a time (the handler's lock); acks may come from any
-    thread. A forked child never writes into its parent's files: the first append after a
-    fork opens the child's own owner directory. The spool directory must exist (a typo
+    Appends come from one thread at a time (the handler's lock) and take no lock of their
+    own in the common case, so a signal handler that logs in the middle of one cannot
+    deadlock: its record is kept in memory only. Acks may come from any thread. A forked
+    child never writes into its parent's files: the first append after a fork opens the
+    child's own owner directory. The spool directory must exist (a typo
     must not spool somewhere unexpected); owner directories are ``0700`` and files ``0600``,
     so the processes sharing a spool run as one user. ``describe`` probes liveness by
     taking each lock for an instant: an adopter racing the probe skips that owner until it
@@ -149,7 +152,9 @@ _KIND_SEGMENT = 1
 _KIND_ACKS = 2
 _SYNC = b"\xd7\x1c"
 _FRAME = struct.Struct("<2sII")
-_MAX_FRAME = _FRAME.size + MAX_PAYLOAD
+_FRAME_SIZE = _FRAME.size
+_MAX_FRAME = _FRAME_SIZE + MAX_PAYLOAD
+_crc32 = zlib.crc32
 _RECORD = struct.Struct("<QqH")
 _SEGMENT_HEADER = _FILE_HEADER.pack(_FILE_MAGIC, FORMAT_VERSION, _KIND_SEGMENT)
 _ACKS_HEADER = _FILE_HEADER.pack(_FILE_MAGIC, FORMAT_VERSION, _KIND_ACKS)
@@ -305,7 +310,9 @@ class Spool:
         self.fsync = fsync
         self._stats = SpoolStats()
         self._key = group_key(group)
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler that closes the handler may interrupt a roll-over.
+        self._lock = threading.RLock()
+        self._appending = False  # an append is under way (its thread holds the handler's lock)
         self._owner: Path | None = None
         self._lock_fd = -1
         self._fd = -1
@@ -453,59 +460,85 @@ class Spool:
         """The writer's own directory, once it has one (a forked child gets its own)."""
         return self._owner
 
-    def append(self, stream: str, timestamp_ms: int, message: str) -> int | None:
+    def append(
+        self, stream: str, timestamp_ms: int, message: str, text: bytes | None = None
+    ) -> int | None:
         """Write one record; return its id once it is in the kernel's hands, else None.
 
-        One ``os.write`` of one frame. Never raises.
+        One ``os.write`` of one frame. Never raises. Appends come from one thread at a
+        time (the handler's lock), so the common case takes no lock: ``ack`` and
+        ``backlog`` on other threads read what it writes, and every step that changes the
+        segment list (opening, rolling over, a failed write) is taken under the lock.
 
         Args:
             stream: The log stream name.
             timestamp_ms: The record's timestamp, milliseconds since the epoch.
             message: The formatted message.
+            text: ``message`` already encoded as UTF-8 (lone surrogates kept with
+                ``surrogatepass``), when the caller has it: it is written as it is.
 
         Returns:
             The record's id, increasing per writer: keep it with the queued event and pass
             it to :meth:`ack` once the event is settled. None when the record was not
             spooled: the directory holds ``max_bytes`` (``stats.full`` counts it), a write
             failed (``stats.errors``; the first failure warns once, and the next append
-            after a second tries a new segment), or the spool is closed.
+            after a second tries a new segment), the spool is closed, or this call
+            interrupted another append on the same thread (a signal handler that logs:
+            that record is kept in memory only, counted in ``stats.errors``).
         """
+        if self._appending:
+            self._stats.errors += 1
+            return None
+        self._appending = True
         try:
-            with self._lock:
-                record_id = self._next_id
-                encoded = self._streams.get(stream)
-                if encoded is None:
-                    encoded = self._encode_stream(stream)
+            encoded = self._streams.get(stream)
+            if encoded is None:
+                encoded = self._encode_stream(stream)
+            if text is None:
                 try:
                     text = message.encode()
                 except UnicodeEncodeError:  # lone surrogates: kept, to come back unchanged
                     text = message.encode("utf-8", "surrogatepass")
-                body = _RECORD.pack(record_id, timestamp_ms, len(encoded)) + encoded + text
-                frame = _FRAME.pack(_SYNC, len(body), zlib.crc32(body)) + body
-                size = len(frame)
-                if size > self._budget and not self._make_room(size):
-                    return None
-                try:
-                    written = os.write(self._fd, frame)
-                    if written != size:
-                        # A partial frame is damage the reader skips; the segment is done.
-                        self._offset += written
-                        raise OSError(errno.ENOSPC, "short write")
-                    if self.fsync:
-                        os.fsync(self._fd)
-                except OSError as exc:
-                    self._write_failed(exc)
-                    return None
-                self._offset += size
-                self._budget -= size
-                self._next_id = record_id + 1
-                return record_id
+            record_id = self._next_id
+            body = _RECORD.pack(record_id, timestamp_ms, len(encoded)) + encoded + text
+            size = len(body) + _FRAME_SIZE
+            if size > self._budget and not self._make_room(size):
+                self._appending = False
+                return None
+            written = os.write(self._fd, _FRAME.pack(_SYNC, len(body), _crc32(body)) + body)
+            if written != size or self.fsync:
+                self._finish_write(written, size)
+            self._offset += size
+            self._budget -= size
+            self._next_id = record_id + 1
+            self._appending = False
+            if self._closed:  # closed while this append was under way: finish the close
+                self._finish_close()
+            return record_id
+        except OSError as exc:
+            with self._lock:
+                self._write_failed(exc)
         except Exception:  # never raise into emit(): struct range errors and the like
             self._stats.errors += 1
-            return None
+        self._appending = False
+        if self._closed:
+            self._finish_close()
+        return None
+
+    def _finish_write(self, written: int, size: int) -> None:
+        """After the write: a short one is an error; with ``fsync``, to the disk."""
+        if written != size:
+            # A partial frame is damage the reader skips; the segment is done.
+            self._offset += written
+            raise OSError(errno.ENOSPC, "short write")
+        os.fsync(self._fd)
 
     def _make_room(self, size: int) -> bool:
         """The slow path of append: open, roll over, or refuse; True when it may write."""
+        with self._lock:
+            return self._make_room_locked(size)
+
+    def _make_room_locked(self, size: int) -> bool:
         if self._fd < 0 and not self._reopen():
             return False
         if size > _MAX_FRAME:
@@ -564,7 +597,7 @@ class Spool:
                 os.close(self._fd)
             self._fd = -1
             self._finish_current()
-        if not self._warned:
+        if not self._warned and not self._closed:
             self._warned = True
             _warn(
                 f"cannot write to the spool in {self.directory} ({exc.strerror or exc}); "
@@ -834,6 +867,14 @@ class Spool:
             if self._closed:
                 return
             self._closed = True
+            if self._appending:
+                # A signal handler closes us in the middle of this thread's append: the
+                # append finishes the close once its record is written.
+                return
+        self._finish_close()
+
+    def _finish_close(self) -> None:
+        with contextlib.suppress(Exception), self._lock:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
@@ -853,7 +894,8 @@ class Spool:
             self._lock_fd = -1
 
     def _forget_after_fork(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._appending = False
         for fd in (self._fd, self._lock_fd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
