@@ -9,7 +9,9 @@
     python -m benchmarks.cases refresh ours|watchtower SECONDS
     python -m benchmarks.cases spool ENDPOINT   (see benchmarks.spool)
 
-Every case talks to loopback only: the sink of benchmarks.sink, or moto's server.
+Every case talks to loopback only: the sink of benchmarks.sink, or moto's server. With
+``BENCH_BASELINE_DIR`` set, ``watchtower_refresh`` is imported from that directory instead:
+``make bench`` puts an earlier release's code there to measure it side by side.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ import botocore.session
 import watchtower
 from botocore.config import Config
 
-from benchmarks.spool import case_spool
+if os.environ.get("BENCH_BASELINE_DIR"):  # before the first import of watchtower_refresh
+    sys.path.insert(0, os.environ["BENCH_BASELINE_DIR"])
+
 from watchtower_refresh import RefreshingCloudWatchLogHandler, refreshable_session
 
 FORMAT = "%(levelname)s %(name)s %(message)s"
@@ -491,6 +495,13 @@ def case_refresh(kind: str, seconds: int, every: int = 10) -> dict[str, Any]:
         "assume_role_per_hour": calls * 3600 / seconds,
         "expired_token_answers": expired,
     }
+
+
+def case_spool(*args: Any) -> dict[str, Any]:
+    """The spool's append and replay (benchmarks.spool; the spool is not in every release)."""
+    from benchmarks.spool import case_spool as run
+
+    return run(*args)
 
 
 CASES: dict[str, Callable[..., dict[str, Any]]] = {

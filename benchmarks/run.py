@@ -6,11 +6,14 @@ run are what the README reports. Results: a table on stdout and benchmarks/resul
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +29,10 @@ BODY_EVENTS = 10_000
 OUTAGE_EVENTS = 600_000  # ten simulated minutes at 1,000 events/s
 REFRESH_SECONDS = 3600
 REPEATS = 3
+# The handler as released in 0.1.0 (one sender thread, one put at a time, botocore's own
+# serializer): the "before" of the speed targets, measured in the same run as today's code.
+BASELINE = "0.1.0"
+BASELINE_REVISION = "f0c9492"
 
 
 def _environment() -> dict[str, str]:
@@ -56,13 +63,41 @@ def sink(fail: bool = False, latency: float = 0.0) -> Iterator[str]:
         process.wait()
 
 
-def case(*args: object) -> dict[str, Any]:
-    """Run one case of benchmarks.cases in a fresh process and return its result."""
+@contextmanager
+def baseline_code() -> Iterator[Path | None]:
+    """The package at ``BASELINE_REVISION``, extracted from git; None where git cannot
+    give it (not a checkout, or a shallow clone without that commit)."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", BASELINE_REVISION, "watchtower_refresh"],
+        capture_output=True,
+        cwd=HERE.parent,
+        check=False,
+    )
+    if archive.returncode != 0:
+        why = archive.stderr.decode(errors="replace").strip()
+        print(f"   {BASELINE} not measured: git archive failed: {why}", file=sys.stderr)
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as directory:
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            if hasattr(tarfile, "data_filter"):  # 3.10.12+, 3.11.4+: no links out, no devices
+                tar.extractall(directory, filter="data")
+            else:  # pragma: no cover - an archive git made of our own files
+                tar.extractall(directory)
+        yield Path(directory)
+
+
+def case(*args: object, baseline: Path | None = None) -> dict[str, Any]:
+    """Run one case of benchmarks.cases in a fresh process and return its result; with
+    ``baseline``, against the package code in that directory."""
+    env = _environment()
+    if baseline is not None:
+        env["BENCH_BASELINE_DIR"] = str(baseline)
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.cases", *map(str, args)],
         capture_output=True,
         text=True,
-        env=_environment(),
+        env=env,
         cwd=HERE.parent,
         timeout=900,
         check=False,
@@ -96,29 +131,36 @@ def main() -> None:
             for measure in ("us", "ratio_to_stream")
         }
 
-    print(f"2/{steps} delivery throughput ...", file=sys.stderr, flush=True)
-    kinds = ("ours", "ours-spool", "watchtower", "raw", "raw-novalidate")
-    runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
-    for repeat in range(REPEATS):
-        for kind in kinds[repeat % len(kinds) :] + kinds[: repeat % len(kinds)]:
-            with sink() as url:
-                runs[kind].append(case("throughput", kind, url, THROUGHPUT_EVENTS))
-    results["throughput"] = {
-        kind: _medians(rs, ("events_per_second", "cpu_seconds_per_million", "sender_us_per_event"))
-        for kind, rs in runs.items()
-    }
+    with baseline_code() as before:
+        # BASELINE is our handler ("ours") run from the baseline's code.
+        extra = (BASELINE,) if before is not None else ()
 
-    print(f"3/{steps} {STREAMS} streams at {STREAM_LATENCY} s per request ...", file=sys.stderr)
-    stream_kinds = ("ours", "ours-one", "watchtower", "raw")
-    stream_runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in stream_kinds}
-    for repeat in range(REPEATS):
-        turn = repeat % len(stream_kinds)
-        for kind in stream_kinds[turn:] + stream_kinds[:turn]:
-            with sink(latency=STREAM_LATENCY) as url:
-                stream_runs[kind].append(case("streams", kind, url, STREAM_EVENTS, STREAMS))
-    results["streams"] = {
-        kind: _medians(rs, ("events_per_second",)) for kind, rs in stream_runs.items()
-    }
+        def run_kind(name: str, kind: str, *args: object) -> dict[str, Any]:
+            if kind == BASELINE:
+                return case(name, "ours", *args, baseline=before)
+            return case(name, kind, *args)
+
+        print(f"2/{steps} delivery throughput ...", file=sys.stderr, flush=True)
+        kinds = ("ours", "ours-spool", "watchtower", "raw", "raw-novalidate", *extra)
+        runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+        for repeat in range(REPEATS):
+            for kind in kinds[repeat % len(kinds) :] + kinds[: repeat % len(kinds)]:
+                with sink() as url:
+                    runs[kind].append(run_kind("throughput", kind, url, THROUGHPUT_EVENTS))
+        measures = ("events_per_second", "cpu_seconds_per_million", "sender_us_per_event")
+        results["throughput"] = {kind: _medians(rs, measures) for kind, rs in runs.items()}
+
+        print(f"3/{steps} {STREAMS} streams, {STREAM_LATENCY} s per request", file=sys.stderr)
+        stream_kinds = ("ours", "ours-one", "watchtower", "raw", *extra)
+        stream_runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in stream_kinds}
+        for repeat in range(REPEATS):
+            turn = repeat % len(stream_kinds)
+            for kind in stream_kinds[turn:] + stream_kinds[:turn]:
+                with sink(latency=STREAM_LATENCY) as url:
+                    stream_runs[kind].append(run_kind("streams", kind, url, STREAM_EVENTS, STREAMS))
+        results["streams"] = {
+            kind: _medians(rs, ("events_per_second",)) for kind, rs in stream_runs.items()
+        }
 
     print(f"4/{steps} memory of {MEMORY_HANDLERS} handlers ...", file=sys.stderr, flush=True)
     memory_runs: dict[int, list[float]] = {1: [], MEMORY_HANDLERS: []}
@@ -183,6 +225,22 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             streams["ours"]["events_per_second"] / streams["ours-one"]["events_per_second"],
             5.0,
         ),
+    }
+    if BASELINE in speed:  # measured only where git could give the baseline's code
+        before, then = speed[BASELINE], streams[BASELINE]
+        checks[f"delivery >= 2 x {BASELINE}"] = (
+            speed["ours"]["events_per_second"] / before["events_per_second"],
+            2.0,
+        )
+        checks[f"CPU per million events <= 0.5 x {BASELINE}"] = (
+            speed["ours"]["cpu_seconds_per_million"] / before["cpu_seconds_per_million"],
+            0.5,
+        )
+        checks[f"{STREAMS} streams >= 5 x {BASELINE}"] = (
+            streams["ours"]["events_per_second"] / then["events_per_second"],
+            5.0,
+        )
+    checks |= {
         f"memory, {MEMORY_HANDLERS} handlers <= 2 x one": (
             many["rss_growth_mib"] / one["rss_growth_mib"],
             2.0,
