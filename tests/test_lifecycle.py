@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 import watchtower_refresh._delivery
 from tests.conftest import ROLE_ARN, logger_for, run_python
 from watchtower_refresh import RefreshingCloudWatchLogHandler
+from watchtower_refresh._sender import Sender
 from watchtower_refresh.testing import FakeAWS, Fault
 
 Read = Callable[[str], list[str]]
@@ -407,3 +408,32 @@ def test_close_on_a_closed_handler_does_not_wait_for_loggings_lock(make_handler:
             pass
     closer.join(5)
     assert done.is_set()
+
+
+def test_a_record_logged_while_close_joins_its_sender_is_delivered_not_abandoned(
+    aws: FakeAWS, make_handler: Any, messages: Read, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # close() has seen everything settled and is joining its sender, long before its
+    # deadline, when another thread logs: that record must be delivered, not counted as
+    # shutdown.
+    handler = make_handler("/life/joining", flush_timeout=10)
+    logger = logger_for(handler)
+    logger.info("before close")
+    join = Sender.join
+    logged: list[bool] = []
+
+    def log_then_join(self: Sender, timeout: float) -> None:
+        if not logged and handler.shutting_down:
+            logged.append(True)
+            other = threading.Thread(target=logger.info, args=("while close() joins",))
+            other.start()
+            other.join(5)
+        join(self, timeout)
+
+    monkeypatch.setattr(Sender, "join", log_then_join)
+    started = time.monotonic()
+    handler.close()
+    assert time.monotonic() - started < 5
+    stats = handler.stats
+    assert (stats.delivered, stats.dropped, stats.queued) == (2, {}, 0)
+    assert sorted(messages("/life/joining")) == ["before close", "while close() joins"]

@@ -884,32 +884,43 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             current = self._closing_sender()
             return current is None or current.finished
 
-        # Wait even if ``sender`` has already stopped: it may have emptied the queue just as
-        # other threads logged more, which a fresh sender delivers.
-        with ledger.cond:
-            ledger.cond.wait_for(settled_or_stopped, max(0.0, deadline - time.monotonic()))
-            sender = self._sender or sender
-        if sender is not None:
-            sender.stop.set()  # cut a backoff wait short: the time is up
-            sender.wake.set()
-            sender.join(min(1.0, max(0.0, deadline + 1.0 - time.monotonic())))
-            replayer = self._replayer
-            if replayer is not None:  # let it release what it adopted, for the next adopter
-                replayer.join(min(1.0, max(0.0, deadline + 1.0 - time.monotonic())))
-        with ledger.lock:
-            lost = 0
-            if ledger.held or ledger.on_disk:
-                if sender is not None:
-                    sender.abandon()
-                lost = ledger.abandon("shutdown")
-            if self._backlog_from is not None:  # counted as shutdown; it stays on disk
-                self._backlog_from = None
-                ledger.unspill()
-            self._state = _State.CLOSED
-            if not lost:
-                # With records abandoned in flight, the writer stays open for their acks.
-                self._close_spool()
-            ledger.cond.notify_all()
+        while True:
+            # Wait even if ``sender`` has already stopped: it may have emptied the queue just
+            # as other threads logged more, which a fresh sender delivers.
+            with ledger.cond:
+                ledger.cond.wait_for(settled_or_stopped, max(0.0, deadline - time.monotonic()))
+                sender = self._sender or sender
+            if sender is not None:
+                sender.stop.set()  # cut a backoff wait short: the time is up
+                sender.wake.set()
+                sender.join(min(1.0, max(0.0, deadline + 1.0 - time.monotonic())))
+                replayer = self._replayer
+                if replayer is not None:  # let it release what it adopted, for the next adopter
+                    replayer.join(min(1.0, max(0.0, deadline + 1.0 - time.monotonic())))
+            with ledger.lock:
+                if (
+                    (ledger.held or ledger.on_disk)
+                    and time.monotonic() < deadline
+                    and self._closing_sender() is not None
+                ):
+                    # Logged while we stopped the sender, with time left: a fresh sender
+                    # delivers them, and we wait for it as for the others.
+                    continue
+                lost = 0
+                if ledger.held or ledger.on_disk:
+                    for stopping in {sender, self._sender}:
+                        if stopping is not None:
+                            stopping.abandon()
+                    lost = ledger.abandon("shutdown")
+                if self._backlog_from is not None:  # counted as shutdown; it stays on disk
+                    self._backlog_from = None
+                    ledger.unspill()
+                self._state = _State.CLOSED
+                if not lost:
+                    # With records abandoned in flight, the writer stays open for their acks.
+                    self._close_spool()
+                ledger.cond.notify_all()
+            break
         if lost and not summarizing():
             report(
                 f"{lost} records for log group {self.log_group_name} could not be delivered "
