@@ -437,3 +437,39 @@ def test_a_record_logged_while_close_joins_its_sender_is_delivered_not_abandoned
     stats = handler.stats
     assert (stats.delivered, stats.dropped, stats.queued) == (2, {}, 0)
     assert sorted(messages("/life/joining")) == ["before close", "while close() joins"]
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_a_close_interrupted_by_a_signal_handler_leaves_a_handler_a_later_close_closes(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    # A signal handler that raises (Ctrl-C, a SIGTERM handler calling sys.exit) while
+    # close() waits for a slow put. The handler used to stay CLOSING for good: every later
+    # close() returned at once, leaving what was logged since queued, never counted.
+    handler = make_handler("/life/interrupted", flush_timeout=1)
+    logger = logger_for(handler)
+    aws.injector.add_fault(Fault("", action="PutLogEvents", delay=0.6, times=1))
+    logger.info("slow")
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(_Interrupted):
+            handler.close()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert handler.flush(timeout=5)
+    time.sleep(1.2)  # past the interrupted close()'s deadline
+    aws.injector.add_fault(Fault("", action="PutLogEvents", delay=0.3, times=1))
+    logger.info("later")
+    handler.close()
+    stats = handler.stats
+    assert (stats.delivered, stats.dropped, stats.queued) == (2, {}, 0)
+    assert sorted(messages("/life/interrupted")) == ["later", "slow"]

@@ -862,16 +862,28 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         if done:
             logging.Handler.close(self)  # outside the ledger's lock: it takes logging's
             return
-        if holds_logging_lock():
-            # dictConfig (uvicorn applies one at start-up) closes old handlers while it holds
-            # logging's lock, which the sender needs: it delivers the rest and stops on its
-            # own once the lock is released. At interpreter exit no lock is held: we wait.
+        try:
+            if holds_logging_lock():
+                # dictConfig (uvicorn applies one at start-up) closes old handlers while it
+                # holds logging's lock, which the sender needs: it delivers the rest and
+                # stops on its own once the lock is released. At interpreter exit no lock
+                # is held: we wait.
+                with ledger.lock:
+                    self._state = _State.CLOSED
+                    ledger.cond.notify_all()
+                logging.Handler.close(self)
+                return
+            self._finish_close(sender)
+        except BaseException:
+            # Interrupted (a signal handler raised, say): leave the handler as a dictConfig
+            # close does, its sender still delivering, so that a later close() waits for
+            # what is held and counts what it cannot deliver; CLOSING would make every later
+            # close() return at once.
             with ledger.lock:
-                self._state = _State.CLOSED
-                ledger.cond.notify_all()
-            logging.Handler.close(self)
-            return
-        self._finish_close(sender)
+                if self._state is _State.CLOSING:
+                    self._state = _State.CLOSED
+                    ledger.cond.notify_all()
+            raise
 
     def _finish_close(self, sender: Sender | None) -> None:
         ledger = self._ledger
