@@ -473,3 +473,33 @@ def test_a_close_interrupted_by_a_signal_handler_leaves_a_handler_a_later_close_
     stats = handler.stats
     assert (stats.delivered, stats.dropped, stats.queued) == (2, {}, 0)
     assert sorted(messages("/life/interrupted")) == ["later", "slow"]
+
+
+def test_close_during_a_synchronous_put_waits_for_it_without_starting_thread_after_thread(
+    aws: FakeAWS, make_handler: Any, messages: Read, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While a use_queues=False put was in flight, close() saw a record held and no sender
+    # running, started one, which found nothing queued and stopped at once, and so on:
+    # thousands of threads a second until the put was answered.
+    handler = make_handler("/life/sync-close", use_queues=False, flush_timeout=5)
+    logger = logger_for(handler)
+    aws.injector.add_fault(Fault("", action="PutLogEvents", delay=1.0, times=1))
+    started: list[Sender] = []
+    start = Sender.start
+
+    def counting(self: Sender) -> bool:
+        started.append(self)
+        return start(self)
+
+    monkeypatch.setattr(Sender, "start", counting)
+    putter = threading.Thread(target=logger.info, args=("slow synchronous put",))
+    putter.start()
+    deadline = time.monotonic() + 5
+    while not handler.stats.queued and time.monotonic() < deadline:
+        time.sleep(0.01)
+    handler.close()
+    putter.join(5)
+    assert len(started) <= 2
+    stats = handler.stats
+    assert (stats.delivered, stats.dropped, stats.queued) == (1, {}, 0)
+    assert messages("/life/sync-close") == ["slow synchronous put"]

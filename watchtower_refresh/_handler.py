@@ -892,6 +892,11 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         def settled_or_stopped() -> bool:
             if ledger.held == 0 and not ledger.on_disk:
                 return True
+            if not ledger.queue and not ledger.on_disk:
+                # Held in flight only (a synchronous put, a replayed batch, a record that
+                # emit() is still appending): settling it wakes us. A sender would find
+                # nothing to do and stop at once, and we would start another, and another.
+                return False
             # Records logged meanwhile and the sender has stopped: a fresh one delivers them.
             current = self._closing_sender()
             return current is None or current.finished
