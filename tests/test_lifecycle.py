@@ -13,6 +13,7 @@ import textwrap
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -23,8 +24,10 @@ from hypothesis import strategies as st
 
 import watchtower_refresh._delivery
 from tests.conftest import ROLE_ARN, logger_for, run_python
-from watchtower_refresh import RefreshingCloudWatchLogHandler
+from watchtower_refresh import RefreshingCloudWatchLogHandler, WatchtowerRefreshWarning
+from watchtower_refresh._ledger import Ledger
 from watchtower_refresh._sender import Sender
+from watchtower_refresh._spool import Spool
 from watchtower_refresh.testing import FakeAWS, Fault
 
 Read = Callable[[str], list[str]]
@@ -503,3 +506,48 @@ def test_close_during_a_synchronous_put_waits_for_it_without_starting_thread_aft
     stats = handler.stats
     assert (stats.delivered, stats.dropped, stats.queued) == (1, {}, 0)
     assert messages("/life/sync-close") == ["slow synchronous put"]
+
+
+def test_records_on_disk_abandoned_by_close_during_a_refill_are_counted_once(
+    aws: FakeAWS, make_handler: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    # close() runs out of time and counts the records kept on disk as shutdown just as the
+    # sender, having read them back, waits for the ledger's lock to queue them.
+    handler = make_handler(
+        "/life/refill", spool_dir=str(tmp_path), queue_max_events=2, flush_timeout=0.3
+    )
+    logger = logger_for(handler)
+    aws.injector.add_fault(Fault("", action="PutLogEvents", delay=0.5, times=1))
+    for n in range(6):
+        logger.info("record %d", n)
+    assert handler.stats.queued == 6
+    armed, go = threading.Event(), threading.Event()
+    backlog, abandon = Spool.backlog, Ledger.abandon
+
+    def held_up_backlog(self: Spool, start_id: int, **limits: Any) -> Any:
+        if armed.is_set():
+            go.wait(10)  # read back from disk while close() is running out of time
+        return backlog(self, start_id, **limits)
+
+    def abandon_as_the_refill_reaches_the_lock(self: Ledger, reason: str = "shutdown") -> int:
+        if armed.is_set() and not go.is_set():
+            go.set()
+            time.sleep(0.3)  # the refill now holds the handler's lock and waits for ours
+        return abandon(self, reason)
+
+    monkeypatch.setattr(Spool, "backlog", held_up_backlog)
+    monkeypatch.setattr(Ledger, "abandon", abandon_as_the_refill_reaches_the_lock)
+    armed.set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WatchtowerRefreshWarning)
+        handler.close()
+    deadline = time.monotonic() + 5
+    while handler.threads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stats = handler.stats
+    assert stats.received == 6
+    assert stats.queued == 0
+    armed.clear()
+    logger.info("after close")
+    assert handler.flush(timeout=5)
+    assert handler.stats.received == 7

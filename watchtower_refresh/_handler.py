@@ -1124,15 +1124,18 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             if not records:
                 # emit() cannot append while we hold its lock: empty now means caught up.
                 records = spool.backlog(start, **limits)
+            with ledger.lock:
+                if self._backlog_from != start:
+                    # close() counted them as shutdown meanwhile (it takes the ledger's lock
+                    # only): queueing them now would count them twice.
+                    return
                 if not records:
                     self._backlog_from = None
-                    with ledger.lock:
-                        unreadable, ledger.on_disk = ledger.on_disk, 0
+                    unreadable, ledger.on_disk = ledger.on_disk, 0
                     if unreadable:  # damaged on disk under us (counted in spool stats too)
                         ledger.drop("spool_error", unreadable)
                     ledger.unspill()
                     return
-            with ledger.lock:
                 for record in records:
                     message, size = utf8_size(record.message)
                     cost = size + EVENT_OVERHEAD
