@@ -551,3 +551,45 @@ def test_records_on_disk_abandoned_by_close_during_a_refill_are_counted_once(
     logger.info("after close")
     assert handler.flush(timeout=5)
     assert handler.stats.received == 7
+
+
+def test_a_record_spooled_as_close_closes_the_spool_is_not_delivered_twice(
+    aws: FakeAWS, make_handler: Any, messages: Read, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    # Another thread has written its record to the spool and waits for the ledger's lock
+    # to queue it while close(), with nothing held, closes the spool writer: the record was
+    # delivered by the reopened handler, its acknowledgement went nowhere, and the next
+    # handler on the directory delivered it again.
+    handler = make_handler("/life/spool-close", spool_dir=str(tmp_path), flush_timeout=5)
+    logger = logger_for(handler)
+    logger.info("before close")
+    assert handler.flush(timeout=5)
+    append = Spool.append
+    written, go = threading.Event(), threading.Event()
+
+    def append_then_pause(self: Spool, stream: str, timestamp_ms: int, message: str) -> Any:
+        spool_id = append(self, stream, timestamp_ms, message)
+        if message == "racing close":
+            written.set()
+            go.wait(5)  # close() runs now
+        return spool_id
+
+    monkeypatch.setattr(Spool, "append", append_then_pause)
+    racer = threading.Thread(target=logger.info, args=("racing close",))
+    racer.start()
+    assert written.wait(5)
+    closer = threading.Thread(target=handler.close)
+    closer.start()
+    closer.join(1)  # done, or waiting for the racing record
+    go.set()
+    racer.join(5)
+    closer.join(5)
+    assert handler.flush(timeout=5)
+    handler.close()
+    assert sorted(messages("/life/spool-close")) == ["before close", "racing close"]
+    assert handler.stats.delivered == 2
+    later = make_handler("/life/spool-close", spool_dir=str(tmp_path), flush_timeout=5)
+    assert later.flush(timeout=5)
+    later.close()
+    assert later.stats.replayed == 0
+    assert sorted(messages("/life/spool-close")) == ["before close", "racing close"]

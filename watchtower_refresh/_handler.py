@@ -705,10 +705,21 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         """Close the spool writer once nothing it wrote is held (ledger lock held); the
         next record opens a new one. Its unacknowledged records stay for an adopter."""
         spool = self._spool
-        if spool is not None and self._ledger.held == 0 and self._backlog_from is None:
+        if spool is None or self._ledger.held or self._backlog_from is not None:
+            return
+        # emit() holds the handler's lock from writing a record to the spool until it is
+        # queued: a writer closed in between would never see that record acknowledged,
+        # and the next process would deliver it again. The writer then stays open, for a
+        # later close().
+        lock = self.lock
+        if lock is None or not lock.acquire(blocking=False):
+            return
+        try:
             spool.close()
             self._spool = None
             self._spool_pending = self.spool_dir is not None
+        finally:
+            lock.release()
 
     def _open(self) -> None:
         """Start a sender, or keep the one that is still draining (ledger lock held)."""
