@@ -593,3 +593,38 @@ def test_a_record_spooled_as_close_closes_the_spool_is_not_delivered_twice(
     later.close()
     assert later.stats.replayed == 0
     assert sorted(messages("/life/spool-close")) == ["before close", "racing close"]
+
+
+def test_a_put_that_outlives_close_is_acknowledged_in_the_spool_not_delivered_again(
+    aws: FakeAWS, make_handler: Any, messages: Read, tmp_path: Any
+) -> None:
+    # close() gives up on a put still under way (counted as shutdown) and a second close()
+    # closed the spool writer at once: when the put was answered, its acknowledgement was
+    # ignored and the next handler on the directory delivered the record again.
+    handler = make_handler("/life/late-ack", spool_dir=str(tmp_path), flush_timeout=0.3)
+    logger = logger_for(handler)
+    put, answer = handler._put, threading.Event()
+
+    def slow_put(client: Any, stream: str, batch: Any) -> Any:
+        answer.wait(10)
+        return put(client, stream, batch)
+
+    handler._put = slow_put
+    logger.info("answered late")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WatchtowerRefreshWarning)
+        handler.close()
+        assert handler.stats.dropped == {"shutdown": 1}
+        handler.close()
+    answer.set()
+    deadline = time.monotonic() + 10
+    while handler.threads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stats = handler.stats
+    assert (stats.delivered, stats.dropped, stats.queued) == (1, {}, 0)  # out of shutdown
+    handler.close()
+    later = make_handler("/life/late-ack", spool_dir=str(tmp_path), flush_timeout=5)
+    assert later.flush(timeout=5)
+    later.close()
+    assert later.stats.replayed == 0
+    assert messages("/life/late-ack") == ["answered late"]

@@ -702,11 +702,13 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         )
 
     def _close_spool(self) -> None:
-        """Close the spool writer once nothing it wrote is held (ledger lock held); the
-        next record opens a new one. Its unacknowledged records stay for an adopter."""
+        """Close the spool writer once nothing it wrote is held or in flight (ledger lock
+        held); the next record opens a new one. Its unacknowledged records stay for an
+        adopter."""
         spool = self._spool
-        if spool is None or self._ledger.held or self._backlog_from is not None:
-            return
+        ledger = self._ledger
+        if spool is None or ledger.held or ledger.in_flight or self._backlog_from is not None:
+            return  # a put abandoned by close() may still be answered: it acks here
         # emit() holds the handler's lock from writing a record to the spool until it is
         # queued: a writer closed in between would never see that record acknowledged,
         # and the next process would deliver it again. The writer then stays open, for a
