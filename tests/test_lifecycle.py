@@ -628,3 +628,36 @@ def test_a_put_that_outlives_close_is_acknowledged_in_the_spool_not_delivered_ag
     later.close()
     assert later.stats.replayed == 0
     assert messages("/life/late-ack") == ["answered late"]
+
+
+def test_close_by_keeps_its_deadline_when_another_close_with_a_later_one_runs(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    # An application closes its handler (flush_timeout=5) on a worker thread while the
+    # process is told to stop, whose close_all() gives every handler one shared, shorter
+    # deadline. close_by() used to wait for the other close() to reach its own deadline.
+    handler = make_handler("/life/two-deadlines", flush_timeout=5)
+    logger = logger_for(handler)
+    put, answer = handler._put, threading.Event()
+
+    def hanging_put(client: Any, stream: str, batch: Any) -> Any:
+        answer.wait(10)
+        return put(client, stream, batch)
+
+    handler._put = hanging_put
+    logger.info("never answered in time")
+    first = threading.Thread(target=handler.close)
+    first.start()
+    deadline = time.monotonic() + 5
+    while not handler.shutting_down and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WatchtowerRefreshWarning)
+        handler.close_by(started + 0.3)
+    elapsed = time.monotonic() - started
+    stats = handler.stats
+    answer.set()
+    first.join(10)
+    assert elapsed < 2.0
+    assert (stats.delivered, stats.dropped, stats.queued) == (0, {"shutdown": 1}, 0)

@@ -851,27 +851,26 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         with ledger.lock:
             state = self._state
             if state is _State.CLOSING:
-                waited = self._closing_deadline or time.monotonic()
-                ledger.cond.wait_for(
-                    lambda: self._state is not _State.CLOSING,
-                    max(0.0, waited + 1.0 - time.monotonic()),
-                )
-                return
-            done = state in (_State.NEW, _State.CLOSED) and not ledger.held
-            if done:
-                self._state = _State.CLOSED
-                self._close_spool()
+                lost = self._join_close(deadline)
             else:
-                sender = self._sender
-                if sender is None or not sender.reusable:
-                    self._open()  # records were left behind: a sender to deliver them
-                    sender = self._sender if self._state is _State.OPEN else None
-                self._state = _State.CLOSING
-                self._closing_deadline = deadline
-                ledger.close_gate()
-                if sender is not None:
-                    sender.draining = True
-                    sender.wake.set()
+                done = state in (_State.NEW, _State.CLOSED) and not ledger.held
+                if done:
+                    self._state = _State.CLOSED
+                    self._close_spool()
+                else:
+                    sender = self._sender
+                    if sender is None or not sender.reusable:
+                        self._open()  # records were left behind: a sender to deliver them
+                        sender = self._sender if self._state is _State.OPEN else None
+                    self._state = _State.CLOSING
+                    self._closing_deadline = deadline
+                    ledger.close_gate()
+                    if sender is not None:
+                        sender.draining = True
+                        sender.wake.set()
+        if state is _State.CLOSING:
+            self._report_lost(lost)
+            return
         if done:
             logging.Handler.close(self)  # outside the ledger's lock: it takes logging's
             return
@@ -898,13 +897,33 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                     ledger.cond.notify_all()
             raise
 
+    def _join_close(self, deadline: float) -> int:
+        """Wait for the close() under way (ledger lock held); return what it had to give up.
+
+        Waits until the earlier of the two deadlines: a process that ends sooner (close_all
+        at exit or on SIGTERM) makes that close() give up sooner too, and one that cannot
+        run meanwhile (on the thread our signal handler interrupted) is settled from here.
+        """
+        ledger = self._ledger
+        closing = self._closing_deadline or deadline
+        if deadline < closing:
+            self._closing_deadline = closing = deadline
+            ledger.cond.notify_all()
+        ledger.cond.wait_for(
+            lambda: self._state is not _State.CLOSING,
+            max(0.0, closing + 1.0 - time.monotonic()),
+        )
+        return self._settle_close(None) if self._state is _State.CLOSING else 0
+
     def _finish_close(self, sender: Sender | None) -> None:
         ledger = self._ledger
-        deadline = self._closing_deadline or time.monotonic()
+
+        def deadline() -> float:  # a close_by() with an earlier one may bring it forward
+            return self._closing_deadline or time.monotonic()
 
         def settled_or_stopped() -> bool:
-            if ledger.held == 0 and not ledger.on_disk:
-                return True
+            if (ledger.held == 0 and not ledger.on_disk) or self._state is not _State.CLOSING:
+                return True  # settled, or by a close_by() that could wait no longer
             if not ledger.queue and not ledger.on_disk:
                 # Held in flight only (a synchronous put, a replayed batch, a record that
                 # emit() is still appending): settling it wakes us. A sender would find
@@ -918,47 +937,66 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             # Wait even if ``sender`` has already stopped: it may have emptied the queue just
             # as other threads logged more, which a fresh sender delivers.
             with ledger.cond:
-                ledger.cond.wait_for(settled_or_stopped, max(0.0, deadline - time.monotonic()))
-                sender = self._sender or sender
+                while not settled_or_stopped():
+                    remaining = deadline() - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    ledger.cond.wait(remaining)
+                # Settled by a close_by() meanwhile, the handler may have reopened: leave
+                # its sender alone.
+                sender = (self._sender or sender) if self._state is _State.CLOSING else None
             if sender is not None:
                 sender.stop.set()  # cut a backoff wait short: the time is up
                 sender.wake.set()
-                sender.join(min(1.0, max(0.0, deadline + 1.0 - time.monotonic())))
+                sender.join(min(1.0, max(0.0, deadline() + 1.0 - time.monotonic())))
                 replayer = self._replayer
                 if replayer is not None:  # let it release what it adopted, for the next adopter
-                    replayer.join(min(1.0, max(0.0, deadline + 1.0 - time.monotonic())))
+                    replayer.join(min(1.0, max(0.0, deadline() + 1.0 - time.monotonic())))
             with ledger.lock:
-                if (
+                if self._state is not _State.CLOSING:
+                    lost = 0  # a close_by() that could not wait longer settled it
+                elif (
                     (ledger.held or ledger.on_disk)
-                    and time.monotonic() < deadline
+                    and time.monotonic() < deadline()
                     and self._closing_sender() is not None
                 ):
                     # Logged while we stopped the sender, with time left: a fresh sender
                     # delivers them, and we wait for it as for the others.
                     continue
-                lost = 0
-                if ledger.held or ledger.on_disk:
-                    for stopping in {sender, self._sender}:
-                        if stopping is not None:
-                            stopping.abandon()
-                    lost = ledger.abandon("shutdown")
-                if self._backlog_from is not None:  # counted as shutdown; it stays on disk
-                    self._backlog_from = None
-                    ledger.unspill()
-                self._state = _State.CLOSED
-                if not lost:
-                    # With records abandoned in flight, the writer stays open for their acks.
-                    self._close_spool()
-                ledger.cond.notify_all()
+                else:
+                    lost = self._settle_close(sender)
             break
+        self._report_lost(lost)
+        self.issue_warnings()
+        logging.Handler.close(self)
+
+    def _settle_close(self, sender: Sender | None) -> int:
+        """End ``CLOSING`` (ledger lock held): count what is still held as ``shutdown``,
+        stop the senders and return how many records that was."""
+        ledger = self._ledger
+        lost = 0
+        if ledger.held or ledger.on_disk:
+            for stopping in {sender, self._sender}:
+                if stopping is not None:
+                    stopping.abandon()
+            lost = ledger.abandon("shutdown")
+        if self._backlog_from is not None:  # counted as shutdown; it stays on disk
+            self._backlog_from = None
+            ledger.unspill()
+        self._state = _State.CLOSED
+        if not lost:
+            # With records abandoned in flight, the writer stays open for their acks.
+            self._close_spool()
+        ledger.cond.notify_all()
+        return lost
+
+    def _report_lost(self, lost: int) -> None:
         if lost and not summarizing():
             report(
                 f"{lost} records for log group {self.log_group_name} could not be delivered "
                 f"within flush_timeout={self.flush_timeout:g}s of close(); they are counted "
                 "in stats.dropped['shutdown']"
             )
-        self.issue_warnings()
-        logging.Handler.close(self)
 
     # ----------------------------------------------------------------- delivery
 
