@@ -661,3 +661,35 @@ def test_close_by_keeps_its_deadline_when_another_close_with_a_later_one_runs(
     first.join(10)
     assert elapsed < 2.0
     assert (stats.delivered, stats.dropped, stats.queued) == (0, {"shutdown": 1}, 0)
+
+
+def test_close_after_a_close_under_dictconfig_waits_for_records_kept_on_disk(
+    aws: FakeAWS, make_handler: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    # A close() under logging's lock (dictConfig) leaves the sender delivering. The next
+    # close() saw nothing held in memory and returned at once, although records still
+    # waited on disk: neither delivered nor counted when it returned.
+    handler = make_handler(
+        "/life/disk-after-dictconfig",
+        spool_dir=str(tmp_path),
+        queue_max_events=2,
+        flush_timeout=0.5,
+    )
+    logger = logger_for(handler)
+    aws.injector.add_fault(Fault("", action="PutLogEvents", delay=0.3, times=1))
+    for n in range(6):
+        logger.info("record %d", n)
+    assert handler.stats.queued == 6
+    handler.refill = lambda: None  # records stay on disk for now
+    with logging._lock:  # type: ignore[attr-defined]  # as dictConfig holds it
+        handler.close()
+    deadline = time.monotonic() + 5
+    while handler._ledger.held and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert handler.stats.queued == 4  # on disk only
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WatchtowerRefreshWarning)
+        handler.close()
+    stats = handler.stats
+    assert stats.queued == 0
+    assert stats.received == 6

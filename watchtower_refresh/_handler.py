@@ -853,7 +853,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             if state is _State.CLOSING:
                 lost = self._join_close(deadline)
             else:
-                done = state in (_State.NEW, _State.CLOSED) and not ledger.held
+                done = state in (_State.NEW, _State.CLOSED) and not (ledger.held or ledger.on_disk)
                 if done:
                     self._state = _State.CLOSED
                     self._close_spool()
