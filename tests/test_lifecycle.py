@@ -13,6 +13,7 @@ import textwrap
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,10 @@ from hypothesis import strategies as st
 
 import watchtower_refresh._delivery
 from tests.conftest import ROLE_ARN, logger_for, run_python
-from watchtower_refresh import RefreshingCloudWatchLogHandler
+from watchtower_refresh import RefreshingCloudWatchLogHandler, WatchtowerRefreshWarning
+from watchtower_refresh._ledger import Ledger
+from watchtower_refresh._sender import Sender
+from watchtower_refresh._spool import Spool
 from watchtower_refresh.testing import FakeAWS, Fault
 
 Read = Callable[[str], list[str]]
@@ -407,3 +411,285 @@ def test_close_on_a_closed_handler_does_not_wait_for_loggings_lock(make_handler:
             pass
     closer.join(5)
     assert done.is_set()
+
+
+def test_a_record_logged_while_close_joins_its_sender_is_delivered_not_abandoned(
+    aws: FakeAWS, make_handler: Any, messages: Read, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # close() has seen everything settled and is joining its sender, long before its
+    # deadline, when another thread logs: that record must be delivered, not counted as
+    # shutdown.
+    handler = make_handler("/life/joining", flush_timeout=10)
+    logger = logger_for(handler)
+    logger.info("before close")
+    join = Sender.join
+    logged: list[bool] = []
+
+    def log_then_join(self: Sender, timeout: float) -> None:
+        if not logged and handler.shutting_down:
+            logged.append(True)
+            other = threading.Thread(target=logger.info, args=("while close() joins",))
+            other.start()
+            other.join(5)
+        join(self, timeout)
+
+    monkeypatch.setattr(Sender, "join", log_then_join)
+    started = time.monotonic()
+    handler.close()
+    assert time.monotonic() - started < 5
+    stats = handler.stats
+    assert (stats.delivered, stats.dropped, stats.queued) == (2, {}, 0)
+    assert sorted(messages("/life/joining")) == ["before close", "while close() joins"]
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_a_close_interrupted_by_a_signal_handler_leaves_a_handler_a_later_close_closes(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    # A signal handler that raises (Ctrl-C, a SIGTERM handler calling sys.exit) while
+    # close() waits for a slow put. The handler used to stay CLOSING for good: every later
+    # close() returned at once, leaving what was logged since queued, never counted.
+    handler = make_handler("/life/interrupted", flush_timeout=1)
+    logger = logger_for(handler)
+    aws.injector.add_fault(Fault("", action="PutLogEvents", delay=0.6, times=1))
+    logger.info("slow")
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(_Interrupted):
+            handler.close()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert handler.flush(timeout=5)
+    time.sleep(1.2)  # past the interrupted close()'s deadline
+    aws.injector.add_fault(Fault("", action="PutLogEvents", delay=0.3, times=1))
+    logger.info("later")
+    handler.close()
+    stats = handler.stats
+    assert (stats.delivered, stats.dropped, stats.queued) == (2, {}, 0)
+    assert sorted(messages("/life/interrupted")) == ["later", "slow"]
+
+
+def test_close_during_a_synchronous_put_waits_for_it_without_starting_thread_after_thread(
+    aws: FakeAWS, make_handler: Any, messages: Read, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While a use_queues=False put was in flight, close() saw a record held and no sender
+    # running, started one, which found nothing queued and stopped at once, and so on:
+    # thousands of threads a second until the put was answered.
+    handler = make_handler("/life/sync-close", use_queues=False, flush_timeout=5)
+    logger = logger_for(handler)
+    aws.injector.add_fault(Fault("", action="PutLogEvents", delay=1.0, times=1))
+    started: list[Sender] = []
+    start = Sender.start
+
+    def counting(self: Sender) -> bool:
+        started.append(self)
+        return start(self)
+
+    monkeypatch.setattr(Sender, "start", counting)
+    putter = threading.Thread(target=logger.info, args=("slow synchronous put",))
+    putter.start()
+    deadline = time.monotonic() + 5
+    while not handler.stats.queued and time.monotonic() < deadline:
+        time.sleep(0.01)
+    handler.close()
+    putter.join(5)
+    assert len(started) <= 2
+    stats = handler.stats
+    assert (stats.delivered, stats.dropped, stats.queued) == (1, {}, 0)
+    assert messages("/life/sync-close") == ["slow synchronous put"]
+
+
+def test_records_on_disk_abandoned_by_close_during_a_refill_are_counted_once(
+    aws: FakeAWS, make_handler: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    # close() runs out of time and counts the records kept on disk as shutdown just as the
+    # sender, having read them back, waits for the ledger's lock to queue them.
+    handler = make_handler(
+        "/life/refill", spool_dir=str(tmp_path), queue_max_events=2, flush_timeout=0.3
+    )
+    logger = logger_for(handler)
+    aws.injector.add_fault(Fault("", action="PutLogEvents", delay=0.5, times=1))
+    for n in range(6):
+        logger.info("record %d", n)
+    assert handler.stats.queued == 6
+    armed, go = threading.Event(), threading.Event()
+    backlog, abandon = Spool.backlog, Ledger.abandon
+
+    def held_up_backlog(self: Spool, start_id: int, **limits: Any) -> Any:
+        if armed.is_set():
+            go.wait(10)  # read back from disk while close() is running out of time
+        return backlog(self, start_id, **limits)
+
+    def abandon_as_the_refill_reaches_the_lock(self: Ledger, reason: str = "shutdown") -> int:
+        if armed.is_set() and not go.is_set():
+            go.set()
+            time.sleep(0.3)  # the refill now holds the handler's lock and waits for ours
+        return abandon(self, reason)
+
+    monkeypatch.setattr(Spool, "backlog", held_up_backlog)
+    monkeypatch.setattr(Ledger, "abandon", abandon_as_the_refill_reaches_the_lock)
+    armed.set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WatchtowerRefreshWarning)
+        handler.close()
+    deadline = time.monotonic() + 5
+    while handler.threads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stats = handler.stats
+    assert stats.received == 6
+    assert stats.queued == 0
+    armed.clear()
+    logger.info("after close")
+    assert handler.flush(timeout=5)
+    assert handler.stats.received == 7
+
+
+def test_a_record_spooled_as_close_closes_the_spool_is_not_delivered_twice(
+    aws: FakeAWS, make_handler: Any, messages: Read, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    # Another thread has written its record to the spool and waits for the ledger's lock
+    # to queue it while close(), with nothing held, closes the spool writer: the record was
+    # delivered by the reopened handler, its acknowledgement went nowhere, and the next
+    # handler on the directory delivered it again.
+    handler = make_handler("/life/spool-close", spool_dir=str(tmp_path), flush_timeout=5)
+    logger = logger_for(handler)
+    logger.info("before close")
+    assert handler.flush(timeout=5)
+    append = Spool.append
+    written, go = threading.Event(), threading.Event()
+
+    def append_then_pause(self: Spool, stream: str, timestamp_ms: int, message: str) -> Any:
+        spool_id = append(self, stream, timestamp_ms, message)
+        if message == "racing close":
+            written.set()
+            go.wait(5)  # close() runs now
+        return spool_id
+
+    monkeypatch.setattr(Spool, "append", append_then_pause)
+    racer = threading.Thread(target=logger.info, args=("racing close",))
+    racer.start()
+    assert written.wait(5)
+    closer = threading.Thread(target=handler.close)
+    closer.start()
+    closer.join(1)  # done, or waiting for the racing record
+    go.set()
+    racer.join(5)
+    closer.join(5)
+    assert handler.flush(timeout=5)
+    handler.close()
+    assert sorted(messages("/life/spool-close")) == ["before close", "racing close"]
+    assert handler.stats.delivered == 2
+    later = make_handler("/life/spool-close", spool_dir=str(tmp_path), flush_timeout=5)
+    assert later.flush(timeout=5)
+    later.close()
+    assert later.stats.replayed == 0
+    assert sorted(messages("/life/spool-close")) == ["before close", "racing close"]
+
+
+def test_a_put_that_outlives_close_is_acknowledged_in_the_spool_not_delivered_again(
+    aws: FakeAWS, make_handler: Any, messages: Read, tmp_path: Any
+) -> None:
+    # close() gives up on a put still under way (counted as shutdown) and a second close()
+    # closed the spool writer at once: when the put was answered, its acknowledgement was
+    # ignored and the next handler on the directory delivered the record again.
+    handler = make_handler("/life/late-ack", spool_dir=str(tmp_path), flush_timeout=0.3)
+    logger = logger_for(handler)
+    put, answer = handler._put, threading.Event()
+
+    def slow_put(client: Any, stream: str, batch: Any) -> Any:
+        answer.wait(10)
+        return put(client, stream, batch)
+
+    handler._put = slow_put
+    logger.info("answered late")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WatchtowerRefreshWarning)
+        handler.close()
+        assert handler.stats.dropped == {"shutdown": 1}
+        handler.close()
+    answer.set()
+    deadline = time.monotonic() + 10
+    while handler.threads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stats = handler.stats
+    assert (stats.delivered, stats.dropped, stats.queued) == (1, {}, 0)  # out of shutdown
+    handler.close()
+    later = make_handler("/life/late-ack", spool_dir=str(tmp_path), flush_timeout=5)
+    assert later.flush(timeout=5)
+    later.close()
+    assert later.stats.replayed == 0
+    assert messages("/life/late-ack") == ["answered late"]
+
+
+def test_close_by_keeps_its_deadline_when_another_close_with_a_later_one_runs(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    # An application closes its handler (flush_timeout=5) on a worker thread while the
+    # process is told to stop, whose close_all() gives every handler one shared, shorter
+    # deadline. close_by() used to wait for the other close() to reach its own deadline.
+    handler = make_handler("/life/two-deadlines", flush_timeout=5)
+    logger = logger_for(handler)
+    put, answer = handler._put, threading.Event()
+
+    def hanging_put(client: Any, stream: str, batch: Any) -> Any:
+        answer.wait(10)
+        return put(client, stream, batch)
+
+    handler._put = hanging_put
+    logger.info("never answered in time")
+    first = threading.Thread(target=handler.close)
+    first.start()
+    deadline = time.monotonic() + 5
+    while not handler.shutting_down and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WatchtowerRefreshWarning)
+        handler.close_by(started + 0.3)
+    elapsed = time.monotonic() - started
+    stats = handler.stats
+    answer.set()
+    first.join(10)
+    assert elapsed < 2.0
+    assert (stats.delivered, stats.dropped, stats.queued) == (0, {"shutdown": 1}, 0)
+
+
+def test_close_after_a_close_under_dictconfig_waits_for_records_kept_on_disk(
+    aws: FakeAWS, make_handler: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    # A close() under logging's lock (dictConfig) leaves the sender delivering. The next
+    # close() saw nothing held in memory and returned at once, although records still
+    # waited on disk: neither delivered nor counted when it returned.
+    handler = make_handler(
+        "/life/disk-after-dictconfig",
+        spool_dir=str(tmp_path),
+        queue_max_events=2,
+        flush_timeout=0.5,
+    )
+    logger = logger_for(handler)
+    aws.injector.add_fault(Fault("", action="PutLogEvents", delay=0.3, times=1))
+    for n in range(6):
+        logger.info("record %d", n)
+    assert handler.stats.queued == 6
+    handler.refill = lambda: None  # records stay on disk for now
+    with logging._lock:  # type: ignore[attr-defined]  # as dictConfig holds it
+        handler.close()
+    deadline = time.monotonic() + 5
+    while handler._ledger.held and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert handler.stats.queued == 4  # on disk only
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WatchtowerRefreshWarning)
+        handler.close()
+    stats = handler.stats
+    assert stats.queued == 0
+    assert stats.received == 6

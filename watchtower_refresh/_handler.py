@@ -710,13 +710,26 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         )
 
     def _close_spool(self) -> None:
-        """Close the spool writer once nothing it wrote is held (ledger lock held); the
-        next record opens a new one. Its unacknowledged records stay for an adopter."""
+        """Close the spool writer once nothing it wrote is held or in flight (ledger lock
+        held); the next record opens a new one. Its unacknowledged records stay for an
+        adopter."""
         spool = self._spool
-        if spool is not None and self._ledger.held == 0 and self._backlog_from is None:
+        ledger = self._ledger
+        if spool is None or ledger.held or ledger.in_flight or self._backlog_from is not None:
+            return  # a put abandoned by close() may still be answered: it acks here
+        # emit() holds the handler's lock from writing a record to the spool until it is
+        # queued: a writer closed in between would never see that record acknowledged,
+        # and the next process would deliver it again. The writer then stays open, for a
+        # later close().
+        lock = self.lock
+        if lock is None or not lock.acquire(blocking=False):
+            return
+        try:
             spool.close()
             self._spool = None
             self._spool_pending = self.spool_dir is not None
+        finally:
+            lock.release()
 
     def _open(self) -> None:
         """Start a sender, or keep the one that is still draining (ledger lock held)."""
@@ -846,86 +859,152 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         with ledger.lock:
             state = self._state
             if state is _State.CLOSING:
-                waited = self._closing_deadline or time.monotonic()
-                ledger.cond.wait_for(
-                    lambda: self._state is not _State.CLOSING,
-                    max(0.0, waited + 1.0 - time.monotonic()),
-                )
-                return
-            done = state in (_State.NEW, _State.CLOSED) and not ledger.held
-            if done:
-                self._state = _State.CLOSED
-                self._close_spool()
+                lost = self._join_close(deadline)
             else:
-                sender = self._sender
-                if sender is None or not sender.reusable:
-                    self._open()  # records were left behind: a sender to deliver them
-                    sender = self._sender if self._state is _State.OPEN else None
-                self._state = _State.CLOSING
-                self._closing_deadline = deadline
-                ledger.close_gate()
-                if sender is not None:
-                    sender.draining = True
-                    sender.wake.set()
+                done = state in (_State.NEW, _State.CLOSED) and not (ledger.held or ledger.on_disk)
+                if done:
+                    self._state = _State.CLOSED
+                    self._close_spool()
+                else:
+                    sender = self._sender
+                    if sender is None or not sender.reusable:
+                        self._open()  # records were left behind: a sender to deliver them
+                        sender = self._sender if self._state is _State.OPEN else None
+                    self._state = _State.CLOSING
+                    self._closing_deadline = deadline
+                    ledger.close_gate()
+                    if sender is not None:
+                        sender.draining = True
+                        sender.wake.set()
+        if state is _State.CLOSING:
+            self._report_lost(lost)
+            return
         if done:
             logging.Handler.close(self)  # outside the ledger's lock: it takes logging's
             return
-        if holds_logging_lock():
-            # dictConfig (uvicorn applies one at start-up) closes old handlers while it holds
-            # logging's lock, which the sender needs: it delivers the rest and stops on its
-            # own once the lock is released. At interpreter exit no lock is held: we wait.
+        try:
+            if holds_logging_lock():
+                # dictConfig (uvicorn applies one at start-up) closes old handlers while it
+                # holds logging's lock, which the sender needs: it delivers the rest and
+                # stops on its own once the lock is released. At interpreter exit no lock
+                # is held: we wait.
+                with ledger.lock:
+                    self._state = _State.CLOSED
+                    ledger.cond.notify_all()
+                logging.Handler.close(self)
+                return
+            self._finish_close(sender)
+        except BaseException:
+            # Interrupted (a signal handler raised, say): leave the handler as a dictConfig
+            # close does, its sender still delivering, so that a later close() waits for
+            # what is held and counts what it cannot deliver; CLOSING would make every later
+            # close() return at once.
             with ledger.lock:
-                self._state = _State.CLOSED
-                ledger.cond.notify_all()
-            logging.Handler.close(self)
-            return
-        self._finish_close(sender)
+                if self._state is _State.CLOSING:
+                    self._state = _State.CLOSED
+                    ledger.cond.notify_all()
+            raise
+
+    def _join_close(self, deadline: float) -> int:
+        """Wait for the close() under way (ledger lock held); return what it had to give up.
+
+        Waits until the earlier of the two deadlines: a process that ends sooner (close_all
+        at exit or on SIGTERM) makes that close() give up sooner too, and one that cannot
+        run meanwhile (on the thread our signal handler interrupted) is settled from here.
+        """
+        ledger = self._ledger
+        closing = self._closing_deadline or deadline
+        if deadline < closing:
+            self._closing_deadline = closing = deadline
+            ledger.cond.notify_all()
+        ledger.cond.wait_for(
+            lambda: self._state is not _State.CLOSING,
+            max(0.0, closing + 1.0 - time.monotonic()),
+        )
+        return self._settle_close(None) if self._state is _State.CLOSING else 0
 
     def _finish_close(self, sender: Sender | None) -> None:
         ledger = self._ledger
-        deadline = self._closing_deadline or time.monotonic()
+
+        def deadline() -> float:  # a close_by() with an earlier one may bring it forward
+            return self._closing_deadline or time.monotonic()
 
         def settled_or_stopped() -> bool:
-            if ledger.held == 0 and not ledger.on_disk:
-                return True
+            if (ledger.held == 0 and not ledger.on_disk) or self._state is not _State.CLOSING:
+                return True  # settled, or by a close_by() that could wait no longer
+            if not ledger.queue and not ledger.on_disk:
+                # Held in flight only (a synchronous put, a replayed batch, a record that
+                # emit() is still appending): settling it wakes us. A sender would find
+                # nothing to do and stop at once, and we would start another, and another.
+                return False
             # Records logged meanwhile and the sender has stopped: a fresh one delivers them.
             current = self._closing_sender()
             return current is None or current.finished
 
-        # Wait even if ``sender`` has already stopped: it may have emptied the queue just as
-        # other threads logged more, which a fresh sender delivers.
-        with ledger.cond:
-            ledger.cond.wait_for(settled_or_stopped, max(0.0, deadline - time.monotonic()))
-            sender = self._sender or sender
-        if sender is not None:
-            sender.stop.set()  # cut a backoff wait short: the time is up
-            sender.wake.set()
-            sender.join(min(1.0, max(0.0, deadline + 1.0 - time.monotonic())))
-            replayer = self._replayer
-            if replayer is not None:  # let it release what it adopted, for the next adopter
-                replayer.join(min(1.0, max(0.0, deadline + 1.0 - time.monotonic())))
-        with ledger.lock:
-            lost = 0
-            if ledger.held or ledger.on_disk:
-                if sender is not None:
-                    sender.abandon()
-                lost = ledger.abandon("shutdown")
-            if self._backlog_from is not None:  # counted as shutdown; it stays on disk
-                self._backlog_from = None
-                ledger.unspill()
-            self._state = _State.CLOSED
-            if not lost:
-                # With records abandoned in flight, the writer stays open for their acks.
-                self._close_spool()
-            ledger.cond.notify_all()
+        while True:
+            # Wait even if ``sender`` has already stopped: it may have emptied the queue just
+            # as other threads logged more, which a fresh sender delivers.
+            with ledger.cond:
+                while not settled_or_stopped():
+                    remaining = deadline() - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    ledger.cond.wait(remaining)
+                # Settled by a close_by() meanwhile, the handler may have reopened: leave
+                # its sender alone.
+                sender = (self._sender or sender) if self._state is _State.CLOSING else None
+            if sender is not None:
+                sender.stop.set()  # cut a backoff wait short: the time is up
+                sender.wake.set()
+                sender.join(min(1.0, max(0.0, deadline() + 1.0 - time.monotonic())))
+                replayer = self._replayer
+                if replayer is not None:  # let it release what it adopted, for the next adopter
+                    replayer.join(min(1.0, max(0.0, deadline() + 1.0 - time.monotonic())))
+            with ledger.lock:
+                if self._state is not _State.CLOSING:
+                    lost = 0  # a close_by() that could not wait longer settled it
+                elif (
+                    (ledger.held or ledger.on_disk)
+                    and time.monotonic() < deadline()
+                    and self._closing_sender() is not None
+                ):
+                    # Logged while we stopped the sender, with time left: a fresh sender
+                    # delivers them, and we wait for it as for the others.
+                    continue
+                else:
+                    lost = self._settle_close(sender)
+            break
+        self._report_lost(lost)
+        self.issue_warnings()
+        logging.Handler.close(self)
+
+    def _settle_close(self, sender: Sender | None) -> int:
+        """End ``CLOSING`` (ledger lock held): count what is still held as ``shutdown``,
+        stop the senders and return how many records that was."""
+        ledger = self._ledger
+        lost = 0
+        if ledger.held or ledger.on_disk:
+            for stopping in {sender, self._sender}:
+                if stopping is not None:
+                    stopping.abandon()
+            lost = ledger.abandon("shutdown")
+        if self._backlog_from is not None:  # counted as shutdown; it stays on disk
+            self._backlog_from = None
+            ledger.unspill()
+        self._state = _State.CLOSED
+        if not lost:
+            # With records abandoned in flight, the writer stays open for their acks.
+            self._close_spool()
+        ledger.cond.notify_all()
+        return lost
+
+    def _report_lost(self, lost: int) -> None:
         if lost and not summarizing():
             report(
                 f"{lost} records for log group {self.log_group_name} could not be delivered "
                 f"within flush_timeout={self.flush_timeout:g}s of close(); they are counted "
                 "in stats.dropped['shutdown']"
             )
-        self.issue_warnings()
-        logging.Handler.close(self)
 
     # ----------------------------------------------------------------- delivery
 
@@ -1104,15 +1183,18 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             if not records:
                 # emit() cannot append while we hold its lock: empty now means caught up.
                 records = spool.backlog(start, **limits)
+            with ledger.lock:
+                if self._backlog_from != start:
+                    # close() counted them as shutdown meanwhile (it takes the ledger's lock
+                    # only): queueing them now would count them twice.
+                    return
                 if not records:
                     self._backlog_from = None
-                    with ledger.lock:
-                        unreadable, ledger.on_disk = ledger.on_disk, 0
+                    unreadable, ledger.on_disk = ledger.on_disk, 0
                     if unreadable:  # damaged on disk under us (counted in spool stats too)
                         ledger.drop("spool_error", unreadable)
                     ledger.unspill()
                     return
-            with ledger.lock:
                 for record in records:
                     message, size = utf8_size(record.message)
                     cost = size + EVENT_OVERHEAD

@@ -256,6 +256,12 @@ class Ledger:
         """Records admitted and not yet settled (queued or in flight)."""
         return self.admitted - self.released
 
+    @property
+    def in_flight(self) -> bool:
+        """Whether a claim is still out, abandoned ones included: its put may be answered."""
+        with self.lock:
+            return bool(self._outstanding)
+
     def take(
         self, max_events: int | None = None, max_bytes: int | None = None
     ) -> tuple[Claim, list[Event]] | None:
