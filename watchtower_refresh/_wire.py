@@ -103,10 +103,8 @@ def build_body(
     messages = map(enc, map(itemgetter(msg), events))
     values = tuple(chain.from_iterable(zip(stamps, messages, strict=True)))
     listed = ", ".join(repeat(_EVENT_JSON, len(values) // 2)) % values
-    return (
-        f'{{"logGroupName": {enc(group)}, "logStreamName": {enc(stream)}, '
-        f'"logEvents": [{listed}]}}'
-    ).encode("ascii")
+    names = f'"logGroupName": {enc(group)}, "logStreamName": {enc(stream)}'
+    return f'{{{names}, "logEvents": [{listed}]}}'.encode("ascii")
 
 
 def _before_call(params: dict[str, Any], **_: Any) -> None:
