@@ -567,8 +567,9 @@ def test_a_record_spooled_as_close_closes_the_spool_is_not_delivered_twice(
     append = Spool.append
     written, go = threading.Event(), threading.Event()
 
-    def append_then_pause(self: Spool, stream: str, timestamp_ms: int, message: str) -> Any:
-        spool_id = append(self, stream, timestamp_ms, message)
+    def append_then_pause(self: Spool, stream: str, timestamp_ms: int, *rest: Any) -> Any:
+        spool_id = append(self, stream, timestamp_ms, *rest)
+        message = rest[0]
         if message == "racing close":
             written.set()
             go.wait(5)  # close() runs now
