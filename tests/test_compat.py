@@ -28,6 +28,20 @@ def test_logging_lock_tells_whether_this_thread_holds_it() -> None:
     assert not _compat.holds_logging_lock()
 
 
+def test_a_handlers_lock_tells_whether_this_thread_holds_it() -> None:
+    lock = logging.Handler().lock  # what the handler's and the ledger's locks are
+    assert not _compat.holds_lock(lock)
+    with lock:  # type: ignore[union-attr]
+        assert _compat.holds_lock(lock)
+        seen: list[bool] = []
+        other = threading.Thread(target=lambda: seen.append(_compat.holds_lock(lock)))
+        other.start()
+        other.join()
+        assert seen == [False]
+    assert not _compat.holds_lock(lock)
+    assert not _compat.holds_lock(None)
+
+
 def test_watchtower_still_has_its_json_default() -> None:
     assert callable(getattr(watchtower, "_json_serialize_default", None))
     default = _compat.watchtower_json_default()

@@ -573,3 +573,41 @@ def test_an_adopter_that_closes_during_an_outage_leaves_the_records_for_the_next
     assert second.stats.replayed == 25
     assert sorted(messages("/spool/handover")) == sorted(f"handed {n}" for n in range(25))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_spool_warning_from_emit_never_deadlocks_a_dictconfig(
+    aws: FakeAWS, tmp_path: Path
+) -> None:
+    # With logging.captureWarnings(True) (Django turns it on) a warning goes to a logger,
+    # which takes logging's lock. emit() holds the handler's lock; dictConfig holds logging's
+    # and then takes each old handler's: a warning issued from emit() deadlocked the two.
+    script = textwrap.dedent(
+        f"""
+        import logging, threading
+        from watchtower_refresh import RefreshingCloudWatchLogHandler
+        logging.captureWarnings(True)
+        logging.getLogger("py.warnings").addHandler(logging.StreamHandler())
+        missing = {str(tmp_path / "missing")!r}
+        handler = RefreshingCloudWatchLogHandler("/spool/warn", spool_dir=missing)
+        logger = logging.getLogger("app")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.isEnabledFor(logging.INFO)  # cached: logger.info() needs no lock of logging's
+        with logging._lock:  # as dictConfig holds it while it closes the old handlers
+            emitter = threading.Thread(target=logger.info, args=("first",), daemon=True)
+            emitter.start()  # opens the spool, which cannot be used: a warning
+            emitter.join(1.0)
+            got = handler.lock.acquire(timeout=5)
+            if got:
+                handler.lock.release()
+        print("dictConfig took the handler's lock:", got)
+        emitter.join(5)
+        handler.flush(timeout=10)
+        print("delivered", handler.stats.delivered)
+        """
+    )
+    done = run_python(aws, "-c", script)
+    assert done.returncode == 0, done.stderr
+    assert "dictConfig took the handler's lock: True" in done.stdout
+    assert "delivered 1" in done.stdout
+    assert "cannot be used" in done.stderr  # said all the same, once the lock was free

@@ -7,6 +7,7 @@ codes and stderr are the evidence.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import textwrap
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 
 import watchtower_refresh._delivery
 from tests.conftest import ROLE_ARN, logger_for, run_python
+from tests.test_handler_spool import dead_owner, now_ms
 from watchtower_refresh import RefreshingCloudWatchLogHandler, WatchtowerRefreshWarning
 from watchtower_refresh._ledger import Ledger
 from watchtower_refresh._sender import Sender
@@ -694,3 +696,102 @@ def test_close_after_a_close_under_dictconfig_waits_for_records_kept_on_disk(
     stats = handler.stats
     assert stats.queued == 0
     assert stats.received == 6
+
+
+def test_close_while_a_replayed_batch_is_in_flight_starts_few_senders(
+    aws: FakeAWS, make_handler: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    # What close() holds is a replayed batch in flight (beyond the caps) and records kept on
+    # disk behind the full queue: a sender would find nothing to take and stop at once. It
+    # used to start one after another, thousands in a second.
+    group = "/life/replay-in-flight"
+    dead_owner(tmp_path, group, [("s", now_ms(), f"left {n}") for n in range(5)])
+    aws.injector.add_fault(Fault("", action="PutLogEvents", delay=3.0, times=1))
+    handler = make_handler(group, spool_dir=str(tmp_path), queue_max_events=2, flush_timeout=1)
+    logger = logger_for(handler)
+    handler.flush(timeout=0)  # starts delivering: the replay pass adopts the dead process's
+    deadline = time.monotonic() + 5
+    while handler.stats.queued < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for n in range(3):
+        logger.info("mine %d", n)
+    starts: list[Sender] = []
+    start = Sender.start
+
+    def counted(self: Sender) -> bool:
+        starts.append(self)
+        return start(self)
+
+    monkeypatch.setattr(Sender, "start", counted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WatchtowerRefreshWarning)  # the put gives up later
+        handler.close()
+        assert len(starts) <= 1 / 0.05 + 1  # at most one per _RESTART_SPACING of flush_timeout
+        stats = handler.stats
+        assert stats.queued == 0
+        assert stats.received == stats.delivered + stats.dropped_total
+        replayer = handler._replayer
+        if replayer is not None:  # the put it abandoned ends before the next test
+            replayer.join(10)
+
+
+def test_close_when_no_thread_can_start_counts_and_returns(
+    aws: FakeAWS, make_handler: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    # Python 3.12 refuses Thread.start() in an atexit hook though the interpreter is not yet
+    # finalizing. close()'s sender stopped, a record came, and no sender could start for it:
+    # close() looped on the stopped one until its deadline.
+    handler = make_handler("/life/no-thread", flush_timeout=1)
+    logger = logger_for(handler)
+    logger.info("delivered")
+    assert handler.flush(timeout=5)
+    finish_close = RefreshingCloudWatchLogHandler._finish_close
+    attempts: list[int] = []
+
+    def refuse(self: Sender) -> bool:
+        attempts.append(1)
+        return False
+
+    def no_thread_after_the_sender(self: RefreshingCloudWatchLogHandler, sender: Any) -> None:
+        sender.join(5)  # it drained the queue and stopped
+        monkeypatch.setattr(Sender, "start", refuse)
+        logger.info("no thread to send it")
+        finish_close(self, sender)
+
+    monkeypatch.setattr(RefreshingCloudWatchLogHandler, "_finish_close", no_thread_after_the_sender)
+    handler.close()
+    assert len(attempts) <= 2  # the record's own try, and close()'s
+    stats = handler.stats
+    assert (stats.delivered, stats.queued, stats.dropped) == (1, 0, {"shutdown": 1})
+    err = capsys.readouterr().err
+    assert "1 records for log group /life/no-thread could not be delivered" in err
+
+
+def test_a_close_from_a_signal_handler_during_a_spool_write_delivers_each_record_once(
+    aws: FakeAWS, make_handler: Any, messages: Read, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    # The application's SIGTERM handler calls logging.shutdown() while this thread is in the
+    # middle of writing a record to the spool: the writer was closed under the record, whose
+    # acknowledgement then went nowhere, and the record came twice.
+    group = "/life/close-mid-write"
+    handler = make_handler(group, spool_dir=str(tmp_path))
+    logger = logger_for(handler)
+    logger.info("opens the spool")
+    assert handler.flush(timeout=10)
+    write = os.write
+    interrupted: list[bool] = []
+
+    def write_after_a_signal(fd: int, data: Any) -> int:
+        if not interrupted:
+            interrupted.append(True)
+            handler.close()  # what a signal handler arriving now would do
+        return write(fd, data)
+
+    monkeypatch.setattr(os, "write", write_after_a_signal)
+    logger.info("interrupted")
+    monkeypatch.setattr(os, "write", write)
+    logger.info("after")
+    assert handler.flush(timeout=10)
+    handler.close()
+    assert sorted(messages(group)) == ["after", "interrupted", "opens the spool"]
+    assert (handler.stats.delivered, handler.stats.replayed) == (3, 0)

@@ -194,6 +194,9 @@ class Interrupted:
     def _after_fork_in_child(self) -> None:
         pass
 
+    def _held_here(self) -> bool:
+        return False
+
 
 def test_a_sigterm_during_an_exit_hook_is_passed_on_once_it_is_done(
     monkeypatch: pytest.MonkeyPatch,
@@ -433,3 +436,45 @@ def test_pid1_of_a_container_delivers_and_exits_143(aws: FakeAWS, messages: Read
 def test_settle_with_no_handlers_is_a_no_op(only: Callable[..., Any]) -> None:
     only()
     assert shutdown.settle("test", close=True) == 0
+
+
+def test_a_sigterm_while_the_main_thread_holds_a_handlers_lock_delivers_at_once(
+    aws: FakeAWS, messages: Read, monkeypatch: pytest.MonkeyPatch, only: Callable[..., None]
+) -> None:
+    # Our handler runs on the main thread between two of its bytecodes: inside emit()'s slow
+    # path or close(), around a thread start, it holds the ledger's lock. A delivery thread
+    # needing that lock used to wait out the whole budget, then the records were lost.
+    monkeypatch.setattr(shutdown, "SHUTDOWN_BUDGET", 2.0)
+    handler = RefreshingCloudWatchLogHandler("/svc/held", send_interval=60, flush_timeout=2)
+    only(handler)
+    logger_for(handler).info("pending")
+    with handler._ledger.lock:
+        shutdown._settle_in_background("signal 15", close=True)
+        stats = handler.stats
+    assert (stats.delivered, stats.queued, stats.dropped) == (1, 0, {})
+    assert messages("/svc/held") == ["pending"]
+
+
+def test_a_sigterm_while_the_main_thread_holds_loggings_lock_closes_every_handler(
+    aws: FakeAWS, messages: Read, monkeypatch: pytest.MonkeyPatch, only: Callable[..., None]
+) -> None:
+    # Interrupted inside getLogger() or dictConfig, which hold logging's lock: a delivery
+    # thread waited for it until the budget was gone, and the second handler was never
+    # closed. Now both are closed from the signalled thread; the senders deliver once the
+    # lock is free.
+    monkeypatch.setattr(shutdown, "SHUTDOWN_BUDGET", 2.0)
+    handlers = [
+        RefreshingCloudWatchLogHandler(f"/svc/llock-{n}", send_interval=60, flush_timeout=2)
+        for n in (1, 2)
+    ]
+    only(*handlers)
+    for n, handler in enumerate(handlers, 1):
+        logger_for(handler, f"llock{n}").info("pending %d", n)
+    started_at = time.monotonic()
+    with logging._lock:  # type: ignore[attr-defined]
+        shutdown._settle_in_background("signal 15", close=True)
+    assert time.monotonic() - started_at < 2.0  # not the budget spent waiting for the lock
+    for n, handler in enumerate(handlers, 1):
+        assert handler.shutting_down  # closed
+        assert handler.flush(timeout=5)
+        assert messages(f"/svc/llock-{n}") == [f"pending {n}"]

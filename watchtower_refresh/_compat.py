@@ -17,6 +17,7 @@ import watchtower
 __all__ = [
     "credential_expiry",
     "handler_at_fork_reinit",
+    "holds_lock",
     "holds_logging_lock",
     "register_multiprocessing_after_fork",
     "watchtower_json_default",
@@ -32,15 +33,21 @@ def credential_expiry(credentials: object) -> Any:
     return getattr(credentials, "_expiry_time", None)
 
 
-def holds_logging_lock() -> bool:
-    """True when this thread holds the logging module's lock, as ``dictConfig`` does throughout.
+def holds_lock(lock: object) -> bool:
+    """True when this thread holds ``lock``, an ``RLock``.
 
-    Relies on ``logging._lock`` being an ``RLock`` with ``_is_owned`` (the method
-    ``threading.Condition`` relies on). Without it the answer is False, and waits that could
-    otherwise deadlock on that lock stay bounded by their timeouts.
+    Relies on ``RLock._is_owned`` (the method ``threading.Condition`` relies on). Without it
+    the answer is False, and waits that could otherwise deadlock on that lock stay bounded
+    by their timeouts.
     """
-    is_owned = getattr(getattr(logging, "_lock", None), "_is_owned", None)
+    is_owned = getattr(lock, "_is_owned", None)
     return bool(is_owned()) if callable(is_owned) else False
+
+
+def holds_logging_lock() -> bool:
+    """True when this thread holds the logging module's lock, as ``dictConfig`` does throughout
+    (``logging._lock``, an ``RLock``)."""
+    return holds_lock(getattr(logging, "_lock", None))
 
 
 def handler_at_fork_reinit(handler: logging.Handler) -> None:

@@ -64,7 +64,12 @@ from ._batching import (
     truncate,
     utf8_size,
 )
-from ._compat import handler_at_fork_reinit, holds_logging_lock, watchtower_json_default
+from ._compat import (
+    handler_at_fork_reinit,
+    holds_lock,
+    holds_logging_lock,
+    watchtower_json_default,
+)
 from ._credentials import SessionOptions
 from ._delivery import deliver_batch
 from ._destination import Destination
@@ -115,6 +120,8 @@ DEFAULT_LOG_STREAM_NAME = watchtower.DEFAULT_LOG_STREAM_NAME
 DEFAULT_QUEUE_MAX_EVENTS = 100_000
 DEFAULT_QUEUE_MAX_BYTES = 64 * 1024 * 1024
 MAX_IN_FLIGHT = 8
+_RESTART_SPACING = 0.05  # seconds between two senders close() starts, and between its looks
+_STOP_GRACE = 1.0  # seconds close() gives a stopped sender past its deadline to settle
 """Most batches a handler sends at once, each to a different stream."""
 REPLAY_INTERVAL = 30.0
 """Seconds between looks for records that dead processes left in the spool."""
@@ -424,6 +431,11 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         # state. Ours is reset by _process's own after-fork hook.
         handler_at_fork_reinit(self)
 
+    def _held_here(self) -> bool:
+        """Whether this thread holds the ledger's lock: a signal handler that interrupted it
+        must not wait for a thread that needs that lock."""
+        return holds_lock(self._ledger.lock)
+
     def _reset_state(self) -> None:
         """Start afresh: a new ledger, no sender, a client built at first delivery."""
         self._ledger = Ledger(self.queue_max_events, self.queue_max_bytes)
@@ -615,12 +627,16 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         Records logged while close() runs are delivered too (ledger lock held).
         """
         sender = self._sender
-        if (sender is None or not sender.reusable) and not finalizing():
-            fresh = Sender(self, self._ledger, MAX_IN_FLIGHT)
-            fresh.draining = True
-            if fresh.start():
-                self._sender = sender = fresh
-        return sender
+        if sender is not None and sender.reusable:
+            return sender
+        if finalizing():
+            return None  # no thread can start
+        fresh = Sender(self, self._ledger, MAX_IN_FLIGHT)
+        fresh.draining = True
+        if not fresh.start():
+            return None  # interpreter shutdown (3.12 refuses threads in atexit hooks too)
+        self._sender = fresh
+        return fresh
 
     def _emit_slow(self, event: Event, cost: int) -> None:
         """Admit ``event`` when the fast path cannot: start, reopen, exit, sync or full."""
@@ -691,6 +707,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             max_bytes=self.spool_max_bytes,
             segment_bytes=segment,
             fsync=self.spool_fsync,
+            warn=self._warn_soon,  # from emit(), under the handler's lock
         )
         return self._spool
 
@@ -702,11 +719,11 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             self._spool_full_seen = 0  # an I/O failure, not a full spool
             return
         self._spool_full_seen = full
-        self._warn_once(
-            "spool_full",
+        self._warn_soon(  # emit() holds the handler's lock
             f"the spool in {self.spool_dir} holds spool_max_bytes={self.spool_max_bytes} "
             "bytes: new records are kept in memory only, and dropped and counted in "
             "stats.dropped['spool_full'] when the memory queue is full too",
+            key="spool_full",
         )
 
     def _close_spool(self) -> None:
@@ -722,8 +739,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         # and the next process would deliver it again. The writer then stays open, for a
         # later close().
         lock = self.lock
-        if lock is None or not lock.acquire(blocking=False):
-            return
+        if lock is None or holds_lock(lock) or not lock.acquire(blocking=False):
+            return  # in emit() on this thread (a signal handler closes us) or on another
         try:
             spool.close()
             self._spool = None
@@ -925,21 +942,34 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
 
     def _finish_close(self, sender: Sender | None) -> None:
         ledger = self._ledger
+        restart_at = 0.0
+        no_thread = False
 
         def deadline() -> float:  # a close_by() with an earlier one may bring it forward
             return self._closing_deadline or time.monotonic()
 
         def settled_or_stopped() -> bool:
+            nonlocal restart_at, no_thread
             if (ledger.held == 0 and not ledger.on_disk) or self._state is not _State.CLOSING:
                 return True  # settled, or by a close_by() that could wait no longer
-            if not ledger.queue and not ledger.on_disk:
+            current = self._sender
+            if current is not None and current.reusable:
+                return False  # it delivers; each settlement wakes us
+            if not (ledger.queue or (ledger.on_disk and ledger.has_room(EVENT_OVERHEAD))):
                 # Held in flight only (a synchronous put, a replayed batch, a record that
-                # emit() is still appending): settling it wakes us. A sender would find
-                # nothing to do and stop at once, and we would start another, and another.
+                # emit() is still appending), or on disk behind a full queue: a settlement
+                # wakes us. A sender would find nothing to take and stop at once.
                 return False
-            # Records logged meanwhile and the sender has stopped: a fresh one delivers them.
-            current = self._closing_sender()
-            return current is None or current.finished
+            # Logged meanwhile and the last sender has stopped: a fresh one delivers them,
+            # one at a time at most every _RESTART_SPACING seconds.
+            now = time.monotonic()
+            if now < restart_at:
+                return False
+            restart_at = now + _RESTART_SPACING
+            if self._closing_sender() is None:
+                no_thread = True  # no thread can start: count what is held now
+                return True
+            return False
 
         while True:
             # Wait even if ``sender`` has already stopped: it may have emptied the queue just
@@ -949,27 +979,32 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                     remaining = deadline() - time.monotonic()
                     if remaining <= 0:
                         break
-                    ledger.cond.wait(remaining)
+                    ledger.cond.wait(min(remaining, _RESTART_SPACING))
                 # Settled by a close_by() meanwhile, the handler may have reopened: leave
                 # its sender alone.
                 sender = (self._sender or sender) if self._state is _State.CLOSING else None
             if sender is not None:
                 sender.stop.set()  # cut a backoff wait short: the time is up
                 sender.wake.set()
-                sender.join(min(1.0, max(0.0, deadline() + 1.0 - time.monotonic())))
+                # Up to a second past the deadline, for a backoff just cut short or a put
+                # timing out to settle; one still unanswered then is counted as shutdown, and
+                # moves to what became of it if its answer comes later.
+                sender.join(min(_STOP_GRACE, max(0.0, deadline() + _STOP_GRACE - time.monotonic())))
                 replayer = self._replayer
                 if replayer is not None:  # let it release what it adopted, for the next adopter
-                    replayer.join(min(1.0, max(0.0, deadline() + 1.0 - time.monotonic())))
+                    replayer.join(
+                        min(_STOP_GRACE, max(0.0, deadline() + _STOP_GRACE - time.monotonic()))
+                    )
             with ledger.lock:
                 if self._state is not _State.CLOSING:
                     lost = 0  # a close_by() that could not wait longer settled it
                 elif (
                     (ledger.held or ledger.on_disk)
-                    and time.monotonic() < deadline()
-                    and self._closing_sender() is not None
+                    and not no_thread
+                    and (time.monotonic() < deadline())
                 ):
-                    # Logged while we stopped the sender, with time left: a fresh sender
-                    # delivers them, and we wait for it as for the others.
+                    # Logged while we stopped the sender, with time left: wait for them as
+                    # for the others.
                     continue
                 else:
                     lost = self._settle_close(sender)

@@ -78,6 +78,9 @@ class Lifecycle(Flushable, Protocol):
     def _after_fork_in_child(self) -> None:
         """Start afresh in a forked child: the parent keeps and delivers what it held."""
 
+    def _held_here(self) -> bool:
+        """Whether this thread holds the lock delivery needs (a signal interrupted it)."""
+
 
 class _Local(threading.local):
     # Class attributes: a getattr() default on a threading.local costs ten times more.

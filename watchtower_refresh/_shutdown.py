@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
-from ._compat import register_multiprocessing_after_fork
+from ._compat import holds_logging_lock, register_multiprocessing_after_fork
 from ._process import Lifecycle, close_all, flush_all, one_report_line, report
 
 __all__ = [
@@ -243,6 +243,13 @@ def _settle_in_background(reason: str, *, close: bool) -> None:
     that delivery needs (a handler's, logging's): waiting on another thread keeps that from
     turning into a hang; the process then ends at the deadline all the same.
     """
+
+    if holds_logging_lock() or any(handler._held_here() for handler in _live()):
+        # Interrupted while holding a lock delivery needs (logging's, in getLogger or
+        # dictConfig; a handler's ledger lock, around a thread start): a thread of ours
+        # would wait for it until the budget is gone. Both are re-entrant: deliver from here.
+        settle(reason, close=close)
+        return
 
     def run() -> None:
         keep_sigterm_off_this_thread()

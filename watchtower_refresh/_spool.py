@@ -117,7 +117,7 @@ import time
 import warnings
 import weakref
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -301,8 +301,10 @@ class Spool:
         max_bytes: int,
         segment_bytes: int,
         fsync: bool,
+        warn: Callable[[str], None] = _warn,
     ) -> None:
         """Use :meth:`Spool.open`, which validates the arguments and the directory."""
+        self._warn = warn
         self.directory = directory
         self.group = group
         self.max_bytes = max_bytes
@@ -346,6 +348,7 @@ class Spool:
         max_bytes: int = DEFAULT_MAX_BYTES,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         fsync: bool = False,
+        warn: Callable[[str], None] | None = None,
     ) -> Spool | None:
         """Open a writer for ``group`` in ``directory``, or warn once and return None.
 
@@ -357,6 +360,9 @@ class Spool:
             segment_bytes: Size in bytes at which a segment file is closed and a new one
                 begun. Default 4 MiB.
             fsync: ``fsync`` every record, so it survives a power cut too (slow).
+            warn: Says what goes wrong (a directory that cannot be used, a failed write);
+                default ``warnings.warn`` with ``WatchtowerRefreshWarning``. The handler
+                passes its own, which never warns while it holds its lock.
 
         Returns:
             The writer, or None when the directory is missing, not a directory or not
@@ -382,7 +388,10 @@ class Spool:
             message = f"max_bytes ({max_bytes}) must be at least segment_bytes ({segment_bytes})"
             raise ConfigurationError(message)
         path = Path(directory)
-        spool = cls(path, group, max_bytes=max_bytes, segment_bytes=segment_bytes, fsync=fsync)
+        say = warn or _warn
+        spool = cls(
+            path, group, max_bytes=max_bytes, segment_bytes=segment_bytes, fsync=fsync, warn=say
+        )
         try:
             if not path.is_dir():
                 problem = "does not exist" if not path.exists() else "is not a directory"
@@ -390,7 +399,7 @@ class Spool:
             spool._start_owner()
         except OSError as exc:
             spool._release()
-            _warn(
+            say(
                 f"spool directory {path} cannot be used ({exc.strerror or exc}); records "
                 "are kept in memory only, as without a spool"
             )
@@ -599,7 +608,7 @@ class Spool:
             self._finish_current()
         if not self._warned and not self._closed:
             self._warned = True
-            _warn(
+            self._warn(
                 f"cannot write to the spool in {self.directory} ({exc.strerror or exc}); "
                 "records are kept in memory only until it works again"
             )
@@ -814,7 +823,7 @@ class Spool:
         self._stats.errors += 1
         if not self._warned:
             self._warned = True
-            _warn(f"cannot record acknowledgements in the spool in {self.directory}: {exc}")
+            self._warn(f"cannot record acknowledgements in the spool in {self.directory}: {exc}")
 
     def _find(self, firsts: list[int], record_id: int) -> _Segment | None:
         if record_id < self._floor_id or not firsts:
