@@ -120,9 +120,9 @@ DEFAULT_LOG_STREAM_NAME = watchtower.DEFAULT_LOG_STREAM_NAME
 DEFAULT_QUEUE_MAX_EVENTS = 100_000
 DEFAULT_QUEUE_MAX_BYTES = 64 * 1024 * 1024
 MAX_IN_FLIGHT = 8
+"""Most batches a handler sends at once, each to a different stream."""
 _RESTART_SPACING = 0.05  # seconds between two senders close() starts, and between its looks
 _STOP_GRACE = 1.0  # seconds close() gives a stopped sender past its deadline to settle
-"""Most batches a handler sends at once, each to a different stream."""
 REPLAY_INTERVAL = 30.0
 """Seconds between looks for records that dead processes left in the spool."""
 MIN_SPOOL_BYTES = 64 * 1024
