@@ -147,8 +147,7 @@ def run_demo(
     with FakeAWS(clock=aws_clock, token_lifetime=token_lifetime) as aws:
         aws.reset()  # moto's state is per process: start from an empty account
         # Fake source keys: the demo's role is assumed from them, as from a task's keys.
-        env = aws.environment(DEMO_REGION)
-        del env["AWS_ENDPOINT_URL"]  # the handler gets its endpoint from the config alone
+        env = _fake_keys(aws)
         env["AWS_ENDPOINT_URL_STS"] = aws.endpoint_url
         with _environment(env):
             return _log_and_count(aws, duration, token_lifetime, threads, say)
@@ -367,8 +366,9 @@ def run_spool_demo(
 
 
 def _fake_keys(aws: FakeAWS) -> dict[str, str]:
+    """The fake AWS's keys and region, without its endpoint: the handler is given it."""
     env = aws.environment(DEMO_REGION)
-    del env["AWS_ENDPOINT_URL"]  # the handler and the reader are given the endpoint
+    del env["AWS_ENDPOINT_URL"]
     return env
 
 

@@ -936,7 +936,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             ledger.cond.notify_all()
         ledger.cond.wait_for(
             lambda: self._state is not _State.CLOSING,
-            max(0.0, closing + 1.0 - time.monotonic()),
+            max(0.0, closing + _STOP_GRACE - time.monotonic()),
         )
         return self._settle_close(None) if self._state is _State.CLOSING else 0
 
@@ -947,6 +947,12 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
 
         def deadline() -> float:  # a close_by() with an earlier one may bring it forward
             return self._closing_deadline or time.monotonic()
+
+        def grace() -> float:
+            # Up to _STOP_GRACE past the deadline, for a backoff just cut short or a put
+            # timing out to settle; one still unanswered then is counted as shutdown, and
+            # moves to what became of it if its answer comes later.
+            return min(_STOP_GRACE, max(0.0, deadline() + _STOP_GRACE - time.monotonic()))
 
         def settled_or_stopped() -> bool:
             nonlocal restart_at, no_thread
@@ -986,15 +992,10 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             if sender is not None:
                 sender.stop.set()  # cut a backoff wait short: the time is up
                 sender.wake.set()
-                # Up to a second past the deadline, for a backoff just cut short or a put
-                # timing out to settle; one still unanswered then is counted as shutdown, and
-                # moves to what became of it if its answer comes later.
-                sender.join(min(_STOP_GRACE, max(0.0, deadline() + _STOP_GRACE - time.monotonic())))
+                sender.join(grace())
                 replayer = self._replayer
                 if replayer is not None:  # let it release what it adopted, for the next adopter
-                    replayer.join(
-                        min(_STOP_GRACE, max(0.0, deadline() + _STOP_GRACE - time.monotonic()))
-                    )
+                    replayer.join(grace())
             with ledger.lock:
                 if self._state is not _State.CLOSING:
                     lost = 0  # a close_by() that could not wait longer settled it
