@@ -431,6 +431,56 @@ def test_queue_byte_cap(aws: FakeAWS, make_handler: Any) -> None:
     assert handler.stats.dropped == {"queue_full": 2}
 
 
+def test_non_ascii_records_fill_the_byte_cap_by_their_exact_size(
+    aws: FakeAWS, make_handler: Any
+) -> None:
+    # emit() charges non-ASCII text 4 bytes a character until it is sized ("é" takes 2):
+    # the cap still holds as many records as their real size allows.
+    aws.injector.add_fault(Fault("ServiceUnavailableException", action="PutLogEvents", status=503))
+    handler = make_handler("/svc/estimates", queue_max_bytes=MAX_BATCH_BYTES, flush_timeout=0.1)
+    logger = logger_for(handler)
+    with pytest.warns(WatchtowerRefreshWarning, match="is full"):
+        for _ in range(7):
+            logger.info("é" * 100_000)  # 200,026 bytes: 5 fit, where 2 estimates would
+    assert handler.stats.queued == 5
+    assert handler.stats.dropped == {"queue_full": 2}
+
+
+def test_non_ascii_batches_are_cut_by_their_exact_size(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    seen = aws.injector.capture("PutLogEvents")
+    handler = make_handler("/svc/full-batches", send_interval=10)
+    logger = logger_for(handler)
+    text = "é" * 1000  # 2,000 bytes, charged 4,000 until the sender sizes it
+    for n in range(2000):
+        logger.info("%04d %s", n, text)
+    assert handler.flush(timeout=60)
+    assert sorted(messages("/svc/full-batches")) == [f"{n:04d} {text}" for n in range(2000)]
+    sizes = [
+        sum(len(event["message"].encode()) + 26 for event in json.loads(put.body)["logEvents"])
+        for put in seen
+    ]
+    assert max(sizes) <= MAX_BATCH_BYTES
+    # Cut by the estimates, no batch would hold more than half a megabyte.
+    assert max(sizes) > 0.75 * MAX_BATCH_BYTES
+
+
+def test_escaped_text_is_cut_to_the_limit_once_sized(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    # A lone surrogate is charged 4 bytes but sent as a 6-byte escape.
+    handler = make_handler("/svc/escaped", max_message_size=500 + 26)
+    logger_for(handler).info("\udc80" * 100)
+    assert handler.flush(timeout=10)
+    (message,) = messages("/svc/escaped")
+    assert message.startswith("\\udc80" * 10)
+    assert message.endswith(" [truncated: 600 bytes in all]")
+    assert len(message.encode()) <= 500
+    assert handler.stats.truncated == 1
+    assert handler.stats.delivered == 1
+
+
 # --------------------------------------------------------------------------- records
 
 

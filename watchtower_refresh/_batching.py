@@ -32,6 +32,7 @@ __all__ = [
     "RejectedCounts",
     "batch_bytes",
     "count_rejected",
+    "size_exactly",
     "split_batches",
     "split_by_age",
     "truncate",
@@ -61,6 +62,11 @@ Event: TypeAlias = "tuple[str, int, str, int] | tuple[str, int, str, int, int]"
 the formatted message, valid UTF-8; ``size`` its UTF-8 size in bytes, without the 26-byte
 overhead. Index with ``STREAM``, ``TIMESTAMP``, ``MESSAGE`` and ``SIZE``. A record written
 to the disk spool carries its spool id as a fifth element, acknowledged once it is settled.
+
+In the handler's queue only, ``size`` may be negative: minus an upper bound of the size
+(4 bytes a character), charged for non-ASCII text that the sender sizes exactly, off the
+caller's thread. Such a message may still hold lone surrogates; ``size_exactly`` escapes
+them and sets the size before anything else reads the event.
 """
 STREAM: Final = 0
 TIMESTAMP: Final = 1
@@ -104,6 +110,39 @@ def utf8_size(message: str) -> tuple[str, int]:
     except UnicodeEncodeError:
         encoded = message.encode("utf-8", "backslashreplace")
         return encoded.decode("utf-8"), len(encoded)
+
+
+def size_exactly(events: list[Event], limit: int) -> tuple[list[Event], int, int, int]:
+    """Replace estimated sizes (negative) by exact ones, escaping and truncating as ``emit()``.
+
+    Args:
+        events: Events, some with ``-bound`` as their size.
+        limit: Largest message size in bytes, without the overhead (``max_message_size - 26``).
+
+    Returns:
+        The events with exact sizes (the same tuples where they were exact already), the
+        bytes they were charged (with the overhead), the bytes they hold now, and how many
+        messages were cut to ``limit``. The new size exceeds the bound only for text with
+        lone surrogates, whose escapes take 6 bytes a character.
+    """
+    charged = exact = cut = 0
+    sized: list[Event] = []
+    for event in events:
+        size = event[SIZE]
+        if size >= 0:
+            sized.append(event)
+            charged += size
+            exact += size
+            continue
+        message, new = utf8_size(event[MESSAGE])
+        if new > limit:
+            message, new = truncate(message, new, limit)
+            cut += 1
+        sized.append((event[STREAM], event[TIMESTAMP], message, new))
+        charged -= size
+        exact += new
+    overhead = EVENT_OVERHEAD * len(events)
+    return sized, charged + overhead, exact + overhead, cut
 
 
 def truncate(message: str, size: int, limit: int) -> tuple[str, int]:

@@ -57,8 +57,10 @@ from ._batching import (
     MAX_BATCH_EVENTS,
     MAX_EVENT_BYTES,
     MESSAGE,
+    SIZE,
     TIMESTAMP,
     Event,
+    size_exactly,
     split_batches,
     split_by_age,
     truncate,
@@ -438,7 +440,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
 
     def _reset_state(self) -> None:
         """Start afresh: a new ledger, no sender, a client built at first delivery."""
-        self._ledger = Ledger(self.queue_max_events, self.queue_max_bytes)
+        self._ledger = Ledger(self.queue_max_events, self.queue_max_bytes, self._body_limit)
         self._state = _State.NEW
         self._sender: Sender | None = None
         self._closing_deadline: float | None = None
@@ -528,32 +530,28 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         """
         try:
             message = (self.formatter or _DEFAULT_FORMATTER).format(record)
-            text: bytes | None = None  # the UTF-8 bytes, when sizing made them
-            if message.isascii():
-                size = len(message)
-            else:
-                # Sized by encoding once; the bytes go to the spool rather than be made again.
-                try:
-                    text = message.encode()
-                except UnicodeEncodeError:  # lone surrogates: escaped, so the record is sent
-                    message, size = utf8_size(message)
-                else:
-                    size = len(text)
         except Exception:
             self._ledger.drop("format_error")
             self.handleError(record)
             return
         try:
-            if not message:
-                self._drop_one(
-                    "empty",
-                    "Received empty message. Empty messages cannot be sent to CloudWatch Logs",
-                )
-                return
-            if size > self._body_limit:
-                message, size = truncate(message, size, self._body_limit)
-                text = None
-                self._ledger.truncated += 1
+            text: bytes | None = None  # the UTF-8 bytes, when sizing made them
+            if message.isascii():
+                size = len(message)
+                if not 0 < size <= self._body_limit:
+                    if not size:
+                        self._drop_one(
+                            "empty",
+                            "Received empty message. Empty messages cannot be sent to "
+                            "CloudWatch Logs",
+                        )
+                        return
+                    message, size = truncate(message, size, self._body_limit)
+                    self._ledger.truncated += 1
+                cost = size + EVENT_OVERHEAD
+            else:
+                message, size, text = self._size_text(message)
+                cost = abs(size) + EVENT_OVERHEAD
             streams = self._streams
             stream = (
                 streams.fixed
@@ -575,7 +573,6 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                     event = (stream, timestamp, message, size)
                 else:
                     event = (stream, timestamp, message, size, spool_id)
-            cost = size + EVENT_OVERHEAD
             ledger = self._ledger
             if (
                 ledger.admitted < ledger.limit_events
@@ -599,6 +596,33 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         except Exception:
             self._ledger.drop("internal_error")
             self.handleError(record)
+
+    def _size_text(self, message: str) -> tuple[str, int, bytes | None]:
+        """Size non-ASCII ``message``: ``(message, size, its UTF-8 bytes or None)``.
+
+        Encoding 1 KB of such text costs the caller as much as a third of a
+        ``StreamHandler``'s whole ``emit()``. Without a spool (which writes the bytes), the
+        size is therefore an estimate, ``-4 * len(message)``, charged to the caps until the
+        sender sizes it exactly (see ``Event``). Otherwise: lone surrogates escaped, so the
+        record is still sent, and the message cut to ``max_message_size``.
+        """
+        bound = len(message) * 4  # UTF-8 takes at most 4 bytes a character
+        if self.spool_dir is None and bound <= self._body_limit:
+            self._ledger.estimated = True
+            return message, -bound, None
+        text: bytes | None
+        try:
+            text = message.encode()
+        except UnicodeEncodeError:  # lone surrogates: escaped, so the record is sent
+            message, size = utf8_size(message)
+            text = None
+        else:
+            size = len(text)
+        if size > self._body_limit:
+            message, size = truncate(message, size, self._body_limit)
+            text = None
+            self._ledger.truncated += 1
+        return message, size, text
 
     def _wake_sender(self) -> None:
         ledger = self._ledger
@@ -640,6 +664,10 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
 
     def _emit_slow(self, event: Event, cost: int) -> None:
         """Admit ``event`` when the fast path cannot: start, reopen, exit, sync or full."""
+        if event[SIZE] < 0:  # an estimate: its exact size matters from here on
+            sized, _, cost, cut = size_exactly([event], self._body_limit)
+            event = sized[0]
+            self._ledger.truncated += cut
         if not self.use_queues:
             self._send_now([event])
             return
@@ -675,7 +703,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             if self._backlog_from is not None:
                 ledger.on_disk += 1
                 return
-        if ledger.has_room(cost):
+        if ledger.has_room(cost) or (ledger.size_queued() and ledger.has_room(cost)):
             ledger.admitted += 1
             ledger.admitted_bytes += cost
             ledger.queue.append(event)

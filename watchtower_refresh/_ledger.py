@@ -19,7 +19,10 @@ under their reason too).
 The emit thread admits records without taking the ledger's lock: ``emit()`` runs under the
 handler's own lock, so the admission counters have one writer, and the caps are folded into
 two precomputed limits (``limit_events``, ``limit_bytes``) that the sender moves as it
-releases records. The gate (``close_gate``) sets them so that every record takes the slow
+releases records. A non-ASCII record is charged an upper bound of its size (its size is then
+negative in the queue, see ``Event``): ``take`` sizes such records exactly and releases the
+difference, and ``size_queued`` does so for the emit side when the caps look reached. The
+gate (``close_gate``) sets them so that every record takes the slow
 path, where the handler deals with a closed, unstarted or exiting handler.
 """
 
@@ -28,14 +31,16 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import operator
 import sys
 import threading
 from collections.abc import Callable, Mapping
 
-from ._batching import EVENT_OVERHEAD, Event, batch_bytes
+from ._batching import EVENT_OVERHEAD, MAX_EVENT_BYTES, SIZE, Event, batch_bytes, size_exactly
 
 __all__ = ["Claim", "DeliveryStats", "Ledger", "Part"]
 
+_size_of = operator.itemgetter(SIZE)
 _CLOSED_LIMIT = -1  # admitted counts are never below it: every record takes the slow path
 
 
@@ -124,6 +129,8 @@ class Ledger:
     Args:
         max_events: Most records held (queued or in flight).
         max_bytes: Most bytes held, counting 26 bytes per record.
+        body_limit: Largest message in bytes, without the overhead: what an estimated
+            record is cut to once sized, if its escapes made it longer.
     """
 
     __slots__ = (
@@ -132,9 +139,12 @@ class Ledger:
         "_outstanding",
         "admitted",
         "admitted_bytes",
+        "body_limit",
+        "charge_ratio",
         "cond",
         "drained",
         "drained_bytes",
+        "estimated",
         "gated",
         "limit_bytes",
         "limit_events",
@@ -146,15 +156,19 @@ class Ledger:
         "queue",
         "released",
         "released_bytes",
+        "sized_through",
         "spilling",
         "truncated",
         "wake_bytes",
         "wake_events",
     )
 
-    def __init__(self, max_events: int, max_bytes: int) -> None:
+    def __init__(
+        self, max_events: int, max_bytes: int, body_limit: int = MAX_EVENT_BYTES - EVENT_OVERHEAD
+    ) -> None:
         self.max_events = max_events
         self.max_bytes = max_bytes
+        self.body_limit = body_limit
         # Re-entrant: a signal handler may flush while the interrupted code holds it.
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
@@ -163,6 +177,12 @@ class Ledger:
         self.admitted = 0
         self.admitted_bytes = 0
         self.truncated = 0
+        # Whether a record was charged an estimate since size_queued() last looked, and the
+        # admission number it looked up to.
+        self.estimated = False
+        self.sized_through = 0
+        # Bytes charged per byte held, in the last take: what a full batch is charged.
+        self.charge_ratio = 1.0
         # Records kept in the spool only, beyond the caps, to be admitted as the queue
         # drains; written under the handler's lock, like the admission counters.
         self.on_disk = 0
@@ -193,6 +213,8 @@ class Ledger:
         """
         if self.gated or not self.has_room(cost):
             return False
+        if event[SIZE] < 0:
+            self.estimated = True
         self.admitted += 1
         self.admitted_bytes += cost
         self.queue.append(event)
@@ -204,6 +226,29 @@ class Ledger:
         return held < self.max_events and (
             self.admitted_bytes + cost - self.released_bytes <= self.max_bytes
         )
+
+    def size_queued(self) -> bool:
+        """Size exactly the estimated records queued since the last call; emit side.
+
+        For the caps' sake: estimates overstate what the queue holds, so before a record is
+        refused as ``queue_full`` its predecessors are sized for what they are. Only the
+        records admitted since the last call are looked at. Returns whether any bytes were
+        released.
+        """
+        if not self.estimated:
+            return False
+        self.estimated = False
+        with self.lock:
+            queue = self.queue
+            count = min(self.admitted - self.sized_through, len(queue))
+            self.sized_through = self.admitted
+            tail = [queue.pop() for _ in range(count)]
+            tail.reverse()
+            events, charged, exact, cut = size_exactly(tail, self.body_limit)
+            queue.extend(events)
+            self.admitted_bytes -= charged - exact
+            self._counts["truncated"] += cut
+            return charged != exact
 
     def drop(self, reason: str, count: int = 1) -> None:
         """Count ``count`` records refused on arrival, never admitted."""
@@ -286,15 +331,22 @@ class Ledger:
                     while len(events) < limit_n and size < limit_b:
                         event = pop()
                         push(event)
-                        size += event[3] + EVENT_OVERHEAD
+                        size += abs(event[SIZE]) + EVENT_OVERHEAD
             except IndexError:
                 pass
             if not events:
                 return None
-            size = batch_bytes(events)
+            if min(map(_size_of, events)) < 0:  # estimated: sized here, on the sender's thread
+                events, charged, size, cut = size_exactly(events, self.body_limit)
+                self.released_bytes += charged - size  # the estimate's excess, at once
+                self._counts["truncated"] += cut
+                self._move_limits()
+            else:
+                charged = size = batch_bytes(events)
+            self.charge_ratio = min(4.0, max(1.0, charged / size))
             claim = Claim(self.drained, self.drained + len(events), size)
             self.drained += len(events)
-            self.drained_bytes += size
+            self.drained_bytes += charged
             self._outstanding[id(claim)] = claim
             return claim, events
 
@@ -447,7 +499,7 @@ class Ledger:
                 dropped=dropped,
                 retried=self._counts["retried"],
                 credential_refreshes=self._counts["credential_refreshes"],
-                truncated=truncated,
+                truncated=truncated + self._counts["truncated"],
                 queued=self.admitted - self.released + self.on_disk,
                 replayed=self._counts["replayed"],
                 corrupt=self._counts["corrupt"],

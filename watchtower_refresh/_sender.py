@@ -238,7 +238,7 @@ class Sender:
         return (
             (self._timer_start is None)
             or len(ledger.queue) >= self._host.max_batch_count
-            or ledger.admitted_bytes - ledger.drained_bytes >= self._host.max_batch_size
+            or ledger.admitted_bytes - ledger.drained_bytes >= self._full_charge()
         )
 
     def _arm_wake(self) -> None:
@@ -248,10 +248,15 @@ class Sender:
         # after it reach wake_bytes.
         if ledger.queue:
             ledger.wake_events = ledger.drained + self._host.max_batch_count - 1
-            ledger.wake_bytes = ledger.drained_bytes + self._host.max_batch_size
+            ledger.wake_bytes = ledger.drained_bytes + self._full_charge()
         else:
             ledger.wake_events = ledger.drained
             ledger.wake_bytes = ledger.drained_bytes + 1
+
+    def _full_charge(self) -> int:
+        """Bytes charged to the caps for a full batch: estimates (non-ASCII text) overstate
+        sizes, by as much as the last take found, and a batch is full by its exact size."""
+        return int(self._host.max_batch_size * self._ledger.charge_ratio)
 
     def _take_what_is_due(self) -> float | None:
         """Take records off the queue if they are due; return how long to wait (None: stop)."""
@@ -279,7 +284,7 @@ class Sender:
             return math.inf
         full = (
             len(ledger.queue) >= host.max_batch_count
-            or ledger.admitted_bytes - ledger.drained_bytes >= host.max_batch_size
+            or ledger.admitted_bytes - ledger.drained_bytes >= self._full_charge()
         )
         if full:
             # Everything queued, so that each stream's batch is as full as it can be: with
