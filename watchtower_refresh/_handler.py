@@ -655,12 +655,17 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             return sender
         if finalizing():
             return None  # no thread can start
-        fresh = Sender(self, self._ledger, MAX_IN_FLIGHT)
-        fresh.draining = True
-        if not fresh.start():
-            return None  # interpreter shutdown (3.12 refuses threads in atexit hooks too)
-        self._sender = fresh
-        return fresh
+        return self._start_sender(draining=True)
+
+    def _start_sender(self, *, draining: bool) -> Sender | None:
+        """Start a new sender and make it this handler's (ledger lock held); None if no
+        thread can start (interpreter shutdown: 3.12 refuses threads in atexit hooks too)."""
+        sender = Sender(self, self._ledger, MAX_IN_FLIGHT)
+        sender.draining = draining
+        if not sender.start():
+            return None
+        self._sender = sender
+        return sender
 
     def _emit_slow(self, event: Event, cost: int) -> None:
         """Admit ``event`` when the fast path cannot: start, reopen, exit, sync or full."""
@@ -783,10 +788,9 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             sender.draining = False  # a dictConfig closed us without waiting: carry on
             sender = None  # and so does its replayer
         else:
-            sender = Sender(self, self._ledger, MAX_IN_FLIGHT)
-            if not sender.start():
-                return  # interpreter shutdown: the caller sends from its own thread
-            self._sender = sender
+            sender = self._start_sender(draining=False)
+            if sender is None:
+                return  # the caller sends from its own thread
         self._state = _State.OPEN
         self._closing_deadline = None
         self._ledger.open_gate()
