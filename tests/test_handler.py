@@ -434,14 +434,14 @@ def test_queue_byte_cap(aws: FakeAWS, make_handler: Any) -> None:
 def test_non_ascii_records_fill_the_byte_cap_by_their_exact_size(
     aws: FakeAWS, make_handler: Any
 ) -> None:
-    # emit() charges non-ASCII text 4 bytes a character until it is sized ("é" takes 2):
+    # emit() charges non-ASCII text 6 bytes a character until it is sized ("é" takes 2):
     # the cap still holds as many records as their real size allows.
     aws.injector.add_fault(Fault("ServiceUnavailableException", action="PutLogEvents", status=503))
     handler = make_handler("/svc/estimates", queue_max_bytes=MAX_BATCH_BYTES, flush_timeout=0.1)
     logger = logger_for(handler)
     with pytest.warns(WatchtowerRefreshWarning, match="is full"):
         for _ in range(7):
-            logger.info("é" * 100_000)  # 200,026 bytes: 5 fit, where 2 estimates would
+            logger.info("é" * 100_000)  # 200,026 bytes: 5 fit, where 1 estimate would
     assert handler.stats.queued == 5
     assert handler.stats.dropped == {"queue_full": 2}
 
@@ -452,7 +452,7 @@ def test_non_ascii_batches_are_cut_by_their_exact_size(
     seen = aws.injector.capture("PutLogEvents")
     handler = make_handler("/svc/full-batches", send_interval=10)
     logger = logger_for(handler)
-    text = "é" * 1000  # 2,000 bytes, charged 4,000 until the sender sizes it
+    text = "é" * 1000  # 2,000 bytes, charged 6,000 until the sender sizes it
     for n in range(2000):
         logger.info("%04d %s", n, text)
     assert handler.flush(timeout=60)
@@ -462,23 +462,45 @@ def test_non_ascii_batches_are_cut_by_their_exact_size(
         for put in seen
     ]
     assert max(sizes) <= MAX_BATCH_BYTES
-    # Cut by the estimates, no batch would hold more than half a megabyte.
+    # Cut by the estimates, no batch would hold more than a third of a megabyte.
     assert max(sizes) > 0.75 * MAX_BATCH_BYTES
 
 
-def test_escaped_text_is_cut_to_the_limit_once_sized(
-    aws: FakeAWS, make_handler: Any, messages: Read
+def test_the_byte_cap_holds_for_lone_surrogates_sent_as_escapes(
+    aws: FakeAWS, make_handler: Any
 ) -> None:
-    # A lone surrogate is charged 4 bytes but sent as a 6-byte escape.
-    handler = make_handler("/svc/escaped", max_message_size=500 + 26)
-    logger_for(handler).info("\udc80" * 100)
+    # A lone surrogate is sent as a 6-byte escape: the estimate must not be below that.
+    aws.injector.add_fault(Fault("ServiceUnavailableException", action="PutLogEvents", status=503))
+    handler = make_handler("/svc/escapes", queue_max_bytes=MAX_BATCH_BYTES, flush_timeout=0.1)
+    logger = logger_for(handler)
+    with pytest.warns(WatchtowerRefreshWarning, match="is full"):
+        for _ in range(3):
+            logger.info("\udc80" * 100_000)  # 600,026 bytes once escaped: one fits
+    assert handler.stats.queued == 1
+    assert handler.stats.dropped == {"queue_full": 2}
+
+
+def test_a_full_batch_goes_at_once_after_text_that_estimates_overstated(
+    aws: FakeAWS, make_handler: Any
+) -> None:
+    # Text the estimates overstated sixfold must not make the sender wait for a "full" batch
+    # larger than the queue can hold: records would be refused until send_interval.
+    handler = make_handler("/svc/ratio", queue_max_bytes=2 * MAX_BATCH_BYTES, send_interval=60)
+    logger = logger_for(handler)
+    logger.info("start")
+    for _ in range(10):
+        logger.info("é" + "x" * 1000)
     assert handler.flush(timeout=10)
-    (message,) = messages("/svc/escaped")
-    assert message.startswith("\\udc80" * 10)
-    assert message.endswith(" [truncated: 600 bytes in all]")
-    assert len(message.encode()) <= 500
-    assert handler.stats.truncated == 1
-    assert handler.stats.delivered == 1
+    for _ in range(1500):  # 1.5 MB of ASCII: a full batch, under the 2 MiB cap
+        logger.info("y" * 1000)
+    deadline = time.monotonic() + 10
+    while handler.stats.delivered < 1000 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for _ in range(1500):
+        logger.info("z" * 1000)
+    assert handler.flush(timeout=30)
+    assert handler.stats.dropped == {}
+    assert handler.stats.delivered == 3011
 
 
 # --------------------------------------------------------------------------- records
@@ -835,10 +857,12 @@ def test_watchtowers_attributes_are_there_read_only(aws: FakeAWS, make_handler: 
     assert handler.sequence_tokens == {}
     assert handler.threads == []
     assert not handler.shutting_down
-    logger_for(handler).info("waiting")
+    logger = logger_for(handler)
+    logger.info("waiting")
+    logger.info("lone \udc80 escaped")  # sized by the sender: shown as it will be sent
     [(stream, waiting)] = handler.queues.items()
     assert stream.endswith(str(os.getpid()))
-    assert [event["message"] for event in waiting] == ["waiting"]
+    assert [event["message"] for event in waiting] == ["waiting", "lone \\udc80 escaped"]
     assert [t.name for t in handler.threads] == ["watchtower-refresh-sender"]
     handler.close()
     assert getattr(handler, "shutting_down") is True  # noqa: B009  # mypy narrowed it above

@@ -159,17 +159,17 @@ def test_any_order_of_operations_adds_up(steps: list[tuple[str, int]]) -> None:
 
 
 def test_estimated_sizes_are_made_exact_and_their_excess_released() -> None:
-    # Non-ASCII text is charged 4 bytes a character until sized: "é" takes 2.
-    ledger = Ledger(100, 10 * (4 * 100 + 26))
+    # Non-ASCII text is charged 6 bytes a character until sized: "é" takes 2.
+    ledger = Ledger(100, 10 * (600 + 26))
     ledger.open_gate()
-    estimated: list[Event] = [("s", n, "é" * 100, -400) for n in range(10)]
+    estimated: list[Event] = [("s", n, "é" * 100, -600) for n in range(10)]
     for event in estimated:
-        assert ledger.admit(event, 400 + 26)
-    assert not ledger.has_room(400 + 26)  # full, by the estimates
+        assert ledger.admit(event, 600 + 26)
+    assert not ledger.has_room(600 + 26)  # full, by the estimates
     assert ledger.size_queued()  # the emit side sizes the queue before refusing
     assert ledger.admitted_bytes == 10 * (200 + 26)
     assert not ledger.size_queued()  # nothing new since
-    assert ledger.admit(("s", 10, "é" * 100, -400), 426)
+    assert ledger.admit(("s", 10, "é" * 100, -600), 626)
     taken = ledger.take()
     assert taken is not None
     claim, batch = taken
@@ -182,21 +182,17 @@ def test_estimated_sizes_are_made_exact_and_their_excess_released() -> None:
     assert ledger.snapshot(truncated=0).delivered == 11
 
 
-def test_an_estimate_sized_on_take_is_escaped_and_cut_to_the_limit() -> None:
-    # A lone surrogate is sent as a 6-byte escape, more than the 4 bytes charged for it.
-    ledger = Ledger(100, 100_000, body_limit=500)
+def test_an_estimate_sized_on_take_is_escaped() -> None:
+    ledger = Ledger(100, 100_000)
     ledger.open_gate()
-    assert ledger.admit(("s", 0, "\udc80" * 100, -400), 426)
-    assert ledger.admit(("s", 1, "ok ✓", -16), 42)
+    assert ledger.admit(("s", 0, "\udc80" * 100, -600), 626)
+    assert ledger.admit(("s", 1, "ok ✓", -24), 50)
     taken = ledger.take()
     assert taken is not None
-    _, batch = taken
-    cut, fine = batch
-    assert cut[2].startswith("\\udc80" * 10)
-    assert cut[2].endswith("[truncated: 600 bytes in all]")
-    assert cut[3] == len(cut[2].encode()) <= 500
+    claim, (escaped, fine) = taken
+    assert escaped[2:] == ("\\udc80" * 100, 600)
     assert fine[2:] == ("ok ✓", 6)
-    assert ledger.snapshot(truncated=0).truncated == 1
+    assert claim.remaining_bytes == 600 + 6 + 2 * 26
 
 
 def test_a_take_says_how_much_estimates_overstated_the_queue() -> None:
@@ -204,9 +200,9 @@ def test_a_take_says_how_much_estimates_overstated_the_queue() -> None:
     ledger = Ledger(100, 100_000)
     ledger.open_gate()
     for n in range(4):
-        assert ledger.admit(("s", n, "é" * 100, -400), 426)
+        assert ledger.admit(("s", n, "é" * 100, -600), 626)
     assert ledger.take() is not None
-    assert ledger.charge_ratio == 426 / 226
+    assert ledger.charge_ratio == 626 / 226
     assert ledger.admit(("s", 4, "ascii", 5), 31)
     assert ledger.take() is not None
     assert ledger.charge_ratio == 1.0

@@ -17,6 +17,7 @@ from operator import itemgetter
 from typing import Final, NamedTuple, TypeAlias
 
 __all__ = [
+    "ESTIMATE_PER_CHAR",
     "EVENT_OVERHEAD",
     "MAX_AGE_MS",
     "MAX_AHEAD_MS",
@@ -39,6 +40,9 @@ __all__ = [
     "utf8_size",
 ]
 
+ESTIMATE_PER_CHAR = 6
+"""Most bytes one character of a message takes when sent: 4 in UTF-8, 6 for a lone
+surrogate, sent as its ``\\udcxx`` escape."""
 EVENT_OVERHEAD = 26
 """Bytes the service adds to each event's UTF-8 message size when it sizes a batch."""
 MAX_BATCH_BYTES = 1_048_576
@@ -63,10 +67,10 @@ the formatted message, valid UTF-8; ``size`` its UTF-8 size in bytes, without th
 overhead. Index with ``STREAM``, ``TIMESTAMP``, ``MESSAGE`` and ``SIZE``. A record written
 to the disk spool carries its spool id as a fifth element, acknowledged once it is settled.
 
-In the handler's queue only, ``size`` may be negative: minus an upper bound of the size
-(4 bytes a character), charged for non-ASCII text that the sender sizes exactly, off the
-caller's thread. Such a message may still hold lone surrogates; ``size_exactly`` escapes
-them and sets the size before anything else reads the event.
+In the handler's queue only, ``size`` may be negative: minus an upper bound of the size,
+``ESTIMATE_PER_CHAR`` bytes a character, charged for non-ASCII text that the sender sizes
+exactly, off the caller's thread. Such a message may still hold lone surrogates;
+``size_exactly`` escapes them and sets the size before anything else reads the event.
 """
 STREAM: Final = 0
 TIMESTAMP: Final = 1
@@ -112,20 +116,17 @@ def utf8_size(message: str) -> tuple[str, int]:
         return encoded.decode("utf-8"), len(encoded)
 
 
-def size_exactly(events: list[Event], limit: int) -> tuple[list[Event], int, int, int]:
-    """Replace estimated sizes (negative) by exact ones, escaping and truncating as ``emit()``.
+def size_exactly(events: list[Event]) -> tuple[list[Event], int, int]:
+    """Replace estimated sizes (negative) by exact ones, escaping lone surrogates.
 
-    Args:
-        events: Events, some with ``-bound`` as their size.
-        limit: Largest message size in bytes, without the overhead (``max_message_size - 26``).
+    An estimate is an upper bound, and ``emit()`` makes one only when it is within the
+    message size limit: the exact size is too, and nothing needs cutting here.
 
     Returns:
         The events with exact sizes (the same tuples where they were exact already), the
-        bytes they were charged (with the overhead), the bytes they hold now, and how many
-        messages were cut to ``limit``. The new size exceeds the bound only for text with
-        lone surrogates, whose escapes take 6 bytes a character.
+        bytes they were charged and the bytes they hold now, both with the overhead.
     """
-    charged = exact = cut = 0
+    charged = exact = 0
     sized: list[Event] = []
     for event in events:
         size = event[SIZE]
@@ -135,14 +136,11 @@ def size_exactly(events: list[Event], limit: int) -> tuple[list[Event], int, int
             exact += size
             continue
         message, new = utf8_size(event[MESSAGE])
-        if new > limit:
-            message, new = truncate(message, new, limit)
-            cut += 1
         sized.append((event[STREAM], event[TIMESTAMP], message, new))
         charged -= size
         exact += new
     overhead = EVENT_OVERHEAD * len(events)
-    return sized, charged + overhead, exact + overhead, cut
+    return sized, charged + overhead, exact + overhead
 
 
 def truncate(message: str, size: int, limit: int) -> tuple[str, int]:

@@ -52,6 +52,7 @@ import boto3
 import watchtower
 
 from ._batching import (
+    ESTIMATE_PER_CHAR,
     EVENT_OVERHEAD,
     MAX_BATCH_BYTES,
     MAX_BATCH_EVENTS,
@@ -440,7 +441,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
 
     def _reset_state(self) -> None:
         """Start afresh: a new ledger, no sender, a client built at first delivery."""
-        self._ledger = Ledger(self.queue_max_events, self.queue_max_bytes, self._body_limit)
+        self._ledger = Ledger(self.queue_max_events, self.queue_max_bytes)
         self._state = _State.NEW
         self._sender: Sender | None = None
         self._closing_deadline: float | None = None
@@ -602,11 +603,12 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
 
         Encoding 1 KB of such text costs the caller as much as a third of a
         ``StreamHandler``'s whole ``emit()``. Without a spool (which writes the bytes), the
-        size is therefore an estimate, ``-4 * len(message)``, charged to the caps until the
-        sender sizes it exactly (see ``Event``). Otherwise: lone surrogates escaped, so the
-        record is still sent, and the message cut to ``max_message_size``.
+        size is therefore an upper bound, charged to the caps until the sender sizes it
+        exactly, and given negative (see ``Event``) when it is within the size limit.
+        Otherwise: lone surrogates escaped, so the record is still sent, and the message cut
+        to ``max_message_size``.
         """
-        bound = len(message) * 4  # UTF-8 takes at most 4 bytes a character
+        bound = len(message) * ESTIMATE_PER_CHAR
         if self.spool_dir is None and bound <= self._body_limit:
             self._ledger.estimated = True
             return message, -bound, None
@@ -670,9 +672,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
     def _emit_slow(self, event: Event, cost: int) -> None:
         """Admit ``event`` when the fast path cannot: start, reopen, exit, sync or full."""
         if event[SIZE] < 0:  # an estimate: its exact size matters from here on
-            sized, _, cost, cut = size_exactly([event], self._body_limit)
+            sized, _, cost = size_exactly([event])
             event = sized[0]
-            self._ledger.truncated += cut
         if not self.use_queues:
             self._send_now([event])
             return
@@ -1185,7 +1186,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         in it.
         """
         waiting: dict[str, list[dict[str, Any]]] = {}
-        for event in tuple(self._ledger.queue):
+        events, _, _ = size_exactly(list(self._ledger.queue))  # as they will be sent
+        for event in events:
             waiting.setdefault(event[0], []).append({"timestamp": event[1], "message": event[2]})
         return waiting
 

@@ -19,11 +19,12 @@ under their reason too).
 The emit thread admits records without taking the ledger's lock: ``emit()`` runs under the
 handler's own lock, so the admission counters have one writer, and the caps are folded into
 two precomputed limits (``limit_events``, ``limit_bytes``) that the sender moves as it
-releases records. A non-ASCII record is charged an upper bound of its size (its size is then
-negative in the queue, see ``Event``): ``take`` sizes such records exactly and releases the
-difference, and ``size_queued`` does so for the emit side when the caps look reached. The
-gate (``close_gate``) sets them so that every record takes the slow
+releases records. The gate (``close_gate``) sets them so that every record takes the slow
 path, where the handler deals with a closed, unstarted or exiting handler.
+
+A non-ASCII record is charged an upper bound of its size (its size is then negative in the
+queue, see ``Event``): ``take`` sizes such records exactly and releases the difference, and
+``size_queued`` does so for the emit side when the caps look reached.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 
-from ._batching import EVENT_OVERHEAD, MAX_EVENT_BYTES, SIZE, Event, batch_bytes, size_exactly
+from ._batching import EVENT_OVERHEAD, SIZE, Event, batch_bytes, size_exactly
 
 __all__ = ["Claim", "DeliveryStats", "Ledger", "Part"]
 
@@ -129,8 +130,6 @@ class Ledger:
     Args:
         max_events: Most records held (queued or in flight).
         max_bytes: Most bytes held, counting 26 bytes per record.
-        body_limit: Largest message in bytes, without the overhead: what an estimated
-            record is cut to once sized, if its escapes made it longer.
     """
 
     __slots__ = (
@@ -139,7 +138,6 @@ class Ledger:
         "_outstanding",
         "admitted",
         "admitted_bytes",
-        "body_limit",
         "charge_ratio",
         "cond",
         "drained",
@@ -163,12 +161,9 @@ class Ledger:
         "wake_events",
     )
 
-    def __init__(
-        self, max_events: int, max_bytes: int, body_limit: int = MAX_EVENT_BYTES - EVENT_OVERHEAD
-    ) -> None:
+    def __init__(self, max_events: int, max_bytes: int) -> None:
         self.max_events = max_events
         self.max_bytes = max_bytes
-        self.body_limit = body_limit
         # Re-entrant: a signal handler may flush while the interrupted code holds it.
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
@@ -244,10 +239,9 @@ class Ledger:
             self.sized_through = self.admitted
             tail = [queue.pop() for _ in range(count)]
             tail.reverse()
-            events, charged, exact, cut = size_exactly(tail, self.body_limit)
+            events, charged, exact = size_exactly(tail)
             queue.extend(events)
             self.admitted_bytes -= charged - exact
-            self._counts["truncated"] += cut
             return charged != exact
 
     def drop(self, reason: str, count: int = 1) -> None:
@@ -337,13 +331,12 @@ class Ledger:
             if not events:
                 return None
             if min(map(_size_of, events)) < 0:  # estimated: sized here, on the sender's thread
-                events, charged, size, cut = size_exactly(events, self.body_limit)
+                events, charged, size = size_exactly(events)
                 self.released_bytes += charged - size  # the estimate's excess, at once
-                self._counts["truncated"] += cut
                 self._move_limits()
             else:
                 charged = size = batch_bytes(events)
-            self.charge_ratio = min(4.0, max(1.0, charged / size))
+            self.charge_ratio = charged / size
             claim = Claim(self.drained, self.drained + len(events), size)
             self.drained += len(events)
             self.drained_bytes += charged
@@ -499,7 +492,7 @@ class Ledger:
                 dropped=dropped,
                 retried=self._counts["retried"],
                 credential_refreshes=self._counts["credential_refreshes"],
-                truncated=truncated + self._counts["truncated"],
+                truncated=truncated,
                 queued=self.admitted - self.released + self.on_disk,
                 replayed=self._counts["replayed"],
                 corrupt=self._counts["corrupt"],

@@ -235,10 +235,15 @@ class Sender:
             return True
         if self._saturated():
             return False
+        return self._timer_start is None or self._full()
+
+    def _full(self) -> bool:
+        """Whether a full batch waits, or the caps refused a record: take what is queued."""
+        ledger = self._ledger
         return (
-            (self._timer_start is None)
-            or len(ledger.queue) >= self._host.max_batch_count
+            len(ledger.queue) >= self._host.max_batch_count
             or ledger.admitted_bytes - ledger.drained_bytes >= self._full_charge()
+            or ledger.overflowing
         )
 
     def _arm_wake(self) -> None:
@@ -255,8 +260,11 @@ class Sender:
 
     def _full_charge(self) -> int:
         """Bytes charged to the caps for a full batch: estimates (non-ASCII text) overstate
-        sizes, by as much as the last take found, and a batch is full by its exact size."""
-        return int(self._host.max_batch_size * self._ledger.charge_ratio)
+        sizes, by as much as the last take found, and a batch is full by its exact size.
+        Never more than half the byte cap, which must hold a full batch and more."""
+        ledger = self._ledger
+        size = self._host.max_batch_size
+        return min(int(size * ledger.charge_ratio), max(size, ledger.max_bytes // 2))
 
     def _take_what_is_due(self) -> float | None:
         """Take records off the queue if they are due; return how long to wait (None: stop)."""
@@ -282,11 +290,7 @@ class Sender:
             # so the next take makes fuller batches (with many streams, fewer and larger
             # puts). A worker that finishes wakes us.
             return math.inf
-        full = (
-            len(ledger.queue) >= host.max_batch_count
-            or ledger.admitted_bytes - ledger.drained_bytes >= self._full_charge()
-        )
-        if full:
+        if self._full():
             # Everything queued, so that each stream's batch is as full as it can be: with
             # many streams, one batch's worth of records would be many small puts.
             self._take(None, None)
