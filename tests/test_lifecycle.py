@@ -6,6 +6,7 @@ codes and stderr are the evidence.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import re
@@ -140,6 +141,37 @@ def test_a_record_logged_after_the_closing_sender_stopped_is_delivered_not_aband
     stats = handler.stats
     assert (stats.delivered, stats.dropped, stats.queued) == (2, {}, 0)
     assert sorted(messages("/life/late")) == ["before close", "while close() runs"]
+
+
+def test_a_record_queued_as_the_sender_goes_idle_wakes_it(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    # emit() reads the limits, then queues. If the sender finds the queue empty and arms its
+    # wake-up for a first record in between, emit() must still wake it: it sleeps with no
+    # timeout while nothing is queued.
+    handler = make_handler("/life/idle")
+    logger = logger_for(handler)
+    logger.info("first")
+    assert handler.flush(timeout=10)
+    time.sleep(0.3)  # the worker's last wake-up seen: the sender sleeps until a record comes
+    ledger = handler._ledger
+    ledger.woken()  # the limits as emit() may read them: woken, before the sender re-arms
+    armed = threading.Event()
+
+    class ArmedInBetween(collections.deque[Any]):
+        def append(self, event: Any) -> None:
+            if not armed.is_set():  # the sender arms between the check and the append
+                armed.set()
+                ledger.arm_wake(10_000, 1_048_576)
+            super().append(event)
+
+    ledger.queue = ArmedInBetween(ledger.queue)
+    logger.info("second")
+    assert armed.is_set()
+    deadline = time.monotonic() + 10
+    while handler.stats.delivered < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sorted(messages("/life/idle")) == ["first", "second"]
 
 
 def test_a_record_from_a_signal_handler_during_a_synchronous_put_is_delivered(

@@ -585,13 +585,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 ledger.admitted += 1
                 ledger.admitted_bytes += cost
                 ledger.queue.append(event)
-                if (
-                    ledger.admitted > ledger.wake_events
-                    or ledger.admitted_bytes >= ledger.wake_bytes
-                ):
+                if ledger.attention:  # closed, or the sender went idle, since the check
                     self._wake_sender()
-                elif ledger.gated:  # close() ran meanwhile in another thread: see to it
-                    self._emit_raced_close()
                 return
             self._emit_slow(event, cost)
         except Exception:
@@ -628,8 +623,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
 
     def _wake_sender(self) -> None:
         ledger = self._ledger
-        # Once is enough: the sender sets new thresholds when it next looks.
-        ledger.wake_events = ledger.wake_bytes = sys.maxsize
+        ledger.woken()
         sender = self._sender
         if sender is not None:
             sender.wake.set()
@@ -692,6 +686,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                     self._open()
                 if self._state is _State.OPEN and self._sender is not None:
                     self._admit_or_refuse(event, cost)
+                    ledger.woken()  # once is enough: the sender arms the next wake-up
                     self._sender.wake.set()
                     return
         # Exiting, or no thread can start.

@@ -19,8 +19,12 @@ under their reason too).
 The emit thread admits records without taking the ledger's lock: ``emit()`` runs under the
 handler's own lock, so the admission counters have one writer, and the caps are folded into
 two precomputed limits (``limit_events``, ``limit_bytes``) that the sender moves as it
-releases records. The gate (``close_gate``) sets them so that every record takes the slow
-path, where the handler deals with a closed, unstarted or exiting handler.
+releases records. The sender's wake-up thresholds are folded into the same limits: the record
+that should wake it takes the slow path, which does. After queueing, ``emit()`` reads one flag,
+``attention``, set while the gate is closed or the sender waits for a first record: either may
+have happened after it read the limits. The gate (``close_gate``) sets the limits so that
+every record takes the slow path, where the handler deals with a closed, unstarted or exiting
+handler.
 
 A non-ASCII record is charged an upper bound of its size (its size is then negative in the
 queue, see ``Event``): ``take`` sizes such records exactly and releases the difference, and
@@ -138,12 +142,14 @@ class Ledger:
         "_outstanding",
         "admitted",
         "admitted_bytes",
+        "attention",
         "charge_ratio",
         "cond",
         "drained",
         "drained_bytes",
         "estimated",
         "gated",
+        "idle",
         "limit_bytes",
         "limit_events",
         "lock",
@@ -191,9 +197,13 @@ class Ledger:
         self._counts: collections.Counter[str] = collections.Counter()
         self._dropped: collections.Counter[str] = collections.Counter()
         self._outstanding: dict[int, Claim] = {}  # by id, in the order they were taken
-        # The emit thread's fast path: admit while admitted < limit_events and the bytes fit;
-        # wake the sender once admitted reaches wake_events or wake_bytes.
+        # The emit thread's fast path: admit while admitted < limit_events and the bytes fit.
+        # The limits fold in the caps and the sender's wake-up: once admitted reaches
+        # wake_events, or the bytes after a record would reach wake_bytes, records take the
+        # slow path, which wakes the sender (see arm_wake and woken).
         self.gated = True
+        self.idle = False  # the sender waits for a first record
+        self.attention = True  # gated or idle: emit() looks again after queueing
         self.limit_events = _CLOSED_LIMIT
         self.limit_bytes = _CLOSED_LIMIT
         self.wake_events = 0
@@ -260,13 +270,37 @@ class Ledger:
         """Let ``emit()`` admit on its fast path (a sender runs and the handler is open)."""
         with self.lock:
             self.gated = False
+            self.attention = self.idle
             self._move_limits()
 
     def close_gate(self) -> None:
         """Send every later record down ``emit()``'s slow path."""
         with self.lock:
             self.gated = True
+            self.attention = True
             self.limit_events = self.limit_bytes = _CLOSED_LIMIT
+
+    def arm_wake(self, batch_events: int, batch_bytes: int) -> None:
+        """Have ``emit()`` wake the sender at the first record if nothing is queued, else
+        once a batch of ``batch_events`` records or ``batch_bytes`` charged bytes waits."""
+        with self.lock:
+            self.idle = not self.queue
+            if self.idle:
+                self.wake_events = self.drained
+                self.wake_bytes = self.drained_bytes + 1
+            else:
+                self.wake_events = self.drained + batch_events - 1
+                self.wake_bytes = self.drained_bytes + batch_bytes
+            self.attention = self.gated or self.idle
+            self._move_limits()
+
+    def woken(self) -> None:
+        """The sender was woken (emit side): no more wake-ups until it arms them again."""
+        with self.lock:
+            self.wake_events = self.wake_bytes = sys.maxsize
+            self.idle = False
+            self.attention = self.gated
+            self._move_limits()
 
     def spill(self) -> None:
         """Send every later record down ``emit()``'s slow path: the queue is full and later
@@ -285,8 +319,9 @@ class Ledger:
         if self.gated or self.spilling:
             return
         # held < max_events  <=>  admitted < released + max_events; same for bytes (<=).
-        self.limit_events = self.released + self.max_events
-        self.limit_bytes = self.released_bytes + self.max_bytes
+        # A record admitted at wake_events, or whose bytes reach wake_bytes, wakes the sender.
+        self.limit_events = min(self.released + self.max_events, self.wake_events)
+        self.limit_bytes = min(self.released_bytes + self.max_bytes, self.wake_bytes - 1)
 
     # ------------------------------------------------------------------ sender side
 

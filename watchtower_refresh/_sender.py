@@ -248,15 +248,7 @@ class Sender:
 
     def _arm_wake(self) -> None:
         """Tell emit() when to wake us: the first record if idle, else a full batch."""
-        ledger = self._ledger
-        # emit() wakes us once the count before its record reaches wake_events, or the bytes
-        # after it reach wake_bytes.
-        if ledger.queue:
-            ledger.wake_events = ledger.drained + self._host.max_batch_count - 1
-            ledger.wake_bytes = ledger.drained_bytes + self._full_charge()
-        else:
-            ledger.wake_events = ledger.drained
-            ledger.wake_bytes = ledger.drained_bytes + 1
+        self._ledger.arm_wake(self._host.max_batch_count, self._full_charge())
 
     def _full_charge(self) -> int:
         """Bytes charged to the caps for a full batch: estimates (non-ASCII text) overstate
