@@ -25,6 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import watchtower_refresh._delivery
+import watchtower_refresh._handler
+import watchtower_refresh._process
 from tests.conftest import ROLE_ARN, logger_for, run_python
 from tests.test_handler_spool import dead_owner, now_ms
 from watchtower_refresh import RefreshingCloudWatchLogHandler, WatchtowerRefreshWarning
@@ -172,6 +174,83 @@ def test_a_record_queued_as_the_sender_goes_idle_wakes_it(
     while handler.stats.delivered < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert sorted(messages("/life/idle")) == ["first", "second"]
+
+
+def _put_threads(handler: RefreshingCloudWatchLogHandler) -> list[str]:
+    """The name of the thread of each PutLogEvents the handler makes from now on."""
+    threads: list[str] = []
+    put = handler._put
+
+    def recorded(client: Any, stream: str, batch: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return put(client, stream, batch)
+
+    handler._put = recorded  # type: ignore[method-assign]
+    return threads
+
+
+def test_records_logged_at_exit_to_a_handler_still_open_are_queued_not_sent_one_by_one(
+    aws: FakeAWS, make_handler: Any, messages: Read, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Our exit hook closes handlers one after the other: one closed later is still open
+    # meanwhile, and its sender sleeps until a record wakes it. The record that wakes it
+    # takes the slow path, and during exit that path sends from the caller's thread: it must
+    # still queue what the fast path would have queued.
+    handler = make_handler("/life/exit-window")
+    logger = logger_for(handler)
+    logger.info("before exit")
+    assert handler.flush(timeout=10)
+    time.sleep(0.3)  # the worker's last wake-up seen: the sender waits for a first record
+    puts = _put_threads(handler)
+    monkeypatch.setattr(watchtower_refresh._process, "_exit_started", time.monotonic())
+    for n in range(20):
+        logger.info("during exit %d", n)
+    monkeypatch.setattr(watchtower_refresh._process, "_exit_started", None)
+    assert handler.flush(timeout=10)
+    assert len(messages("/life/exit-window")) == 21
+    assert threading.current_thread().name not in puts
+
+
+def test_a_saturated_sender_leaves_records_on_the_fast_path(
+    aws: FakeAWS, make_handler: Any, messages: Read, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every worker busy and a full batch queued: no record needs to wake the sender (the
+    # worker that finishes does), so none should take the slow path and its lock.
+    monkeypatch.setattr(watchtower_refresh._handler, "MAX_IN_FLIGHT", 1)
+    handler = make_handler("/life/saturated", max_batch_count=5, log_stream_name="{logger_name}")
+    release, blocked = threading.Event(), threading.Event()
+    put = handler._put
+
+    def held(client: Any, stream: str, batch: Any) -> Any:
+        if "blocker" in stream:
+            blocked.set()
+            release.wait(20)
+        return put(client, stream, batch)
+
+    handler._put = held
+    logger_for(handler, "blocker").info("holds the only worker")
+    assert blocked.wait(10)
+    other = logger_for(handler, "other")
+    other.info("waits for a worker")
+    time.sleep(0.3)  # taken into a batch that waits: the sender is saturated
+    for n in range(5):
+        other.info("fills a batch %d", n)
+    time.sleep(0.2)
+    slow: list[int] = []
+    emit_slow = handler._emit_slow
+
+    def counted(event: Any, cost: int) -> None:
+        slow.append(1)
+        emit_slow(event, cost)
+
+    handler._emit_slow = counted
+    for n in range(50):
+        other.info("steady %d", n)
+        time.sleep(0.002)
+    release.set()
+    assert handler.flush(timeout=10)
+    assert len(messages("/life/saturated")) == 57
+    assert len(slow) <= 1
 
 
 def test_a_record_from_a_signal_handler_during_a_synchronous_put_is_delivered(

@@ -673,7 +673,12 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             return
         ledger = self._ledger
         with ledger.lock:
-            if not exiting():
+            if exiting():
+                if self._running() and not ledger.spilling and ledger.has_room(cost):
+                    # Only the sender's wake-up kept it off the fast path: queue it.
+                    self._queue_and_wake(event, cost)
+                    return
+            else:
                 sender = self._sender
                 if self._state is _State.CLOSING:
                     # close() delivers it, or counts it as shutdown once its time is up.
@@ -682,15 +687,26 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                     if sender is not None:
                         sender.wake.set()
                     return
-                if self._state is not _State.OPEN or sender is None or not sender.reusable:
+                if not self._running():
                     self._open()
                 if self._state is _State.OPEN and self._sender is not None:
-                    self._admit_or_refuse(event, cost)
-                    ledger.woken()  # once is enough: the sender arms the next wake-up
-                    self._sender.wake.set()
+                    self._queue_and_wake(event, cost)
                     return
         # Exiting, or no thread can start.
         self._send_now([event], exit_path=True)
+
+    def _running(self) -> bool:
+        """Whether the handler is open with a sender that takes records (ledger lock held)."""
+        sender = self._sender
+        return self._state is _State.OPEN and sender is not None and sender.reusable
+
+    def _queue_and_wake(self, event: Event, cost: int) -> None:
+        """Queue ``event`` for the running sender and wake it (ledger lock held)."""
+        self._admit_or_refuse(event, cost)
+        self._ledger.woken()  # once is enough: the sender arms the next wake-up
+        sender = self._sender
+        if sender is not None:
+            sender.wake.set()
 
     def _admit_or_refuse(self, event: Event, cost: int) -> None:
         """Queue ``event`` under the caps (ledger lock held), keep it on disk only, or count

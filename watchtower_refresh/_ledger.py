@@ -288,6 +288,13 @@ class Ledger:
             if self.idle:
                 self.wake_events = self.drained
                 self.wake_bytes = self.drained_bytes + 1
+            elif (
+                len(self.queue) >= batch_events
+                or self.admitted_bytes - self.drained_bytes >= batch_bytes
+            ):
+                # A batch waits already: the sender takes it before it sleeps, or, with every
+                # worker busy, is woken by the first that finishes. No record need wake it.
+                self.wake_events = self.wake_bytes = sys.maxsize
             else:
                 self.wake_events = self.drained + batch_events - 1
                 self.wake_bytes = self.drained_bytes + batch_bytes
