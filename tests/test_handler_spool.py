@@ -339,6 +339,20 @@ def test_records_sent_from_the_callers_thread_are_acknowledged(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_use_queues_false_still_sends_from_the_callers_thread_after_a_flush(
+    aws: FakeAWS, make_handler: Any, messages: Read, tmp_path: Path
+) -> None:
+    # With a spool, a flush() starts the sender, to replay what dead processes left: the
+    # records of a use_queues=False handler must still be sent before the log call returns.
+    handler = make_handler(
+        "/spool/sync-flushed", spool_dir=str(tmp_path), use_queues=False, send_interval=3600
+    )
+    assert handler.flush(timeout=10)
+    logger_for(handler).warning("sent before the call returns")
+    assert messages("/spool/sync-flushed") == ["sent before the call returns"]
+    handler.close()
+
+
 # --------------------------------------------------------------------------- SIGKILL
 
 

@@ -805,7 +805,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 return  # the caller sends from its own thread
         self._state = _State.OPEN
         self._closing_deadline = None
-        self._ledger.open_gate()
+        if self.use_queues:  # else every record is sent from the caller's thread: slow path
+            self._ledger.open_gate()
         if sender is not None and self.spool_dir is not None:
             replayer = _Replayer(self, sender)  # after OPEN: a pass stops once it is not
             if replayer.start():
