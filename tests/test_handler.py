@@ -420,29 +420,29 @@ def test_queue_cap_drops_and_counts_with_one_warning(
     assert handler.stats.dropped == {"queue_full": 150}
 
 
-def test_queue_byte_cap(aws: FakeAWS, make_handler: Any) -> None:
+@pytest.mark.parametrize(
+    ("message", "logged", "held"),
+    [
+        ("x" * 300_000, 5, 3),
+        # emit() charges non-ASCII text 6 bytes a character until it is sized ("é" takes
+        # 2): the cap still holds as many records as their real size allows, 5 of 200,026
+        # bytes where 1 estimate would fit.
+        ("é" * 100_000, 7, 5),
+        # A lone surrogate is sent as a 6-byte escape: the estimate must not be below that.
+        ("\udc80" * 100_000, 3, 1),
+    ],
+    ids=["ascii", "non-ascii", "lone-surrogates"],
+)
+def test_queue_byte_cap(
+    aws: FakeAWS, make_handler: Any, message: str, logged: int, held: int
+) -> None:
     aws.injector.add_fault(Fault("ServiceUnavailableException", action="PutLogEvents", status=503))
     handler = make_handler("/svc/bytes", queue_max_bytes=MAX_BATCH_BYTES, flush_timeout=0.1)
     logger = logger_for(handler)
     with pytest.warns(WatchtowerRefreshWarning, match="is full"):
-        for _ in range(5):
-            logger.info("x" * 300_000)
-    assert handler.stats.queued == 3
-    assert handler.stats.dropped == {"queue_full": 2}
-
-
-def test_non_ascii_records_fill_the_byte_cap_by_their_exact_size(
-    aws: FakeAWS, make_handler: Any
-) -> None:
-    # emit() charges non-ASCII text 6 bytes a character until it is sized ("é" takes 2):
-    # the cap still holds as many records as their real size allows.
-    aws.injector.add_fault(Fault("ServiceUnavailableException", action="PutLogEvents", status=503))
-    handler = make_handler("/svc/estimates", queue_max_bytes=MAX_BATCH_BYTES, flush_timeout=0.1)
-    logger = logger_for(handler)
-    with pytest.warns(WatchtowerRefreshWarning, match="is full"):
-        for _ in range(7):
-            logger.info("é" * 100_000)  # 200,026 bytes: 5 fit, where 1 estimate would
-    assert handler.stats.queued == 5
+        for _ in range(logged):
+            logger.info(message)
+    assert handler.stats.queued == held
     assert handler.stats.dropped == {"queue_full": 2}
 
 
@@ -464,20 +464,6 @@ def test_non_ascii_batches_are_cut_by_their_exact_size(
     assert max(sizes) <= MAX_BATCH_BYTES
     # Cut by the estimates, no batch would hold more than a third of a megabyte.
     assert max(sizes) > 0.75 * MAX_BATCH_BYTES
-
-
-def test_the_byte_cap_holds_for_lone_surrogates_sent_as_escapes(
-    aws: FakeAWS, make_handler: Any
-) -> None:
-    # A lone surrogate is sent as a 6-byte escape: the estimate must not be below that.
-    aws.injector.add_fault(Fault("ServiceUnavailableException", action="PutLogEvents", status=503))
-    handler = make_handler("/svc/escapes", queue_max_bytes=MAX_BATCH_BYTES, flush_timeout=0.1)
-    logger = logger_for(handler)
-    with pytest.warns(WatchtowerRefreshWarning, match="is full"):
-        for _ in range(3):
-            logger.info("\udc80" * 100_000)  # 600,026 bytes once escaped: one fits
-    assert handler.stats.queued == 1
-    assert handler.stats.dropped == {"queue_full": 2}
 
 
 def test_a_full_batch_goes_at_once_after_text_that_estimates_overstated(

@@ -145,17 +145,47 @@ def test_a_record_logged_after_the_closing_sender_stopped_is_delivered_not_aband
     assert sorted(messages("/life/late")) == ["before close", "while close() runs"]
 
 
+def _hold_puts(
+    handler: RefreshingCloudWatchLogHandler,
+    *,
+    streams: str = "",
+    holding: threading.Event | None = None,
+) -> threading.Event:
+    """Hold each put to a stream whose name contains ``streams`` (every put by default),
+    setting ``holding`` meanwhile, until the event returned is set (at most 10 s)."""
+    put, release = handler._put, threading.Event()
+
+    def held(client: Any, stream: str, batch: Any) -> Any:
+        if streams in stream:
+            if holding is not None:
+                holding.set()
+            release.wait(10)
+        return put(client, stream, batch)
+
+    handler._put = held  # type: ignore[method-assign]
+    return release
+
+
+def _with_a_sleeping_sender(
+    make_handler: Any, group: str, first: str
+) -> tuple[RefreshingCloudWatchLogHandler, logging.Logger]:
+    """A handler that delivered ``first`` and whose sender now waits, with no timeout, for
+    a record to wake it."""
+    handler = make_handler(group)
+    logger = logger_for(handler)
+    logger.info(first)
+    assert handler.flush(timeout=10)
+    time.sleep(0.3)  # the worker's last wake-up seen
+    return handler, logger
+
+
 def test_a_record_queued_as_the_sender_goes_idle_wakes_it(
     aws: FakeAWS, make_handler: Any, messages: Read
 ) -> None:
     # emit() reads the limits, then queues. If the sender finds the queue empty and arms its
     # wake-up for a first record in between, emit() must still wake it: it sleeps with no
     # timeout while nothing is queued.
-    handler = make_handler("/life/idle")
-    logger = logger_for(handler)
-    logger.info("first")
-    assert handler.flush(timeout=10)
-    time.sleep(0.3)  # the worker's last wake-up seen: the sender sleeps until a record comes
+    handler, logger = _with_a_sleeping_sender(make_handler, "/life/idle", "first")
     ledger = handler._ledger
     ledger.woken()  # the limits as emit() may read them: woken, before the sender re-arms
     armed = threading.Event()
@@ -196,11 +226,7 @@ def test_records_logged_at_exit_to_a_handler_still_open_are_queued_not_sent_one_
     # meanwhile, and its sender sleeps until a record wakes it. The record that wakes it
     # takes the slow path, and during exit that path sends from the caller's thread: it must
     # still queue what the fast path would have queued.
-    handler = make_handler("/life/exit-window")
-    logger = logger_for(handler)
-    logger.info("before exit")
-    assert handler.flush(timeout=10)
-    time.sleep(0.3)  # the worker's last wake-up seen: the sender waits for a first record
+    handler, logger = _with_a_sleeping_sender(make_handler, "/life/exit-window", "before exit")
     puts = _put_threads(handler)
     monkeypatch.setattr(watchtower_refresh._process, "_exit_started", time.monotonic())
     for n in range(20):
@@ -218,16 +244,8 @@ def test_a_saturated_sender_leaves_records_on_the_fast_path(
     # worker that finishes does), so none should take the slow path and its lock.
     monkeypatch.setattr(watchtower_refresh._handler, "MAX_IN_FLIGHT", 1)
     handler = make_handler("/life/saturated", max_batch_count=5, log_stream_name="{logger_name}")
-    release, blocked = threading.Event(), threading.Event()
-    put = handler._put
-
-    def held(client: Any, stream: str, batch: Any) -> Any:
-        if "blocker" in stream:
-            blocked.set()
-            release.wait(20)
-        return put(client, stream, batch)
-
-    handler._put = held
+    blocked = threading.Event()
+    release = _hold_puts(handler, streams="blocker", holding=blocked)
     logger_for(handler, "blocker").info("holds the only worker")
     assert blocked.wait(10)
     other = logger_for(handler, "other")
@@ -717,13 +735,7 @@ def test_a_put_that_outlives_close_is_acknowledged_in_the_spool_not_delivered_ag
     # ignored and the next handler on the directory delivered the record again.
     handler = make_handler("/life/late-ack", spool_dir=str(tmp_path), flush_timeout=0.3)
     logger = logger_for(handler)
-    put, answer = handler._put, threading.Event()
-
-    def slow_put(client: Any, stream: str, batch: Any) -> Any:
-        answer.wait(10)
-        return put(client, stream, batch)
-
-    handler._put = slow_put
+    answer = _hold_puts(handler)
     logger.info("answered late")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", WatchtowerRefreshWarning)
@@ -752,13 +764,7 @@ def test_close_by_keeps_its_deadline_when_another_close_with_a_later_one_runs(
     # deadline. close_by() used to wait for the other close() to reach its own deadline.
     handler = make_handler("/life/two-deadlines", flush_timeout=5)
     logger = logger_for(handler)
-    put, answer = handler._put, threading.Event()
-
-    def hanging_put(client: Any, stream: str, batch: Any) -> Any:
-        answer.wait(10)
-        return put(client, stream, batch)
-
-    handler._put = hanging_put
+    answer = _hold_puts(handler)
     logger.info("never answered in time")
     first = threading.Thread(target=handler.close)
     first.start()
