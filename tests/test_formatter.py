@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import logging
 import logging.config
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from watchtower_refresh import ConfigurationError, LocalTimeFormatter
+from watchtower_refresh._redact import install_redaction
 
 CREATED = datetime.datetime(2026, 11, 21, 22, 28, 47, 123456, tzinfo=datetime.timezone.utc)
 
@@ -166,3 +168,24 @@ def test_text_mode_leaves_the_record_for_the_next_handler() -> None:
     assert json.loads(with_attrs.format(dict_record)) == {"order": 42, "levelname": "INFO"}
     assert dict_record.msg is message
     assert message == {"order": 42}
+
+
+def test_json_keeps_the_traceback_of_a_botocore_record() -> None:
+    """The redaction filter formats botocore's tracebacks into ``exc_text``: JSON keeps them."""
+    install_redaction()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(LocalTimeFormatter(as_json=True, tz="UTC"))
+    logger = logging.getLogger("botocore.parsers")
+    logger.addHandler(handler)
+    disabled, logger.disabled = logger.disabled, False  # an earlier dictConfig may disable it
+    try:
+        try:
+            raise ConnectionError("endpoint went away")
+        except ConnectionError:
+            logger.error("request failed", exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+        logger.disabled = disabled
+    document = json.loads(stream.getvalue())
+    assert "ConnectionError: endpoint went away" in document["exception"]

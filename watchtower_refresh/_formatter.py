@@ -172,6 +172,8 @@ class LocalTimeFormatter(watchtower.CloudWatchLogFormatter):
             document.setdefault(key, value)
         if record.exc_info:
             document.setdefault("exception", self.formatException(record.exc_info))
+        elif record.exc_text:  # formatted earlier: botocore's records, by the redaction filter
+            document.setdefault("exception", record.exc_text)
         if record.stack_info:
             document.setdefault("stack", self.formatStack(record.stack_info))
         return json.dumps(document, default=self.json_serialize_default, ensure_ascii=False)
