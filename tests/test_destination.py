@@ -227,6 +227,32 @@ def test_a_hanging_put_ends_within_flush_timeout(
     assert handler.stats.retried == 1
 
 
+def test_a_synchronous_log_call_waits_at_most_flush_timeout(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    """use_queues=False: a put that hangs makes each log call wait flush_timeout, no more.
+
+    Each attempt gets what is left of the budget: a retry started just before the deadline
+    used to get a read timeout sized from the whole budget, 4.5 s for 3 s promised.
+    """
+    handler = make_handler("/svc/hanging-sync", use_queues=False, flush_timeout=3)
+    logger = logger_for(handler)
+    logger.info("before")
+    hang = aws.injector.add_fault(Fault("", action="PutLogEvents", delay=40))
+    waits = []
+    with pytest.warns(WatchtowerRefreshWarning, match="gave up resending"):
+        for n in range(2):
+            started = time.monotonic()
+            logger.info("while it hangs %d", n)
+            waits.append(time.monotonic() - started)
+    # 3 s plus what a loaded machine adds; the old code took two whole read timeouts.
+    assert max(waits) < 4.0, waits
+    assert handler.stats.dropped == {"timeout": 2}
+    aws.injector.remove_fault(hang)
+    logger.info("after")
+    assert messages("/svc/hanging-sync") == ["before", "after"]
+
+
 def test_the_logs_endpoint_variable_is_the_one_botocore_reads(
     aws: FakeAWS, make_handler: Any, messages: Read, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -37,7 +37,7 @@ class Target(Protocol):
 
     refreshable: bool
 
-    def client(self) -> CloudWatchLogsClient: ...
+    def client(self, within: float | None = None) -> CloudWatchLogsClient: ...
     def prepare(self, client: CloudWatchLogsClient, stream: str) -> None: ...
     def discard_client(self) -> None: ...
     def forget(self, stream: str) -> None: ...
@@ -93,17 +93,25 @@ def deliver_batch(
         can_create: Whether a missing group or stream may be created.
         count: Counts ``retried`` and ``credential_refreshes``.
         deadline: The monotonic time by which to give up, or None for no limit; asked again
-            before each wait, since ``close()`` may set one meanwhile.
+            before each attempt and each wait, since ``close()`` may set one meanwhile. Each
+            attempt gets what is left of it, never more.
         stop: Set to cut a backoff wait short.
         closing: Whether the handler is closing: a drop is then ``shutdown``, not ``timeout``.
     """
     attempt = quick = 0
+    why = ""
     while True:
+        limit = deadline()
+        within = None if limit is None else limit - time.monotonic()
+        if within is not None and within <= 0 and (attempt or quick):
+            reason = "shutdown" if closing() else "timeout"
+            return Delivered(0, _NONE_REJECTED, reason, f"gave up resending: {why}")
         try:
-            client = target.client()
+            client = target.client(within)
             target.prepare(client, stream)
             response = put(client, stream, batch)
         except Exception as exc:
+            why = advice(exc, group, stream)
             outcome = classify(exc)
             if outcome is Outcome.REFRESH and not target.refreshable:
                 outcome = Outcome.GIVE_UP
@@ -111,7 +119,7 @@ def deliver_batch(
                 outcome = Outcome.GIVE_UP
             if outcome is Outcome.GIVE_UP:
                 reason = error_code(exc) or type(exc).__name__
-                return Delivered(0, _NONE_REJECTED, reason, advice(exc, group, stream))
+                return Delivered(0, _NONE_REJECTED, reason, why)
             if outcome is Outcome.REFRESH:
                 target.discard_client()
                 count("credential_refreshes")
@@ -124,8 +132,7 @@ def deliver_batch(
                 continue
             if not _wait(attempt, deadline(), stop):
                 reason = "shutdown" if closing() else "timeout"
-                why = f"gave up resending: {advice(exc, group, stream)}"
-                return Delivered(0, _NONE_REJECTED, reason, why)
+                return Delivered(0, _NONE_REJECTED, reason, f"gave up resending: {why}")
             attempt += 1
             continue
         info = response.get("rejectedLogEventsInfo") if isinstance(response, dict) else None

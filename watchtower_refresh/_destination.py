@@ -59,6 +59,7 @@ class _Step(enum.Enum):
 
 # What the put would meet as well: reported there, once, with advice.
 _CLIENT_PROBLEMS = (NoCredentialsError, PartialCredentialsError, NoRegionError)
+_LEAST_TIMEOUT = 0.05  # seconds: a request is given at least this long to connect and read
 
 
 class Destination:
@@ -84,46 +85,65 @@ class Destination:
         self._warn_once = warn_once
         self._lock = threading.Lock()
         self._client = fixed_client
+        self._session: boto3.Session | None = None  # None: a given client, not rebuilt
         self._group_ready = False
         self._ready_streams: set[str] = set()
         self.refreshable = fixed_client is None
         """Whether fresh credentials can be had: False for a given client or static keys."""
 
-    def client(self) -> CloudWatchLogsClient:
-        """The ``logs`` client, built on first use (which resolves credentials)."""
+    def client(self, within: float | None = None) -> CloudWatchLogsClient:
+        """The ``logs`` client, built on first use (which resolves credentials).
+
+        Args:
+            within: Seconds left for the request, or None for no limit. When less than the
+                ``flush_timeout`` the client's timeouts are sized from, the request gets a
+                client of the same session whose timeouts fit in what is left, so that no
+                attempt runs past its caller's deadline.
+        """
         with self._lock:
-            if self._client is not None:
-                return self._client
-            session = self._session_factory()
-            problem = non_refreshing_problem(session.get_credentials())
-            connect, read = request_timeouts(self._settings.flush_timeout)
-            self.refreshable = problem is None
-            if problem:
-                self._warn_once("non_refreshing", problem)
-            client: CloudWatchLogsClient = session.client(
-                "logs",
-                region_name=effective_region(session, self._settings.region_name),
-                endpoint_url=self._settings.endpoint_url,
-                config=Config(
-                    # Retries are ours: they refresh credentials and never drop a batch.
-                    retries={"total_max_attempts": 1},
-                    # Our requests are valid by construction (non-empty strings within the
-                    # limits, integer timestamps, checked names), and the service refuses
-                    # anything else; validating 10,000 events took half of a put's CPU.
-                    parameter_validation=False,
-                    # A put that hangs ends within flush_timeout, so close() can count it.
-                    connect_timeout=connect,
-                    read_timeout=read,
-                    user_agent_extra="watchtower-refresh",
-                ),
-            )
-            self._client = client
+            client = self._client
+            if client is None:
+                built = self._session = self._session_factory()
+                problem = non_refreshing_problem(built.get_credentials())
+                self.refreshable = problem is None
+                if problem:
+                    self._warn_once("non_refreshing", problem)
+                client = self._client = self._build(built, *self._timeouts)
+            session = self._session
+        if within is None or session is None or within >= self._settings.flush_timeout:
             return client
+        connect = min(self._timeouts[0], max(within / 4, _LEAST_TIMEOUT))
+        return self._build(session, connect, max(within - connect, _LEAST_TIMEOUT))
+
+    @property
+    def _timeouts(self) -> tuple[float, float]:
+        return request_timeouts(self._settings.flush_timeout)
+
+    def _build(self, session: boto3.Session, connect: float, read: float) -> CloudWatchLogsClient:
+        client: CloudWatchLogsClient = session.client(
+            "logs",
+            region_name=effective_region(session, self._settings.region_name),
+            endpoint_url=self._settings.endpoint_url,
+            config=Config(
+                # Retries are ours: they refresh credentials and never drop a batch.
+                retries={"total_max_attempts": 1},
+                # Our requests are valid by construction (non-empty strings within the
+                # limits, integer timestamps, checked names), and the service refuses
+                # anything else; validating 10,000 events took half of a put's CPU.
+                parameter_validation=False,
+                # A put that hangs ends within flush_timeout, so close() can count it.
+                connect_timeout=connect,
+                read_timeout=read,
+                user_agent_extra="watchtower-refresh",
+            ),
+        )
+        return client
 
     def use_client(self, client: CloudWatchLogsClient) -> None:
         """Use ``client`` from now on, as it is."""
         with self._lock:
             self._fixed_client = self._client = client
+            self._session = None
             self.refreshable = False
 
     def discard_client(self) -> None:
