@@ -366,7 +366,7 @@ class _StubTarget:
 
     refreshable = True
 
-    def client(self) -> Any:
+    def client(self, within: float | None = None) -> Any:
         return object()
 
     def prepare(self, client: Any, stream: str) -> None:
@@ -912,3 +912,47 @@ def test_a_close_from_a_signal_handler_during_a_spool_write_delivers_each_record
     handler.close()
     assert sorted(messages(group)) == ["after", "interrupted", "opens the spool"]
     assert (handler.stats.delivered, handler.stats.replayed) == (3, 0)
+
+
+def test_a_sender_given_up_by_close_takes_nothing_of_the_reopened_handler(
+    aws: FakeAWS, make_handler: Any, messages: Callable[[str], list[str]], monkeypatch: Any
+) -> None:
+    """A generation that close() abandoned mid-loop leaves the next generation's records.
+
+    It used to take the records that the handler, reopened by the next emit(), had queued
+    for its new sender, and settle them as internal_error, unsent and unreported.
+    """
+    handler = make_handler("/svc/fenced", send_interval=5, flush_timeout=10)
+    logger = logger_for(handler)
+    hang = aws.injector.add_fault(Fault("", action="PutLogEvents", delay=30))
+    logger.info("in flight at close")
+    handler.flush(timeout=0)  # the first sender takes it; its put hangs
+    deadline = time.monotonic() + 10
+    while not aws.injector.counts["PutLogEvents"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first = handler._sender
+    assert first is not None
+    hold, release = threading.Event(), threading.Event()
+    collect_done = Sender._collect_done
+
+    def held_mid_loop(sender: Sender) -> None:
+        if sender is first and hold.is_set():
+            release.wait(10)
+        collect_done(sender)
+
+    monkeypatch.setattr(Sender, "_collect_done", held_mid_loop)
+    hold.set()
+    first.wake.set()  # the first sender starts a loop and stays in it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WatchtowerRefreshWarning)
+        handler.close_by(time.monotonic() + 0.3)  # gives up on it: the put still hangs
+    aws.injector.remove_fault(hang)
+    logger.info("after reopening 1")
+    logger.info("after reopening 2")
+    assert handler._sender is not first
+    release.set()  # the abandoned loop goes on while the new sender waits for send_interval
+    assert handler.flush(timeout=10)
+    assert "internal_error" not in handler.stats.dropped
+    delivered = messages("/svc/fenced")
+    assert "after reopening 1" in delivered
+    assert "after reopening 2" in delivered

@@ -656,7 +656,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
     def _start_sender(self, *, draining: bool) -> Sender | None:
         """Start a new sender and make it this handler's (ledger lock held); None if no
         thread can start (interpreter shutdown: 3.12 refuses threads in atexit hooks too)."""
-        sender = Sender(self, self._ledger, MAX_IN_FLIGHT)
+        sender = Sender(self, self._ledger, MAX_IN_FLIGHT, self._ledger.new_generation())
         sender.draining = draining
         if not sender.start():
             return None

@@ -149,6 +149,7 @@ class Ledger:
         "drained_bytes",
         "estimated",
         "gated",
+        "generation",
         "idle",
         "limit_bytes",
         "limit_events",
@@ -197,6 +198,8 @@ class Ledger:
         self._counts: collections.Counter[str] = collections.Counter()
         self._dropped: collections.Counter[str] = collections.Counter()
         self._outstanding: dict[int, Claim] = {}  # by id, in the order they were taken
+        # The sender generation that may take records; an older one is fenced off.
+        self.generation = 0
         # The emit thread's fast path: admit while admitted < limit_events and the bytes fit.
         # The limits fold in the caps and the sender's wake-up: once admitted reaches
         # wake_events, or the bytes after a record would reach wake_bytes, records take the
@@ -343,17 +346,31 @@ class Ledger:
         with self.lock:
             return bool(self._outstanding)
 
+    def new_generation(self) -> int:
+        """Fence off every earlier sender: only the token returned here may ``take`` now."""
+        with self.lock:
+            self.generation += 1
+            return self.generation
+
     def take(
-        self, max_events: int | None = None, max_bytes: int | None = None
+        self,
+        max_events: int | None = None,
+        max_bytes: int | None = None,
+        *,
+        generation: int | None = None,
     ) -> tuple[Claim, list[Event]] | None:
         """Take queued records off the queue as one claim; None if the queue is empty.
 
         Args:
             max_events: Take at most this many records; default all.
             max_bytes: Stop once this many bytes (with the overhead) are taken; default all.
+            generation: The taking sender's token: a sender that a newer one replaced takes
+                nothing (None: the ledger itself, settling everything).
         """
         events: list[Event] = []
         with self.lock:
+            if generation is not None and generation != self.generation:
+                return None
             pop, push = self.queue.popleft, events.append
             try:
                 if max_events is None and max_bytes is None:

@@ -8,8 +8,11 @@ and at most ``max_in_flight`` in all, so a stream that is backing off (throttled
 missing) holds one worker and never the others' delivery.
 
 A ``Sender`` is one generation: ``close()`` stops it, and a record logged afterwards starts a
-new one. Its threads are daemons that take no lock the application holds: at interpreter
-exit nothing waits for them but ``close()``, which is bounded.
+new one. Each generation holds the ledger's token from when it started
+(``Ledger.new_generation``) and presents it at every take: once a newer generation has
+started, an older one takes nothing, arms no wake-up, and ends after the batches it already
+holds. Its threads are daemons that take no lock the application holds: at interpreter exit
+nothing waits for them but ``close()``, which is bounded.
 """
 
 from __future__ import annotations
@@ -102,11 +105,15 @@ class Sender:
         host: The handler.
         ledger: Its ledger (queue, caps and counts).
         max_in_flight: Most batches being sent at once, each to a different stream.
+        generation: The ledger's token for this generation (``Ledger.new_generation``).
     """
 
-    def __init__(self, host: SenderHost, ledger: Ledger, max_in_flight: int) -> None:
+    def __init__(
+        self, host: SenderHost, ledger: Ledger, max_in_flight: int, generation: int
+    ) -> None:
         self._host = host
         self._ledger = ledger
+        self._generation = generation
         self._max_in_flight = max_in_flight
         self.wake = Waker()
         """Set to make the scheduler look at the queue again."""
@@ -165,6 +172,11 @@ class Sender:
         self.wake.set()
 
     @property
+    def fenced(self) -> bool:
+        """Whether a newer generation has started: this one takes no more records."""
+        return self._ledger.generation != self._generation
+
+    @property
     def reusable(self) -> bool:
         """Whether a record may still be handed to this generation (not stopped, not dying)."""
         return not (self.finished or self._abandoned or self.stop.is_set()) and self.alive
@@ -208,9 +220,10 @@ class Sender:
                 self.wake.wait(None if wait == math.inf else wait)
 
     def _may_stop(self) -> bool:
-        """Decide, under the ledger's lock, that nothing more will come (close() drains)."""
+        """Decide, under the ledger's lock, that nothing more will come (close() drains, or a
+        newer generation takes what comes)."""
         with self._ledger.lock:
-            if self.draining and not self._ledger.queue:
+            if self.fenced or (self.draining and not self._ledger.queue):
                 self.finished = True
                 return True
             return False
@@ -229,7 +242,7 @@ class Sender:
         Agrees with ``_take_what_is_due``: what it would not take now is not due.
         """
         ledger = self._ledger
-        if not ledger.queue:
+        if not ledger.queue or self.fenced:
             return False
         if self.draining or self.flush_target > ledger.drained:
             return True
@@ -248,6 +261,8 @@ class Sender:
 
     def _arm_wake(self) -> None:
         """Tell emit() when to wake us: the first record if idle, else a full batch."""
+        if self.fenced:
+            return  # the wake-up is the newer generation's to arm
         self._ledger.arm_wake(self._host.max_batch_count, self._full_charge())
 
     def _full_charge(self) -> int:
@@ -262,6 +277,8 @@ class Sender:
         """Take records off the queue if they are due; return how long to wait (None: stop)."""
         ledger = self._ledger
         host = self._host
+        if self.fenced:
+            return None  # a newer generation takes what is queued: end once ours is settled
         if ledger.spilling:
             try:
                 host.refill()
@@ -295,7 +312,7 @@ class Sender:
         return due - now
 
     def _take(self, max_events: int | None, max_bytes: int | None) -> None:
-        taken = self._ledger.take(max_events, max_bytes)
+        taken = self._ledger.take(max_events, max_bytes, generation=self._generation)
         if taken is None:
             return
         claim, events = taken
