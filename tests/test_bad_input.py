@@ -81,7 +81,7 @@ def test_every_record_is_delivered_or_counted(
             expected[reason] = expected.get(reason, 0) + 1
         assert cloudwatch.flush(timeout=60)
     stats = cloudwatch.stats
-    sender = cloudwatch._sender
+    sender = cloudwatch._pipeline.sender
     assert sender is None or sender.alive  # nothing crashed the sender
     cloudwatch.close()
     assert stats.delivered == expected.pop("delivered", 0)

@@ -17,10 +17,10 @@ def test_all_is_exactly_the_public_surface() -> None:
 
 
 def test_every_module_declares_all_and_its_names_exist() -> None:
-    for module_info in pkgutil.iter_modules(watchtower_refresh.__path__):
-        if module_info.name == "__main__":
+    for module_info in pkgutil.walk_packages(watchtower_refresh.__path__, "watchtower_refresh."):
+        if module_info.name.endswith("__main__"):
             continue
-        module = importlib.import_module(f"watchtower_refresh.{module_info.name}")
+        module = importlib.import_module(module_info.name)
         assert isinstance(module.__all__, list), module_info.name
         for name in module.__all__:
             assert hasattr(module, name), f"{module_info.name}.{name}"

@@ -21,7 +21,7 @@ import boto3
 import pytest
 import watchtower
 
-import watchtower_refresh._sender
+import watchtower_refresh._delivery.scheduler
 from tests.conftest import REGION, ROLE_ARN, log_from_threads, logger_for, run_python
 from watchtower_refresh import (
     ConfigurationError,
@@ -29,7 +29,7 @@ from watchtower_refresh import (
     WatchtowerRefreshWarning,
     refreshable_session,
 )
-from watchtower_refresh._batching import MAX_BATCH_BYTES
+from watchtower_refresh._core.events import MAX_BATCH_BYTES
 from watchtower_refresh.testing import FakeAWS, FakeClock, Fault
 
 Read = Callable[[str], list[str]]
@@ -775,7 +775,7 @@ def test_records_are_sent_from_the_caller_when_no_thread_can_start(
     handler = make_handler("/svc/late")
     shutting_down = types.SimpleNamespace(**{**vars(threading), "Thread": Unstartable})
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(watchtower_refresh._sender, "threading", shutting_down)
+        patch.setattr(watchtower_refresh._delivery.scheduler, "threading", shutting_down)
         logger_for(handler).info("logged during shutdown")
     assert messages("/svc/late") == ["logged during shutdown"]
     assert handler.stats.delivered == 1

@@ -24,14 +24,16 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import watchtower_refresh._delivery
-import watchtower_refresh._handler
+import watchtower_refresh._delivery.deliver
+import watchtower_refresh._delivery.pipeline
 import watchtower_refresh._process
 from tests.conftest import ROLE_ARN, logger_for, run_python
 from tests.test_handler_spool import dead_owner, now_ms
 from watchtower_refresh import RefreshingCloudWatchLogHandler, WatchtowerRefreshWarning
-from watchtower_refresh._ledger import Ledger
-from watchtower_refresh._sender import Sender
+from watchtower_refresh._core.ledger import Ledger
+from watchtower_refresh._core.reasons import DropReason
+from watchtower_refresh._delivery.pipeline import Pipeline
+from watchtower_refresh._delivery.scheduler import Sender
 from watchtower_refresh._spool import Spool
 from watchtower_refresh.testing import FakeAWS, Fault
 
@@ -43,7 +45,7 @@ def test_a_batch_throttled_a_thousand_times_is_still_delivered_once(
 ) -> None:
     # 1,100 throttled answers are about three hours of real backoff; with no pause between
     # them the backoff arithmetic is what is tested: it used to overflow at attempt 1,024.
-    monkeypatch.setattr(watchtower_refresh._delivery, "BACKOFF_CAP", 0.0)
+    monkeypatch.setattr(watchtower_refresh._delivery.deliver, "BACKOFF_CAP", 0.0)
     aws.injector.add_fault(Fault("ThrottlingException", action="PutLogEvents", times=1100))
     handler = make_handler("/life/throttled", queue_max_events=10)
     logger_for(handler).info("patient")
@@ -130,15 +132,15 @@ def test_a_record_logged_after_the_closing_sender_stopped_is_delivered_not_aband
     handler = make_handler("/life/late", flush_timeout=10)
     logger = logger_for(handler)
     logger.info("before close")
-    finish_close = RefreshingCloudWatchLogHandler._finish_close
+    finish_close = Pipeline._finish_close
 
-    def sender_gone_first(self: RefreshingCloudWatchLogHandler, sender: Any) -> None:
+    def sender_gone_first(self: Pipeline, sender: Any) -> None:
         sender.join(5)
         assert not sender.alive
         logger.info("while close() runs")
         finish_close(self, sender)
 
-    monkeypatch.setattr(RefreshingCloudWatchLogHandler, "_finish_close", sender_gone_first)
+    monkeypatch.setattr(Pipeline, "_finish_close", sender_gone_first)
     handler.close()
     stats = handler.stats
     assert (stats.delivered, stats.dropped, stats.queued) == (2, {}, 0)
@@ -186,7 +188,7 @@ def test_a_record_queued_as_the_sender_goes_idle_wakes_it(
     # wake-up for a first record in between, emit() must still wake it: it sleeps with no
     # timeout while nothing is queued.
     handler, logger = _with_a_sleeping_sender(make_handler, "/life/idle", "first")
-    ledger = handler._ledger
+    ledger = handler._pipeline.ledger
     ledger.woken()  # the limits as emit() may read them: woken, before the sender re-arms
     armed = threading.Event()
 
@@ -242,7 +244,7 @@ def test_a_saturated_sender_leaves_records_on_the_fast_path(
 ) -> None:
     # Every worker busy and a full batch queued: no record needs to wake the sender (the
     # worker that finishes does), so none should take the slow path and its lock.
-    monkeypatch.setattr(watchtower_refresh._handler, "MAX_IN_FLIGHT", 1)
+    monkeypatch.setattr(watchtower_refresh._delivery.pipeline, "MAX_IN_FLIGHT", 1)
     handler = make_handler("/life/saturated", max_batch_count=5, log_stream_name="{logger_name}")
     blocked = threading.Event()
     release = _hold_puts(handler, streams="blocker", holding=blocked)
@@ -255,13 +257,13 @@ def test_a_saturated_sender_leaves_records_on_the_fast_path(
         other.info("fills a batch %d", n)
     time.sleep(0.2)
     slow: list[int] = []
-    emit_slow = handler._emit_slow
+    emit_slow = handler._pipeline.admit_slow
 
     def counted(event: Any, cost: int) -> None:
         slow.append(1)
         emit_slow(event, cost)
 
-    handler._emit_slow = counted
+    handler._pipeline.admit_slow = counted
     for n in range(50):
         other.info("steady %d", n)
         time.sleep(0.002)
@@ -383,7 +385,7 @@ def test_a_throttled_stream_does_not_hold_back_the_others() -> None:
     handler = RefreshingCloudWatchLogHandler(
         "/life/streams", log_stream_name="{logger_name}", send_interval=0.02, flush_timeout=0.5
     )
-    handler._destination = _StubTarget()  # type: ignore[assignment]
+    handler._pipeline.outcomes.target = _StubTarget()
     sent: list[str] = []
 
     def put(client: Any, stream: str, batch: Any) -> dict[str, Any]:
@@ -538,7 +540,7 @@ def test_close_on_a_closed_handler_does_not_wait_for_loggings_lock(make_handler:
         closer.start()
         closer.join(5)
         # dictConfig, holding logging's lock, may now take the handler's and the ledger's.
-        with handler._ledger.lock:
+        with handler._pipeline.ledger.lock:
             pass
     closer.join(5)
     assert done.is_set()
@@ -660,7 +662,9 @@ def test_records_on_disk_abandoned_by_close_during_a_refill_are_counted_once(
             go.wait(10)  # read back from disk while close() is running out of time
         return backlog(self, start_id, **limits)
 
-    def abandon_as_the_refill_reaches_the_lock(self: Ledger, reason: str = "shutdown") -> int:
+    def abandon_as_the_refill_reaches_the_lock(
+        self: Ledger, reason: DropReason = DropReason.SHUTDOWN
+    ) -> int:
         if armed.is_set() and not go.is_set():
             go.set()
             time.sleep(0.3)  # the refill now holds the handler's lock and waits for ours
@@ -800,11 +804,11 @@ def test_close_after_a_close_under_dictconfig_waits_for_records_kept_on_disk(
     for n in range(6):
         logger.info("record %d", n)
     assert handler.stats.queued == 6
-    handler.refill = lambda: None  # records stay on disk for now
+    handler._pipeline.refill = lambda: None  # type: ignore[method-assign]  # stay on disk
     with logging._lock:  # type: ignore[attr-defined]  # as dictConfig holds it
         handler.close()
     deadline = time.monotonic() + 5
-    while handler._ledger.held and time.monotonic() < deadline:
+    while handler._pipeline.ledger.held and time.monotonic() < deadline:
         time.sleep(0.01)
     assert handler.stats.queued == 4  # on disk only
     with warnings.catch_warnings():
@@ -847,7 +851,7 @@ def test_close_while_a_replayed_batch_is_in_flight_starts_few_senders(
         stats = handler.stats
         assert stats.queued == 0
         assert stats.received == stats.delivered + stats.dropped_total
-        replayer = handler._replayer
+        replayer = handler._pipeline.replayer
         if replayer is not None:  # the put it abandoned ends before the next test
             replayer.join(10)
 
@@ -862,26 +866,26 @@ def test_close_when_no_thread_can_start_counts_and_returns(
     logger = logger_for(handler)
     logger.info("delivered")
     assert handler.flush(timeout=5)
-    finish_close = RefreshingCloudWatchLogHandler._finish_close
+    finish_close = Pipeline._finish_close
     attempts: list[int] = []
 
     def refuse(self: Sender) -> bool:
         attempts.append(1)
         return False
 
-    def no_thread_after_the_sender(self: RefreshingCloudWatchLogHandler, sender: Any) -> None:
+    def no_thread_after_the_sender(self: Pipeline, sender: Any) -> None:
         sender.join(5)  # it drained the queue and stopped
         monkeypatch.setattr(Sender, "start", refuse)
         logger.info("no thread to send it")
         finish_close(self, sender)
 
-    monkeypatch.setattr(RefreshingCloudWatchLogHandler, "_finish_close", no_thread_after_the_sender)
+    monkeypatch.setattr(Pipeline, "_finish_close", no_thread_after_the_sender)
     handler.close()
     assert len(attempts) <= 2  # the record's own try, and close()'s
     stats = handler.stats
     assert (stats.delivered, stats.queued, stats.dropped) == (1, 0, {"shutdown": 1})
     err = capsys.readouterr().err
-    assert "1 records for log group /life/no-thread could not be delivered" in err
+    assert "1 record for log group /life/no-thread could not be delivered" in err
 
 
 def test_a_close_from_a_signal_handler_during_a_spool_write_delivers_each_record_once(
@@ -930,7 +934,7 @@ def test_a_sender_given_up_by_close_takes_nothing_of_the_reopened_handler(
     deadline = time.monotonic() + 10
     while not aws.injector.counts["PutLogEvents"] and time.monotonic() < deadline:
         time.sleep(0.01)
-    first = handler._sender
+    first = handler._pipeline.sender
     assert first is not None
     hold, release = threading.Event(), threading.Event()
     collect_done = Sender._collect_done
@@ -949,7 +953,7 @@ def test_a_sender_given_up_by_close_takes_nothing_of_the_reopened_handler(
     aws.injector.remove_fault(hang)
     logger.info("after reopening 1")
     logger.info("after reopening 2")
-    assert handler._sender is not first
+    assert handler._pipeline.sender is not first
     release.set()  # the abandoned loop goes on while the new sender waits for send_interval
     assert handler.flush(timeout=10)
     assert "internal_error" not in handler.stats.dropped

@@ -448,7 +448,7 @@ def test_a_sigterm_while_the_main_thread_holds_a_handlers_lock_delivers_at_once(
     handler = RefreshingCloudWatchLogHandler("/svc/held", send_interval=60, flush_timeout=2)
     only(handler)
     logger_for(handler).info("pending")
-    with handler._ledger.lock:
+    with handler._pipeline.ledger.lock:
         shutdown._settle_in_background("signal 15", close=True)
         stats = handler.stats
     assert (stats.delivered, stats.queued, stats.dropped) == (1, 0, {})

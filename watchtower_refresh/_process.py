@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from ._ledger import DeliveryStats
+    from ._core.ledger import DeliveryStats
 
 __all__ = [
     "Flushable",

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from ._batching import Event, RejectedCounts, count_rejected
-from ._failures import (
+from .._core.events import Event, RejectedCounts, count_rejected
+from .._failures import (
     BACKOFF_BASE,
     BACKOFF_CAP,
     MAX_QUICK_RETRIES,

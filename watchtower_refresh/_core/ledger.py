@@ -41,7 +41,8 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 
-from ._batching import EVENT_OVERHEAD, SIZE, Event, batch_bytes, size_exactly
+from .events import EVENT_OVERHEAD, SIZE, Event, batch_bytes, size_exactly
+from .reasons import DropReason
 
 __all__ = ["Claim", "DeliveryStats", "Ledger", "Part"]
 
@@ -257,10 +258,10 @@ class Ledger:
             self.admitted_bytes -= charged - exact
             return charged != exact
 
-    def drop(self, reason: str, count: int = 1) -> None:
+    def drop(self, reason: DropReason | str, count: int = 1) -> None:
         """Count ``count`` records refused on arrival, never admitted."""
         with self.lock:
-            self._dropped[reason] += count
+            self._dropped[_key(reason)] += count
 
     def count(self, name: str, n: int = 1) -> None:
         """Count ``n`` retries, credential refreshes, replayed or corrupt records."""
@@ -424,7 +425,7 @@ class Ledger:
         *,
         delivered: int = 0,
         rejected: Mapping[str, int] | None = None,
-        reason: str | None = None,
+        reason: DropReason | str | None = None,
     ) -> None:
         """Settle ``part``: ``delivered`` accepted, ``rejected`` refused one by one by the
         service (by reason), the rest dropped as ``reason``. A part settles once; later calls
@@ -451,11 +452,11 @@ class Ledger:
             refused = count - delivered - budget
             rest = budget
             if rest and reason is None:
-                reason = "internal_error"
+                reason = DropReason.INTERNAL_ERROR
             claim.remaining -= count
             claim.remaining_bytes -= size
             if claim.abandoned:
-                self._dropped["shutdown"] -= count  # counted when it was abandoned
+                self._dropped[DropReason.SHUTDOWN.value] -= count  # counted when it was abandoned
             else:
                 self.released += count
                 self.released_bytes += size
@@ -464,12 +465,12 @@ class Ledger:
             for why, n in rejected.items():
                 self._dropped[why] += n
             if rest and reason is not None:
-                self._dropped[reason] += rest
+                self._dropped[_key(reason)] += rest
             if claim.remaining <= 0:
                 self._finish(claim)
             self._after_release()
 
-    def settle_rest(self, claim: Claim, reason: str) -> int:
+    def settle_rest(self, claim: Claim, reason: DropReason | str) -> int:
         """Drop whatever ``claim`` has not settled yet as ``reason``; return how many."""
         with self.lock:
             count = claim.remaining
@@ -478,13 +479,13 @@ class Ledger:
                 return 0
             self.released += count
             self.released_bytes += claim.remaining_bytes
-            self._dropped[reason] += count
+            self._dropped[_key(reason)] += count
             claim.remaining = claim.remaining_bytes = 0
             self._finish(claim)
             self._after_release()
             return count
 
-    def abandon(self, reason: str = "shutdown") -> int:
+    def abandon(self, reason: DropReason = DropReason.SHUTDOWN) -> int:
         """Settle every held record as ``reason``: the queue and every claim in flight.
 
         Returns how many records that was. A claim settled later moves its records from
@@ -498,7 +499,7 @@ class Ledger:
                 self._release_as(reason, taken[0].remaining, taken[0].remaining_bytes)
             count = taken[0].remaining if taken is not None else 0
             if self.on_disk:  # never admitted: still on disk, for a later process
-                self._dropped[reason] += self.on_disk
+                self._dropped[reason.value] += self.on_disk
                 count += self.on_disk
                 self.on_disk = 0
             for claim in self._outstanding.values():
@@ -509,10 +510,10 @@ class Ledger:
             self._after_release()
             return count
 
-    def _release_as(self, reason: str, count: int, size: int) -> None:
+    def _release_as(self, reason: DropReason, count: int, size: int) -> None:
         self.released += count
         self.released_bytes += size
-        self._dropped[reason] += count
+        self._dropped[reason.value] += count
 
     def _finish(self, claim: Claim) -> None:
         self._outstanding.pop(id(claim), None)
@@ -556,3 +557,8 @@ class Ledger:
                 replayed=self._counts["replayed"],
                 corrupt=self._counts["corrupt"],
             )
+
+
+def _key(reason: DropReason | str) -> str:
+    """The key a reason is counted under: an enum member hashes by its name, not its value."""
+    return reason.value if isinstance(reason, DropReason) else reason

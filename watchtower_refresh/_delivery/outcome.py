@@ -1,0 +1,205 @@
+"""One place that delivers a batch and settles what became of it.
+
+A batch goes out through ``deliver_batch`` (put, refresh, create, back off), then, in this
+order: its spool copies are acknowledged unless a later process may do better on them, the
+replayed count is kept, a warning is given once per episode, and the batch is settled in the
+ledger. Everything that follows from the outcome happens before the settlement: a ``flush()``
+that returns once a batch is settled sees the spool acknowledged and the warning issued, and
+``close()`` never shuts a spool writer still owed an acknowledgement.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .._core.events import Event, split_batches, split_by_age
+from .._core.ledger import Claim, Ledger, Part
+from .._core.reasons import DropReason, keeps_spooled
+from .._process import summarizing
+from .._report import Reporter
+from .deliver import Target, deliver_batch
+
+if TYPE_CHECKING:
+    from mypy_boto3_logs import CloudWatchLogsClient
+
+__all__ = ["Acknowledge", "Outcomes"]
+
+_SPOOL_ID = 4  # where a spooled record's id sits in its Event (a fifth element)
+
+Acknowledge = Callable[[list[int]], None]
+"""Removes settled records, by spool id, from the spool they were read from."""
+
+
+class Settings(Protocol):
+    """The options a batch's delivery reads."""
+
+    @property
+    def log_group_name(self) -> str: ...
+    @property
+    def create_log_group(self) -> bool: ...
+    @property
+    def create_log_stream(self) -> bool: ...
+    @property
+    def max_batch_size(self) -> int: ...
+    @property
+    def max_batch_count(self) -> int: ...
+
+
+class Outcomes:
+    """Delivers batches of one handler and settles each once.
+
+    Args:
+        settings: The handler's options.
+        ledger: Where each batch is settled.
+        target: The client and the set-up of the group and streams.
+        put: Sends one batch (the handler's, so that watchtower's hook is honoured).
+        reporter: Gives the warnings.
+        own_acker: The acknowledgement of this process's own spool writer, or None.
+        closing_deadline: When ``close()`` gives up, or None while the handler is open.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        target: Target,
+        put: Callable[[CloudWatchLogsClient, str, Sequence[Event]], Any],
+        reporter: Reporter,
+        own_acker: Callable[[], Acknowledge | None],
+        closing_deadline: Callable[[], float | None],
+    ) -> None:
+        self._settings = settings
+        self._ledger = ledger
+        self.target = target
+        self._put = put
+        self._reporter = reporter
+        self._own_acker = own_acker
+        self._closing_deadline = closing_deadline
+
+    def deliver_claim(
+        self,
+        claim: Claim,
+        events: list[Event],
+        stop: threading.Event | None,
+        *,
+        deadline: float | None,
+    ) -> None:
+        """Deliver ``events`` of ``claim`` from this thread: by stream, in batches."""
+        settings = self._settings
+        now_ms = int(time.time() * 1000)
+        for stream, stream_events in _by_stream(events):
+            sendable, too_old, too_new = split_by_age(stream_events, now_ms)
+            if too_old or too_new:
+                self.reject_by_age(claim, too_old, too_new)
+            for batch in split_batches(sendable, settings.max_batch_size, settings.max_batch_count):
+                self.deliver(stream, claim.part(batch), stop, deadline=deadline)
+
+    def deliver(
+        self,
+        stream: str,
+        part: Part,
+        stop: threading.Event | None,
+        *,
+        deadline: float | None = None,
+    ) -> None:
+        """Deliver one batch and settle it; the scheduler's workers call this."""
+        settings = self._settings
+
+        def limit() -> float | None:
+            closing = self._closing_deadline()
+            if closing is None:
+                return deadline
+            return closing if deadline is None else min(deadline, closing)
+
+        result = deliver_batch(
+            self.target,
+            self._put,
+            group=settings.log_group_name,
+            stream=stream,
+            batch=part.events,
+            can_create=settings.create_log_group or settings.create_log_stream,
+            count=self._ledger.count,
+            deadline=limit,
+            stop=stop or threading.Event(),
+            closing=lambda: self._closing_deadline() is not None,
+        )
+        rejected = result.rejected
+        batch = part.events
+        acker = part.claim.acker
+        if not keeps_spooled(result.reason):
+            self.acknowledge(batch, acker)
+        if acker is not None and result.delivered:
+            self._ledger.count("replayed", result.delivered)
+        if result.reason is None:
+            self._reporter.episode_ended()
+        elif result.reason == DropReason.SHUTDOWN and summarizing():
+            pass  # the process is ending: its one line on stderr counts these too
+        else:
+            self._reporter.once(
+                result.reason,
+                f"{result.warning} ({_records(len(batch))} dropped, counted in "
+                f"stats.dropped[{result.reason!r}])",
+                per_episode=True,
+            )
+        if rejected.total:
+            self._reporter.once(
+                "rejected",
+                f"CloudWatch Logs refused {rejected.total} of {len(batch)} events as more than "
+                "2 hours ahead or older than 14 days or the group's retention; counted in "
+                "stats.dropped['too_new'|'too_old'|'expired']",
+            )
+        self._ledger.settle(
+            part,
+            delivered=result.delivered,
+            rejected=rejected._asdict(),
+            reason=result.reason,
+        )
+
+    def reject_by_age(self, claim: Claim, too_old: list[Event], too_new: list[Event]) -> None:
+        """Settle events outside the service's time window as rejected, without sending them."""
+        self._reporter.once(  # before settling, as in deliver
+            "rejected",
+            "CloudWatch Logs refuses events older than 14 days or more than 2 hours ahead: "
+            f"{len(too_old) + len(too_new)} were set aside, counted in "
+            "stats.dropped['too_old'|'too_new']",
+        )
+        for reason, events in ((DropReason.TOO_OLD, too_old), (DropReason.TOO_NEW, too_new)):
+            if events:
+                self.acknowledge(events, claim.acker)
+                self._ledger.settle(claim.part(events), rejected={reason.value: len(events)})
+
+    def settle_failed(self, part: Part | None, exc: BaseException) -> None:
+        """Settle ``part`` as ``internal_error`` after an unexpected exception, and say so."""
+        self._reporter.once(  # before settling: a flush() that returns has seen the warning
+            DropReason.INTERNAL_ERROR.value,
+            f"internal error while sending to log group {self._settings.log_group_name}: "
+            f"{exc!r}; the records are counted in stats.dropped['internal_error']",
+            per_episode=True,
+        )
+        if part is not None:
+            self._ledger.settle(part, reason=DropReason.INTERNAL_ERROR)
+
+    def acknowledge(self, events: Sequence[Event], acker: Acknowledge | None) -> None:
+        """Remove settled records from the spool: the replayed batch's or our own writer's."""
+        ids = [event[-1] for event in events if len(event) > _SPOOL_ID]  # the spool ids
+        if not ids:
+            return  # memory only: no event carries a spool id
+        if acker is None:
+            acker = self._own_acker()
+            if acker is None:
+                return
+        acker(ids)
+
+
+def _by_stream(events: list[Event]) -> list[tuple[str, list[Event]]]:
+    by_stream: dict[str, list[Event]] = {}
+    for event in events:
+        by_stream.setdefault(event[0], []).append(event)
+    return list(by_stream.items())
+
+
+def _records(count: int) -> str:
+    return "1 record" if count == 1 else f"{count} records"

@@ -1,0 +1,612 @@
+"""The delivery pipeline of one handler in one process: lifecycle, sender generations, flush, close.
+
+The handler formats a record, sizes it and picks its stream; then it hands the record to
+the pipeline, which owns everything after that. Threads, states and the lock order are
+described in ``docs/design.md``; in short:
+
+- ``NEW``: built, nothing sent yet. The first record starts a sender: ``OPEN``.
+- ``OPEN``: records are queued (the handler's fast path appends to the ledger's queue under
+  the handler's lock) and the scheduler (``Sender``) sends them in the background.
+- ``CLOSING``: ``close()`` delivers what is held until its deadline; records logged
+  meanwhile are delivered too, by a new sender generation if the last one has stopped.
+- ``CLOSED``: the sender has stopped; what could not be delivered was counted as
+  ``shutdown`` and reported in one line on stderr. A record logged now reopens: ``OPEN``.
+
+Each start of a sender is a new generation with a new ledger token: an older generation that
+is still running takes no more records (``Ledger.take``). Lock order: the handler's lock, then
+the ledger's (``Ledger.lock``, re-entrant; ``Ledger.cond`` is on it). Nothing is called under
+the ledger's lock that takes the handler's or logging's, except ``SpoolSide.close_writer``,
+which only tries the handler's lock.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .._compat import holds_logging_lock
+from .._core.events import EVENT_OVERHEAD, SIZE, Event, size_exactly
+from .._core.ledger import Claim, Ledger, Part
+from .._core.reasons import DropReason
+from .._process import _local as _thread_state
+from .._process import delivering, exit_deadline, exiting, finalizing, report, summarizing
+from .._report import Reporter
+from .backlog import Replayer, SpoolSide
+from .deliver import Target
+from .outcome import Outcomes
+from .scheduler import Sender
+
+if TYPE_CHECKING:
+    from mypy_boto3_logs import CloudWatchLogsClient
+
+__all__ = ["MAX_IN_FLIGHT", "Pipeline", "State"]
+
+MAX_IN_FLIGHT = 8
+"""Most batches a handler sends at once, each to a different stream."""
+RESTART_SPACING = 0.05  # seconds between two senders close() starts, and between its looks
+STOP_GRACE = 1.0  # seconds close() gives a stopped sender past its deadline to settle
+_SPOOL_ID = 4  # where a spooled record's id sits in its Event (a fifth element)
+
+
+class State(enum.Enum):
+    """Where a handler is in its lifecycle (see the module docstring)."""
+
+    NEW = "new"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Settings(Protocol):
+    """The options the pipeline reads."""
+
+    @property
+    def log_group_name(self) -> str: ...
+    @property
+    def use_queues(self) -> bool: ...
+    @property
+    def send_interval(self) -> float: ...
+    @property
+    def max_batch_size(self) -> int: ...
+    @property
+    def max_batch_count(self) -> int: ...
+    @property
+    def max_message_size(self) -> int: ...
+    @property
+    def queue_max_events(self) -> int: ...
+    @property
+    def queue_max_bytes(self) -> int: ...
+    @property
+    def flush_timeout(self) -> float: ...
+    @property
+    def create_log_group(self) -> bool: ...
+    @property
+    def create_log_stream(self) -> bool: ...
+    @property
+    def spool_dir(self) -> str | None: ...
+    @property
+    def spool_max_bytes(self) -> int: ...
+    @property
+    def spool_fsync(self) -> bool: ...
+
+
+class Pipeline:
+    """What becomes of a handler's records once ``emit()`` has made them events.
+
+    Args:
+        settings: The handler's options.
+        lock: The handler's lock: ``emit()`` admits records under it.
+        target: The client and the set-up of the group and streams.
+        put: Sends one batch.
+        reporter: The handler's warnings.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        lock: threading.RLock | None,
+        target: Target,
+        put: Callable[[CloudWatchLogsClient, str, Sequence[Event]], Any],
+        reporter: Reporter,
+    ) -> None:
+        self._settings = settings
+        self._lock = lock
+        self.ledger = ledger = Ledger(settings.queue_max_events, settings.queue_max_bytes)
+        self._reporter = reporter
+        reporter.after_fork(ledger.lock)
+        self.state = State.NEW
+        self.sender: Sender | None = None
+        self.closing_deadline: float | None = None
+        self._exit_reported = False
+        self.spool = SpoolSide(settings, ledger, lock, self.warn_soon)
+        self.outcomes = Outcomes(
+            settings,
+            ledger,
+            target,
+            put,
+            reporter,
+            self.spool.own_acker,
+            lambda: self.closing_deadline,
+        )
+        self.replayer: Replayer | None = None
+
+    # ------------------------------------------------------------------ the scheduler's host
+
+    @property
+    def send_interval(self) -> float:
+        """Longest time, in seconds, a record waits before its batch is sent."""
+        return self._settings.send_interval
+
+    @property
+    def max_batch_size(self) -> int:
+        """Largest batch in bytes."""
+        return self._settings.max_batch_size
+
+    @property
+    def max_batch_count(self) -> int:
+        """Most events per batch."""
+        return self._settings.max_batch_count
+
+    def deliver(self, stream: str, part: Part, stop: threading.Event) -> None:
+        """Deliver one batch and settle it; the scheduler's workers call this."""
+        self.outcomes.deliver(stream, part, stop)
+
+    def reject_by_age(self, claim: Claim, too_old: list[Event], too_new: list[Event]) -> None:
+        """Settle events outside the service's time window as rejected."""
+        self.outcomes.reject_by_age(claim, too_old, too_new)
+
+    def settle_failed(self, part: Part | None, exc: BaseException) -> None:
+        """Settle ``part`` as an internal error and say so once."""
+        self.outcomes.settle_failed(part, exc)
+
+    def refill(self) -> None:
+        """Queue records kept on disk beyond the caps, as room allows."""
+        self.spool.refill()
+
+    def sender_stopped(self, sender: Sender) -> None:
+        """``sender`` has stopped (ledger lock held): later records take the slow path."""
+        if self.sender is sender:
+            self.ledger.close_gate()
+
+    def issue_warnings(self) -> None:
+        """Issue the warnings ``emit()`` put aside."""
+        self._reporter.issue_pending()
+
+    # ------------------------------------------------------------------ admission
+
+    def wake_sender(self) -> None:
+        """A record went into the queue while the sender waited or the gate was closing."""
+        ledger = self.ledger
+        ledger.woken()
+        sender = self.sender
+        if sender is not None:
+            sender.wake.set()
+        if ledger.gated:
+            self._emit_raced_close()
+
+    def _emit_raced_close(self) -> None:
+        """A record went into the queue as close() stopped the sender: see that it is sent."""
+        with self.ledger.lock:
+            sender = self.sender
+            if sender is not None and sender.reusable:
+                return
+            if self.state is State.CLOSING:
+                self._closing_sender()
+            else:
+                self._open()
+
+    def admit_slow(self, event: Event, cost: int) -> None:
+        """Admit ``event`` when the fast path cannot: start, reopen, exit, sync or full."""
+        if event[SIZE] < 0:  # an estimate: its exact size matters from here on
+            sized, _, cost = size_exactly([event])
+            event = sized[0]
+        if not self._settings.use_queues:
+            self.send_now([event])
+            return
+        ledger = self.ledger
+        with ledger.lock:
+            if exiting():
+                if self._running() and not ledger.spilling and ledger.has_room(cost):
+                    # Only the sender's wake-up kept it off the fast path: queue it.
+                    self._queue_and_wake(event, cost)
+                    return
+            else:
+                if self.state is State.CLOSING:
+                    # close() delivers it, or counts it as shutdown once its time is up.
+                    self._admit_or_refuse(event, cost)
+                    sender = self._closing_sender()
+                    if sender is not None:
+                        sender.wake.set()
+                    return
+                if not self._running():
+                    self._open()
+                if self.state is State.OPEN and self.sender is not None:
+                    self._queue_and_wake(event, cost)
+                    return
+        # Exiting, or no thread can start.
+        self.send_now([event], exit_path=True)
+
+    def _running(self) -> bool:
+        """Whether the handler is open with a sender that takes records (ledger lock held)."""
+        sender = self.sender
+        return self.state is State.OPEN and sender is not None and sender.reusable
+
+    def _queue_and_wake(self, event: Event, cost: int) -> None:
+        """Queue ``event`` for the running sender and wake it (ledger lock held)."""
+        self._admit_or_refuse(event, cost)
+        self.ledger.woken()  # once is enough: the sender arms the next wake-up
+        sender = self.sender
+        if sender is not None:
+            sender.wake.set()
+
+    def _admit_or_refuse(self, event: Event, cost: int) -> None:
+        """Queue ``event`` under the caps (ledger lock held), keep it on disk only, or count
+        it as ``queue_full``."""
+        ledger = self.ledger
+        spooled = len(event) > _SPOOL_ID
+        if spooled and self.spool.keep_on_disk(event, cost):
+            return
+        if ledger.has_room(cost) or (ledger.size_queued() and ledger.has_room(cost)):
+            ledger.admitted += 1
+            ledger.admitted_bytes += cost
+            ledger.queue.append(event)
+            return
+        if not spooled and self.spool.full:
+            # Neither on disk (the spool is full) nor in memory: this one is lost.
+            ledger.drop(DropReason.SPOOL_FULL)
+            return
+        ledger.drop(DropReason.QUEUE_FULL)  # a spooled record stays on disk for later
+        if not ledger.overflowing:
+            ledger.overflowing = True
+            settings = self._settings
+            self.warn_soon(
+                f"the queue of log group {settings.log_group_name} is full "
+                f"({settings.queue_max_events} records or {settings.queue_max_bytes} bytes): "
+                "records are dropped and counted in stats.dropped['queue_full'] until it drains"
+            )
+
+    def drop_one(self, reason: DropReason, warning: str) -> None:
+        """Count one record refused on arrival and warn once about the reason."""
+        self.ledger.drop(reason)
+        self.warn_soon(warning, reason.value)
+
+    def warn_soon(self, message: str, key: str | None = None) -> None:
+        """Warn from ``emit()``, or soon after from a delivery thread or ``flush()``."""
+        if not self._reporter.soon(message, key):
+            return
+        sender = self.sender
+        if sender is not None and sender.alive:
+            sender.wake.set()
+        elif not self._settings.use_queues:
+            self.issue_warnings()
+
+    # ------------------------------------------------------------------ senders
+
+    def _open(self) -> None:
+        """Start a sender, or keep the one that is still draining (ledger lock held)."""
+        sender: Sender | None = self.sender
+        if sender is not None and sender.reusable:
+            sender.draining = False  # a dictConfig closed us without waiting: carry on
+            sender = None  # and so does its replayer
+        else:
+            sender = self._start_sender(draining=False)
+            if sender is None:
+                return  # the caller sends from its own thread
+        self.state = State.OPEN
+        self.closing_deadline = None
+        if self._settings.use_queues:  # else every record goes the slow way, sent at once
+            self.ledger.open_gate()
+        if sender is not None and self._settings.spool_dir is not None:
+            self._start_replayer(sender)  # after OPEN: a pass stops once it is not
+
+    def _start_replayer(self, sender: Sender) -> None:
+        replayer = Replayer(
+            lambda stop: self.spool.replay_once(
+                self.outcomes, stop, lambda: self.state is State.OPEN
+            ),
+            lambda exc: self.outcomes.settle_failed(None, exc),
+            sender.stop,
+            lambda: sender.finished,
+        )
+        if replayer.start():
+            self.replayer = replayer
+
+    def _closing_sender(self) -> Sender | None:
+        """The sender that delivers for close(): a new one if the last has stopped.
+
+        Records logged while close() runs are delivered too (ledger lock held).
+        """
+        sender = self.sender
+        if sender is not None and sender.reusable:
+            return sender
+        if finalizing():
+            return None  # no thread can start
+        return self._start_sender(draining=True)
+
+    def _start_sender(self, *, draining: bool) -> Sender | None:
+        """Start a new sender generation (ledger lock held); None if no thread can start
+        (interpreter shutdown: 3.12 refuses threads in atexit hooks too)."""
+        sender = Sender(self, self.ledger, MAX_IN_FLIGHT, self.ledger.new_generation())
+        sender.draining = draining
+        if not sender.start():
+            return None
+        self.sender = sender
+        return sender
+
+    # ------------------------------------------------------------------ the caller's thread
+
+    def send_now(self, events: list[Event], *, exit_path: bool = False) -> None:
+        """Deliver ``events`` from the caller's thread and settle them.
+
+        Waits at most ``flush_timeout`` seconds, or what is left of the exit budget. During
+        finalization nothing is sent: the events are counted as ``shutdown``.
+        """
+        ledger = self.ledger
+        if finalizing():
+            self.refuse_finalizing(len(events))
+            return
+        claim = ledger.claim_now(events)
+        deadline = time.monotonic() + self._settings.flush_timeout
+        if exit_path or exiting():
+            deadline = min(deadline, exit_deadline())
+        deferred: list[tuple[logging.Handler, logging.LogRecord]] = []
+        before = _thread_state.deferred
+        _thread_state.deferred = deferred
+        try:
+            with delivering():
+                self.outcomes.deliver_claim(claim, events, None, deadline=deadline)
+        finally:
+            _thread_state.deferred = before
+            ledger.settle_rest(claim, DropReason.INTERNAL_ERROR)
+        for handler, record in deferred:  # logged by a signal handler while we were sending
+            handler.handle(record)
+
+    def refuse_finalizing(self, count: int) -> None:
+        """Count ``count`` records logged while the interpreter is finalizing as shutdown,
+        and say so once on stderr: nothing can be sent, or even safely formatted, then."""
+        self.ledger.drop(DropReason.SHUTDOWN, count)
+        if not self._exit_reported:
+            self._exit_reported = True
+            report(
+                f"records logged to log group {self._settings.log_group_name} while the "
+                "interpreter is finalizing cannot be sent; they are counted in "
+                "stats.dropped['shutdown']"
+            )
+
+    # ------------------------------------------------------------------ flush
+
+    def request_flush(self) -> int:
+        """Ask the sender to send everything queued now; return what to wait for.
+
+        Returns:
+            The admission number up to which everything must be settled.
+        """
+        ledger = self.ledger
+        if self._settings.spool_dir is not None and self.state is State.NEW and not exiting():
+            with ledger.lock:  # start delivering, so what dead processes left is replayed
+                if self.state is State.NEW:
+                    self._open()
+        target = ledger.admitted
+        sender = self.sender
+        if sender is not None and target > ledger.drained:
+            sender.flush_target = max(sender.flush_target, target)
+            sender.wake.set()
+        return target
+
+    def wait_flushed(self, target: int, deadline: float) -> bool:
+        """Wait until every record up to ``target`` is settled, or the monotonic ``deadline``."""
+        if holds_logging_lock():
+            deadline = 0.0  # inside dictConfig: the sender needs that lock; it sends once free
+        replayer = self.replayer
+        if replayer is not None:  # a replay pass settles what it claims before it is idle
+            replayer.idle.wait(max(0.0, deadline - time.monotonic()))
+        ledger = self.ledger
+        while self.spool.backlog_from is not None:  # on disk: admitted as the queue drains
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            target = max(target, self.request_flush())
+            with ledger.cond:
+                ledger.cond.wait(min(remaining, 0.05))
+        if ledger.admitted > target:  # what the backlog admitted meanwhile
+            target = self.request_flush()
+        sender = self.sender
+        if sender is None or not sender.alive:
+            return ledger.settled_through >= target
+        return ledger.wait_settled(target, max(0.0, deadline - time.monotonic()))
+
+    # ------------------------------------------------------------------ close
+
+    def close_by(self, deadline: float) -> bool:
+        """Deliver what is held until the monotonic ``deadline``, then stop.
+
+        Returns:
+            Whether logging's own ``Handler.close`` should now run (not for a ``close()``
+            that joined one under way, whose caller runs it).
+        """
+        ledger = self.ledger
+        sender: Sender | None = None
+        with ledger.lock:
+            state = self.state
+            if state is State.CLOSING:
+                lost = self._join_close(deadline)
+            else:
+                done = state in (State.NEW, State.CLOSED) and not (ledger.held or ledger.on_disk)
+                if done:
+                    self.state = State.CLOSED
+                    self.spool.close_writer()
+                else:
+                    sender = self.sender
+                    if sender is None or not sender.reusable:
+                        self._open()  # records were left behind: a sender to deliver them
+                        sender = self.sender if self.state is State.OPEN else None
+                    self.state = State.CLOSING
+                    self.closing_deadline = deadline
+                    ledger.close_gate()
+                    if sender is not None:
+                        sender.draining = True
+                        sender.wake.set()
+        if state is State.CLOSING:
+            self._report_lost(lost)
+            return False
+        if done:
+            return True
+        try:
+            if holds_logging_lock():
+                # dictConfig (uvicorn applies one at start-up) closes old handlers while it
+                # holds logging's lock, which the sender needs: it delivers the rest and
+                # stops on its own once the lock is released. At interpreter exit no lock
+                # is held: we wait.
+                with ledger.lock:
+                    self.state = State.CLOSED
+                    ledger.cond.notify_all()
+                return True
+            self._finish_close(sender)
+            return True
+        except BaseException:
+            # Interrupted (a signal handler raised, say): leave the handler as a dictConfig
+            # close does, its sender still delivering, so that a later close() waits for
+            # what is held and counts what it cannot deliver; CLOSING would make every later
+            # close() return at once.
+            with ledger.lock:
+                if self.state is State.CLOSING:
+                    self.state = State.CLOSED
+                    ledger.cond.notify_all()
+            raise
+
+    def _join_close(self, deadline: float) -> int:
+        """Wait for the close() under way (ledger lock held); return what it had to give up.
+
+        Waits until the earlier of the two deadlines: a process that ends sooner (close_all
+        at exit or on SIGTERM) makes that close() give up sooner too, and one that cannot
+        run meanwhile (on the thread our signal handler interrupted) is settled from here.
+        """
+        ledger = self.ledger
+        closing = self.closing_deadline or deadline
+        if deadline < closing:
+            self.closing_deadline = closing = deadline
+            ledger.cond.notify_all()
+        ledger.cond.wait_for(
+            lambda: self.state is not State.CLOSING,
+            max(0.0, closing + STOP_GRACE - time.monotonic()),
+        )
+        return self._settle_close(None) if self.state is State.CLOSING else 0
+
+    def _finish_close(self, sender: Sender | None) -> None:
+        ledger = self.ledger
+        watch = _CloseWatch(self)
+        while True:
+            # Wait even if ``sender`` has already stopped: it may have emptied the queue just
+            # as other threads logged more, which a fresh sender delivers.
+            with ledger.cond:
+                while not watch.settled_or_stopped():
+                    remaining = watch.deadline() - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    ledger.cond.wait(min(remaining, RESTART_SPACING))
+                # Settled by a close_by() meanwhile, the handler may have reopened: leave
+                # its sender alone.
+                sender = (self.sender or sender) if self.state is State.CLOSING else None
+            if sender is not None:
+                sender.stop.set()  # cut a backoff wait short: the time is up
+                sender.wake.set()
+                sender.join(watch.grace())
+                replayer = self.replayer
+                if replayer is not None:  # let it release what it adopted, for the next one
+                    replayer.join(watch.grace())
+            with ledger.lock:
+                if self.state is not State.CLOSING:
+                    lost = 0  # a close_by() that could not wait longer settled it
+                elif (
+                    (ledger.held or ledger.on_disk)
+                    and not watch.no_thread
+                    and (time.monotonic() < watch.deadline())
+                ):
+                    # Logged while we stopped the sender, with time left: wait for them as
+                    # for the others.
+                    continue
+                else:
+                    lost = self._settle_close(sender)
+            break
+        self._report_lost(lost)
+        self.issue_warnings()
+
+    def _settle_close(self, sender: Sender | None) -> int:
+        """End ``CLOSING`` (ledger lock held): count what is still held as ``shutdown``,
+        stop the senders and return how many records that was."""
+        ledger = self.ledger
+        lost = 0
+        if ledger.held or ledger.on_disk:
+            for stopping in {sender, self.sender}:
+                if stopping is not None:
+                    stopping.abandon()
+            lost = ledger.abandon(DropReason.SHUTDOWN)
+        self.spool.end_backlog()  # counted as shutdown; it stays on disk
+        self.state = State.CLOSED
+        if not lost:
+            # With records abandoned in flight, the writer stays open for their acks.
+            self.spool.close_writer()
+        ledger.cond.notify_all()
+        return lost
+
+    def _report_lost(self, lost: int) -> None:
+        if lost and not summarizing():
+            settings = self._settings
+            report(
+                f"{_records(lost)} for log group {settings.log_group_name} could not be "
+                f"delivered within flush_timeout={settings.flush_timeout:g}s of close(); "
+                "they are counted in stats.dropped['shutdown']"
+            )
+
+
+class _CloseWatch:
+    """What ``close()`` watches while it waits: settled, stopped, or a sender to restart."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+        self._restart_at = 0.0
+        self.no_thread = False
+        """No thread could start: what is held now is counted."""
+
+    def deadline(self) -> float:
+        """The close's deadline: a close_by() with an earlier one may bring it forward."""
+        return self._pipeline.closing_deadline or time.monotonic()
+
+    def grace(self) -> float:
+        """Up to STOP_GRACE past the deadline, for a backoff just cut short or a put timing
+        out to settle; one still unanswered then is counted as shutdown, and moves to what
+        became of it if its answer comes later."""
+        return min(STOP_GRACE, max(0.0, self.deadline() + STOP_GRACE - time.monotonic()))
+
+    def settled_or_stopped(self) -> bool:
+        """Whether to stop waiting (ledger lock held); starts a fresh sender if needed."""
+        pipeline = self._pipeline
+        ledger = pipeline.ledger
+        if (ledger.held == 0 and not ledger.on_disk) or pipeline.state is not State.CLOSING:
+            return True  # settled, or by a close_by() that could wait no longer
+        current = pipeline.sender
+        if current is not None and current.reusable:
+            return False  # it delivers; each settlement wakes us
+        if not (ledger.queue or (ledger.on_disk and ledger.has_room(EVENT_OVERHEAD))):
+            # Held in flight only (a synchronous put, a replayed batch, a record that emit()
+            # is still appending), or on disk behind a full queue: a settlement wakes us. A
+            # sender would find nothing to take and stop at once.
+            return False
+        # Logged meanwhile and the last sender has stopped: a fresh one delivers them, one
+        # at a time at most every RESTART_SPACING seconds.
+        now = time.monotonic()
+        if now < self._restart_at:
+            return False
+        self._restart_at = now + RESTART_SPACING
+        if pipeline._closing_sender() is None:
+            self.no_thread = True  # no thread can start: count what is held now
+            return True
+        return False
+
+
+def _records(count: int) -> str:
+    return "1 record" if count == 1 else f"{count} records"
