@@ -804,7 +804,7 @@ def test_close_after_a_close_under_dictconfig_waits_for_records_kept_on_disk(
     for n in range(6):
         logger.info("record %d", n)
     assert handler.stats.queued == 6
-    handler._pipeline.refill = lambda: None  # type: ignore[method-assign]  # stay on disk
+    handler._pipeline.refill = lambda: None  # records stay on disk for now
     with logging._lock:  # type: ignore[attr-defined]  # as dictConfig holds it
         handler.close()
     deadline = time.monotonic() + 5

@@ -128,9 +128,10 @@ def _no_waiting_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_first_record_opens_and_close_delivers_the_rest() -> None:
     pipeline, service, _ = build()
-    assert pipeline.state is State.NEW
+    states = [pipeline.state]
     log(pipeline, "one", "two", "three")
-    assert pipeline.state is State.OPEN
+    states.append(pipeline.state)
+    assert states == [State.NEW, State.OPEN]
     assert pipeline.close_by(time.monotonic() + 5)
     assert pipeline.state is State.CLOSED
     assert service.accepted == ["one", "two", "three"]
