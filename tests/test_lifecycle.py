@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import watchtower_refresh._delivery.closing
 import watchtower_refresh._delivery.deliver
 import watchtower_refresh._delivery.pipeline
 import watchtower_refresh._process
@@ -132,7 +133,7 @@ def test_a_record_logged_after_the_closing_sender_stopped_is_delivered_not_aband
     handler = make_handler("/life/late", flush_timeout=10)
     logger = logger_for(handler)
     logger.info("before close")
-    finish_close = Pipeline._finish_close
+    finish_close = watchtower_refresh._delivery.closing._finish_close
 
     def sender_gone_first(self: Pipeline, sender: Any) -> None:
         sender.join(5)
@@ -140,7 +141,7 @@ def test_a_record_logged_after_the_closing_sender_stopped_is_delivered_not_aband
         logger.info("while close() runs")
         finish_close(self, sender)
 
-    monkeypatch.setattr(Pipeline, "_finish_close", sender_gone_first)
+    monkeypatch.setattr(watchtower_refresh._delivery.closing, "_finish_close", sender_gone_first)
     handler.close()
     stats = handler.stats
     assert (stats.delivered, stats.dropped, stats.queued) == (2, {}, 0)
@@ -847,7 +848,7 @@ def test_close_while_a_replayed_batch_is_in_flight_starts_few_senders(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", WatchtowerRefreshWarning)  # the put gives up later
         handler.close()
-        assert len(starts) <= 1 / 0.05 + 1  # at most one per _RESTART_SPACING of flush_timeout
+        assert len(starts) <= 1 / 0.05 + 1  # at most one per RESTART_SPACING of flush_timeout
         stats = handler.stats
         assert stats.queued == 0
         assert stats.received == stats.delivered + stats.dropped_total
@@ -866,7 +867,7 @@ def test_close_when_no_thread_can_start_counts_and_returns(
     logger = logger_for(handler)
     logger.info("delivered")
     assert handler.flush(timeout=5)
-    finish_close = Pipeline._finish_close
+    finish_close = watchtower_refresh._delivery.closing._finish_close
     attempts: list[int] = []
 
     def refuse(self: Sender) -> bool:
@@ -879,7 +880,9 @@ def test_close_when_no_thread_can_start_counts_and_returns(
         logger.info("no thread to send it")
         finish_close(self, sender)
 
-    monkeypatch.setattr(Pipeline, "_finish_close", no_thread_after_the_sender)
+    monkeypatch.setattr(
+        watchtower_refresh._delivery.closing, "_finish_close", no_thread_after_the_sender
+    )
     handler.close()
     assert len(attempts) <= 2  # the record's own try, and close()'s
     stats = handler.stats

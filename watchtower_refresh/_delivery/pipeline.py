@@ -21,7 +21,6 @@ which only tries the handler's lock.
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
@@ -29,14 +28,16 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._compat import holds_logging_lock
-from .._core.events import EVENT_OVERHEAD, SIZE, Event, size_exactly
+from .._core.events import SIZE, Event, size_exactly
 from .._core.ledger import Claim, Ledger, Part
 from .._core.reasons import DropReason
 from .._process import _local as _thread_state
-from .._process import delivering, exit_deadline, exiting, finalizing, report, summarizing
+from .._process import delivering, exit_deadline, exiting, finalizing, report
 from .._report import Reporter
+from . import closing
 from .backlog import Replayer, SpoolSide
 from .deliver import Target
+from .lifecycle import State
 from .outcome import Outcomes
 from .scheduler import Sender
 
@@ -47,18 +48,7 @@ __all__ = ["MAX_IN_FLIGHT", "Pipeline", "State"]
 
 MAX_IN_FLIGHT = 8
 """Most batches a handler sends at once, each to a different stream."""
-RESTART_SPACING = 0.05  # seconds between two senders close() starts, and between its looks
-STOP_GRACE = 1.0  # seconds close() gives a stopped sender past its deadline to settle
 _SPOOL_ID = 4  # where a spooled record's id sits in its Event (a fifth element)
-
-
-class State(enum.Enum):
-    """Where a handler is in its lifecycle (see the module docstring)."""
-
-    NEW = "new"
-    OPEN = "open"
-    CLOSING = "closing"
-    CLOSED = "closed"
 
 
 class Settings(Protocol):
@@ -113,7 +103,7 @@ class Pipeline:
         put: Callable[[CloudWatchLogsClient, str, Sequence[Event]], Any],
         reporter: Reporter,
     ) -> None:
-        self._settings = settings
+        self.settings = settings
         self._lock = lock
         self.ledger = ledger = Ledger(settings.queue_max_events, settings.queue_max_bytes)
         self._reporter = reporter
@@ -139,17 +129,17 @@ class Pipeline:
     @property
     def send_interval(self) -> float:
         """Longest time, in seconds, a record waits before its batch is sent."""
-        return self._settings.send_interval
+        return self.settings.send_interval
 
     @property
     def max_batch_size(self) -> int:
         """Largest batch in bytes."""
-        return self._settings.max_batch_size
+        return self.settings.max_batch_size
 
     @property
     def max_batch_count(self) -> int:
         """Most events per batch."""
-        return self._settings.max_batch_count
+        return self.settings.max_batch_count
 
     def deliver(self, stream: str, part: Part, stop: threading.Event) -> None:
         """Deliver one batch and settle it; the scheduler's workers call this."""
@@ -204,7 +194,7 @@ class Pipeline:
         if event[SIZE] < 0:  # an estimate: its exact size matters from here on
             sized, _, cost = size_exactly([event])
             event = sized[0]
-        if not self._settings.use_queues:
+        if not self.settings.use_queues:
             self.send_now([event])
             return
         ledger = self.ledger
@@ -262,7 +252,7 @@ class Pipeline:
         ledger.drop(DropReason.QUEUE_FULL)  # a spooled record stays on disk for later
         if not ledger.overflowing:
             ledger.overflowing = True
-            settings = self._settings
+            settings = self.settings
             self.warn_soon(
                 f"the queue of log group {settings.log_group_name} is full "
                 f"({settings.queue_max_events} records or {settings.queue_max_bytes} bytes): "
@@ -281,7 +271,7 @@ class Pipeline:
         sender = self.sender
         if sender is not None and sender.alive:
             sender.wake.set()
-        elif not self._settings.use_queues:
+        elif not self.settings.use_queues:
             self.issue_warnings()
 
     # ------------------------------------------------------------------ senders
@@ -298,9 +288,9 @@ class Pipeline:
                 return  # the caller sends from its own thread
         self.state = State.OPEN
         self.closing_deadline = None
-        if self._settings.use_queues:  # else every record goes the slow way, sent at once
+        if self.settings.use_queues:  # else every record goes the slow way, sent at once
             self.ledger.open_gate()
-        if sender is not None and self._settings.spool_dir is not None:
+        if sender is not None and self.settings.spool_dir is not None:
             self._start_replayer(sender)  # after OPEN: a pass stops once it is not
 
     def _start_replayer(self, sender: Sender) -> None:
@@ -350,7 +340,7 @@ class Pipeline:
             self.refuse_finalizing(len(events))
             return
         claim = ledger.claim_now(events)
-        deadline = time.monotonic() + self._settings.flush_timeout
+        deadline = time.monotonic() + self.settings.flush_timeout
         if exit_path or exiting():
             deadline = min(deadline, exit_deadline())
         deferred: list[tuple[logging.Handler, logging.LogRecord]] = []
@@ -372,7 +362,7 @@ class Pipeline:
         if not self._exit_reported:
             self._exit_reported = True
             report(
-                f"records logged to log group {self._settings.log_group_name} while the "
+                f"records logged to log group {self.settings.log_group_name} while the "
                 "interpreter is finalizing cannot be sent; they are counted in "
                 "stats.dropped['shutdown']"
             )
@@ -386,7 +376,7 @@ class Pipeline:
             The admission number up to which everything must be settled.
         """
         ledger = self.ledger
-        if self._settings.spool_dir is not None and self.state is State.NEW and not exiting():
+        if self.settings.spool_dir is not None and self.state is State.NEW and not exiting():
             with ledger.lock:  # start delivering, so what dead processes left is replayed
                 if self.state is State.NEW:
                     self._open()
@@ -422,190 +412,28 @@ class Pipeline:
     # ------------------------------------------------------------------ close
 
     def close_by(self, deadline: float) -> bool:
-        """Deliver what is held until the monotonic ``deadline``, then stop.
+        """Deliver what is held until the monotonic ``deadline``, then stop (``closing``).
 
         Returns:
             Whether logging's own ``Handler.close`` should now run (not for a ``close()``
             that joined one under way, whose caller runs it).
         """
-        ledger = self.ledger
-        sender: Sender | None = None
-        with ledger.lock:
-            state = self.state
-            if state is State.CLOSING:
-                lost = self._join_close(deadline)
-            else:
-                done = state in (State.NEW, State.CLOSED) and not (ledger.held or ledger.on_disk)
-                if done:
-                    self.state = State.CLOSED
-                    self.spool.close_writer()
-                else:
-                    sender = self.sender
-                    if sender is None or not sender.reusable:
-                        self._open()  # records were left behind: a sender to deliver them
-                        sender = self.sender if self.state is State.OPEN else None
-                    self.state = State.CLOSING
-                    self.closing_deadline = deadline
-                    ledger.close_gate()
-                    if sender is not None:
-                        sender.draining = True
-                        sender.wake.set()
-        if state is State.CLOSING:
-            self._report_lost(lost)
-            return False
-        if done:
-            return True
-        try:
-            if holds_logging_lock():
-                # dictConfig (uvicorn applies one at start-up) closes old handlers while it
-                # holds logging's lock, which the sender needs: it delivers the rest and
-                # stops on its own once the lock is released. At interpreter exit no lock
-                # is held: we wait.
-                with ledger.lock:
-                    self.state = State.CLOSED
-                    ledger.cond.notify_all()
-                return True
-            self._finish_close(sender)
-            return True
-        except BaseException:
-            # Interrupted (a signal handler raised, say): leave the handler as a dictConfig
-            # close does, its sender still delivering, so that a later close() waits for
-            # what is held and counts what it cannot deliver; CLOSING would make every later
-            # close() return at once.
-            with ledger.lock:
-                if self.state is State.CLOSING:
-                    self.state = State.CLOSED
-                    ledger.cond.notify_all()
-            raise
+        return closing.close_by(self, deadline)
 
-    def _join_close(self, deadline: float) -> int:
-        """Wait for the close() under way (ledger lock held); return what it had to give up.
+    def open_for_close(self) -> Sender | None:
+        """Make sure a sender runs to deliver what close() must (ledger lock held)."""
+        sender = self.sender
+        if sender is None or not sender.reusable:
+            self._open()  # records were left behind: a sender to deliver them
+            sender = self.sender if self.state is State.OPEN else None
+        return sender
 
-        Waits until the earlier of the two deadlines: a process that ends sooner (close_all
-        at exit or on SIGTERM) makes that close() give up sooner too, and one that cannot
-        run meanwhile (on the thread our signal handler interrupted) is settled from here.
+    def closing_sender(self) -> Sender | None:
+        """The sender that delivers for close(): a new one if the last has stopped.
+
+        Records logged while close() runs are delivered too (ledger lock held).
         """
-        ledger = self.ledger
-        closing = self.closing_deadline or deadline
-        if deadline < closing:
-            self.closing_deadline = closing = deadline
-            ledger.cond.notify_all()
-        ledger.cond.wait_for(
-            lambda: self.state is not State.CLOSING,
-            max(0.0, closing + STOP_GRACE - time.monotonic()),
-        )
-        return self._settle_close(None) if self.state is State.CLOSING else 0
-
-    def _finish_close(self, sender: Sender | None) -> None:
-        ledger = self.ledger
-        watch = _CloseWatch(self)
-        while True:
-            # Wait even if ``sender`` has already stopped: it may have emptied the queue just
-            # as other threads logged more, which a fresh sender delivers.
-            with ledger.cond:
-                while not watch.settled_or_stopped():
-                    remaining = watch.deadline() - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    ledger.cond.wait(min(remaining, RESTART_SPACING))
-                # Settled by a close_by() meanwhile, the handler may have reopened: leave
-                # its sender alone.
-                sender = (self.sender or sender) if self.state is State.CLOSING else None
-            if sender is not None:
-                sender.stop.set()  # cut a backoff wait short: the time is up
-                sender.wake.set()
-                sender.join(watch.grace())
-                replayer = self.replayer
-                if replayer is not None:  # let it release what it adopted, for the next one
-                    replayer.join(watch.grace())
-            with ledger.lock:
-                if self.state is not State.CLOSING:
-                    lost = 0  # a close_by() that could not wait longer settled it
-                elif (
-                    (ledger.held or ledger.on_disk)
-                    and not watch.no_thread
-                    and (time.monotonic() < watch.deadline())
-                ):
-                    # Logged while we stopped the sender, with time left: wait for them as
-                    # for the others.
-                    continue
-                else:
-                    lost = self._settle_close(sender)
-            break
-        self._report_lost(lost)
-        self.issue_warnings()
-
-    def _settle_close(self, sender: Sender | None) -> int:
-        """End ``CLOSING`` (ledger lock held): count what is still held as ``shutdown``,
-        stop the senders and return how many records that was."""
-        ledger = self.ledger
-        lost = 0
-        if ledger.held or ledger.on_disk:
-            for stopping in {sender, self.sender}:
-                if stopping is not None:
-                    stopping.abandon()
-            lost = ledger.abandon(DropReason.SHUTDOWN)
-        self.spool.end_backlog()  # counted as shutdown; it stays on disk
-        self.state = State.CLOSED
-        if not lost:
-            # With records abandoned in flight, the writer stays open for their acks.
-            self.spool.close_writer()
-        ledger.cond.notify_all()
-        return lost
-
-    def _report_lost(self, lost: int) -> None:
-        if lost and not summarizing():
-            settings = self._settings
-            report(
-                f"{_records(lost)} for log group {settings.log_group_name} could not be "
-                f"delivered within flush_timeout={settings.flush_timeout:g}s of close(); "
-                "they are counted in stats.dropped['shutdown']"
-            )
-
-
-class _CloseWatch:
-    """What ``close()`` watches while it waits: settled, stopped, or a sender to restart."""
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        self._pipeline = pipeline
-        self._restart_at = 0.0
-        self.no_thread = False
-        """No thread could start: what is held now is counted."""
-
-    def deadline(self) -> float:
-        """The close's deadline: a close_by() with an earlier one may bring it forward."""
-        return self._pipeline.closing_deadline or time.monotonic()
-
-    def grace(self) -> float:
-        """Up to STOP_GRACE past the deadline, for a backoff just cut short or a put timing
-        out to settle; one still unanswered then is counted as shutdown, and moves to what
-        became of it if its answer comes later."""
-        return min(STOP_GRACE, max(0.0, self.deadline() + STOP_GRACE - time.monotonic()))
-
-    def settled_or_stopped(self) -> bool:
-        """Whether to stop waiting (ledger lock held); starts a fresh sender if needed."""
-        pipeline = self._pipeline
-        ledger = pipeline.ledger
-        if (ledger.held == 0 and not ledger.on_disk) or pipeline.state is not State.CLOSING:
-            return True  # settled, or by a close_by() that could wait no longer
-        current = pipeline.sender
-        if current is not None and current.reusable:
-            return False  # it delivers; each settlement wakes us
-        if not (ledger.queue or (ledger.on_disk and ledger.has_room(EVENT_OVERHEAD))):
-            # Held in flight only (a synchronous put, a replayed batch, a record that emit()
-            # is still appending), or on disk behind a full queue: a settlement wakes us. A
-            # sender would find nothing to take and stop at once.
-            return False
-        # Logged meanwhile and the last sender has stopped: a fresh one delivers them, one
-        # at a time at most every RESTART_SPACING seconds.
-        now = time.monotonic()
-        if now < self._restart_at:
-            return False
-        self._restart_at = now + RESTART_SPACING
-        if pipeline._closing_sender() is None:
-            self.no_thread = True  # no thread can start: count what is held now
-            return True
-        return False
+        return self._closing_sender()
 
 
 def _records(count: int) -> str:
