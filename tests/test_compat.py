@@ -93,3 +93,18 @@ def test_refreshable_credentials_still_keep_their_expiry_where_we_read_it() -> N
     )
     assert _compat.credential_expiry(credentials) == expires
     assert _compat.credential_expiry(object()) is None
+
+
+def test_watchtowers_submit_batch_is_still_where_an_override_is_told_apart() -> None:
+    # watchtower's private _submit_batch: a subclass that overrides it gets the batches.
+    assert callable(getattr(watchtower.CloudWatchLogHandler, "_submit_batch", None))
+
+    class Plain(logging.Handler):
+        _submit_batch = watchtower.CloudWatchLogHandler._submit_batch
+
+    class Overriding(logging.Handler):
+        def _submit_batch(self, batch: list[object], log_stream_name: str) -> None:
+            return None
+
+    assert _compat.overridden_submit_batch(Plain()) is None
+    assert _compat.overridden_submit_batch(Overriding()) is not None

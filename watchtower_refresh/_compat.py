@@ -19,6 +19,7 @@ __all__ = [
     "handler_at_fork_reinit",
     "holds_lock",
     "holds_logging_lock",
+    "overridden_submit_batch",
     "register_multiprocessing_after_fork",
     "watchtower_json_default",
 ]
@@ -72,6 +73,22 @@ def watchtower_json_default() -> Callable[[Any], Any]:
     """
     found = getattr(watchtower, "_json_serialize_default", None)
     return found if callable(found) else _json_default
+
+
+_WATCHTOWER_SUBMIT = getattr(watchtower.CloudWatchLogHandler, "_submit_batch", None)
+
+
+def overridden_submit_batch(handler: logging.Handler) -> Callable[[list[Any], str], Any] | None:
+    """``handler``'s ``_submit_batch`` if a subclass or a test replaced watchtower's, else None.
+
+    watchtower sends each batch through its private ``_submit_batch(batch, stream_name)``;
+    code written for watchtower overrides or patches it to see or reroute every batch. Such
+    an override gets each batch here too, in watchtower's shape.
+    """
+    submit = getattr(handler, "_submit_batch", None)
+    if submit is None or getattr(submit, "__func__", submit) is _WATCHTOWER_SUBMIT:
+        return None
+    return submit  # type: ignore[no-any-return]
 
 
 def _json_default(value: Any) -> Any:

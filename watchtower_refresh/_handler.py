@@ -36,6 +36,7 @@ import watchtower
 from ._compat import (
     handler_at_fork_reinit,
     holds_lock,
+    overridden_submit_batch,
     watchtower_json_default,
 )
 from ._core.events import (
@@ -89,8 +90,6 @@ MIN_SPOOL_BYTES = 64 * 1024
 # Loggers of the libraries that deliver: their records while we send are never handled.
 _DELIVERY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "watchtower_refresh")
 _DEFAULT_FORMATTER = logging.Formatter()
-# watchtower's own: a subclass or a test that replaces it gets each batch, as on watchtower.
-_WATCHTOWER_SUBMIT = watchtower.CloudWatchLogHandler._submit_batch
 _EVENT_FIELDS = (1, 2)  # where put_events finds the timestamp and the message in an Event
 _RETURNS_RECORD = sys.version_info >= (3, 12)  # Handler.handle returns the record from 3.12
 # watchtower's words, which its own tests compare for equality.
@@ -590,8 +589,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             logging.Handler.close(self)  # outside the ledger's lock: it takes logging's
 
     def _put(self, client: CloudWatchLogsClient, stream: str, batch: Sequence[Event]) -> Any:
-        submit: Callable[..., Any] = self._submit_batch
-        if getattr(submit, "__func__", submit) is not _WATCHTOWER_SUBMIT:
+        submit = overridden_submit_batch(self)
+        if submit is not None:
             # Overridden or patched: watchtower's hook gets the batch, in watchtower's shape,
             # and owns its delivery; what it returns without raising counts as delivered.
             submit([{"timestamp": e[1], "message": e[2]} for e in batch], stream)
