@@ -10,8 +10,11 @@ import logging
 import multiprocessing.util
 import threading
 
+import boto3
+import botocore.session
 import watchtower
 from botocore.credentials import RefreshableCredentials
+from botocore.loaders import create_loader
 
 from watchtower_refresh import _compat
 
@@ -93,3 +96,18 @@ def test_refreshable_credentials_still_keep_their_expiry_where_we_read_it() -> N
     )
     assert _compat.credential_expiry(credentials) == expires
     assert _compat.credential_expiry(object()) is None
+
+
+def test_a_shared_loaders_search_paths_are_edited_in_place() -> None:
+    loader = create_loader()
+    default = list(loader.search_paths)
+    assert loader.search_paths is loader.search_paths  # its own list, not a copy
+    core = botocore.session.Session()
+    core.register_component("data_loader", loader)
+    for _ in range(3):  # each boto3.Session appends boto3's data directory once more
+        boto3.Session(botocore_session=core)
+    boto3_data = loader.search_paths[len(default)]
+    assert loader.search_paths == [*default, boto3_data, boto3_data, boto3_data]
+    _compat.drop_repeated_search_paths(loader)
+    assert loader.search_paths == [*default, boto3_data]
+    _compat.drop_repeated_search_paths(object())  # no search paths at all: nothing to do

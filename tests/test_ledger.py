@@ -7,9 +7,9 @@ import threading
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from watchtower_refresh._aws.failures import BACKOFF_CAP
 from watchtower_refresh._batching import Event
 from watchtower_refresh._delivery import backoff_delay
-from watchtower_refresh._failures import BACKOFF_CAP
 from watchtower_refresh._ledger import Claim, Ledger
 
 

@@ -23,18 +23,20 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from ._compat import credential_expiry
-from ._credentials import GLOBAL_STS_HOST, effective_region, regional_sts_client
-from ._exceptions import ConfigurationError
-from ._failures import (
+from ._aws import (
     DENIED_CODES,
     EXPIRED_CODES,
+    GLOBAL_STS_HOST,
     UNRECOGNISED_CODES,
     Outcome,
     classify,
+    effective_region,
     error_code,
     permission_hint,
+    regional_sts_client,
 )
+from ._compat import credential_expiry
+from ._exceptions import ConfigurationError
 from ._handler import RefreshingCloudWatchLogHandler
 from ._redact import redact
 

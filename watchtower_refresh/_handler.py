@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import watchtower
 
+from ._aws import Destination, SessionOptions, put_events
 from ._batching import (
     ESTIMATE_PER_CHAR,
     EVENT_OVERHEAD,
@@ -73,9 +74,7 @@ from ._compat import (
     holds_logging_lock,
     watchtower_json_default,
 )
-from ._credentials import SessionOptions
 from ._delivery import deliver_batch
-from ._destination import Destination
 from ._exceptions import ConfigurationError, WatchtowerRefreshWarning
 from ._ledger import Claim, DeliveryStats, Ledger, Part
 from ._options import (
@@ -108,7 +107,6 @@ from ._shutdown import arrange as arrange_shutdown
 from ._spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
 from ._spool import DEFAULT_SEGMENT_BYTES, Spool, SpooledRecord, adopt
 from ._streams import StreamNames, check_template
-from ._wire import put_events
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient

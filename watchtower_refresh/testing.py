@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
-from ._credentials import Clock
+from ._aws import Clock
 
 _EXTRA_MESSAGE = (
     "watchtower_refresh.testing needs moto's server: pip install 'watchtower-refresh[testing]'"

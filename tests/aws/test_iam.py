@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from watchtower_refresh import ConfigurationError
-from watchtower_refresh._policy import (
+from watchtower_refresh._aws.iam import (
     caller_policy,
     partition_for,
     permissions_policy,

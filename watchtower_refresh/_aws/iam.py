@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ._exceptions import ConfigurationError
-from ._options import (
+from .._exceptions import ConfigurationError
+from .._options import (
     LOG_GROUP_PATTERN,
     LOG_GROUP_RULE,
     ROLE_ARN_PATTERN,

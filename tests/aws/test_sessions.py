@@ -15,7 +15,7 @@ from botocore.exceptions import ProfileNotFound
 
 from tests.conftest import REGION, logger_for
 from watchtower_refresh import refreshable_session
-from watchtower_refresh._sessions import new_session
+from watchtower_refresh._aws.credentials import new_session
 from watchtower_refresh.testing import FakeAWS
 
 Read = Callable[[str], list[str]]
@@ -94,7 +94,7 @@ def test_a_forked_child_builds_sessions_and_delivers(aws: FakeAWS, tmp_path: Any
     script.write_text(
         "import os, logging, sys\n"
         "from watchtower_refresh import RefreshingCloudWatchLogHandler\n"
-        "from watchtower_refresh._sessions import new_session\n"
+        "from watchtower_refresh._aws.credentials import new_session\n"
         "new_session().client('logs').describe_log_groups()\n"
         "pid = os.fork()\n"
         "handler = RefreshingCloudWatchLogHandler('/fork/' + ('child' if pid == 0 else 'parent'),"

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import REGION, ROLE_ARN, run_python
 from watchtower_refresh import refreshable_session
-from watchtower_refresh._wire import build_body, install, put_events, wired
+from watchtower_refresh._aws.wire import build_body, install, put_events, wired
 from watchtower_refresh.testing import Captured, FakeAWS, FakeClock
 
 GROUP = "/wire/test"
@@ -349,7 +349,7 @@ def test_a_forked_child_sends_with_a_client_of_its_own(aws: FakeAWS, client: Any
     script = (
         "import os, sys, time, threading, boto3\n"
         "from botocore.config import Config\n"
-        "from watchtower_refresh._wire import put_events\n"
+        "from watchtower_refresh._aws.wire import put_events\n"
         "def client():\n"
         "    return boto3.client('logs', config=Config(parameter_validation=False))\n"
         "now = int(time.time() * 1000)\n"

@@ -19,8 +19,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import NoCredentialsError, NoRegionError, PartialCredentialsError
 
-from ._credentials import effective_region, non_refreshing_problem, request_timeouts
-from ._failures import Outcome, classify, error_code, setup_advice
+from .credentials import effective_region, non_refreshing_problem, request_timeouts
+from .failures import Outcome, classify, error_code, setup_advice
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
