@@ -1,18 +1,30 @@
-"""Least-privilege documents: only the actions a configuration uses, in the documented ARN forms."""
+"""Least-privilege documents: only the actions a configuration uses, in the documented ARN forms,
+and every action the handler really calls on the fake AWS."""
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
+import boto3
 import pytest
 
-from watchtower_refresh import ConfigurationError
+from tests.conftest import REGION, ROLE_ARN
+from watchtower_refresh import ConfigurationError, RefreshingCloudWatchLogHandler
+from watchtower_refresh._aws.failures import permission_hint
 from watchtower_refresh._aws.iam import (
+    HANDLER_CALLS,
+    Scope,
+    Uses,
     caller_policy,
+    calls_for,
     partition_for,
     permissions_policy,
     trust_policy,
 )
+from watchtower_refresh._cli import main
+from watchtower_refresh.testing import FakeAWS
 
 ACCOUNT = "123456789012"
 
@@ -44,6 +56,17 @@ def test_default_configuration() -> None:
     }
 
 
+def test_tags_need_describe_log_groups_on_the_accounts_groups() -> None:
+    policy = permissions_policy(
+        ["/app/orders"], region="eu-west-1", account=ACCOUNT, log_group_tags=True
+    )
+    found = actions_by_resource(policy)
+    assert found["arn:aws:logs:eu-west-1:123456789012:log-group:*"] == {"logs:DescribeLogGroups"}
+    assert found["arn:aws:logs:eu-west-1:123456789012:log-group:/app/orders"] == {
+        "logs:TagResource"
+    }
+
+
 def test_every_option_and_several_groups() -> None:
     policy = permissions_policy(
         ["/b", "/a", "/a"],
@@ -68,6 +91,7 @@ def test_every_option_and_several_groups() -> None:
         f"{prefix}:/b:log-stream:*": {"logs:PutLogEvents"},
         f"{prefix}:/a": {"logs:TagResource"},
         f"{prefix}:/b": {"logs:TagResource"},
+        f"{prefix}:*": {"logs:DescribeLogGroups"},
     }
 
 
@@ -122,3 +146,120 @@ def test_partitions() -> None:
     assert partition_for("us-gov-west-1") == "aws-us-gov"
     assert partition_for("cn-northwest-1") == "aws-cn"
     assert partition_for("ap-south-2") == "aws"
+
+
+def test_the_table_names_each_action_once_and_hints_where_to_grant_it() -> None:
+    actions = [call.action for call in HANDLER_CALLS]
+    assert len(actions) == len(set(actions))
+    everything = Uses(log_group_retention=True, log_group_tags=True, role_arn=True)
+    assert calls_for(everything) == list(HANDLER_CALLS)
+    assert [call.action for call in calls_for(Uses(False, False))] == ["logs:PutLogEvents"]
+    assert permission_hint("DescribeLogGroups").startswith(
+        "grant logs:DescribeLogGroups on the account's log groups (log-group:*)"
+    )
+    assert permission_hint("AssumeRole") == "grant sts:AssumeRole on the role to the role in use"
+    assert (
+        permission_hint("PutLogEvents") == "grant logs:PutLogEvents on the group to the role in use"
+    )
+    assert {scope.where for scope in Scope} == {
+        "on the group",
+        "on the account's log groups (log-group:*)",
+        "on the role",
+    }
+
+
+# ----------------------------------------------------------------------------- against the handler
+
+GROUP = "/policy/checked"
+# Where the group and stream come from: (the group exists beforehand, create_log_group,
+# create_log_stream). A group that is neither there nor created cannot be written to, and a
+# stream given beforehand needs its group.
+PLACES = {
+    "new-group": (False, True, True),
+    "existing-group": (True, True, True),
+    "existing-group-given-stream": (True, True, False),
+    "given-group": (True, False, True),
+    "given-group-and-stream": (True, False, False),
+}
+
+
+def printed_actions(
+    capsys: pytest.CaptureFixture[str],
+    *,
+    create_group: bool,
+    create_stream: bool,
+    retention: int | None,
+    tags: str | None,
+    role: str | None,
+) -> set[str]:
+    """Every action ``watchtower-refresh policy`` grants for these options, caller side too."""
+    argv = ["policy", "--log-group", GROUP, "--region", REGION, "--account", ACCOUNT]
+    argv.append("--create-log-group" if create_group else "--no-create-log-group")
+    argv.append("--create-log-stream" if create_stream else "--no-create-log-stream")
+    if retention is not None:
+        argv += ["--log-group-retention-days", str(retention)]
+    if tags is not None:
+        argv += ["--log-group-tags", tags]
+    documents = [argv]
+    if role is not None:
+        documents.append(["policy", "--document", "caller", "--role-arn", role])
+    actions: set[str] = set()
+    for document in documents:
+        assert main(document) == 0
+        for statement in json.loads(capsys.readouterr().out)["Statement"]:
+            granted = statement["Action"]
+            actions.update([granted] if isinstance(granted, str) else granted)
+    return actions
+
+
+@pytest.mark.parametrize("role", [None, ROLE_ARN], ids=["own-keys", "role"])
+@pytest.mark.parametrize("tags", [None, "team=platform"], ids=["no-tags", "tags"])
+@pytest.mark.parametrize("retention", [None, 7], ids=["no-retention", "retention"])
+@pytest.mark.parametrize("place", PLACES)
+def test_the_printed_policy_grants_every_action_the_handler_calls(
+    aws: FakeAWS,
+    capsys: pytest.CaptureFixture[str],
+    place: str,
+    retention: int | None,
+    tags: str | None,
+    role: str | None,
+) -> None:
+    group_exists, create_group, create_stream = PLACES[place]
+    setup = boto3.client("logs")
+    if group_exists:
+        setup.create_log_group(logGroupName=GROUP)
+    if not create_stream:
+        setup.create_log_stream(logGroupName=GROUP, logStreamName="given")
+    aws.injector.reset()  # count only what the handler calls
+    handler = RefreshingCloudWatchLogHandler(
+        GROUP,
+        log_stream_name="given",
+        use_queues=False,
+        create_log_group=create_group,
+        create_log_stream=create_stream,
+        log_group_retention_days=retention,
+        log_group_tags=tags,
+        role_arn=role,
+    )
+    handler.handle(logging.makeLogRecord({"msg": "granted", "levelno": logging.INFO}))
+    handler.close()
+    assert handler.stats.delivered == 1
+    called = set(aws.injector.calls)
+    printed = printed_actions(
+        capsys,
+        create_group=create_group,
+        create_stream=create_stream,
+        retention=retention,
+        tags=tags,
+        role=role,
+    )
+    assert called <= printed
+    # Granted for tags and not called here: for a new group, created with its tags (the
+    # create needs TagResource, with no request of its own, and no ARN is looked up); for a
+    # group the handler may not create, which it does not tag.
+    unused: set[str] = set()
+    if tags and not group_exists:
+        unused = {"logs:TagResource", "logs:DescribeLogGroups"}
+    elif tags and not create_group:
+        unused = {"logs:TagResource"}
+    assert printed - called == unused

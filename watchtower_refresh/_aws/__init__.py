@@ -4,12 +4,13 @@
   themselves (an assumed role with windows sized to its lifetime), regions, STS endpoints
   and request timeouts.
 - ``destination``: the handler's ``logs`` client, and the set-up of its group and streams.
-- ``iam``: the IAM documents printed by ``watchtower-refresh policy``.
+- ``iam``: the one table of the AWS actions each handler option makes it call, and the
+  IAM documents printed from it by ``watchtower-refresh policy``.
 - ``wire``: PutLogEvents with a request body built with the standard library.
 - ``failures``: what an AWS error code means for a batch, and the sentence that says so.
 
 Dependencies point down this list from ``destination``: it uses ``credentials`` and
-``failures``; ``iam`` and ``wire`` stand alone. Two modules renew a lock in a
+``failures``, which uses ``iam``; ``wire`` stands alone. Two modules renew a lock in a
 forked child, each with its own ``after_fork_in_child`` registered by ``os.register_at_fork``.
 """
 

@@ -21,6 +21,8 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from .iam import HANDLER_CALLS
+
 __all__ = [
     "BACKOFF_BASE",
     "BACKOFF_CAP",
@@ -116,13 +118,14 @@ def classify(exc: BaseException) -> Outcome:
 
 
 def permission_hint(action: str) -> str:
-    """What to grant, or switch off, when a set-up call of ``action`` was refused."""
-    switch = {
-        "CreateLogGroup": "; or create the group beforehand and pass create_log_group=False",
-        "CreateLogStream": "; or create the stream beforehand and pass create_log_stream=False",
-        "DescribeLogGroups": ": tagging an existing group reads its ARN with it",
-    }.get(action, "")
-    return f"grant logs:{action} on the group to the role in use{switch}"
+    """What to grant, or switch off, when a set-up call of ``action`` was refused.
+
+    Read from ``HANDLER_CALLS``: ``action`` is the operation's name (``CreateLogGroup``).
+    """
+    for call in HANDLER_CALLS:
+        if call.action.partition(":")[2] == action:
+            return f"grant {call.action} {call.scope.where} to the role in use{call.instead}"
+    return f"grant logs:{action} on the group to the role in use"
 
 
 def _utc_now() -> datetime.datetime:
