@@ -3,7 +3,8 @@
 - ``credentials``: sessions sharing botocore's data loader, credentials that refresh
   themselves (an assumed role with windows sized to its lifetime), regions, STS endpoints
   and request timeouts.
-- ``destination``: the handler's ``logs`` client, and the set-up of its group and streams.
+- ``destination``: the handler's ``logs`` client, and the set-up of its group and streams,
+  shared with ``watchtower-refresh check``.
 - ``iam``: the one table of the AWS actions each handler option makes it call, and the
   IAM documents printed from it by ``watchtower-refresh policy``.
 - ``wire``: PutLogEvents with a request body built with the standard library.
@@ -25,7 +26,7 @@ from .credentials import (
     refreshable_session,
     regional_sts_client,
 )
-from .destination import Destination, Settings
+from .destination import Destination, Prepared, Settings, set_up
 from .failures import (
     BACKOFF_BASE,
     BACKOFF_CAP,
@@ -54,6 +55,7 @@ __all__ = [
     "Clock",
     "Destination",
     "Outcome",
+    "Prepared",
     "SessionOptions",
     "Settings",
     "advice",
@@ -67,5 +69,6 @@ __all__ = [
     "refresh_windows",
     "refreshable_session",
     "regional_sts_client",
+    "set_up",
     "trust_policy",
 ]
