@@ -17,6 +17,7 @@ from watchtower_refresh._aws.iam import (
     HANDLER_CALLS,
     Scope,
     Uses,
+    call_named,
     caller_policy,
     calls_for,
     partition_for,
@@ -161,6 +162,13 @@ def test_the_table_names_each_action_once_and_hints_where_to_grant_it() -> None:
     assert (
         permission_hint("PutLogEvents") == "grant logs:PutLogEvents on the group to the role in use"
     )
+    assert (
+        permission_hint("GetLogEvents") == "grant logs:GetLogEvents on the group to the role in use"
+    )
+    found = call_named("AssumeRole")
+    assert found is not None
+    assert found.action == "sts:AssumeRole"
+    assert call_named("GetLogEvents") is None  # check reads back; the handler never does
     assert {scope.where for scope in Scope} == {
         "on the group",
         "on the account's log groups (log-group:*)",

@@ -21,7 +21,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from .iam import HANDLER_CALLS
+from .iam import call_named
 
 __all__ = [
     "BACKOFF_BASE",
@@ -120,12 +120,12 @@ def classify(exc: BaseException) -> Outcome:
 def permission_hint(action: str) -> str:
     """What to grant, or switch off, when a set-up call of ``action`` was refused.
 
-    Read from ``HANDLER_CALLS``: ``action`` is the operation's name (``CreateLogGroup``).
+    Read from ``iam.HANDLER_CALLS``: ``action`` is the operation's name (``CreateLogGroup``).
     """
-    for call in HANDLER_CALLS:
-        if call.action.partition(":")[2] == action:
-            return f"grant {call.action} {call.scope.where} to the role in use{call.instead}"
-    return f"grant logs:{action} on the group to the role in use"
+    call = call_named(action)
+    if call is None:
+        return f"grant logs:{action} on the group to the role in use"
+    return f"grant {call.action} {call.scope.where} to the role in use{call.instead}"
 
 
 def _utc_now() -> datetime.datetime:

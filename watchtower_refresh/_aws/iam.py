@@ -35,6 +35,7 @@ __all__ = [
     "Call",
     "Scope",
     "Uses",
+    "call_named",
     "caller_policy",
     "calls_for",
     "check_account",
@@ -168,6 +169,14 @@ HANDLER_CALLS: tuple[Call, ...] = (
 def calls_for(uses: Uses) -> list[Call]:
     """The rows of ``HANDLER_CALLS`` the handler calls under ``uses``, in the table's order."""
     return [call for call in HANDLER_CALLS if call.when(uses)]
+
+
+def call_named(operation: str) -> Call | None:
+    """The row of ``HANDLER_CALLS`` for an operation's name (``CreateLogGroup``), if any."""
+    for call in HANDLER_CALLS:
+        if call.action.partition(":")[2] == operation:
+            return call
+    return None
 
 
 def partition_for(region: str) -> str:
