@@ -360,7 +360,7 @@ def case_body(events: int, rounds: int = 15) -> dict[str, Any]:
     from botocore.awsrequest import AWSResponse
     from botocore.compat import HTTPHeaders
 
-    from watchtower_refresh._wire import build_body, put_events
+    from watchtower_refresh._aws.wire import build_body, put_events
 
     formatter = logging.Formatter(FORMAT)
     pairs = [(int(r.created * 1000), formatter.format(r)) for r in records(events)]

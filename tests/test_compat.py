@@ -10,8 +10,11 @@ import logging
 import multiprocessing.util
 import threading
 
+import boto3
+import botocore.session
 import watchtower
 from botocore.credentials import RefreshableCredentials
+from botocore.loaders import create_loader
 
 from watchtower_refresh import _compat
 
@@ -108,3 +111,18 @@ def test_watchtowers_submit_batch_is_still_where_an_override_is_told_apart() -> 
 
     assert _compat.overridden_submit_batch(Plain()) is None
     assert _compat.overridden_submit_batch(Overriding()) is not None
+
+
+def test_a_shared_loaders_search_paths_are_edited_in_place() -> None:
+    loader = create_loader()
+    default = list(loader.search_paths)
+    assert loader.search_paths is loader.search_paths  # its own list, not a copy
+    core = botocore.session.Session()
+    core.register_component("data_loader", loader)
+    for _ in range(3):  # each boto3.Session appends boto3's data directory once more
+        boto3.Session(botocore_session=core)
+    boto3_data = loader.search_paths[len(default)]
+    assert loader.search_paths == [*default, boto3_data, boto3_data, boto3_data]
+    _compat.drop_repeated_search_paths(loader)
+    assert loader.search_paths == [*default, boto3_data]
+    _compat.drop_repeated_search_paths(object())  # no search paths at all: nothing to do

@@ -27,7 +27,7 @@ import yaml
 
 from tests.conftest import REGION, ROLE_ARN, run_python
 from watchtower_refresh import flush_handlers
-from watchtower_refresh._policy import permissions_policy
+from watchtower_refresh._aws.iam import permissions_policy
 from watchtower_refresh.testing import FakeAWS, read_messages
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -7,10 +7,10 @@ import threading
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from watchtower_refresh._aws.failures import BACKOFF_CAP
 from watchtower_refresh._core.events import Event
 from watchtower_refresh._core.ledger import Claim, Ledger
 from watchtower_refresh._delivery.deliver import backoff_delay
-from watchtower_refresh._failures import BACKOFF_CAP
 
 
 def events(count: int, size: int = 10) -> list[Event]:

@@ -11,10 +11,12 @@ import datetime
 import importlib
 import sys
 import time
+import urllib.request
 
 import boto3
 import pytest
 import werkzeug.serving
+from botocore.exceptions import ClientError
 
 from tests.conftest import REGION, ROLE_ARN
 from watchtower_refresh import testing
@@ -90,3 +92,22 @@ def test_read_messages_reads_every_stream(aws: FakeAWS) -> None:
             logEvents=[{"timestamp": int(time.time() * 1000), "message": f"from {stream}"}],
         )
     assert sorted(read_messages(logs, "/compat/read")) == ["from a", "from b"]
+
+
+def test_calls_are_counted_by_the_iam_action_signed_for(aws: FakeAWS) -> None:
+    logs = boto3.client("logs", region_name=REGION, endpoint_url=aws.endpoint_url)
+    logs.create_log_group(logGroupName="/testing/calls")
+    aws.injector.add_fault(Fault("AccessDeniedException", action="TagResource", times=1))
+    with pytest.raises(ClientError):
+        logs.tag_resource(resourceArn="arn:aws:logs:us-east-1:123456789012:log-group:x", tags={})
+    sts = boto3.client("sts", region_name=REGION, endpoint_url=aws.endpoint_url)
+    sts.assume_role(RoleArn=ROLE_ARN, RoleSessionName="calls")
+    urllib.request.urlopen(f"{aws.endpoint_url}/?Action=GetCallerIdentity", timeout=10).close()
+    assert aws.injector.calls == {
+        "logs:CreateLogGroup": 1,
+        "logs:TagResource": 1,
+        "sts:AssumeRole": 1,
+        "unsigned:GetCallerIdentity": 1,
+    }
+    aws.injector.reset()
+    assert not aws.injector.calls

@@ -15,8 +15,8 @@ Public names::
     ConfigurationError, WatchtowerRefreshError, WatchtowerRefreshWarning
 """
 
+from ._aws import refresh_windows, refreshable_session
 from ._config import configure_logging, logging_config
-from ._credentials import refresh_windows, refreshable_session
 from ._exceptions import ConfigurationError, WatchtowerRefreshError, WatchtowerRefreshWarning
 from ._formatter import LocalTimeFormatter
 from ._handler import DeliveryStats, RefreshingCloudWatchLogHandler

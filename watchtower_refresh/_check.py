@@ -23,18 +23,20 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from ._compat import credential_expiry
-from ._credentials import GLOBAL_STS_HOST, effective_region, regional_sts_client
-from ._exceptions import ConfigurationError
-from ._failures import (
+from ._aws import (
     DENIED_CODES,
     EXPIRED_CODES,
+    GLOBAL_STS_HOST,
     UNRECOGNISED_CODES,
-    Outcome,
-    classify,
+    Prepared,
+    effective_region,
     error_code,
     permission_hint,
+    regional_sts_client,
+    set_up,
 )
+from ._compat import credential_expiry
+from ._exceptions import ConfigurationError
 from ._handler import RefreshingCloudWatchLogHandler
 from ._redact import redact
 
@@ -193,24 +195,11 @@ def _write_and_read_back(
     stream = f"watchtower-refresh-check/{platform.node() or 'host'}".replace(":", "-")
     report.log_stream = stream
     say(f"writing a test event to {group}")
-    # The handler's rules for set-up calls: "already exists" is success, and a refusal
+    # The handler's own set-up and its rules: "already exists" is success, and a refusal
     # (access denied, invalid parameter) is warned about once while delivery goes on, since
     # someone who holds the permission may have set the group up. So the put decides.
     refused: list[ClientError] = []
-    tags = dict(handler.log_group_tags)
-    retention = handler.log_group_retention_days
-    if handler.create_log_group:
-        _set_up(
-            lambda: logs.create_log_group(logGroupName=group, **({"tags": tags} if tags else {})),
-            refused,
-        )
-    if retention is not None:
-        _set_up(
-            lambda: logs.put_retention_policy(logGroupName=group, retentionInDays=retention),
-            refused,
-        )
-    if handler.create_log_stream:
-        _set_up(lambda: logs.create_log_stream(logGroupName=group, logStreamName=stream), refused)
+    set_up(logs, group, stream, handler, Prepared(), lambda _, exc: _set_up(exc, refused))
     message = f"watchtower-refresh check {uuid.uuid4()}"
     try:
         logs.put_log_events(
@@ -252,15 +241,11 @@ def _write_and_read_back(
         report.note = "the event was accepted; reading it back needs logs:GetLogEvents, not granted"
 
 
-def _set_up(call: Callable[[], object], refused: list[ClientError]) -> None:
-    try:
-        call()
-    except ClientError as exc:
-        if error_code(exc) in ("ResourceAlreadyExistsException", "OperationAbortedException"):
-            return
-        if classify(exc) is not Outcome.GIVE_UP:
-            raise
-        refused.append(exc)
+def _set_up(exc: Exception, refused: list[ClientError]) -> None:
+    """Keep a refused set-up call to report it as the handler warns of it; raise anything else."""
+    if not isinstance(exc, ClientError):
+        raise exc
+    refused.append(exc)
 
 
 def _explain(exc: Exception, report: CheckReport, options: Mapping[str, Any]) -> tuple[int, str]:

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from ._aws import TRUSTED_SERVICES, caller_policy, permissions_policy, trust_policy
 from ._check import EXIT_INVALID, EXIT_OK, CheckReport, run_check
 from ._config import HANDLER_PATH
 from ._exceptions import ConfigurationError
 from ._options import as_bool, as_retention_days, as_tags
-from ._policy import TRUSTED_SERVICES, caller_policy, permissions_policy, trust_policy
 from ._redact import redact
 
 __all__ = ["EXIT_DEMO_LOST", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "main"]

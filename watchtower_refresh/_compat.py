@@ -16,6 +16,7 @@ import watchtower
 
 __all__ = [
     "credential_expiry",
+    "drop_repeated_search_paths",
     "handler_at_fork_reinit",
     "holds_lock",
     "holds_logging_lock",
@@ -125,3 +126,20 @@ def register_multiprocessing_after_fork(
 
     register(token, after_fork)
     return True
+
+
+def drop_repeated_search_paths(loader: object) -> None:
+    """Remove the trailing entries of a botocore ``Loader``'s search paths that repeat earlier ones.
+
+    ``boto3.Session`` appends its own data directory to its loader's search paths; a loader
+    shared by many sessions would gain one entry per session. Relies on
+    ``Loader.search_paths`` returning the loader's own list (``_search_paths``), edited in
+    place. Only the last entry goes each time, so a lookup iterating the list meanwhile
+    misses nothing. If botocore ever returns a copy, nothing is removed: the list grows by
+    one repeated directory per session, which costs lookups a little time, never a result.
+    """
+    paths = getattr(loader, "search_paths", None)
+    if not isinstance(paths, list):
+        return
+    while len(paths) > 1 and paths[-1] in paths[:-1]:
+        paths.pop()

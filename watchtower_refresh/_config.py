@@ -19,7 +19,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from ._credentials import SessionOptions
+from ._aws import SessionOptions
 from ._exceptions import ConfigurationError
 from ._formatter import resolve_zone
 from ._handler import RefreshingCloudWatchLogHandler

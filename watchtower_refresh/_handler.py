@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import watchtower
 
+from ._aws import Destination, SessionOptions, put_events
 from ._compat import (
     handler_at_fork_reinit,
     holds_lock,
@@ -52,9 +53,7 @@ from ._core.events import (
 )
 from ._core.ledger import DeliveryStats, Ledger
 from ._core.reasons import DropReason
-from ._credentials import SessionOptions
 from ._delivery.pipeline import Pipeline, State
-from ._destination import Destination
 from ._exceptions import ConfigurationError
 from ._options import (
     LOG_GROUP_PATTERN,
@@ -75,7 +74,6 @@ from ._report import Reporter
 from ._shutdown import arrange as arrange_shutdown
 from ._spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
 from ._streams import StreamNames, check_template
-from ._wire import put_events
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient

@@ -4,7 +4,8 @@ moto never rejects an expired session token, so ``FaultInjector`` (WSGI middlewa
 moto's app) does what AWS does: it rewrites each AssumeRole answer's ``Expiration`` by its
 own clock and answers ``ExpiredTokenException`` (Logs) or ``ExpiredToken`` (STS) once a
 token has passed it. It also injects throttling, 5xx answers, connection resets, access
-denials and delays on demand, and counts every request by action. Binds 127.0.0.1 only.
+denials and delays on demand, and counts every request by action (``counts``) and by IAM
+action (``calls``: ``logs:PutLogEvents``, ``sts:AssumeRole``...). Binds 127.0.0.1 only.
 
 Needs the ``testing`` extra (``pip install 'watchtower-refresh[testing]'``); importing this
 module without it raises ``ImportError`` naming the extra. It is not re-exported by
@@ -52,7 +53,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
-from ._credentials import Clock
+from ._aws import Clock
 
 _EXTRA_MESSAGE = (
     "watchtower_refresh.testing needs moto's server: pip install 'watchtower-refresh[testing]'"
@@ -68,6 +69,7 @@ __all__ = ["Captured", "FakeAWS", "FakeClock", "Fault", "FaultInjector", "read_m
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 _JSON_TYPE = "application/x-amz-json-1.1"
+_SIGNED_FOR = re.compile(r"Credential=[^/]*/[^/]*/[^/]*/([^/]+)/")
 
 
 # moto private API. moto's public ThreadedMotoServer cannot put middleware in front of its
@@ -203,6 +205,9 @@ class FaultInjector:
         self._issued: dict[str, _Issued] = {}
         self.counts: collections.Counter[str] = collections.Counter()
         """Requests received, by action; ``<code>`` keys count injected answers."""
+        self.calls: collections.Counter[str] = collections.Counter()
+        """Requests received, by IAM action (``logs:CreateLogGroup``), faulted ones included:
+        the service is the one the request was signed for (``unsigned`` if it was not)."""
         self._captures: dict[str, list[Captured]] = {}
 
     # ------------------------------------------------------------ control
@@ -220,11 +225,12 @@ class FaultInjector:
                 self._faults.remove(fault)
 
     def reset(self) -> None:
-        """Forget faults, counts, issued tokens and captures."""
+        """Forget faults, counts, calls, issued tokens and captures."""
         with self._lock:
             self._faults.clear()
             self._issued.clear()
             self.counts.clear()
+            self.calls.clear()
             self._captures.clear()
 
     def capture(self, action: str) -> list[Captured]:
@@ -252,6 +258,7 @@ class FaultInjector:
         action, json_protocol = self._action(environ, body)
         with self._lock:
             self.counts[action] += 1
+            self.calls[f"{self._signed_for(environ)}:{action}"] += 1
             if action in self._captures:
                 self._captures[action].append(self._captured(environ, body))
             fault = self._pick_fault(action)
@@ -321,6 +328,13 @@ class FaultInjector:
             body.decode("utf-8", "replace")
         )
         return (query.get("Action") or ["unknown"])[0], False
+
+    @staticmethod
+    def _signed_for(environ: dict[str, Any]) -> str:
+        # SigV4: "Credential=<key>/<date>/<region>/<service>/aws4_request"; the service
+        # signed for is the IAM prefix of the action (logs, sts).
+        found = _SIGNED_FOR.search(environ.get("HTTP_AUTHORIZATION", ""))
+        return found.group(1) if found else "unsigned"
 
     @staticmethod
     def _reset_connection(environ: dict[str, Any]) -> None:

@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from .._core.events import Event, RejectedCounts, count_rejected
-from .._failures import (
+from .._aws import (
     BACKOFF_BASE,
     BACKOFF_CAP,
     MAX_QUICK_RETRIES,
@@ -23,6 +22,7 @@ from .._failures import (
     classify,
     error_code,
 )
+from .._core.events import Event, RejectedCounts, count_rejected
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient

@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError, NoRegionError, ReadTimeoutError
 
 from tests.conftest import REGION, ROLE_ARN
 from watchtower_refresh import ConfigurationError, refresh_windows, refreshable_session
-from watchtower_refresh._credentials import (
+from watchtower_refresh._aws.credentials import (
     DEFAULT_CALL_BUDGET,
     STS_ATTEMPTS,
     AssumeRoleError,

@@ -21,6 +21,8 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from .iam import call_named
+
 __all__ = [
     "BACKOFF_BASE",
     "BACKOFF_CAP",
@@ -116,13 +118,14 @@ def classify(exc: BaseException) -> Outcome:
 
 
 def permission_hint(action: str) -> str:
-    """What to grant, or switch off, when a set-up call of ``action`` was refused."""
-    switch = {
-        "CreateLogGroup": "; or create the group beforehand and pass create_log_group=False",
-        "CreateLogStream": "; or create the stream beforehand and pass create_log_stream=False",
-        "DescribeLogGroups": ": tagging an existing group reads its ARN with it",
-    }.get(action, "")
-    return f"grant logs:{action} on the group to the role in use{switch}"
+    """What to grant, or switch off, when a set-up call of ``action`` was refused.
+
+    Read from ``iam.HANDLER_CALLS``: ``action`` is the operation's name (``CreateLogGroup``).
+    """
+    call = call_named(action)
+    if call is None:
+        return f"grant logs:{action} on the group to the role in use"
+    return f"grant {call.action} {call.scope.where} to the role in use{call.instead}"
 
 
 def _utc_now() -> datetime.datetime:

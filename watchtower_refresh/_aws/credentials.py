@@ -12,6 +12,14 @@
   instance role (EC2), all refreshed by botocore.
 
 No network I/O happens here: STS is first called when a client resolves its credentials.
+
+Every session built here shares botocore's data loader (``new_session``). A loader holds the
+parsed service models, endpoint rules and partitions it has read: about 11 MiB once ``logs``
+and ``sts`` clients exist, and every ``boto3.Session()`` builds its own, so ten handlers would
+cost ten times that. It holds only data read from botocore's files, so one per process (per
+``AWS_DATA_PATH``) serves every session; credentials, profile, region and configuration stay
+each session's own, and so do clients and their HTTP connections (the handler builds new
+clients in a forked child).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.credentials import (
     CredentialProvider,
@@ -37,9 +46,11 @@ from botocore.credentials import (
     RefreshableCredentials,
 )
 from botocore.exceptions import ClientError, NoRegionError
+from botocore.loaders import Loader, create_loader
 
-from ._exceptions import ConfigurationError
-from ._options import (
+from .._compat import drop_repeated_search_paths
+from .._exceptions import ConfigurationError
+from .._options import (
     ROLE_ARN_PATTERN,
     ROLE_ARN_RULE,
     as_float,
@@ -47,8 +58,7 @@ from ._options import (
     as_optional_str,
     check_pattern,
 )
-from ._redact import install_redaction
-from ._sessions import new_session
+from .._redact import install_redaction
 
 if TYPE_CHECKING:
     from mypy_boto3_sts import STSClient
@@ -61,8 +71,10 @@ __all__ = [
     "AssumeRoleProvider",
     "Clock",
     "SessionOptions",
+    "after_fork_in_child",
     "default_role_session_name",
     "effective_region",
+    "new_session",
     "non_refreshing_problem",
     "refresh_windows",
     "refreshable_session",
@@ -96,6 +108,58 @@ _FIRST_RETRY_PAUSE = 1.0
 
 _SESSION_NAME = r"[\w+=,.@-]{2,64}"
 _EXTERNAL_ID = r"[\w+=,.@:/-]{2,1224}"
+
+
+_loaders_lock = threading.Lock()
+_loaders: dict[str | None, Loader] = {}
+
+
+def after_fork_in_child() -> None:
+    """Renew the lock of the shared loaders in a forked child.
+
+    The child must not inherit the lock held by a thread it does not have. Registered with
+    ``os.register_at_fork`` below.
+    """
+    global _loaders_lock
+    _loaders_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=after_fork_in_child)
+
+
+def new_session(
+    *,
+    profile_name: str | None = None,
+    region_name: str | None = None,
+    credential_resolver: CredentialResolver | None = None,
+) -> boto3.Session:
+    """Return a new ``boto3.Session`` whose botocore data loader is shared in this process.
+
+    Args:
+        profile_name: Profile of the shared config files, as for ``boto3.Session``.
+        region_name: Region, as for ``boto3.Session``.
+        credential_resolver: Where the session's credentials come from, instead of
+            botocore's default chain.
+
+    Returns:
+        A session of its own in every respect but the loader of botocore's data files.
+    """
+    core = botocore.session.Session(profile=profile_name)
+    if credential_resolver is not None:
+        core.register_component("credential_provider", credential_resolver)
+    data_path = core.get_config_variable("data_path")
+    with _loaders_lock:
+        loader = _loaders.get(data_path)
+        if loader is None:
+            loader = _loaders[data_path] = create_loader(data_path)
+        core.register_component("data_loader", loader)
+        session = boto3.Session(
+            botocore_session=core, profile_name=profile_name, region_name=region_name
+        )
+        # boto3.Session appends its own data directory to the loader's search paths: with
+        # one loader for all, drop the repeat so the list does not grow with every session.
+        drop_repeated_search_paths(loader)
+    return session
 
 
 def _utc_now() -> datetime.datetime:

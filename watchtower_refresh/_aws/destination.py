@@ -5,11 +5,14 @@ per process, and again after the service says the token expired; its connect and
 timeouts are sized from the handler's ``flush_timeout`` (never below 0.5 s and 1 s), so a
 hanging request cannot outlast it. The group (with its retention and tags) and each stream
 are set up before the first put to them, with the handler's own client; a set-up step that
-fails for any reason but a transient one never costs the batch.
+fails for any reason but a transient one never costs the batch. ``set_up`` does that for
+the handler and for ``watchtower-refresh check`` alike; the actions it calls are the rows of
+``iam.HANDLER_CALLS``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import threading
 from collections.abc import Callable, Mapping
@@ -19,20 +22,18 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import NoCredentialsError, NoRegionError, PartialCredentialsError
 
-from ._credentials import effective_region, non_refreshing_problem, request_timeouts
-from ._failures import Outcome, classify, error_code, setup_advice
+from .credentials import effective_region, non_refreshing_problem, request_timeouts
+from .failures import Outcome, classify, error_code, setup_advice
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
 
-__all__ = ["Destination", "Settings"]
+__all__ = ["Destination", "Prepared", "Refused", "SetUpOptions", "Settings", "set_up"]
 
 
-class Settings(Protocol):
-    """The handler options a destination reads, live, from its handler."""
+class SetUpOptions(Protocol):
+    """The handler options that decide how its group and streams are set up."""
 
-    @property
-    def log_group_name(self) -> str: ...
     @property
     def create_log_group(self) -> bool: ...
     @property
@@ -41,12 +42,31 @@ class Settings(Protocol):
     def log_group_retention_days(self) -> int | None: ...
     @property
     def log_group_tags(self) -> Mapping[str, str]: ...
+
+
+class Settings(SetUpOptions, Protocol):
+    """The handler options a destination reads, live, from its handler."""
+
+    @property
+    def log_group_name(self) -> str: ...
     @property
     def region_name(self) -> str | None: ...
     @property
     def endpoint_url(self) -> str | None: ...
     @property
     def flush_timeout(self) -> float: ...
+
+
+Refused = Callable[[str, Exception], None]
+"""Told of a set-up call that failed for good: its operation's name and what it raised."""
+
+
+@dataclasses.dataclass
+class Prepared:
+    """What is set up already, for one handler in one process: the group, and streams by name."""
+
+    group: bool = False
+    streams: set[str] = dataclasses.field(default_factory=set)
 
 
 class _Step(enum.Enum):
@@ -86,8 +106,7 @@ class Destination:
         self._lock = threading.Lock()
         self._client = fixed_client
         self._session: boto3.Session | None = None  # None: a given client, not rebuilt
-        self._group_ready = False
-        self._ready_streams: set[str] = set()
+        self._prepared = Prepared()
         self.refreshable = fixed_client is None
         """Whether fresh credentials can be had: False for a given client or static keys."""
 
@@ -154,102 +173,145 @@ class Destination:
 
     def forget(self, stream: str) -> None:
         """The service lost the group or ``stream``: set them up again before the next put."""
-        self._group_ready = False
-        self._ready_streams.discard(stream)
+        self._prepared.group = False
+        self._prepared.streams.discard(stream)
 
     def prepare(self, client: CloudWatchLogsClient, stream: str) -> None:
         """Create the group (retention, tags) and ``stream`` if this process has not yet.
 
         A step put off for want of credentials is tried again before the next put.
         """
-        settings = self._settings
-        group = settings.log_group_name
-        if not self._group_ready:
-            pending = False
-            if settings.create_log_group:
-                created = self._create_group(client)
-                if created is _Step.PENDING:
-                    return  # the put meets the same problem and reports it
-                tags = dict(settings.log_group_tags)
-                if tags and created is not _Step.CREATED:  # created ones are tagged at birth
-                    tagged = self._setup_call(
-                        "TagResource",
-                        lambda: client.tag_resource(resourceArn=self._group_arn(client), tags=tags),
-                    )
-                    pending = tagged is _Step.PENDING
-            retention = settings.log_group_retention_days
-            if retention is not None:
-                kept = self._setup_call(
-                    "PutRetentionPolicy",
-                    lambda: client.put_retention_policy(
-                        logGroupName=group, retentionInDays=retention
-                    ),
-                )
-                pending = pending or kept is _Step.PENDING
-            self._group_ready = not pending
-        if stream not in self._ready_streams:
-            if settings.create_log_stream:
-                opened = self._setup_call(
-                    "CreateLogStream",
-                    lambda: client.create_log_stream(logGroupName=group, logStreamName=stream),
-                )
-                if opened is _Step.PENDING:
-                    return
-            self._ready_streams.add(stream)
+        set_up(
+            client,
+            self._settings.log_group_name,
+            stream,
+            self._settings,
+            self._prepared,
+            self._warn,
+        )
 
-    def _create_group(self, client: CloudWatchLogsClient) -> _Step:
-        group = self._settings.log_group_name
-        tags = dict(self._settings.log_group_tags)
+    def _warn(self, action: str, exc: Exception) -> None:
+        code = error_code(exc)
+        self._warn_once(
+            f"setup:{action}:{code or type(exc).__name__}",
+            setup_advice(exc, action, self._settings.log_group_name),
+        )
+
+
+def set_up(
+    client: CloudWatchLogsClient,
+    group: str,
+    stream: str,
+    options: SetUpOptions,
+    prepared: Prepared,
+    refused: Refused,
+) -> None:
+    """Set up ``group`` and ``stream`` as the handler's ``options`` say, unless ``prepared``.
+
+    The group first: created if ``create_log_group`` (with its tags; an existing one is
+    tagged through its ARN), then its retention; then the stream if ``create_log_stream``.
+    ``prepared`` records what is done. "Already exists" is success. Transient errors
+    (throttling, 5xx, connection errors, an expired token) propagate, so the put is
+    retried. Missing credentials or region put the step off without a word: they are the
+    client's problem, not the step's, and the put meets them too. Anything else (a refusal,
+    an invalid parameter, a failed side call, any exception at all) goes to ``refused``
+    and set-up goes on: the group may already be set up by someone who holds the
+    permission, and the put itself decides what becomes of the batch.
+
+    Args:
+        client: The ``logs`` client to call.
+        group: The log group's name.
+        stream: The log stream's name.
+        options: The handler's options (``create_log_group``, ``create_log_stream``,
+            ``log_group_retention_days``, ``log_group_tags``).
+        prepared: What is set up already; updated here.
+        refused: Told of each step that failed for good; may raise to stop set-up.
+    """
+    if not prepared.group:
+        ready = _set_up_group(client, group, options, refused)
+        if ready is None:
+            return  # the put meets the same problem and reports it
+        prepared.group = ready
+    if stream not in prepared.streams:
+        if options.create_log_stream:
+            opened = _step(
+                "CreateLogStream",
+                lambda: client.create_log_stream(logGroupName=group, logStreamName=stream),
+                refused,
+            )
+            if opened is _Step.PENDING:
+                return
+        prepared.streams.add(stream)
+
+
+def _set_up_group(
+    client: CloudWatchLogsClient, group: str, options: SetUpOptions, refused: Refused
+) -> bool | None:
+    """Create, tag and keep ``group`` as ``options`` say.
+
+    Returns:
+        True when done, False when a step was put off (tried again before the next put),
+        None when creating the group was put off (nothing more before the put).
+    """
+    pending = False
+    tags = dict(options.log_group_tags)
+    if options.create_log_group:
 
         def create() -> object:
             if tags:
                 return client.create_log_group(logGroupName=group, tags=tags)
             return client.create_log_group(logGroupName=group)
 
-        return self._setup_call("CreateLogGroup", create)
-
-    def _group_arn(self, client: CloudWatchLogsClient) -> str:
-        """The group's ARN, as the handler's own client sees it (TagResource takes no name).
-
-        Asking this client, rather than STS through some session, keeps the handler's
-        credentials, account and partition: a given ``boto3_client`` has no session, and
-        the default one may have no credentials at all.
-        """
-        group = self._settings.log_group_name
-        paginator = client.get_paginator("describe_log_groups")
-        for page in paginator.paginate(logGroupNamePrefix=group):
-            for found in page.get("logGroups", []):
-                if found.get("logGroupName") == group:
-                    arn = found.get("logGroupArn") or found.get("arn", "").removesuffix(":*")
-                    if arn:
-                        return arn
-        message = f"DescribeLogGroups does not list log group {group} (or gives no ARN)"
-        raise LookupError(message)
-
-    def _setup_call(self, action: str, call: Callable[[], object]) -> _Step:
-        """Run a group or stream set-up call and say how it ended.
-
-        "Already exists" is success. Transient errors (throttling, 5xx, connection errors,
-        an expired token) propagate, so the put is retried. Missing credentials or region
-        put the step off without a word: they are the client's problem, not the step's, and
-        the put meets them too and says so once. Anything else (a refusal, an invalid
-        parameter, a failed side call, any exception at all) is reported once and delivery
-        goes on: the group may already be set up by someone who holds the permission, and
-        the put itself decides what becomes of the batch.
-        """
-        try:
-            call()
-        except Exception as exc:
-            code = error_code(exc)
-            if code in ("ResourceAlreadyExistsException", "OperationAbortedException"):
-                return _Step.DONE
-            if classify(exc) in (Outcome.BACKOFF, Outcome.REFRESH):
-                raise
-            if isinstance(exc, _CLIENT_PROBLEMS):
-                return _Step.PENDING
-            self._warn_once(
-                f"setup:{action}:{code or type(exc).__name__}",
-                setup_advice(exc, action, self._settings.log_group_name),
+        created = _step("CreateLogGroup", create, refused)
+        if created is _Step.PENDING:
+            return None
+        if tags and created is not _Step.CREATED:  # created ones are tagged at birth
+            tagged = _step(
+                "TagResource",
+                lambda: client.tag_resource(resourceArn=_group_arn(client, group), tags=tags),
+                refused,
             )
+            pending = tagged is _Step.PENDING
+    retention = options.log_group_retention_days
+    if retention is not None:
+        kept = _step(
+            "PutRetentionPolicy",
+            lambda: client.put_retention_policy(logGroupName=group, retentionInDays=retention),
+            refused,
+        )
+        pending = pending or kept is _Step.PENDING
+    return not pending
+
+
+def _group_arn(client: CloudWatchLogsClient, group: str) -> str:
+    """The group's ARN, as ``client`` sees it (TagResource takes no name).
+
+    Asking this client, rather than STS through some session, keeps the handler's
+    credentials, account and partition: a given ``boto3_client`` has no session, and the
+    default one may have no credentials at all.
+    """
+    paginator = client.get_paginator("describe_log_groups")
+    for page in paginator.paginate(logGroupNamePrefix=group):
+        for found in page.get("logGroups", []):
+            if found.get("logGroupName") == group:
+                arn = found.get("logGroupArn") or found.get("arn", "").removesuffix(":*")
+                if arn:
+                    return arn
+    message = f"DescribeLogGroups does not list log group {group} (or gives no ARN)"
+    raise LookupError(message)
+
+
+def _step(action: str, call: Callable[[], object], refused: Refused) -> _Step:
+    """Run one set-up call and say how it ended (see ``set_up`` for the rules)."""
+    try:
+        call()
+    except Exception as exc:
+        if error_code(exc) in ("ResourceAlreadyExistsException", "OperationAbortedException"):
             return _Step.DONE
-        return _Step.CREATED
+        if classify(exc) in (Outcome.BACKOFF, Outcome.REFRESH):
+            raise
+        if isinstance(exc, _CLIENT_PROBLEMS):
+            return _Step.PENDING
+        refused(action, exc)
+        return _Step.DONE
+    return _Step.CREATED

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from tests.conftest import REGION, ROLE_ARN, run_python
 from watchtower_refresh import refreshable_session
-from watchtower_refresh._wire import build_body, install, put_events, wired
+from watchtower_refresh._aws import wire
+from watchtower_refresh._aws.wire import build_body, install, put_events, wired
 from watchtower_refresh.testing import Captured, FakeAWS, FakeClock
 
 GROUP = "/wire/test"
@@ -349,7 +350,7 @@ def test_a_forked_child_sends_with_a_client_of_its_own(aws: FakeAWS, client: Any
     script = (
         "import os, sys, time, threading, boto3\n"
         "from botocore.config import Config\n"
-        "from watchtower_refresh._wire import put_events\n"
+        "from watchtower_refresh._aws.wire import put_events\n"
         "def client():\n"
         "    return boto3.client('logs', config=Config(parameter_validation=False))\n"
         "now = int(time.time() * 1000)\n"
@@ -363,3 +364,18 @@ def test_a_forked_child_sends_with_a_client_of_its_own(aws: FakeAWS, client: Any
     result = run_python(aws, "-c", script)
     assert result.returncode == 0, result.stderr
     assert [m for _, m in read_stream(client, stream)] == ["parent", "child"]
+
+
+def test_the_fork_hook_frees_the_lock_a_vanished_thread_held() -> None:
+    held = wire._lock
+    held.acquire()  # as a parent's thread would, in a child that does not have that thread
+    try:
+        wire.after_fork_in_child()
+        client = boto3.client("logs", region_name=REGION)
+        worker = threading.Thread(target=install, args=(client,), daemon=True)
+        worker.start()
+        worker.join(timeout=30)  # without the hook it would wait forever
+        assert not worker.is_alive()
+        assert wired(client)
+    finally:
+        held.release()

@@ -18,8 +18,8 @@ from botocore.exceptions import (
 
 from tests.conftest import ROLE_ARN, logger_for
 from watchtower_refresh import WatchtowerRefreshWarning
-from watchtower_refresh._credentials import AssumeRoleError
-from watchtower_refresh._failures import (
+from watchtower_refresh._aws.credentials import AssumeRoleError
+from watchtower_refresh._aws.failures import (
     Outcome,
     advice,
     classify,

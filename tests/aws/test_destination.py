@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -13,6 +15,7 @@ from botocore.exceptions import ClientError, NoCredentialsError
 
 from tests.conftest import REGION, ROLE_ARN, logger_for
 from watchtower_refresh import WatchtowerRefreshWarning
+from watchtower_refresh._cli import main
 from watchtower_refresh.testing import FakeAWS, Fault
 
 Read = Callable[[str], list[str]]
@@ -272,3 +275,51 @@ def test_aws_endpoint_url_logs_is_not_read(
     handler = make_handler("/svc/endpoint-ignored")
     # Building the client resolves its endpoint and sends nothing.
     assert handler.cwl_client.meta.endpoint_url == f"https://logs.{REGION}.amazonaws.com"
+
+
+def check_with(tmp_path: Path, capsys: pytest.CaptureFixture[str], **options: Any) -> Any:
+    """Run ``watchtower-refresh check --json`` for a handler with ``options``; its report."""
+    handler = {"()": "watchtower_refresh.RefreshingCloudWatchLogHandler", **options}
+    config = tmp_path / "logging.json"
+    config.write_text(json.dumps({"version": 1, "handlers": {"cloudwatch": handler}}))
+    code = main(["check", "--config", str(config), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["exit_code"] == code
+    return report
+
+
+def test_check_sets_up_an_existing_group_as_the_handler_does(
+    aws: FakeAWS, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = boto3.client("logs")
+    client.create_log_group(logGroupName="/svc/checked")  # set up by someone else
+    report = check_with(
+        tmp_path,
+        capsys,
+        log_group_name="/svc/checked",
+        log_group_tags="team=platform",
+        log_group_retention_days=7,
+    )
+    assert report["exit_code"] == 0, report["problem"]
+    assert report["warnings"] == []
+    assert report["read_back"] is True
+    assert client.list_tags_log_group(logGroupName="/svc/checked")["tags"] == {"team": "platform"}
+    found = client.describe_log_groups(logGroupNamePrefix="/svc/checked")["logGroups"][0]
+    assert found["retentionInDays"] == 7
+
+
+def test_check_reports_a_refused_group_lookup_and_delivers(
+    aws: FakeAWS, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    boto3.client("logs").create_log_group(logGroupName="/svc/checked")
+    aws.injector.add_fault(Fault("AccessDeniedException", action="DescribeLogGroups", message="no"))
+    report = check_with(
+        tmp_path, capsys, log_group_name="/svc/checked", log_group_tags="team=platform"
+    )
+    assert report["exit_code"] == 0, report["problem"]
+    assert report["read_back"] is True
+    assert report["warnings"] == [
+        "DescribeLogGroups was refused (AccessDeniedException: no); the handler warns once and "
+        "delivers all the same; grant logs:DescribeLogGroups on the account's log groups "
+        "(log-group:*) to the role in use: tagging an existing group reads its ARN with it"
+    ]

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,8 @@ from botocore.exceptions import ProfileNotFound
 
 from tests.conftest import REGION, logger_for
 from watchtower_refresh import refreshable_session
-from watchtower_refresh._sessions import new_session
+from watchtower_refresh._aws import credentials
+from watchtower_refresh._aws.credentials import new_session
 from watchtower_refresh.testing import FakeAWS
 
 Read = Callable[[str], list[str]]
@@ -94,7 +96,7 @@ def test_a_forked_child_builds_sessions_and_delivers(aws: FakeAWS, tmp_path: Any
     script.write_text(
         "import os, logging, sys\n"
         "from watchtower_refresh import RefreshingCloudWatchLogHandler\n"
-        "from watchtower_refresh._sessions import new_session\n"
+        "from watchtower_refresh._aws.credentials import new_session\n"
         "new_session().client('logs').describe_log_groups()\n"
         "pid = os.fork()\n"
         "handler = RefreshingCloudWatchLogHandler('/fork/' + ('child' if pid == 0 else 'parent'),"
@@ -116,3 +118,17 @@ def test_a_forked_child_builds_sessions_and_delivers(aws: FakeAWS, tmp_path: Any
     for name in ("child", "parent"):
         events = logs.filter_log_events(logGroupName=f"/fork/{name}")["events"]
         assert [event["message"] for event in events] == ["hello"]
+
+
+def test_the_fork_hook_frees_the_lock_a_vanished_thread_held() -> None:
+    held = credentials._loaders_lock
+    held.acquire()  # as a parent's thread would, in a child that does not have that thread
+    try:
+        credentials.after_fork_in_child()
+        built: list[boto3.Session] = []
+        worker = threading.Thread(target=lambda: built.append(new_session()), daemon=True)
+        worker.start()
+        worker.join(timeout=30)  # without the hook it would wait forever
+        assert len(built) == 1
+    finally:
+        held.release()

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
     from mypy_boto3_logs.type_defs import PutLogEventsResponseTypeDef
 
-__all__ = ["build_body", "install", "put_events", "wired"]
+__all__ = ["after_fork_in_child", "build_body", "install", "put_events", "wired"]
 
 _OPERATION = "PutLogEvents"
 _HOOK_ID = "watchtower-refresh-wire-body"
@@ -68,13 +68,17 @@ _fallback: weakref.WeakSet[Any] = weakref.WeakSet()  # clients sent to the ordin
 _lock = threading.Lock()
 
 
-def _reinit_lock() -> None:
-    # A forked child must not inherit the lock held by a thread it does not have.
+def after_fork_in_child() -> None:
+    """Renew the lock that guards hook installation in a forked child.
+
+    The child must not inherit the lock held by a thread it does not have. Registered with
+    ``os.register_at_fork`` below.
+    """
     global _lock
     _lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_reinit_lock)
+os.register_at_fork(after_in_child=after_fork_in_child)
 
 
 def build_body(
