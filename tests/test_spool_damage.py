@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import run_python
 from tests.test_handler_spool import now_ms
 from watchtower_refresh import WatchtowerRefreshWarning
-from watchtower_refresh._spool import Spool, adopt, reading
+from watchtower_refresh._spool import Spool, adopt, layout, reading
 from watchtower_refresh._spool.format import FRAME, MAX_PAYLOAD, SEGMENT_HEADER, SYNC
 from watchtower_refresh.testing import FakeAWS
 
@@ -73,7 +73,7 @@ def _emptied(owner: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _unreadable(owner: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     name = segments(owner)[1].name
-    real = reading.open_file
+    real = layout.open_file
 
     def failing(dir_fd: int, path: str, flags: int, **options: Any) -> int:
         if path == name:
@@ -215,7 +215,7 @@ def test_a_segment_with_garbage_appended_is_read_in_bounded_memory(
         # VmHWM is this process image's own peak.
         with open("/proc/self/status") as status:
             hwm = [line.split()[1] for line in status if line.startswith("VmHWM:")]
-        peak = int(hwm[0]) * 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = int(hwm[0]) * 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print(records, adoption.stats.corrupt, peak, time.monotonic() - started)
         """
     )
