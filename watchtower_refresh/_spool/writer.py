@@ -161,6 +161,7 @@ class Spool:
         self._budget = 0
         self._scanned_at = 0.0
         self._retry_at = 0.0
+        self._disk_full = False  # the last write failed for want of space
         self._warned = False
         self._closed = False
         self._streams: dict[str, bytes] = {}
@@ -430,8 +431,9 @@ class Spool:
     def _reopen(self) -> bool:
         """Open a writer after a fork or a failed write; False while that is not possible."""
         if self._closed or time.monotonic() < self._retry_at:
-            if not self._closed:
-                self._stats.errors += 1
+            if not self._closed:  # still full, or still failing, until the retry
+                self._stats.full += self._disk_full
+                self._stats.errors += not self._disk_full
             return False
         try:
             if self._owner is None:
@@ -444,7 +446,8 @@ class Spool:
         return True
 
     def _write_failed(self, exc: OSError) -> None:
-        if exc.errno in _FULL_ERRNOS:
+        self._disk_full = exc.errno in _FULL_ERRNOS
+        if self._disk_full:
             self._stats.full += 1  # a full file system is a full spool
         else:
             self._stats.errors += 1
