@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -52,9 +53,11 @@ __all__ = [
     "append_file",
     "group_key",
     "list_entries",
+    "make_owner",
     "open_directory",
     "open_file",
     "open_owner",
+    "others_bytes",
     "owner_problem",
     "read_meta",
     "remove_owner",
@@ -275,3 +278,64 @@ def append_file(dir_fd: int, name: str, data: bytes, *, verify: bool) -> int:
         return os.write(fd, data)
     finally:
         os.close(fd)
+
+
+def make_owner(spool_fd: int, name: str, meta: bytes) -> tuple[int, int]:
+    """Build an owner directory under a ``.new-`` name, lock it, write its ``meta.json``
+    and rename it into place, so that no observer sees an owner before it is locked.
+
+    Returns:
+        The owner directory's descriptor and its lock's, locked.
+
+    Raises:
+        OSError: It cannot be made (nothing is left behind).
+    """
+    building = f"{NEW_PREFIX}{name}"
+    os.mkdir(building, 0o700, dir_fd=spool_fd)
+    owner_fd = lock_fd = -1
+    try:
+        owner_fd = open_owner(spool_fd, building)
+        lock_fd = open_file(owner_fd, LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        append_file(owner_fd, META_NAME, meta, verify=False)
+        os.rename(building, name, src_dir_fd=spool_fd, dst_dir_fd=spool_fd)
+    except OSError:
+        if lock_fd >= 0:
+            os.close(lock_fd)
+        if owner_fd >= 0:
+            remove_owner(spool_fd, building, owner_fd)
+            os.close(owner_fd)
+        else:
+            with contextlib.suppress(OSError):
+                os.rmdir(building, dir_fd=spool_fd)
+        raise
+    return owner_fd, lock_fd
+
+
+def others_bytes(spool_fd: int, own: str | None) -> int:
+    """Bytes of the regular files in this uid's owner directories other than ``own``
+    (another user's files do not use up our room)."""
+    total = 0
+    uid = os.geteuid()
+    with contextlib.suppress(OSError):
+        for entry in list_entries(spool_fd):
+            if entry.name == own or not entry.is_dir(follow_symlinks=False):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_uid == uid:
+                    total += _bytes_in(spool_fd, entry.name)
+    return total
+
+
+def _bytes_in(spool_fd: int, name: str) -> int:
+    total = 0
+    fd = os.open(name, _DIRECTORY | os.O_NOFOLLOW, dir_fd=spool_fd)
+    try:
+        for entry in list_entries(fd):
+            with contextlib.suppress(OSError):
+                status = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(status.st_mode):
+                    total += status.st_size
+    finally:
+        os.close(fd)
+    return total

@@ -30,12 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import secrets
 import socket
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -62,21 +60,19 @@ from .format import (
 )
 from .layout import (
     INDEX_NAME,
-    LOCK_NAME,
-    META_NAME,
-    NEW_PREFIX,
     Unsafe,
     append_file,
     group_key,
-    list_entries,
+    make_owner,
     open_directory,
     open_file,
-    open_owner,
+    others_bytes,
     remove_owner,
     unlink_file,
     warn,
     warn_once,
 )
+from .segments import Segment, SegmentBook
 from .stats import SpoolStats
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_SEGMENT_BYTES", "Spool"]
@@ -92,25 +88,6 @@ _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class _Segment:
-    """A writer's bookkeeping for one of its segments.
-
-    ``count`` and ``bytes`` are set when the segment is finished; while it is the current
-    one, the writer's next id and offset hold them, so that an append updates less.
-    """
-
-    __slots__ = ("ack_bytes", "acked", "acked_bits", "bytes", "closed", "count", "first_id")
-
-    def __init__(self, first_id: int) -> None:
-        self.first_id = first_id
-        self.count = 0
-        self.bytes = len(SEGMENT_HEADER)
-        self.ack_bytes = 0
-        self.acked = 0
-        self.acked_bits = bytearray()
-        self.closed = False
 
 
 class Spool:
@@ -150,8 +127,7 @@ class Spool:
         self._lock_fd = -1
         self._fd = -1
         self._offset = 0  # bytes in the current segment file
-        self._segments: dict[int, _Segment] = {}
-        self._current: _Segment | None = None
+        self._book = SegmentBook()
         self._next_id = 1
         self._floor_id = 1  # acks below it belong to a parent process's writer
         self._finished_bytes = 0  # own bytes outside the current segment: others, ack files
@@ -240,33 +216,14 @@ class Spool:
     def _start_owner(self) -> None:
         pid = os.getpid()
         name = f"g{self._key}-p{pid}-t{_now_ms()}-{secrets.token_hex(4)}"
-        building = f"{NEW_PREFIX}{name}"
-        os.mkdir(building, 0o700, dir_fd=self._dir_fd)
-        owner_fd = lock_fd = -1
-        try:
-            owner_fd = open_owner(self._dir_fd, building)
-            lock_fd = open_file(owner_fd, LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL)
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            meta = {
-                "version": FORMAT_VERSION,
-                "group": self.group,
-                "pid": pid,
-                "host": socket.gethostname(),
-                "created_ms": _now_ms(),
-            }
-            append_file(owner_fd, META_NAME, json.dumps(meta).encode(), verify=False)
-            os.rename(building, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
-        except OSError:
-            for fd in (lock_fd, owner_fd):
-                if fd >= 0:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-            if owner_fd >= 0:
-                with contextlib.suppress(OSError):
-                    owner_fd = os.open(building, os.O_RDONLY | os.O_DIRECTORY, dir_fd=self._dir_fd)
-                    remove_owner(self._dir_fd, building, owner_fd)
-                    os.close(owner_fd)
-            raise
+        meta = {
+            "version": FORMAT_VERSION,
+            "group": self.group,
+            "pid": pid,
+            "host": socket.gethostname(),
+            "created_ms": _now_ms(),
+        }
+        owner_fd, lock_fd = make_owner(self._dir_fd, name, json.dumps(meta).encode())
         self._owner_fd, self._lock_fd = owner_fd, lock_fd
         self._indexed = 0
         self._owner = self.directory / name
@@ -275,7 +232,7 @@ class Spool:
         self._open_segment()
 
     def _open_segment(self) -> None:
-        segment = _Segment(self._next_id)
+        segment = Segment(self._next_id)
         name = f"{segment.first_id:016x}.seg"
         # The index first: a segment never exists that the index does not name, so a
         # reader knows where each segment's ids end even when the next one is settled.
@@ -297,8 +254,8 @@ class Spool:
             raise
         self._fd = fd
         self._offset = segment.bytes
-        self._segments[segment.first_id] = segment
-        self._current = segment
+        self._book.segments[segment.first_id] = segment
+        self._book.current = segment
         self._rebudget()
 
     def _rebudget(self) -> None:
@@ -399,7 +356,7 @@ class Spool:
         if size > MAX_FRAME:
             self._stats.errors += 1
             return False
-        current = self._current
+        current = self._book.current
         assert current is not None
         if self._offset + size > self.segment_bytes and self._next_id > current.first_id:
             try:
@@ -472,7 +429,7 @@ class Spool:
         self._open_segment()
 
     def _finish_current(self) -> None:
-        segment = self._current
+        segment = self._book.current
         if segment is None:
             return
         segment.count = self._next_id - segment.first_id
@@ -480,28 +437,15 @@ class Spool:
         self._finished_bytes += self._offset
         self._offset = 0
         segment.closed = True
-        self._current = None
+        self._book.current = None
         self._rebudget()
         self._delete_if_done(segment)
-
-    def _count(self, segment: _Segment) -> int:
-        if segment is self._current:
-            return self._next_id - segment.first_id
-        return segment.count
 
     def _rescan(self) -> None:
         """Measure what this uid's other owner directories hold, in bytes."""
         self._scanned_at = time.monotonic()
         own = self._owner.name if self._owner is not None else None
-        total = 0
-        uid = os.geteuid()
-        with contextlib.suppress(OSError):
-            for entry in list_entries(self._dir_fd):
-                if entry.name == own or not entry.is_dir(follow_symlinks=False):
-                    continue
-                with contextlib.suppress(OSError):
-                    if entry.stat(follow_symlinks=False).st_uid == uid:
-                        total += _bytes_in(self._dir_fd, entry.name)
+        total = others_bytes(self._dir_fd, own)
         self._room = self.max_bytes - total - self._finished_bytes
         self._rebudget()
 
@@ -529,8 +473,8 @@ class Spool:
             with self._lock:
                 owner_fd = self._owner_fd
                 segments = [
-                    (first, self._count(segment), segment is self._current)
-                    for first, segment in sorted(self._segments.items())
+                    (first, self._book.count(segment, self._next_id), segment is self._book.current)
+                    for first, segment in sorted(self._book.segments.items())
                 ]
                 current_end = self._offset
                 hint = self._backlog_hint
@@ -556,12 +500,7 @@ class Spool:
 
     def _acked(self, record_id: int) -> bool:
         with self._lock:
-            segment = self._find(sorted(self._segments), record_id)
-            if segment is None:
-                return True  # its segment was settled and deleted meanwhile
-            offset = record_id - segment.first_id
-            bits = segment.acked_bits
-            return offset >> 3 < len(bits) and bool(bits[offset >> 3] & (1 << (offset & 7)))
+            return self._book.is_acked(record_id, self._floor_id, self._next_id)
 
     # -- acknowledgements
 
@@ -581,37 +520,10 @@ class Spool:
             with self._lock:
                 if self._closed:
                     return
-                touched: dict[_Segment, list[int]] = {}
-                firsts = sorted(self._segments)
-                # Ids come in runs from one segment: look a segment up only when a run ends.
-                low = high = 0
-                bits = bytearray()
-                offsets: list[int] = []
-                segment: _Segment | None = None
-                for record_id in ids:
-                    if not low <= record_id < high:
-                        segment = self._find(firsts, record_id)
-                        if segment is None:
-                            low = high = 0
-                            continue
-                        low = segment.first_id
-                        high = low + self._count(segment)
-                        bits = segment.acked_bits
-                        offsets = touched.setdefault(segment, [])
-                    assert segment is not None
-                    offset = record_id - low
-                    index, bit = offset >> 3, 1 << (offset & 7)
-                    if index >= len(bits):
-                        bits.extend(bytes(index - len(bits) + 1 + (high - low) // 8))
-                    if bits[index] & bit:
-                        continue
-                    bits[index] |= bit
-                    segment.acked += 1
-                    offsets.append(offset)
-                touched = {segment: found for segment, found in touched.items() if found}
+                touched = self._book.mark(ids, self._floor_id, self._next_id)
                 for segment, offsets in touched.items():
                     self._stats.acked += len(offsets)
-                    if not (segment.closed and segment.acked == segment.count):
+                    if not segment.settled:
                         try:
                             self._write_acks(segment, offsets)
                         except OSError as exc:
@@ -627,22 +539,7 @@ class Spool:
             self._warned = True
             self._warn(f"cannot record acknowledgements in the spool in {self.directory}: {exc}")
 
-    def _find(self, firsts: list[int], record_id: int) -> _Segment | None:
-        if record_id < self._floor_id or not firsts:
-            return None
-        low, high = 0, len(firsts)
-        while low < high:  # the last segment whose first id is <= record_id
-            middle = (low + high) // 2
-            if firsts[middle] <= record_id:
-                low = middle + 1
-            else:
-                high = middle
-        if low == 0:
-            return None
-        segment = self._segments[firsts[low - 1]]
-        return segment if record_id < segment.first_id + self._count(segment) else None
-
-    def _write_acks(self, segment: _Segment, offsets: list[int]) -> None:
+    def _write_acks(self, segment: Segment, offsets: list[int]) -> None:
         data = encode_acks(offsets)
         if segment.ack_bytes == 0:
             data = ACKS_HEADER + data
@@ -652,8 +549,8 @@ class Spool:
         self._room -= written
         self._rebudget()
 
-    def _delete_if_done(self, segment: _Segment) -> None:
-        if not (segment.closed and segment.acked == segment.count) or self._owner is None:
+    def _delete_if_done(self, segment: Segment) -> None:
+        if not segment.settled or self._owner is None:
             return
         name = f"{segment.first_id:016x}"
         unlink_file(self._owner_fd, f"{name}.seg")
@@ -661,7 +558,7 @@ class Spool:
         self._finished_bytes -= segment.bytes + segment.ack_bytes
         self._room += segment.bytes + segment.ack_bytes
         self._rebudget()
-        del self._segments[segment.first_id]
+        del self._book.segments[segment.first_id]
 
     # -- adoption, closing, forks
 
@@ -690,7 +587,7 @@ class Spool:
                 os.close(self._fd)
                 self._fd = -1
             self._finish_current()
-            if self._owner is not None and not self._segments:
+            if self._owner is not None and not self._book.segments:
                 remove_owner(self._dir_fd, self._owner.name, self._owner_fd)
         self._release()
 
@@ -712,8 +609,7 @@ class Spool:
                     os.close(fd)
         self._fd = self._lock_fd = self._owner_fd = -1
         self._owner = None
-        self._segments = {}
-        self._current = None
+        self._book = SegmentBook()
         self._floor_id = self._next_id
         self._finished_bytes = self._offset = self._budget = 0
         self._backlog_hint = None
@@ -737,18 +633,3 @@ def _validate(group: str, max_bytes: int, segment_bytes: int) -> None:
     if max_bytes < segment_bytes:
         message = f"max_bytes ({max_bytes}) must be at least segment_bytes ({segment_bytes})"
         raise ConfigurationError(message)
-
-
-def _bytes_in(dir_fd: int, name: str) -> int:
-    """Bytes of the regular files in one owner directory (opened without a symlink)."""
-    total = 0
-    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    try:
-        for entry in list_entries(fd):
-            with contextlib.suppress(OSError):
-                status = entry.stat(follow_symlinks=False)
-                if stat.S_ISREG(status.st_mode):
-                    total += status.st_size
-    finally:
-        os.close(fd)
-    return total
