@@ -69,9 +69,9 @@ from .layout import (
     others_bytes,
     remove_owner,
     unlink_file,
-    warn,
     warn_once,
 )
+from .layout import warn as default_warn
 from .segments import Segment, SegmentBook
 from .stats import SpoolStats
 
@@ -106,7 +106,7 @@ class Spool:
         max_bytes: int,
         segment_bytes: int,
         fsync: bool,
-        warn: Callable[[str], None] = warn,
+        warn: Callable[[str], None] = default_warn,
     ) -> None:
         """Use :meth:`Spool.open`, which validates the arguments and the directory."""
         self._warn = warn
@@ -182,7 +182,7 @@ class Spool:
         """
         _validate(group, max_bytes, segment_bytes)
         path = Path(directory)
-        say = warn or globals()["warn"]
+        say = warn or default_warn
         spool = cls(
             path, group, max_bytes=max_bytes, segment_bytes=segment_bytes, fsync=fsync, warn=say
         )
