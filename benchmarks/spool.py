@@ -57,7 +57,9 @@ def _mmapped(path: str) -> Callable[[str, int, str], int | None]:
     import mmap
     import zlib
 
-    from watchtower_refresh._spool import _FRAME, _RECORD, _SYNC
+    from watchtower_refresh._spool.format import FRAME as _FRAME
+    from watchtower_refresh._spool.format import RECORD as _RECORD
+    from watchtower_refresh._spool.format import SYNC as _SYNC
 
     size = 256 * 1024 * 1024
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)

@@ -1,0 +1,231 @@
+"""Spool damage through the handler: every record either arrives or is counted in
+``stats.corrupt``; damaged files are read in bounded time and memory."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import textwrap
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import run_python
+from tests.test_handler_spool import now_ms
+from watchtower_refresh import WatchtowerRefreshWarning
+from watchtower_refresh._spool import Spool, adopt, layout, reading
+from watchtower_refresh._spool.format import FRAME, MAX_PAYLOAD, SEGMENT_HEADER, SYNC
+from watchtower_refresh.testing import FakeAWS
+
+Read = Any
+RECORDS = 3000
+
+
+def killed_writer(directory: Path, group: str, records: int = RECORDS) -> Path:
+    """A child writes ``records`` records to the spool and is killed with SIGKILL."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which coverage does not save
+        try:
+            os.close(read_end)
+            spool = Spool.open(directory, group, segment_bytes=64 * 1024)
+            assert spool is not None
+            now = now_ms()
+            for n in range(records):
+                assert spool.append("s", now, f"record {n:05d} " + "x" * 80) is not None
+            os.write(write_end, b"done")
+            signal.pause()
+        finally:
+            os._exit(1)
+    os.close(write_end)
+    assert os.read(read_end, 4) == b"done"
+    os.close(read_end)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    [owner] = [p for p in directory.iterdir() if p.name.startswith("g")]
+    return owner
+
+
+def segments(owner: Path) -> list[Path]:
+    found = sorted(owner.glob("*.seg"))
+    assert len(found) >= 4  # enough for a segment in the middle and a last one
+    return found
+
+
+def _cut_in_the_middle(owner: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    segment = segments(owner)[1]
+    os.truncate(segment, segment.stat().st_size // 2 + 7)  # in the middle of a frame
+
+
+def _cut_on_a_frame_boundary(owner: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    segment = segments(owner)[2]
+    data = segment.read_bytes()
+    os.truncate(segment, data.index(SYNC, len(data) // 2))  # nothing torn: only gone
+
+
+def _emptied(owner: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    os.truncate(segments(owner)[0], 0)
+
+
+def _unreadable(owner: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = segments(owner)[1].name
+    real = layout.open_file
+
+    def failing(dir_fd: int, path: str, flags: int, **options: Any) -> int:
+        if path == name:
+            raise OSError(errno.EIO, "Input/output error")
+        return real(dir_fd, path, flags, **options)
+
+    monkeypatch.setattr(reading, "open_file", failing)
+
+
+def _no_lock(owner: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (owner / "owner.lock").unlink()  # its writer has ended: it is adopted all the same
+
+
+@pytest.mark.parametrize(
+    "damage", [_cut_in_the_middle, _cut_on_a_frame_boundary, _emptied, _unreadable, _no_lock]
+)
+def test_every_record_of_a_damaged_spool_arrives_or_is_counted(
+    aws: FakeAWS,
+    make_handler: Any,
+    messages: Read,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    damage: Any,
+) -> None:
+    owner = killed_writer(tmp_path, "/spool/counted")
+    damage(owner, monkeypatch)
+    handler = make_handler("/spool/counted", spool_dir=str(tmp_path))
+    assert handler.flush(timeout=60)
+    delivered = messages("/spool/counted")
+    assert len(set(delivered)) == len(delivered)
+    assert len(delivered) < RECORDS or damage is _no_lock
+    assert len(delivered) + handler.stats.corrupt == RECORDS
+    handler.close()
+    assert list(tmp_path.iterdir()) == []  # counted or delivered, then removed
+
+
+def test_a_cut_at_the_end_of_the_last_segment_counts_at_least_one(
+    aws: FakeAWS, make_handler: Any, messages: Read, tmp_path: Path
+) -> None:
+    # Nothing outside the last segment says how many records followed the cut (that
+    # would take a write per record elsewhere): the damage counts as one record.
+    owner = killed_writer(tmp_path, "/spool/tail")
+    last = segments(owner)[-1]
+    os.truncate(last, last.stat().st_size // 2 + 7)
+    handler = make_handler("/spool/tail", spool_dir=str(tmp_path))
+    assert handler.flush(timeout=60)
+    delivered = len(messages("/spool/tail"))
+    assert delivered < RECORDS
+    assert handler.stats.corrupt == 1
+    handler.close()
+
+
+def test_an_owner_without_its_lock_whose_process_may_live_is_named_in_one_warning(
+    tmp_path: Path,
+) -> None:
+    owner = killed_writer(tmp_path, "/spool/waiting", records=10)
+    (owner / "owner.lock").unlink()
+    meta = json.loads((owner / "meta.json").read_text())
+    # as if written by a process that still runs (this one): it may be its writer
+    live = owner.with_name(owner.name.replace(f"-p{meta['pid']}-", f"-p{os.getpid()}-"))
+    owner.rename(live)
+    with pytest.warns(WatchtowerRefreshWarning, match="no owner.lock") as caught:
+        assert list(adopt(tmp_path, "/spool/waiting")) == []
+    assert len(caught) == 1
+    assert str(live) in str(caught[0].message)
+    assert f"process {os.getpid()} is running" in str(caught[0].message)
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        assert list(adopt(tmp_path, "/spool/waiting")) == []  # adopted again and again
+    assert again == []  # one warning per process
+    assert len(list(live.glob("*.seg"))) == 1  # nothing deleted
+
+
+def _replay_in_a_child(aws: FakeAWS, directory: Path, group: str) -> dict[str, Any]:
+    script = textwrap.dedent(
+        f"""
+        import json, time
+        from watchtower_refresh import RefreshingCloudWatchLogHandler
+        started = time.monotonic()
+        handler = RefreshingCloudWatchLogHandler({group!r}, spool_dir={str(directory)!r},
+                                                 send_interval=0.05)
+        assert handler.flush(timeout=50)
+        seconds = time.monotonic() - started
+        stats = handler.stats
+        handler.close()
+        print(json.dumps({{"seconds": seconds, "replayed": stats.replayed,
+                           "corrupt": stats.corrupt}}))
+        """
+    )
+    child = run_python(aws, "-c", script)  # with a 60 s timeout: a hang fails the test
+    assert child.returncode == 0, child.stderr
+    result: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    print(f"replay of {group}: {result}")  # how long it took, for the record (-s)
+    return result
+
+
+def _dead_owner(directory: Path, group: str, records: int) -> Path:
+    spool = Spool.open(directory, group)
+    assert spool is not None
+    now = now_ms()
+    for n in range(records):
+        spool.append("s", now, f"valid {n}")
+    owner = spool.owner_directory
+    assert owner is not None
+    spool.close()
+    [segment] = owner.glob("*.seg")
+    return segment
+
+
+def test_frames_that_claim_huge_payloads_are_stepped_over_in_bounded_time(
+    aws: FakeAWS, messages: Read, tmp_path: Path
+) -> None:
+    segment = _dead_owner(tmp_path, "/spool/crafted", 1376)
+    frames = segment.read_bytes()[len(SEGMENT_HEADER) :]
+    claim = FRAME.pack(SYNC, MAX_PAYLOAD, 0)  # a header claiming 4 MiB, checksum wrong
+    crafted = claim * (8 * 1024 * 1024 // len(claim))
+    segment.write_bytes(SEGMENT_HEADER + crafted + frames)
+    result = _replay_in_a_child(aws, tmp_path, "/spool/crafted")
+    assert sorted(messages("/spool/crafted")) == sorted(f"valid {n}" for n in range(1376))
+    assert (result["replayed"], result["corrupt"]) == (1376, 0)
+
+
+def test_a_segment_with_garbage_appended_is_read_in_bounded_memory(
+    aws: FakeAWS, make_handler: Any, messages: Read, tmp_path: Path
+) -> None:
+    segment = _dead_owner(tmp_path, "/spool/garbage", 500)
+    with segment.open("ab") as out:
+        for _ in range(200):
+            out.write(os.urandom(1024 * 1024))
+    # The reading alone, in a process of its own: its peak memory is the spool's.
+    script = textwrap.dedent(
+        f"""
+        import resource, time
+        from watchtower_refresh._spool import adopt
+        started = time.monotonic()
+        with adopt({str(tmp_path)!r}, "/spool/garbage") as adoption:
+            records = sum(len(batch.records) for batch in adoption)  # not acknowledged
+        # getrusage's ru_maxrss keeps the forking parent's peak across exec on Linux;
+        # VmHWM is this process image's own peak.
+        with open("/proc/self/status") as status:
+            hwm = [line.split()[1] for line in status if line.startswith("VmHWM:")]
+        peak = int(hwm[0]) * 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(records, adoption.stats.corrupt, peak, time.monotonic() - started)
+        """
+    )
+    child = run_python(aws, "-c", script)  # with a 60 s timeout: a hang fails the test
+    assert child.returncode == 0, child.stderr
+    records, corrupt, peak, seconds = child.stdout.split()
+    print(f"read 200 MB of garbage in {float(seconds):.2f} s, peak RSS {int(peak) >> 20} MiB")
+    assert (int(records), int(corrupt)) == (500, 1)  # damage after the last record: one
+    assert int(peak) < 150 * 1024 * 1024
+    handler = make_handler("/spool/garbage", spool_dir=str(tmp_path))
+    assert handler.flush(timeout=60)
+    assert sorted(messages("/spool/garbage")) == sorted(f"valid {n}" for n in range(500))
+    handler.close()
