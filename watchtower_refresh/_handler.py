@@ -26,19 +26,17 @@ import os
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import boto3
 import watchtower
 
-from ._aws import Destination, SessionOptions, put_events
+from ._aws import Destination, put_events
 from ._compat import (
     handler_at_fork_reinit,
     holds_lock,
     overridden_submit_batch,
-    watchtower_json_default,
 )
 from ._core.events import (
     ESTIMATE_PER_CHAR,
@@ -54,37 +52,49 @@ from ._core.events import (
 from ._core.ledger import DeliveryStats, Ledger
 from ._core.reasons import DropReason
 from ._delivery.pipeline import Pipeline, State
-from ._exceptions import ConfigurationError
-from ._options import (
-    LOG_GROUP_PATTERN,
-    LOG_GROUP_RULE,
-    as_bool,
-    as_callable,
-    as_float,
-    as_int,
-    as_optional_str,
-    as_retention_days,
-    as_tags,
-    check_pattern,
-)
 from ._process import _local as _thread_state
 from ._process import finalizing, live, register
 from ._redact import install_redaction
 from ._report import Reporter
+from ._settings import (
+    DEFAULT_LOG_GROUP_NAME,
+    DEFAULT_LOG_STREAM_NAME,
+    DEFAULT_QUEUE_MAX_BYTES,
+    DEFAULT_QUEUE_MAX_EVENTS,
+    DEFAULT_SPOOL_MAX_BYTES,
+    HandlerOptions,
+)
 from ._shutdown import arrange as arrange_shutdown
-from ._spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
-from ._streams import StreamNames, check_template
+from ._streams import StreamNames
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
 
 __all__ = ["DeliveryStats", "RefreshingCloudWatchLogHandler", "live_handlers"]
 
-DEFAULT_LOG_GROUP_NAME = "watchtower"
-DEFAULT_LOG_STREAM_NAME = watchtower.DEFAULT_LOG_STREAM_NAME
-DEFAULT_QUEUE_MAX_EVENTS = 100_000
-DEFAULT_QUEUE_MAX_BYTES = 64 * 1024 * 1024
-MIN_SPOOL_BYTES = 64 * 1024
+# watchtower's attributes, copied from the options for code written against watchtower.
+_WATCHTOWER_VIEWS = (
+    "log_group_name",
+    "log_stream_name",
+    "use_queues",
+    "send_interval",
+    "max_batch_size",
+    "max_batch_count",
+    "max_message_size",
+    "create_log_group",
+    "create_log_stream",
+    "log_group_tags",
+    "log_group_retention_days",
+    "queue_max_events",
+    "queue_max_bytes",
+    "flush_timeout",
+    "handle_signals",
+    "spool_dir",
+    "spool_max_bytes",
+    "spool_fsync",
+    "region_name",
+    "endpoint_url",
+)
 # Loggers of the libraries that deliver: their records while we send are never handled.
 _DELIVERY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "watchtower_refresh")
 _DEFAULT_FORMATTER = logging.Formatter()
@@ -97,20 +107,6 @@ _EMPTY_MESSAGE = "Received empty message. Empty messages cannot be sent to Cloud
 def live_handlers() -> list[RefreshingCloudWatchLogHandler]:
     """Every handler of this class alive in this process."""
     return [h for h in live() if isinstance(h, RefreshingCloudWatchLogHandler)]
-
-
-def _pick_alias(
-    name: str, value: str | None, default: str | None, old_name: str, old_value: str | None
-) -> str | None:
-    """Return the value of an option that watchtower also accepts under an older name."""
-    if old_value is None:
-        return value
-    if value != default:
-        message = f"give {name} or its older name {old_name}, not both"
-        raise ConfigurationError(message)
-    if old_name != "boto3_profile_name":
-        warnings.warn(f"{old_name} is deprecated: use {name}", DeprecationWarning, stacklevel=4)
-    return old_value
 
 
 class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
@@ -197,6 +193,21 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             process ends as it would have; False leaves SIGTERM alone.
     """
 
+    # Views of ``options`` that watchtower does not have (watchtower's own are set alike).
+    options: HandlerOptions
+    """Every option, parsed once; what the handler and its pipeline read."""
+    flush_timeout: float
+    handle_signals: bool
+    spool_dir: str | None
+    spool_max_bytes: int
+    spool_fsync: bool
+    region_name: str | None
+    endpoint_url: str | None
+    create_log_group: bool
+    log_group_tags: Mapping[str, str]
+    queue_max_events: int
+    queue_max_bytes: int
+
     def __init__(
         self,
         log_group_name: str = DEFAULT_LOG_GROUP_NAME,
@@ -234,118 +245,27 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         handle_signals: bool | str = True,
     ) -> None:
         install_redaction()
-        group = _pick_alias(
-            "log_group_name", log_group_name, DEFAULT_LOG_GROUP_NAME, "log_group", log_group
-        )
-        self.log_group_name = check_pattern(
-            "log_group_name", str(group), LOG_GROUP_PATTERN, LOG_GROUP_RULE
-        )
-        template = _pick_alias(
-            "log_stream_name", log_stream_name, DEFAULT_LOG_STREAM_NAME, "stream_name", stream_name
-        )
-        self.log_stream_name = check_template(str(template))
-        self.use_queues = as_bool("use_queues", use_queues)
-        # watchtower annotates whole seconds; fractions work here.
-        interval = as_float("send_interval", send_interval, minimum=0.0)
-        self.send_interval = interval  # type: ignore[assignment]
-        self.max_batch_size = as_int(
-            "max_batch_size", max_batch_size, minimum=EVENT_OVERHEAD + 1, maximum=MAX_BATCH_BYTES
-        )
-        self.max_batch_count = as_int(
-            "max_batch_count", max_batch_count, minimum=1, maximum=MAX_BATCH_EVENTS
-        )
-        self.max_message_size = as_int(
-            "max_message_size",
-            max_message_size,
-            minimum=EVENT_OVERHEAD + 64,
-            maximum=MAX_EVENT_BYTES,
-        )
-        self.create_log_group = as_bool("create_log_group", create_log_group)
-        self.create_log_stream = as_bool("create_log_stream", create_log_stream)
-        self.log_group_tags = as_tags("log_group_tags", log_group_tags)
-        self.log_group_retention_days = as_retention_days(
-            "log_group_retention_days", log_group_retention_days
-        )
-        self.queue_max_events = as_int("queue_max_events", queue_max_events, minimum=1)
-        self.queue_max_bytes = as_int(
-            "queue_max_bytes", queue_max_bytes, minimum=self.max_message_size
-        )
-        self.flush_timeout = as_float("flush_timeout", flush_timeout, minimum=0.0)
-        self.handle_signals = as_bool("handle_signals", handle_signals)
-        self.spool_dir = as_optional_str(
-            "spool_dir", os.fspath(spool_dir) if isinstance(spool_dir, os.PathLike) else spool_dir
-        )
-        self.spool_max_bytes = as_int("spool_max_bytes", spool_max_bytes, minimum=MIN_SPOOL_BYTES)
-        self.spool_fsync = as_bool("spool_fsync", spool_fsync)
-        self.region_name = as_optional_str("region_name", region_name)
-        self.endpoint_url = as_optional_str("endpoint_url", endpoint_url)
-        serializer = as_callable("json_serialize_default", json_serialize_default)
-        self.json_serialize_default = serializer or watchtower_json_default()
-        self._fixed_client = boto3_client
-        self._session_factory = self._make_session_factory(
-            boto3_client=boto3_client,
-            session_factory=session_factory,
-            role_arn=role_arn,
-            role_session_name=role_session_name,
-            duration_seconds=duration_seconds,
-            external_id=external_id,
-            profile_name=_pick_alias(
-                "profile_name", profile_name, None, "boto3_profile_name", boto3_profile_name
-            ),
-        )
+        given = dict(locals())  # every argument, as given, for the options to check
+        del given["self"], given["level"]
+        self.options = options = HandlerOptions.parse(given)
+        # watchtower's attributes, as views of the options (read them, do not set them).
+        for name in _WATCHTOWER_VIEWS:
+            setattr(self, name, getattr(options, name))
+        self.json_serialize_default = options.serializer
+        self._fixed_client = options.boto3_client
+        self._session_factory = options.session_factory
         # Every option is valid: only now does logging learn of the handler (a handler that
         # failed half-way would be flushed by logging at exit). watchtower's __init__ builds
         # a client and calls AWS; only logging's runs here.
         logging.Handler.__init__(self, level)
-        self.setFormatter(watchtower.CloudWatchLogFormatter(json_serialize_default=serializer))
-        self._body_limit = self.max_message_size - EVENT_OVERHEAD
+        self.setFormatter(
+            watchtower.CloudWatchLogFormatter(json_serialize_default=options.json_serialize_default)
+        )
+        self._body_limit = options.max_message_size - EVENT_OVERHEAD
         self._reporter = Reporter(threading.RLock())
         self._reset_state()
         register(self)
-        arrange_shutdown(live_handlers, handle_signals=self.handle_signals)
-
-    # ----------------------------------------------------------------- validation
-
-    def _make_session_factory(
-        self,
-        *,
-        boto3_client: Any,
-        session_factory: Callable[[], boto3.Session] | str | None,
-        role_arn: str | None,
-        role_session_name: str | None,
-        duration_seconds: int | str | None,
-        external_id: str | None,
-        profile_name: str | None,
-    ) -> Callable[[], boto3.Session]:
-        factory = as_callable("session_factory", session_factory)
-        credential_options = {
-            "role_arn": role_arn,
-            "role_session_name": role_session_name,
-            "duration_seconds": duration_seconds,
-            "external_id": external_id,
-            "profile_name": profile_name,
-            "session_factory": factory,
-        }
-        given = [key for key, value in credential_options.items() if value not in (None, "")]
-        if boto3_client is not None and given:
-            message = f"boto3_client excludes {', '.join(given)}: give one source of credentials"
-            raise ConfigurationError(message)
-        if factory is not None:
-            if len(given) > 1:
-                others = ", ".join(given[:-1])
-                message = f"session_factory excludes {others}: give one source of credentials"
-                raise ConfigurationError(message)
-            return factory
-        # Validated now, so a typo fails at configuration time; built at first delivery.
-        return SessionOptions.parse(
-            role_arn,
-            role_session_name=role_session_name,
-            duration_seconds=duration_seconds,
-            external_id=external_id,
-            region_name=self.region_name,
-            profile_name=profile_name,
-            sts_timeout=self.flush_timeout,
-        ).build
+        arrange_shutdown(live_handlers, handle_signals=options.handle_signals)
 
     # ----------------------------------------------------------------- state
 
@@ -368,12 +288,12 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
 
     def _reset_state(self) -> None:
         """Start afresh: a new pipeline (ledger, no sender), a client built at first delivery."""
-        self._streams = StreamNames(self.log_stream_name)
+        self._streams = StreamNames(self.options.log_stream_name)
         self._destination = Destination(
-            self, self._session_factory, self._fixed_client, self._reporter.once
+            self.options, self._session_factory, self._fixed_client, self._reporter.once
         )
         self._pipeline = Pipeline(
-            self,
+            self.options,
             self.lock,
             self._destination,
             # Looked up at each put: a subclass or a test may replace it on the instance.
@@ -533,7 +453,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         to ``max_message_size``.
         """
         bound = len(message) * ESTIMATE_PER_CHAR
-        if self.spool_dir is None and bound <= self._body_limit:
+        if self.options.spool_dir is None and bound <= self._body_limit:
             ledger.estimated = True
             return message, -bound, None
         text: bytes | None
@@ -564,7 +484,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             True if everything queued before the call was handled in time.
         """
         self.issue_warnings()
-        wait = self.flush_timeout if timeout is None else max(0.0, timeout)
+        wait = self.options.flush_timeout if timeout is None else max(0.0, timeout)
         target = self.request_flush()
         return self.wait_flushed(target, time.monotonic() + wait)
 
@@ -579,7 +499,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         after ``close()`` reopens it, as ``FileHandler`` reopens its file: a reconfiguration
         that closes handlers loses nothing.
         """
-        self.close_by(time.monotonic() + self.flush_timeout)
+        self.close_by(time.monotonic() + self.options.flush_timeout)
 
     def close_by(self, deadline: float) -> None:
         """``close()``, delivering until the monotonic ``deadline`` (shared at exit)."""
@@ -595,11 +515,11 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             return None
         if client is self._fixed_client:  # a user's client, maybe stubbed: the ordinary call
             return client.put_log_events(
-                logGroupName=self.log_group_name,
+                logGroupName=self.options.log_group_name,
                 logStreamName=stream,
                 logEvents=[{"timestamp": e[1], "message": e[2]} for e in batch],
             )
-        return put_events(client, self.log_group_name, stream, batch, fields=_EVENT_FIELDS)
+        return put_events(client, self.options.log_group_name, stream, batch, fields=_EVENT_FIELDS)
 
     # ----------------------------------------------------------------- watchtower's attributes
 

@@ -1,0 +1,205 @@
+"""Every option of the handler, parsed once into a frozen ``HandlerOptions``.
+
+Options may arrive typed or as text (``dictConfig`` from YAML, JSON or INI; environment
+variables through ``logging_config``). ``HandlerOptions.parse`` checks each one, resolves
+watchtower's older names, and decides where credentials come from, so that a typo fails at
+configuration time and nothing later has to look at raw arguments. The handler, its pipeline
+and ``watchtower-refresh check`` read the result; none of it changes afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import boto3
+import watchtower
+
+from ._aws import SessionOptions
+from ._compat import watchtower_json_default
+from ._core.events import EVENT_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES
+from ._exceptions import ConfigurationError
+from ._options import (
+    LOG_GROUP_PATTERN,
+    LOG_GROUP_RULE,
+    as_bool,
+    as_callable,
+    as_float,
+    as_int,
+    as_optional_str,
+    as_retention_days,
+    as_tags,
+    check_pattern,
+)
+from ._spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
+from ._streams import check_template
+
+__all__ = [
+    "DEFAULT_LOG_GROUP_NAME",
+    "DEFAULT_LOG_STREAM_NAME",
+    "DEFAULT_QUEUE_MAX_BYTES",
+    "DEFAULT_QUEUE_MAX_EVENTS",
+    "DEFAULT_SPOOL_MAX_BYTES",
+    "MIN_SPOOL_BYTES",
+    "HandlerOptions",
+]
+
+DEFAULT_LOG_GROUP_NAME = "watchtower"
+DEFAULT_LOG_STREAM_NAME = watchtower.DEFAULT_LOG_STREAM_NAME
+DEFAULT_QUEUE_MAX_EVENTS = 100_000
+DEFAULT_QUEUE_MAX_BYTES = 64 * 1024 * 1024
+MIN_SPOOL_BYTES = 64 * 1024
+
+_CREDENTIAL_OPTIONS = (
+    "role_arn",
+    "role_session_name",
+    "duration_seconds",
+    "external_id",
+    "profile_name",
+    "session_factory",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class HandlerOptions:
+    """The handler's options, checked; see ``RefreshingCloudWatchLogHandler`` for each."""
+
+    log_group_name: str
+    log_stream_name: str
+    use_queues: bool
+    send_interval: float
+    max_batch_size: int
+    max_batch_count: int
+    max_message_size: int
+    create_log_group: bool
+    create_log_stream: bool
+    log_group_tags: Mapping[str, str]
+    log_group_retention_days: int | None
+    queue_max_events: int
+    queue_max_bytes: int
+    flush_timeout: float
+    handle_signals: bool
+    spool_dir: str | None
+    spool_max_bytes: int
+    spool_fsync: bool
+    region_name: str | None
+    endpoint_url: str | None
+    json_serialize_default: Callable[[Any], Any] | None
+    """As given: None means watchtower's own (see ``serializer``)."""
+    boto3_client: Any = dataclasses.field(repr=False)
+    """A ready ``logs`` client, used as it is, or None."""
+    session_factory: Callable[[], boto3.Session] = dataclasses.field(repr=False)
+    """Builds the session the client comes from (called at first delivery)."""
+
+    @property
+    def serializer(self) -> Callable[[Any], Any]:
+        """The ``default`` of ``json.dumps`` for dict messages."""
+        return self.json_serialize_default or watchtower_json_default()
+
+    @classmethod
+    def parse(cls, given: Mapping[str, Any]) -> HandlerOptions:
+        """Check the handler's keyword arguments (all of them but ``level``).
+
+        Raises:
+            ConfigurationError: An option is invalid, or two exclude each other.
+        """
+        group = _pick_alias("log_group_name", given, DEFAULT_LOG_GROUP_NAME, "log_group")
+        template = _pick_alias("log_stream_name", given, DEFAULT_LOG_STREAM_NAME, "stream_name")
+        max_message_size = as_int(
+            "max_message_size",
+            given["max_message_size"],
+            minimum=EVENT_OVERHEAD + 64,
+            maximum=MAX_EVENT_BYTES,
+        )
+        flush_timeout = as_float("flush_timeout", given["flush_timeout"], minimum=0.0)
+        region_name = as_optional_str("region_name", given["region_name"])
+        spool_dir = given["spool_dir"]
+        if isinstance(spool_dir, os.PathLike):
+            spool_dir = os.fspath(spool_dir)
+        return cls(
+            log_group_name=check_pattern(
+                "log_group_name", str(group), LOG_GROUP_PATTERN, LOG_GROUP_RULE
+            ),
+            log_stream_name=check_template(str(template)),
+            use_queues=as_bool("use_queues", given["use_queues"]),
+            send_interval=as_float("send_interval", given["send_interval"], minimum=0.0),
+            max_batch_size=as_int(
+                "max_batch_size",
+                given["max_batch_size"],
+                minimum=EVENT_OVERHEAD + 1,
+                maximum=MAX_BATCH_BYTES,
+            ),
+            max_batch_count=as_int(
+                "max_batch_count", given["max_batch_count"], minimum=1, maximum=MAX_BATCH_EVENTS
+            ),
+            max_message_size=max_message_size,
+            create_log_group=as_bool("create_log_group", given["create_log_group"]),
+            create_log_stream=as_bool("create_log_stream", given["create_log_stream"]),
+            log_group_tags=as_tags("log_group_tags", given["log_group_tags"]),
+            log_group_retention_days=as_retention_days(
+                "log_group_retention_days", given["log_group_retention_days"]
+            ),
+            queue_max_events=as_int("queue_max_events", given["queue_max_events"], minimum=1),
+            queue_max_bytes=as_int(
+                "queue_max_bytes", given["queue_max_bytes"], minimum=max_message_size
+            ),
+            flush_timeout=flush_timeout,
+            handle_signals=as_bool("handle_signals", given["handle_signals"]),
+            spool_dir=as_optional_str("spool_dir", spool_dir),
+            spool_max_bytes=as_int(
+                "spool_max_bytes", given["spool_max_bytes"], minimum=MIN_SPOOL_BYTES
+            ),
+            spool_fsync=as_bool("spool_fsync", given["spool_fsync"]),
+            region_name=region_name,
+            endpoint_url=as_optional_str("endpoint_url", given["endpoint_url"]),
+            json_serialize_default=as_callable(
+                "json_serialize_default", given["json_serialize_default"]
+            ),
+            boto3_client=given["boto3_client"],
+            session_factory=_session_factory(given, region_name, flush_timeout),
+        )
+
+
+def _pick_alias(name: str, given: Mapping[str, Any], default: str | None, old_name: str) -> Any:
+    """Return the value of an option that watchtower also accepts under an older name."""
+    value, old_value = given[name], given[old_name]
+    if old_value is None:
+        return value
+    if value != default:
+        message = f"give {name} or its older name {old_name}, not both"
+        raise ConfigurationError(message)
+    if old_name != "boto3_profile_name":
+        # stacklevel: parse, the handler's __init__, then the code that built the handler
+        warnings.warn(f"{old_name} is deprecated: use {name}", DeprecationWarning, stacklevel=5)
+    return old_value
+
+
+def _session_factory(
+    given: Mapping[str, Any], region_name: str | None, flush_timeout: float
+) -> Callable[[], boto3.Session]:
+    """Where credentials come from: one source, checked now, built at first delivery."""
+    options = {key: given[key] for key in _CREDENTIAL_OPTIONS}
+    options["profile_name"] = _pick_alias("profile_name", given, None, "boto3_profile_name")
+    factory = options["session_factory"] = as_callable("session_factory", given["session_factory"])
+    named = [key for key, value in options.items() if value not in (None, "")]
+    if given["boto3_client"] is not None and named:
+        message = f"boto3_client excludes {', '.join(named)}: give one source of credentials"
+        raise ConfigurationError(message)
+    if factory is not None:
+        if len(named) > 1:
+            others = ", ".join(named[:-1])
+            message = f"session_factory excludes {others}: give one source of credentials"
+            raise ConfigurationError(message)
+        return factory
+    return SessionOptions.parse(
+        options["role_arn"],
+        role_session_name=options["role_session_name"],
+        duration_seconds=options["duration_seconds"],
+        external_id=options["external_id"],
+        region_name=region_name,
+        profile_name=options["profile_name"],
+        sts_timeout=flush_timeout,
+    ).build
