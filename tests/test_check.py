@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import ROLE_ARN
 from watchtower_refresh import RefreshingCloudWatchLogHandler, WatchtowerRefreshWarning
-from watchtower_refresh._check import (
+from watchtower_refresh._cli.check import (
     EXIT_ACCESS_DENIED,
     EXIT_AWS_ERROR,
     EXIT_EXPIRED,

@@ -45,7 +45,7 @@ def test_demo_without_its_extra_says_which_and_exits_3(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setitem(sys.modules, "moto", None)  # what a missing package looks like
-    for module in ("watchtower_refresh.testing", "watchtower_refresh._demo"):
+    for module in ("watchtower_refresh.testing", "watchtower_refresh._cli.demo"):
         monkeypatch.delitem(sys.modules, module, raising=False)
     assert main(["demo", "--duration", "1"]) == 3
     out, err = capsys.readouterr()

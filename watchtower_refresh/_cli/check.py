@@ -23,10 +23,10 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from ._compat import credential_expiry
-from ._credentials import GLOBAL_STS_HOST, effective_region, regional_sts_client
-from ._exceptions import ConfigurationError
-from ._failures import (
+from .._compat import credential_expiry
+from .._credentials import GLOBAL_STS_HOST, effective_region, regional_sts_client
+from .._exceptions import ConfigurationError
+from .._failures import (
     DENIED_CODES,
     EXPIRED_CODES,
     UNRECOGNISED_CODES,
@@ -35,8 +35,8 @@ from ._failures import (
     error_code,
     permission_hint,
 )
-from ._handler import RefreshingCloudWatchLogHandler
-from ._redact import redact
+from .._handler import RefreshingCloudWatchLogHandler
+from .._redact import redact
 
 __all__ = [
     "EXIT_ACCESS_DENIED",

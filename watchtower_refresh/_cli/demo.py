@@ -32,9 +32,9 @@ from typing import Any
 
 import boto3
 
-from ._handler import RefreshingCloudWatchLogHandler
-from ._spool import describe
-from .testing import FakeAWS, Fault, read_messages
+from .._handler import RefreshingCloudWatchLogHandler
+from .._spool import describe
+from ..testing import FakeAWS, Fault, read_messages
 
 __all__ = ["DemoResult", "SpoolDemoResult", "demo_logging_config", "run_demo", "run_spool_demo"]
 

@@ -27,13 +27,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from ._check import EXIT_INVALID, EXIT_OK, CheckReport, run_check
-from ._config import HANDLER_PATH
-from ._exceptions import ConfigurationError
-from ._options import as_bool, as_retention_days, as_tags
-from ._policy import TRUSTED_SERVICES, caller_policy, permissions_policy, trust_policy
-from ._redact import redact
+from .. import __version__
+from .._config import HANDLER_PATH
+from .._exceptions import ConfigurationError
+from .._options import as_bool, as_retention_days, as_tags
+from .._policy import TRUSTED_SERVICES, caller_policy, permissions_policy, trust_policy
+from .._redact import redact
+from .check import EXIT_INVALID, EXIT_OK, CheckReport, run_check
 
 __all__ = ["EXIT_DEMO_LOST", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "main"]
 
@@ -241,7 +241,7 @@ def _describe_event(report: CheckReport) -> str | None:
 
 def _demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     try:
-        from ._demo import run_demo
+        from .demo import run_demo
     except ImportError:  # watchtower_refresh.testing: moto's server is not installed
         print(
             "watchtower-refresh demo: needs the demo extra: pip install 'watchtower-refresh[demo]'",
@@ -292,7 +292,7 @@ def _demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 
 
 def _spool_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
-    from ._demo import run_spool_demo
+    from .demo import run_spool_demo
 
     others = [
         flag
@@ -362,7 +362,7 @@ def _spool_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 def _spool_command(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     import datetime
 
-    from ._spool import describe
+    from .._spool import describe
 
     if args.deliver:
         return _spool_deliver(args, out)
@@ -428,7 +428,7 @@ def _spool_command(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 
 def _spool_deliver(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     """Deliver what dead processes left in the spool, as a handler of that log group would."""
-    from ._handler import RefreshingCloudWatchLogHandler
+    from .._handler import RefreshingCloudWatchLogHandler
 
     options = _handler_options(args)
     if not options.get("log_group_name"):
