@@ -9,8 +9,8 @@ import re
 import pytest
 import yaml
 
-from watchtower_refresh._cli import demo as _demo
 from watchtower_refresh._cli import EXIT_DEMO_LOST, EXIT_OK, EXIT_USAGE, main
+from watchtower_refresh._cli import demo as _demo
 from watchtower_refresh._cli.demo import SpoolDemoResult, demo_logging_config, run_demo
 
 

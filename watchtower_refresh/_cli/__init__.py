@@ -1,4 +1,4 @@
-"""The ``watchtower-refresh`` command line.
+"""The ``watchtower-refresh`` command line: the parser in ``app``, then one module per command.
 
 Nothing else in the package imports this one.
 """

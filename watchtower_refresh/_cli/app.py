@@ -1,4 +1,4 @@
-"""The ``watchtower-refresh`` command: ``policy``, ``check``, ``demo`` and ``spool``.
+"""The ``watchtower-refresh`` command's parser and ``main``; each command runs in its module.
 
 Exit codes:
     0  success
@@ -6,34 +6,30 @@ Exit codes:
        or more duplicates than one batch); spool --deliver: records were dropped, or
        not all delivered within --timeout
     2  usage error, or an invalid option or configuration file (the message says which);
-       spool: the directory does not exist or cannot be read
-    3  demo: the ``demo`` extra is not installed
+       spool: the directory does not exist or cannot be read; fake-aws: the port is in use
+    3  demo, fake-aws: the extra they run on is not installed (the message names it)
     4  check: no AWS region is configured
     5  check: STS would be called on its global endpoint
-    6  check: no valid credentials were found
+    6  check: no credentials were found, or AWS refused the ones found
     7  check: the credentials have expired and cannot refresh
-    8  check: access denied (the message names the action and the ``policy`` command)
+    8  check: access denied (the message names the action and the ``policy`` commands)
     9  check: any other AWS or connection error
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
 
 from .. import __version__
-from .._config import HANDLER_PATH
 from .._exceptions import ConfigurationError
-from .._options import as_bool, as_retention_days, as_tags
-from .._policy import TRUSTED_SERVICES, caller_policy, permissions_policy, trust_policy
+from .._policy import TRUSTED_SERVICES
 from .._redact import redact
-from .check import EXIT_INVALID, EXIT_OK, CheckReport, run_check
+from .check import DEFAULT_LOG_GROUP, EXIT_INVALID, EXIT_OK
+from .config import UsageError, add_config_options
 
 __all__ = ["EXIT_DEMO_LOST", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "main"]
 
@@ -41,16 +37,14 @@ EXIT_DEMO_LOST = 1
 EXIT_USAGE = EXIT_INVALID
 EXIT_UNAVAILABLE = 3
 
-_SPOOL_DEMO_PUT_DELAY = 0.2  # seconds; slower than the child logs, so records wait on disk
-
-_HANDLER_PATHS = frozenset(
-    (HANDLER_PATH, "watchtower_refresh._handler.RefreshingCloudWatchLogHandler")
-)
-_NOT_HANDLER_OPTIONS = frozenset(("()", "class", "level", "formatter", "filters", "."))
-
-
-class _UsageError(Exception):
-    """A problem with the command line or a file it names: exit code 2."""
+# The module that runs each command, and the extra it needs beyond the package's own.
+_COMMANDS = {
+    "policy": ("policy", None),
+    "check": ("check", None),
+    "demo": ("demo", "demo"),
+    "spool": ("spool", None),
+    "fake-aws": ("fake_aws", "testing"),
+}
 
 
 def _positive(text: str) -> float:
@@ -71,434 +65,21 @@ def _count(text: str) -> int:
     return int(text)
 
 
-# ----------------------------------------------------------------------------- config files
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        message = f"must be a port number from 0 (any free one) to 65535, not {text!r}"
+        raise argparse.ArgumentTypeError(message)
+    return int(text)
 
 
-def load_handler_options(path: str, handler_name: str | None = None) -> dict[str, Any]:
-    """Return the options of the RefreshingCloudWatchLogHandler in a dictConfig file.
-
-    Args:
-        path: A JSON or YAML file holding a ``logging.config.dictConfig`` dict.
-        handler_name: Which handler, when the file has several of ours.
-    """
-    text = _read(path)
-    if path.endswith((".yaml", ".yml")):
-        try:
-            import yaml
-        except ImportError:
-            message = "reading YAML needs PyYAML: pip install 'watchtower-refresh[yaml]'"
-            raise _UsageError(message) from None
-        try:
-            config = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            message = f"{path} is not valid YAML: {exc}"
-            raise _UsageError(message) from None
-    else:
-        try:
-            config = json.loads(text)
-        except ValueError as exc:
-            message = f"{path} is not valid JSON: {exc}"
-            raise _UsageError(message) from None
-    handlers = config.get("handlers") if isinstance(config, dict) else None
-    ours = {
-        name: entry
-        for name, entry in (handlers or {}).items()
-        if isinstance(entry, dict) and (entry.get("()") or entry.get("class")) in _HANDLER_PATHS
-    }
-    if handler_name is not None:
-        ours = {name: entry for name, entry in ours.items() if name == handler_name}
-    if len(ours) != 1:
-        found = "none" if not ours else ", ".join(sorted(ours))
-        message = (
-            f"{path} must configure exactly one watchtower_refresh.RefreshingCloudWatchLogHandler"
-            f" (found: {found}); pick one with --handler NAME"
-        )
-        raise _UsageError(message)
-    (entry,) = ours.values()
-    return {key: value for key, value in entry.items() if key not in _NOT_HANDLER_OPTIONS}
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        message = f"cannot read {path}: {exc.strerror}"
-        raise _UsageError(message) from None
-
-
-# ----------------------------------------------------------------------------- policy
-
-
-def _policy(args: argparse.Namespace, out: Callable[[str], None]) -> int:
-    options = load_handler_options(args.config, args.handler) if args.config else {}
-    groups = args.log_group or ([options["log_group_name"]] if "log_group_name" in options else [])
-    if args.document == "trust":
-        if not args.service:
-            message = "--document trust needs --service (one of ecs, lambda, ec2)"
-            raise _UsageError(message)
-        document = trust_policy(args.service, args.account)
-    elif args.document == "caller":
-        role = args.role_arn or options.get("role_arn")
-        if not role:
-            message = "--document caller needs --role-arn (the role the handler assumes)"
-            raise _UsageError(message)
-        document = caller_policy(role)
-    else:
-        region = (
-            args.region
-            or options.get("region_name")
-            or os.environ.get("AWS_REGION")
-            or os.environ.get("AWS_DEFAULT_REGION")
-        )
-        missing = [
-            hint
-            for hint, value in (
-                ("--log-group NAME", groups),
-                ("--region REGION (or AWS_REGION)", region),
-                (
-                    "--account ID (nothing is looked up over the network; "
-                    "'aws sts get-caller-identity --query Account' or 'watchtower-refresh "
-                    "check' shows it)",
-                    args.account,
-                ),
-            )
-            if not value
-        ]
-        if missing:
-            message = "the policy needs " + "; ".join(missing)
-            raise _UsageError(message)
-        retention = args.log_group_retention_days or options.get("log_group_retention_days")
-        document = permissions_policy(
-            groups,
-            region=str(region),
-            account=args.account,
-            create_log_group=_flag(args.create_log_group, options, "create_log_group"),
-            create_log_stream=_flag(args.create_log_stream, options, "create_log_stream"),
-            log_group_retention_days=as_retention_days("--log-group-retention-days", retention),
-            log_group_tags=bool(as_tags("--log-group-tags", args.log_group_tags))
-            or bool(as_tags("log_group_tags", options.get("log_group_tags"))),
-        )
-    out(json.dumps(document, indent=2))
-    return EXIT_OK
-
-
-def _flag(given: bool | None, options: dict[str, Any], name: str) -> bool:
-    return given if given is not None else as_bool(name, options.get(name, True))
-
-
-# ----------------------------------------------------------------------------- check
-
-
-def _check(args: argparse.Namespace, out: Callable[[str], None]) -> int:
-    options = _handler_options(args)
-    report = run_check(
-        options,
-        write=not args.no_write,
-        progress=lambda line: print(f"... {line}", file=sys.stderr, flush=True),
-    )
-    if args.json:
-        out(json.dumps(dataclasses.asdict(report), indent=2))
-    else:
-        rows = [
-            ("credentials", _describe_credentials(report)),
-            ("identity", report.identity),
-            ("region", report.region),
-            ("STS endpoint", report.sts_endpoint),
-            ("Logs endpoint", report.logs_endpoint),
-            ("log group", report.log_group),
-            ("test event", _describe_event(report)),
-            ("note", report.note),
-            *(("warning", warning) for warning in report.warnings),
-            (
-                "result",
-                "OK" if report.exit_code == EXIT_OK else f"FAILED (exit {report.exit_code})",
-            ),
-        ]
-        out("\n".join(f"{label:<14}{value}" for label, value in rows if value is not None))
-    if report.problem:
-        print(f"watchtower-refresh check: {report.problem}", file=sys.stderr)
-    return report.exit_code
-
-
-def _describe_credentials(report: CheckReport) -> str | None:
-    if report.credential_source is None:
-        return None
-    if not report.refreshes:
-        return f"{report.credential_source} (do not refresh)"
-    expires = f"; expire {report.expires}" if report.expires else ""
-    return f"{report.credential_source} (refresh themselves{expires})"
-
-
-def _describe_event(report: CheckReport) -> str | None:
-    if not report.written:
-        return None
-    where = f"written to {report.log_stream}"
-    return f"{where} and read back" if report.read_back else where
-
-
-# ----------------------------------------------------------------------------- demo
-
-
-def _demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
-    try:
-        from .demo import run_demo
-    except ImportError:  # watchtower_refresh.testing: moto's server is not installed
-        print(
-            "watchtower-refresh demo: needs the demo extra: pip install 'watchtower-refresh[demo]'",
-            file=sys.stderr,
-        )
-        return EXIT_UNAVAILABLE
-    if args.spool:
-        return _spool_demo(args, out)
-    duration = 20.0 if args.duration is None else args.duration
-    token_lifetime = 4.0 if args.token_lifetime is None else args.token_lifetime
-    clock_skew = 3.0 if args.clock_skew is None else args.clock_skew
-    threads = 2 if args.threads is None else args.threads
-    print(
-        f"Logging for {duration:g} s from {threads} threads; tokens live "
-        f"{token_lifetime:g} s; the fake AWS's clock runs {clock_skew:g} s ahead.",
-        file=sys.stderr,
-    )
-    result = run_demo(
-        duration=duration,
-        token_lifetime=token_lifetime,
-        clock_skew=clock_skew,
-        threads=threads,
-        progress=lambda line: print(line, file=sys.stderr, flush=True),
-    )
-    if args.json:
-        out(json.dumps({**dataclasses.asdict(result), "ok": result.ok}, indent=2))
-    else:
-        rate = result.seconds / max(1, result.assume_role_calls)
-        out(
-            "\n".join(
-                [
-                    f"records sent              {result.sent}",
-                    f"records delivered         {result.delivered}",
-                    f"records lost              {result.lost}",
-                    f"duplicates                {result.duplicates}",
-                    f"AssumeRole calls          {result.assume_role_calls}"
-                    f"  (one per {rate:.1f} s; tokens live {result.token_lifetime:g} s)",
-                    f"expired-token answers     {result.expired_token_answers}",
-                    f"expired-token retries     {result.credential_refreshes}"
-                    "  (fresh credentials fetched, batch resent)",
-                    f"other retries             {result.retried}",
-                    "result                    "
-                    + ("OK: nothing lost" if result.ok else "FAILED: records were lost"),
-                ]
-            )
-        )
-    return EXIT_OK if result.ok else EXIT_DEMO_LOST
-
-
-def _spool_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
-    from .demo import run_spool_demo
-
-    others = [
-        flag
-        for flag, value in (
-            ("--token-lifetime", args.token_lifetime),
-            ("--clock-skew", args.clock_skew),
-            ("--threads", args.threads),
-        )
-        if value is not None
-    ]
-    if others:
-        message = f"{', '.join(others)} do not apply to --spool"
-        raise _UsageError(message)
-    duration = 2.0 if args.duration is None else args.duration
-    print(
-        f"A child process logs with spool_dir set for {duration:g} s and is killed with "
-        f"SIGKILL; the fake service holds each put {_SPOOL_DEMO_PUT_DELAY:g} s, so a backlog "
-        "builds up.",
-        file=sys.stderr,
-    )
-    try:
-        result = run_spool_demo(
-            duration=duration,
-            put_delay=_SPOOL_DEMO_PUT_DELAY,
-            progress=lambda line: print(line, file=sys.stderr, flush=True),
-        )
-    except RuntimeError as exc:  # the child died before the kill: nothing to measure
-        print(f"watchtower-refresh demo: {redact(str(exc))}", file=sys.stderr)
-        return EXIT_DEMO_LOST
-    if args.json:
-        out(json.dumps({**dataclasses.asdict(result), "ok": result.ok}, indent=2))
-    else:
-        rows = [
-            ("records logged", result.logged, "the log call returned before the kill"),
-            ("delivered by the child", result.delivered_before_kill, "read back once it died"),
-            ("left in the spool", result.left_in_spool, "not acknowledged when it died"),
-            ("replayed", result.replayed, "adopted by a new handler and delivered"),
-            ("records read back", f"{result.arrived} of {result.logged} logged", ""),
-            ("records missing", result.missing, ""),
-            (
-                "came twice",
-                result.duplicates,
-                f"counted in replayed; one batch at most: {result.batch_records}",
-            ),
-            (
-                "logged at the kill",
-                result.unconfirmed,
-                "spooled, but the log call had not returned; arrived too",
-            ),
-        ]
-        verdict = (
-            "OK: every logged record arrived"
-            if result.ok
-            else "FAILED: records were lost, dropped or duplicated beyond a batch"
-        )
-        lines = [
-            f"{label:<24}{value!s:<9}" + (f"  ({note})" if note else "")
-            for label, value, note in rows
-        ]
-        out("\n".join([*(line.rstrip() for line in lines), f"{'result':<24}{verdict}"]))
-    return EXIT_OK if result.ok else EXIT_DEMO_LOST
-
-
-# ----------------------------------------------------------------------------- spool
-
-
-def _spool_command(args: argparse.Namespace, out: Callable[[str], None]) -> int:
-    import datetime
-
-    from .._spool import describe
-
-    if args.deliver:
-        return _spool_deliver(args, out)
-    try:
-        owners = describe(args.dir)
-    except OSError as exc:
-        message = f"cannot read the spool directory {args.dir}: {exc.strerror or exc}"
-        raise _UsageError(message) from None
-    total = {
-        "owners": len(owners),
-        "dead": sum(o.state == "dead" for o in owners),
-        "records": sum(o.records for o in owners),
-        "bytes": sum(o.bytes for o in owners),
-        "corrupt": sum(o.corrupt for o in owners),
-    }
-    if args.json:
-        listed = [dataclasses.asdict(o) for o in owners]
-        out(json.dumps({"directory": args.dir, "owners": listed, "total": total}, indent=2))
-        return EXIT_OK
-
-    def when(ms: int | None) -> str:
-        if ms is None:
-            return "-"
-        moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
-        return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-    rows = [("LOG GROUP", "STATE", "PID", "RECORDS", "BYTES", "OLDEST (UTC)", "HOST")]
-    rows += [
-        (
-            o.group,
-            f"{o.state} ({o.adopter_pid})" if o.adopter_pid else o.state,
-            str(o.pid),
-            f"{o.records:,}",
-            f"{o.bytes:,}",
-            when(o.oldest_timestamp_ms),
-            o.host or "-",
-        )
-        for o in owners
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    right = {2, 3, 4}
-    lines = [
-        "  ".join(
-            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
-            for i, cell in enumerate(row)
-        ).rstrip()
-        for row in rows
-    ]
-
-    def count(number: int, noun: str) -> str:
-        return f"{number:,} {noun}" + ("" if number == 1 else "s")
-
-    summary = (
-        f"{count(total['owners'], 'owner')}, {count(total['records'], 'record')} not yet "
-        f"delivered, {count(total['bytes'], 'byte')}; {total['dead']:,} dead "
-        "(waiting for an adopter)"
-    )
-    if total["corrupt"]:
-        summary += f"; {count(total['corrupt'], 'damaged record')}"
-    out("\n".join([*lines, summary] if owners else [f"{args.dir}: nothing spooled"]))
-    return EXIT_OK
-
-
-def _spool_deliver(args: argparse.Namespace, out: Callable[[str], None]) -> int:
-    """Deliver what dead processes left in the spool, as a handler of that log group would."""
-    from .._handler import RefreshingCloudWatchLogHandler
-
-    options = _handler_options(args)
-    if not options.get("log_group_name"):
-        message = "--deliver needs --log-group (or a --config naming one)"
-        raise _UsageError(message)
-    if not os.path.isdir(args.dir):
-        message = f"cannot read the spool directory {args.dir}: not a directory"
-        raise _UsageError(message)
-    options["spool_dir"] = args.dir
-    handler = RefreshingCloudWatchLogHandler(**options)
-    try:
-        done = handler.flush(timeout=args.timeout)
-    finally:
-        handler.close()
-    stats = handler.stats
-    if args.json:
-        document = {**dataclasses.asdict(stats), "complete": done}
-        out(json.dumps(document, indent=2))
-    else:
-        dropped = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.dropped.items())) or "none"
-        out(
-            "\n".join(
-                [
-                    f"log group          {handler.log_group_name}",
-                    f"records delivered  {stats.replayed:,}",
-                    f"records dropped    {dropped}",
-                    f"damaged records    {stats.corrupt:,}",
-                    "result             "
-                    + ("OK" if done and not stats.dropped else "INCOMPLETE: see above"),
-                ]
-            )
-        )
-    return EXIT_OK if done and not stats.dropped else EXIT_DEMO_LOST
-
-
-# ----------------------------------------------------------------------------- parser
-
-
-_HANDLER_FLAGS = (  # command-line flag (argparse dest) and the handler option it sets
-    ("role_arn", "role_arn"),
-    ("region", "region_name"),
-    ("log_group", "log_group_name"),
-    ("profile", "profile_name"),
-    ("endpoint_url", "endpoint_url"),
-)
-
-
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="dictConfig JSON/YAML naming the handler")
-    parser.add_argument("--handler", metavar="NAME", help="which handler of --config")
-
-
-def _add_handler_options(parser: argparse.ArgumentParser, *, log_group_help: str | None) -> None:
+def _add_handler_options(parser: argparse.ArgumentParser, *, log_group_help: str) -> None:
     """The flags that say which handler to act as: ``check`` and ``spool --deliver``."""
     parser.add_argument("--log-group", metavar="NAME", help=log_group_help)
     parser.add_argument("--role-arn")
     parser.add_argument("--region")
     parser.add_argument("--profile")
     parser.add_argument("--endpoint-url", help="CloudWatch Logs endpoint")
-    _add_config_options(parser)
-
-
-def _handler_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The handler's options from ``--config``, overridden by the flags given."""
-    options = load_handler_options(args.config, args.handler) if args.config else {}
-    for flag, name in _HANDLER_FLAGS:
-        value = getattr(args, flag)
-        if value is not None:
-            options[name] = value
-    return options
+    add_config_options(parser)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -509,14 +90,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_policy(commands.add_parser)
+    _add_check(commands.add_parser)
+    _add_demo(commands.add_parser)
+    _add_spool(commands.add_parser)
+    _add_fake_aws(commands.add_parser)
+    return parser
 
-    policy = commands.add_parser(
+
+_AddParser = Callable[..., argparse.ArgumentParser]  # the add_parser of add_subparsers()
+
+
+def _add_policy(add: _AddParser) -> None:
+    policy = add(
         "policy",
         help="print the least-privilege IAM policy for a configuration",
         description=(
             "Print an IAM policy document as JSON. 'permissions' (the default) is what the "
             "handler's role needs; 'caller' lets an identity assume that role; 'trust' lets "
-            "ECS tasks, Lambda or EC2 assume it. Nothing is looked up over the network."
+            "ECS tasks, Lambda or EC2 (--service), or another role (--trusted-role-arn), "
+            "assume it. Nothing is looked up over the network."
         ),
     )
     policy.add_argument("--log-group", action="append", metavar="NAME", help="repeatable")
@@ -531,24 +124,39 @@ def _parser() -> argparse.ArgumentParser:
     )
     policy.add_argument("--role-arn", help="with --document caller: the role to assume")
     policy.add_argument("--service", choices=sorted(TRUSTED_SERVICES), help="with --document trust")
-    _add_config_options(policy)
+    policy.add_argument(
+        "--trusted-role-arn",
+        metavar="ARN",
+        help=(
+            "with --document trust: the role that assumes this one, such as an ECS task "
+            "role (arn:aws:iam::123456789012:role/task)"
+        ),
+    )
+    add_config_options(policy)
 
-    check = commands.add_parser(
+
+def _add_check(add: _AddParser) -> None:
+    check = add(
         "check",
         help="check credentials, endpoints and delivery end to end",
         description=(
             "Resolve credentials exactly as the handler would, report their source, refresh "
             "and expiry, the caller's identity, the region and the STS and Logs endpoints, "
-            "then write one test event and read it back. Exit codes: 0 OK, 2 invalid "
-            "configuration, 4 no region, 5 global STS endpoint, 6 no credentials, 7 expired "
+            "then write one test event and read it back. A throttled answer is retried as "
+            "the handler would. Exit codes: 0 OK, 2 invalid configuration, 4 no region, "
+            "5 global STS endpoint, 6 no credentials or credentials refused, 7 expired "
             "credentials, 8 access denied, 9 other AWS or connection error."
         ),
     )
-    _add_handler_options(check, log_group_help=None)
+    _add_handler_options(
+        check, log_group_help=f"where the test event goes (default: {DEFAULT_LOG_GROUP})"
+    )
     check.add_argument("--no-write", action="store_true", help="do not write a test event")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    demo = commands.add_parser(
+
+def _add_demo(add: _AddParser) -> None:
+    demo = add(
         "demo",
         help="log through expiring tokens against a local fake AWS and count what was lost",
         description=(
@@ -579,7 +187,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=_count, help="threads logging at once (2)")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
 
-    spool = commands.add_parser(
+
+def _add_spool(add: _AddParser) -> None:
+    spool = add(
         "spool",
         help="show what a spool directory holds, or deliver it",
         description=(
@@ -599,10 +209,61 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=_positive, default=60.0, help="seconds to deliver within (60)"
     )
     _add_handler_options(spool, log_group_help="with --deliver: the log group")
-    return parser
 
 
-_COMMANDS = {"policy": _policy, "check": _check, "demo": _demo, "spool": _spool_command}
+def _add_fake_aws(add: _AddParser) -> None:
+    fake = add(
+        "fake-aws",
+        help="run a local fake AWS (moto) to try the handler and these commands on",
+        description=(
+            "Start moto's STS and CloudWatch Logs on 127.0.0.1, print the shell 'export' "
+            "lines that send boto3, the handler and this command to it (placeholder keys), "
+            "and serve until Ctrl-C or SIGTERM. Another shell gets the same lines with "
+            '--print-env: eval "$(watchtower-refresh fake-aws --print-env)". '
+            "Needs the testing extra: pip install 'watchtower-refresh[testing]'."
+        ),
+    )
+    fake.add_argument(
+        "--port", type=_port, default=4599, help="TCP port (4599; 0 for any free one)"
+    )
+    fake.add_argument("--host", default="127.0.0.1", help="127.0.0.1, the only one allowed")
+    fake.add_argument(
+        "--region", default="eu-west-1", help="region exported (eu-west-1, the quick start's)"
+    )
+    fake.add_argument(
+        "--print-env",
+        action="store_true",
+        help="only print the lines for a fake AWS already running on --port, and exit",
+    )
+
+
+def _print_out(text: str) -> None:
+    try:
+        print(redact(text), flush=True)
+    except BrokenPipeError:
+        # The reader left (`policy | head`): say nothing more, as other CLIs do. stdout
+        # points at /dev/null from here on, so the flush at exit cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _command(name: str) -> Callable[[argparse.Namespace, Callable[[str], None]], int] | None:
+    """The ``run`` of a command's module; None when the extra it needs is not installed."""
+    module, extra = _COMMANDS[name]
+    try:
+        loaded = importlib.import_module(f"{__package__}.{module}")
+    except ImportError:
+        if extra is None:
+            raise
+        print(
+            f"watchtower-refresh {name}: needs the {extra} extra: "
+            f"pip install 'watchtower-refresh[{extra}]'",
+            file=sys.stderr,
+        )
+        return None
+    run: Callable[[argparse.Namespace, Callable[[str], None]], int] = loaded.run
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -612,20 +273,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-
-    def out(text: str) -> None:
-        try:
-            print(redact(text), flush=True)
-        except BrokenPipeError:
-            # The reader left (`policy | head`): say nothing more, as other CLIs do. stdout
-            # points at /dev/null from here on, so the flush at exit cannot fail again.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-
     try:
-        return _COMMANDS[args.command](args, out)
-    except (_UsageError, ConfigurationError) as exc:
+        run = _command(args.command)
+        if run is None:
+            return EXIT_UNAVAILABLE
+        return run(args, _print_out)
+    except (UsageError, ConfigurationError) as exc:
         print(f"watchtower-refresh {args.command}: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
