@@ -396,10 +396,8 @@ class FakeAWS:
         clock: The service's clock (default: the real one).
         token_lifetime: Lifetime stamped on AssumeRole answers, in seconds.
         seed: Seed for probabilistic faults.
-        port: TCP port to listen on; 0 (the default) picks a free one.
-
-    Raises:
-        OSError: The port is in use.
+        port: TCP port to listen on; 0 (the default) picks a free one. On a port in use,
+            werkzeug prints why and raises ``SystemExit``.
     """
 
     def __init__(
