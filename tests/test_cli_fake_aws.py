@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from watchtower_refresh._cli import EXIT_OK, EXIT_USAGE, main
+from watchtower_refresh._cli import EXIT_OK, EXIT_USAGE, fake_aws, main
 from watchtower_refresh._cli.fake_aws import exports
 from watchtower_refresh.testing import read_messages
 
@@ -162,3 +162,14 @@ def test_without_moto_it_names_the_extra(
         "watchtower-refresh fake-aws: needs the testing extra: "
         "pip install 'watchtower-refresh[testing]'\n"
     )
+
+
+def test_stdout_to_a_pipe_is_closed_once_the_lines_are_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "w") as stdout, os.fdopen(read_end, "rb") as reader:
+        monkeypatch.setattr(sys, "stdout", stdout)
+        print("export A=1", flush=True)
+        fake_aws._release_stdout()  # what lets eval "$(watchtower-refresh fake-aws &)" return
+        assert reader.read() == b"export A=1\n"  # then the end of the pipe, not a hang
