@@ -15,10 +15,25 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,demo]'
 	touch $(STAMP)
 
-demo: $(STAMP) ## log through expiring tokens against a local fake AWS
+# The demos need only the package and moto: a first `make demo` skips the test toolchain.
+# Its own stamp, so that `make test` afterwards still installs everything; a .venv that
+# already has everything serves the demos as it is.
+DEMO_STAMP := $(VENV)/.demo-stamp
+
+$(DEMO_STAMP): pyproject.toml
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then touch $@; else \
+		set -e; \
+		[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV); \
+		$(BIN)/python -m pip install --quiet --upgrade pip; \
+		echo "installing the package and the demo extra (moto)"; \
+		$(BIN)/python -m pip install --quiet -e '.[demo]'; \
+		touch $@; \
+	fi
+
+demo: $(DEMO_STAMP) ## log through expiring tokens against a local fake AWS
 	$(BIN)/watchtower-refresh demo
 
-demo-spool: $(STAMP) ## kill -9 a process that logs with a disk spool, then replay what it left
+demo-spool: $(DEMO_STAMP) ## kill -9 a process that logs with a disk spool, then replay what it left
 	$(BIN)/watchtower-refresh demo --spool
 
 test: lint types pytest ## ruff, mypy --strict, pytest with branch coverage

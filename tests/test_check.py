@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 import boto3
@@ -11,7 +12,8 @@ import pytest
 
 from tests.conftest import ROLE_ARN
 from watchtower_refresh import RefreshingCloudWatchLogHandler, WatchtowerRefreshWarning
-from watchtower_refresh._check import (
+from watchtower_refresh._cli import check, main
+from watchtower_refresh._cli.check import (
     EXIT_ACCESS_DENIED,
     EXIT_AWS_ERROR,
     EXIT_EXPIRED,
@@ -201,3 +203,85 @@ def test_invalid_configuration() -> None:
     assert report.exit_code == EXIT_INVALID
     assert "log_group_name 'bad name' is invalid" in str(report.problem)
     assert run_check({"no_such_option": 1}).exit_code == EXIT_INVALID
+
+
+def test_without_a_group_it_says_it_writes_to_the_default(
+    aws: FakeAWS, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = run_check({})
+    assert report.exit_code == EXIT_OK, report.problem
+    assert (report.log_group, report.default_log_group) == ("watchtower", True)
+    assert main(["check"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert re.search(r"^log group +watchtower \(the handler's default: no --log-group", out, re.M)
+    assert re.search(r"^test event +written to \S+ in watchtower and read back$", out, re.M)
+    with pytest.warns(DeprecationWarning, match="log_group is deprecated"):
+        assert run_check({"log_group": "/app/alias"}).log_group == "/app/alias"  # the old name
+
+
+def test_a_refused_assume_role_names_both_policies_and_both_fixes(aws: FakeAWS) -> None:
+    aws.injector.add_fault(Fault("AccessDenied", action="AssumeRole", status=403, message="no"))
+    report = run_check({"role_arn": ROLE_ARN, "log_group_name": GROUP})
+    assert report.exit_code == EXIT_ACCESS_DENIED
+    problem = str(report.problem)
+    assert "the caller's policy does not allow sts:AssumeRole" in problem
+    assert "the role's trust policy does not trust the caller" in problem
+    assert f"watchtower-refresh policy --document caller --role-arn {ROLE_ARN}" in problem
+    assert "watchtower-refresh policy --document trust --trusted-role-arn" in problem
+
+
+@pytest.mark.parametrize(
+    ("code", "action"),
+    [("UnrecognizedClientException", "PutLogEvents"), ("InvalidClientTokenId", "AssumeRole")],
+)
+def test_refused_credentials_are_said_to_be_found_and_refused(
+    aws: FakeAWS, code: str, action: str
+) -> None:
+    aws.injector.add_fault(Fault(code, action=action, message="The security token is invalid"))
+    options = {"role_arn": ROLE_ARN} if action == "AssumeRole" else {}
+    report = run_check({**options, "log_group_name": GROUP})
+    assert report.exit_code == EXIT_NO_CREDENTIALS
+    problem = str(report.problem)
+    assert problem.startswith("credentials were found (")
+    assert f"but AWS refused them: {action} said {code} (The security token is invalid)" in problem
+    assert "no valid AWS credentials were found" not in problem
+
+
+def test_throttled_answers_are_retried_as_the_handler_would(aws: FakeAWS) -> None:
+    aws.injector.add_fault(Fault("ThrottlingException", action="PutLogEvents", times=4))
+    steps: list[str] = []
+    report = run_check({"log_group_name": GROUP}, progress=steps.append)
+    assert report.exit_code == EXIT_OK, report.problem
+    assert report.read_back is True
+    assert aws.injector.counts["ThrottlingException"] == 4
+    assert any("answered ThrottlingException: trying again in" in step for step in steps)
+    messages = [
+        e["message"] for e in boto3.client("logs").filter_log_events(logGroupName=GROUP)["events"]
+    ]
+    assert len(messages) == 1
+
+
+def test_throttled_to_the_end_fails_after_the_attempts(
+    aws: FakeAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(check, "TRANSIENT_ATTEMPTS", 2)
+    aws.injector.add_fault(Fault("ThrottlingException", action="GetCallerIdentity"))
+    report = run_check({"log_group_name": GROUP})
+    assert report.exit_code == EXIT_AWS_ERROR
+    assert str(report.problem) == (
+        "GetCallerIdentity failed: AWS answered ThrottlingException: injected fault "
+        "(the last of 2 attempts, with backoff between them)"
+    )
+
+
+def test_a_misspelt_region_is_refused_and_an_unknown_one_warned_about(aws: FakeAWS) -> None:
+    report = run_check({"region_name": "eu-wst-1"})
+    assert report.exit_code == EXIT_INVALID
+    assert str(report.problem).startswith(
+        "region 'eu-wst-1' is not a region: did you mean eu-west-1?"
+    )
+    assert aws.injector.counts.total() == 0
+    report = run_check({"region_name": "eu-west-9", "log_group_name": GROUP}, write=False)
+    assert report.exit_code == EXIT_OK, report.problem
+    (warning,) = report.warnings
+    assert warning.startswith("region 'eu-west-9' is not in the endpoint data of botocore")

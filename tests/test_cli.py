@@ -45,7 +45,7 @@ def test_demo_without_its_extra_says_which_and_exits_3(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setitem(sys.modules, "moto", None)  # what a missing package looks like
-    for module in ("watchtower_refresh.testing", "watchtower_refresh._demo"):
+    for module in ("watchtower_refresh.testing", "watchtower_refresh._cli.demo"):
         monkeypatch.delitem(sys.modules, module, raising=False)
     assert main(["demo", "--duration", "1"]) == 3
     out, err = capsys.readouterr()
@@ -345,3 +345,44 @@ def test_policy_refuses_a_bad_flag_in_the_config_file(
     assert code == EXIT_USAGE
     assert out == ""
     assert "create_log_group must be true or false, not 'maybe'" in err
+
+
+def test_policy_trust_names_the_role_that_assumes_the_logging_role(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    task = "arn:aws:iam::123456789012:role/task"
+    code, out, _ = run(["policy", "--document", "trust", "--trusted-role-arn", task], capsys)
+    assert code == EXIT_OK
+    (statement,) = json.loads(out)["Statement"]
+    assert statement == {"Effect": "Allow", "Principal": {"AWS": task}, "Action": "sts:AssumeRole"}
+    code, out, err = run(
+        ["policy", "--document", "trust", "--trusted-role-arn", "arn:aws:iam::123:user/me"], capsys
+    )
+    assert code == EXIT_USAGE
+    assert "trusted role ARN 'arn:aws:iam::123:user/me' is invalid" in err
+
+
+def test_policy_refuses_a_misspelt_region_and_warns_about_an_unknown_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["policy", "--log-group", "/a", "--account", ACCOUNT, "--region"]
+    code, out, err = run([*argv, "eu-wst-1"], capsys)
+    assert code == EXIT_USAGE
+    assert out == ""
+    assert "region 'eu-wst-1' is not a region: did you mean eu-west-1?" in err
+    code, out, err = run([*argv, "eu-west-9"], capsys)
+    assert code == EXIT_OK
+    assert "arn:aws:logs:eu-west-9:" in out
+    assert err.startswith("watchtower-refresh policy: warning: region 'eu-west-9' is not in")
+
+
+def test_check_output_has_no_plural_mistakes(
+    aws: FakeAWS, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for argv in (
+        ["check", "--log-group", "/app/one"],
+        ["demo", "--duration", "1", "--threads", "1"],
+    ):
+        main(argv)
+        out, err = capsys.readouterr()
+        assert not re.search(r"\b1 [a-z]+s\b", out + err), out + err

@@ -9,9 +9,9 @@ import re
 import pytest
 import yaml
 
-from watchtower_refresh import _demo
 from watchtower_refresh._cli import EXIT_DEMO_LOST, EXIT_OK, EXIT_USAGE, main
-from watchtower_refresh._demo import SpoolDemoResult, demo_logging_config, run_demo
+from watchtower_refresh._cli import demo as _demo
+from watchtower_refresh._cli.demo import SpoolDemoResult, demo_logging_config, run_demo
 
 
 def test_demo_loses_nothing_across_expiries() -> None:

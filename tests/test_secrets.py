@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-import watchtower_refresh._demo as demo
+import watchtower_refresh._cli.demo as demo
 from tests.conftest import REGION, ROLE_ARN
 from watchtower_refresh import RefreshingCloudWatchLogHandler, refreshable_session
 from watchtower_refresh.testing import FakeAWS, FakeClock, Fault

@@ -410,17 +410,24 @@ class FakeAWS:
         clock: The service's clock (default: the real one).
         token_lifetime: Lifetime stamped on AssumeRole answers, in seconds.
         seed: Seed for probabilistic faults.
+        port: TCP port to listen on; 0 (the default) picks a free one. On a port in use,
+            werkzeug prints why and raises ``SystemExit``.
     """
 
     def __init__(
-        self, *, clock: Clock | None = None, token_lifetime: float | None = None, seed: int = 0
+        self,
+        *,
+        clock: Clock | None = None,
+        token_lifetime: float | None = None,
+        seed: int = 0,
+        port: int = 0,
     ) -> None:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.injector = FaultInjector(
             _moto_wsgi_app(), clock=clock, token_lifetime=token_lifetime, seed=seed
         )
         self._server = werkzeug.serving.make_server(
-            "127.0.0.1", 0, self.injector, threaded=True, request_handler=_moto_request_handler()
+            "127.0.0.1", port, self.injector, threaded=True, request_handler=_moto_request_handler()
         )
         # Resets are injected on purpose: socketserver would print each one's traceback.
         self._server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]

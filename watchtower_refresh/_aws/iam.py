@@ -15,9 +15,14 @@ on ``...:log-group:*``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import botocore
+import botocore.session
 
 from .._exceptions import ConfigurationError
 from .._options import (
@@ -189,8 +194,40 @@ def partition_for(region: str) -> str:
 
 
 def check_region(region: str) -> str:
-    """Return ``region`` if it has a region's form (``eu-west-1``); else raise."""
-    return check_pattern("region", region, _REGION, "expected a region such as eu-west-1")
+    """Return ``region`` if it names a region; else raise.
+
+    A region unknown to the installed botocore's endpoint data is refused when a word of it
+    is one no region uses (``eu-wst-1``: a typo), and let through with a warning otherwise
+    (``us-east-7``: maybe newer than this botocore), since AWS opens regions every year and a
+    check must not block them.
+
+    Raises:
+        ConfigurationError: Not a region's form, or a word no region uses.
+    """
+    check_pattern("region", region, _REGION, "expected a region such as eu-west-1")
+    session = botocore.session.get_session()
+    known = {
+        name
+        for partition in session.get_available_partitions()
+        for name in session.get_available_regions("logs", partition_name=partition)
+    }
+    if region in known:
+        return region
+    words = {word for name in known for word in name.split("-")[1:-1]}
+    if any(word not in words for word in region.split("-")[1:-1]):
+        close = difflib.get_close_matches(region, sorted(known), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        message = (
+            f"region {region!r} is not a region: {hint}(botocore {botocore.__version__} knows "
+            f"{len(known)} regions for CloudWatch Logs)"
+        )
+        raise ConfigurationError(message)
+    message = (
+        f"region {region!r} is not in the endpoint data of botocore {botocore.__version__}; "
+        "if it is a new region, upgrading boto3 and botocore makes this warning go away"
+    )
+    warnings.warn(message, UserWarning, stacklevel=2)
+    return region
 
 
 def check_account(account: str) -> str:
@@ -259,18 +296,38 @@ def caller_policy(role_arn: str) -> dict[str, Any]:
     return {"Version": POLICY_VERSION, "Statement": statements}
 
 
-def trust_policy(service: str, account: str | None = None) -> dict[str, Any]:
-    """Return the trust policy that lets ``service`` (ecs, lambda, ec2) assume the role.
+def trust_policy(
+    service: str | None = None,
+    account: str | None = None,
+    *,
+    trusted_role_arn: str | None = None,
+) -> dict[str, Any]:
+    """Return the trust policy that lets ``service`` (ecs, lambda, ec2) or a role assume the role.
 
     For ECS tasks, ``account`` adds the ``aws:SourceAccount`` condition AWS recommends
-    against the confused-deputy problem.
+    against the confused-deputy problem. ``trusted_role_arn`` names the role that assumes
+    this one (an ECS task role that assumes a logging role): ``Principal: {"AWS": ...}``.
+
+    Raises:
+        ConfigurationError: Neither is given, the service is unknown, or the ARN or the
+            account is invalid.
     """
-    if service not in TRUSTED_SERVICES:
-        message = f"service must be one of {', '.join(TRUSTED_SERVICES)}, not {service!r}"
+    if service is None and trusted_role_arn is None:
+        message = "name the service or the role that assumes the role"
         raise ConfigurationError(message)
+    principal: dict[str, str] = {}
+    if service is not None:
+        if service not in TRUSTED_SERVICES:
+            message = f"service must be one of {', '.join(TRUSTED_SERVICES)}, not {service!r}"
+            raise ConfigurationError(message)
+        principal["Service"] = TRUSTED_SERVICES[service]
+    if trusted_role_arn is not None:
+        principal["AWS"] = check_pattern(
+            "trusted role ARN", trusted_role_arn, ROLE_ARN_PATTERN, ROLE_ARN_RULE
+        )
     statement: dict[str, Any] = {
         "Effect": "Allow",
-        "Principal": {"Service": TRUSTED_SERVICES[service]},
+        "Principal": principal,
         "Action": "sts:AssumeRole",
     }
     if service == "ecs" and account is not None:

@@ -1,4 +1,4 @@
-"""The demos: records keep arriving while tokens expire, and survive a kill -9.
+"""``watchtower-refresh demo``: records keep arriving while tokens expire, and survive a kill -9.
 
 ``run_demo`` starts the fake AWS (moto on loopback, tokens enforced by the fault injector),
 configures logging with ``dictConfig`` and a role ARN the way applications do at import time,
@@ -13,9 +13,11 @@ returned against what the log group holds.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import datetime
+import json
 import logging
 import logging.config
 import os
@@ -32,11 +34,26 @@ from typing import Any
 
 import boto3
 
-from ._handler import RefreshingCloudWatchLogHandler
-from ._spool import describe
-from .testing import FakeAWS, Fault, read_messages
+from .._handler import RefreshingCloudWatchLogHandler
+from .._redact import redact
+from .._spool import describe
+from ..testing import FakeAWS, Fault, read_messages
+from .config import UsageError
 
-__all__ = ["DemoResult", "SpoolDemoResult", "demo_logging_config", "run_demo", "run_spool_demo"]
+__all__ = [
+    "EXIT_DEMO_LOST",
+    "EXIT_OK",
+    "DemoResult",
+    "SpoolDemoResult",
+    "demo_logging_config",
+    "run",
+    "run_demo",
+    "run_spool_demo",
+]
+
+EXIT_OK = 0
+EXIT_DEMO_LOST = 1
+"""A logged record is missing, or (``--spool``) more duplicates than one batch."""
 
 DEMO_ROLE_ARN = "arn:aws:iam::123456789012:role/demo-logger"
 DEMO_LOG_GROUP = "/demo/watchtower-refresh"
@@ -358,7 +375,7 @@ def run_spool_demo(
                 + " | ".join(tail)
             )
             raise RuntimeError(message)
-        say(f"killed child pid {child.pid} with SIGKILL after {len(returned)} records")
+        say(f"killed child pid {child.pid} with SIGKILL after {_records(len(returned))}")
         time.sleep(put_delay + 0.3)  # a put the service was holding at the kill lands now
         aws.injector.remove_fault(slow)
         with _environment(_fake_keys(aws)):
@@ -416,3 +433,123 @@ def _replay_and_count(
         seconds=seconds,
         put_delay=put_delay,
     )
+
+
+def _records(number: int) -> str:
+    return f"{number:,} record" + ("" if number == 1 else "s")
+
+
+# ----------------------------------------------------------------------------- the command
+
+_SPOOL_DEMO_PUT_DELAY = 0.2  # seconds; slower than the child logs, so records wait on disk
+
+
+def run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    """Run the demo the flags ask for, print its summary; return the exit code."""
+    if args.spool:
+        return _spool_demo(args, out)
+    duration = 20.0 if args.duration is None else args.duration
+    token_lifetime = 4.0 if args.token_lifetime is None else args.token_lifetime
+    clock_skew = 3.0 if args.clock_skew is None else args.clock_skew
+    threads = 2 if args.threads is None else args.threads
+    print(
+        f"Logging for {duration:g} s from {threads} thread{'' if threads == 1 else 's'}; "
+        f"tokens live {token_lifetime:g} s; the fake AWS's clock runs {clock_skew:g} s ahead.",
+        file=sys.stderr,
+    )
+    result = run_demo(
+        duration=duration,
+        token_lifetime=token_lifetime,
+        clock_skew=clock_skew,
+        threads=threads,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    if args.json:
+        out(json.dumps({**dataclasses.asdict(result), "ok": result.ok}, indent=2))
+    else:
+        rate = result.seconds / max(1, result.assume_role_calls)
+        out(
+            "\n".join(
+                [
+                    f"records sent              {result.sent}",
+                    f"records delivered         {result.delivered}",
+                    f"records lost              {result.lost}",
+                    f"duplicates                {result.duplicates}",
+                    f"AssumeRole calls          {result.assume_role_calls}"
+                    f"  (one per {rate:.1f} s; tokens live {result.token_lifetime:g} s)",
+                    f"expired-token answers     {result.expired_token_answers}",
+                    f"expired-token retries     {result.credential_refreshes}"
+                    "  (fresh credentials fetched, batch resent)",
+                    f"other retries             {result.retried}",
+                    "result                    "
+                    + ("OK: nothing lost" if result.ok else "FAILED: records were lost"),
+                ]
+            )
+        )
+    return EXIT_OK if result.ok else EXIT_DEMO_LOST
+
+
+def _spool_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    others = [
+        flag
+        for flag, value in (
+            ("--token-lifetime", args.token_lifetime),
+            ("--clock-skew", args.clock_skew),
+            ("--threads", args.threads),
+        )
+        if value is not None
+    ]
+    if others:
+        message = f"{', '.join(others)} do not apply to --spool"
+        raise UsageError(message)
+    duration = 2.0 if args.duration is None else args.duration
+    print(
+        f"A child process logs with spool_dir set for {duration:g} s and is killed with "
+        f"SIGKILL; the fake service holds each put {_SPOOL_DEMO_PUT_DELAY:g} s, so a backlog "
+        "builds up.",
+        file=sys.stderr,
+    )
+    try:
+        result = run_spool_demo(
+            duration=duration,
+            put_delay=_SPOOL_DEMO_PUT_DELAY,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except RuntimeError as exc:  # the child died before the kill: nothing to measure
+        print(f"watchtower-refresh demo: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_DEMO_LOST
+    if args.json:
+        out(json.dumps({**dataclasses.asdict(result), "ok": result.ok}, indent=2))
+    else:
+        out(_describe_spool_demo(result))
+    return EXIT_OK if result.ok else EXIT_DEMO_LOST
+
+
+def _describe_spool_demo(result: SpoolDemoResult) -> str:
+    rows = [
+        ("records logged", result.logged, "the log call returned before the kill"),
+        ("delivered by the child", result.delivered_before_kill, "read back once it died"),
+        ("left in the spool", result.left_in_spool, "not acknowledged when it died"),
+        ("replayed", result.replayed, "adopted by a new handler and delivered"),
+        ("records read back", f"{result.arrived} of {result.logged} logged", ""),
+        ("records missing", result.missing, ""),
+        (
+            "came twice",
+            result.duplicates,
+            f"counted in replayed; one batch at most: {result.batch_records}",
+        ),
+        (
+            "logged at the kill",
+            result.unconfirmed,
+            "spooled, but the log call had not returned; arrived too",
+        ),
+    ]
+    verdict = (
+        "OK: every logged record arrived"
+        if result.ok
+        else "FAILED: records were lost, dropped or duplicated beyond a batch"
+    )
+    lines = [
+        f"{label:<24}{value!s:<9}" + (f"  ({note})" if note else "") for label, value, note in rows
+    ]
+    return "\n".join([*(line.rstrip() for line in lines), f"{'result':<24}{verdict}"])

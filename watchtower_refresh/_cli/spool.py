@@ -1,0 +1,122 @@
+"""``watchtower-refresh spool``: what a spool directory holds, and ``--deliver`` to send it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+from collections.abc import Callable
+
+from .._spool import describe
+from .check import EXIT_OK
+from .config import UsageError, handler_options
+
+__all__ = ["EXIT_NOT_DELIVERED", "run"]
+
+EXIT_NOT_DELIVERED = 1
+"""``--deliver``: records were dropped, or not all delivered within ``--timeout``."""
+
+
+def run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    """List the spool directory, or deliver it with ``--deliver``; return the exit code."""
+    if args.deliver:
+        return _deliver(args, out)
+    try:
+        owners = describe(args.dir)
+    except OSError as exc:
+        message = f"cannot read the spool directory {args.dir}: {exc.strerror or exc}"
+        raise UsageError(message) from None
+    total = {
+        "owners": len(owners),
+        "dead": sum(o.state == "dead" for o in owners),
+        "records": sum(o.records for o in owners),
+        "bytes": sum(o.bytes for o in owners),
+        "corrupt": sum(o.corrupt for o in owners),
+    }
+    if args.json:
+        listed = [dataclasses.asdict(o) for o in owners]
+        out(json.dumps({"directory": args.dir, "owners": listed, "total": total}, indent=2))
+        return EXIT_OK
+    rows = [("LOG GROUP", "STATE", "PID", "RECORDS", "BYTES", "OLDEST (UTC)", "HOST")]
+    rows += [
+        (
+            o.group,
+            f"{o.state} ({o.adopter_pid})" if o.adopter_pid else o.state,
+            str(o.pid),
+            f"{o.records:,}",
+            f"{o.bytes:,}",
+            _when(o.oldest_timestamp_ms),
+            o.host or "-",
+        )
+        for o in owners
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    right = {2, 3, 4}
+    lines = [
+        "  ".join(
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    ]
+    summary = (
+        f"{count(total['owners'], 'owner')}, {count(total['records'], 'record')} not yet "
+        f"delivered, {count(total['bytes'], 'byte')}; {total['dead']:,} dead "
+        "(waiting for an adopter)"
+    )
+    if total["corrupt"]:
+        summary += f"; {count(total['corrupt'], 'damaged record')}"
+    out("\n".join([*lines, summary] if owners else [f"{args.dir}: nothing spooled"]))
+    return EXIT_OK
+
+
+def count(number: int, noun: str) -> str:
+    """``1 record``, ``2 records``: a number and its noun, plural when it is not one."""
+    return f"{number:,} {noun}" + ("" if number == 1 else "s")
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _deliver(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    """Deliver what dead processes left in the spool, as a handler of that log group would."""
+    from .._handler import RefreshingCloudWatchLogHandler
+
+    options = handler_options(args)
+    if not options.get("log_group_name"):
+        message = "--deliver needs --log-group (or a --config naming one)"
+        raise UsageError(message)
+    if not os.path.isdir(args.dir):
+        message = f"cannot read the spool directory {args.dir}: not a directory"
+        raise UsageError(message)
+    options["spool_dir"] = args.dir
+    handler = RefreshingCloudWatchLogHandler(**options)
+    try:
+        done = handler.flush(timeout=args.timeout)
+    finally:
+        handler.close()
+    stats = handler.stats
+    if args.json:
+        document = {**dataclasses.asdict(stats), "complete": done}
+        out(json.dumps(document, indent=2))
+    else:
+        dropped = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.dropped.items())) or "none"
+        out(
+            "\n".join(
+                [
+                    f"log group          {handler.log_group_name}",
+                    f"records delivered  {stats.replayed:,}",
+                    f"records dropped    {dropped}",
+                    f"damaged records    {stats.corrupt:,}",
+                    "result             "
+                    + ("OK" if done and not stats.dropped else "INCOMPLETE: see above"),
+                ]
+            )
+        )
+    return EXIT_OK if done and not stats.dropped else EXIT_NOT_DELIVERED
