@@ -27,6 +27,7 @@ import pytest
 import uvicorn
 import yaml
 
+import watchtower_refresh
 from tests.conftest import REGION, ROLE_ARN, run_python
 from watchtower_refresh import flush_handlers
 from watchtower_refresh._policy import permissions_policy
@@ -422,8 +423,6 @@ def test_first_python_example_is_the_quickstart(page: Path) -> None:
 
 
 def test_the_api_reference_documents_every_public_name() -> None:
-    import watchtower_refresh
-
     documented = set(
         re.findall(r"^::: watchtower_refresh\.(\w+)$", (DOCS / "api.md").read_text(), re.M)
     )
