@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help demo demo-spool test bench lint types pytest matrix clean
+.PHONY: help demo demo-spool test bench lint types pytest docs matrix clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,7 +36,7 @@ demo: $(DEMO_STAMP) ## log through expiring tokens against a local fake AWS
 demo-spool: $(DEMO_STAMP) ## kill -9 a process that logs with a disk spool, then replay what it left
 	$(BIN)/watchtower-refresh demo --spool
 
-test: lint types pytest ## ruff, mypy --strict, pytest with branch coverage
+test: lint types pytest docs ## ruff, mypy --strict, pytest with branch coverage, the docs site
 
 bench: $(STAMP) ## the benchmarks of the README's performance section
 	$(BIN)/python -m benchmarks.run
@@ -51,8 +51,12 @@ types: $(STAMP) ## mypy --strict
 pytest: $(STAMP) ## the test suite with branch coverage
 	$(BIN)/pytest
 
-matrix: ## the suite on each CPython 3.10-3.13 found, and on the lowest dependencies
+# Not --quiet: it hides the warnings that --strict turns into errors.
+docs: $(STAMP) ## build the documentation site into site/, warnings as errors
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+matrix: ## the suite on each CPython 3.10-3.14 found, and on the lowest dependencies
 	$(PYTHON) ci/matrix.py
 
 clean: ## remove the virtualenvs and caches
-	rm -rf $(VENV) .venv-matrix .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-matrix site .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -10,12 +10,14 @@ import logging
 import logging.config
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +27,7 @@ import pytest
 import uvicorn
 import yaml
 
+import watchtower_refresh
 from tests.conftest import REGION, ROLE_ARN, run_python
 from watchtower_refresh import flush_handlers
 from watchtower_refresh._aws.iam import permissions_policy
@@ -217,7 +220,86 @@ def test_dockerignore_keeps_the_virtualenvs_and_history_out_of_the_image() -> No
     assert re.search(r"^CMD \[", dockerfile, re.M)  # exec form: SIGTERM reaches python
 
 
-def test_ecs_task_definition_and_image(aws: FakeAWS) -> None:
+def dockerfile_stages() -> list[list[str]]:
+    """The ECS Dockerfile's instructions (continuation lines joined), one list per stage."""
+    text = (EXAMPLES / "ecs" / "Dockerfile").read_text().replace("\\\n", " ")
+    stages: list[list[str]] = []
+    for line in text.splitlines():
+        line = " ".join(line.split())
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("FROM "):
+            stages.append([])
+        stages[-1].append(line)
+    return stages
+
+
+def test_ecs_image_installs_a_wheel_and_keeps_no_source_layer() -> None:
+    build, final = dockerfile_stages()
+    assert build[0].endswith(" AS build")
+    assert any(re.fullmatch(r"RUN pip wheel .*--no-deps --wheel-dir /wheels \.", i) for i in build)
+    # The final image copies nothing of the sources: only the worker, and the wheel is
+    # mounted for the one RUN that installs it, so it leaves no layer either.
+    copies = [i for i in final if i.startswith(("COPY", "ADD"))]
+    assert copies == ["COPY examples/ecs/worker.py /srv/worker.py"]
+    (install,) = [i for i in final if "pip install" in i]
+    assert install.startswith("RUN --mount=type=bind,from=build,source=/wheels,target=/wheels ")
+    assert install.endswith("pip install --no-cache-dir /wheels/*.whl")
+    assert not any("rm -rf" in i for i in final)
+    assert final[-1] == 'CMD ["python", "/srv/worker.py"]'
+
+
+def test_ecs_spool_is_on_the_task_volume_the_image_prepares() -> None:
+    task = json.loads((EXAMPLES / "ecs" / "task-definition.json").read_text())
+    (container,) = task["containerDefinitions"]
+    environment = {item["name"]: item["value"] for item in container["environment"]}
+    spool = environment["WATCHTOWER_REFRESH_SPOOL_DIR"]
+    (mount,) = container["mountPoints"]
+    assert mount["containerPath"] == spool
+    assert mount["sourceVolume"] in {volume["name"] for volume in task["volumes"]}
+    assert container["restartPolicy"]["enabled"] is True
+    _, final = dockerfile_stages()
+    # The directory exists for the worker's user; ECS fills the volume from the VOLUME path.
+    assert f"RUN mkdir -p {spool} && chown 1000:1000 {spool}" in final
+    assert f'VOLUME ["{spool}"]' in final
+    assert "USER 1000" in final
+
+
+@pytest.mark.slow
+@pytest.mark.wheel
+def test_ecs_build_stage_builds_the_wheel(tmp_path: Path) -> None:
+    # docker cannot run here: do what the build stage does, with only what it copies.
+    build, _ = dockerfile_stages()
+    context = tmp_path / "src"
+    context.mkdir()
+    for instruction in (i for i in build if i.startswith("COPY ")):
+        *sources, target = instruction.split()[1:]
+        for source in sources:
+            destination = context / target / source if target.endswith("/") else context / target
+            origin = EXAMPLES.parent / source
+            if origin.is_dir():
+                shutil.copytree(origin, destination, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(origin, destination)
+    (command,) = [i.removeprefix("RUN ") for i in build if i.startswith("RUN pip wheel")]
+    argv = command.split()
+    argv[argv.index("/wheels")] = str(tmp_path / "wheels")
+    result = subprocess.run(
+        [sys.executable, "-m", *argv],
+        cwd=context,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (wheel,) = (tmp_path / "wheels").glob("watchtower_refresh-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert "watchtower_refresh/__init__.py" in archive.namelist()
+
+
+def test_ecs_task_definition_and_image(aws: FakeAWS, tmp_path: Path) -> None:
     task = json.loads((EXAMPLES / "ecs" / "task-definition.json").read_text())
     assert task["taskRoleArn"].startswith("arn:aws:iam::")
     (container,) = task["containerDefinitions"]
@@ -242,6 +324,8 @@ def test_ecs_task_definition_and_image(aws: FakeAWS) -> None:
     env.update(aws.environment(REGION))
     env.pop("AWS_DEFAULT_REGION")
     env.update(environment)
+    # The task's volume: a directory of this test's instead of /var/spool/app-logs.
+    env["WATCHTOWER_REFRESH_SPOOL_DIR"] = str(tmp_path)
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "ecs" / "worker.py")],
         env={**env, "ORDERS": "4"},
@@ -251,22 +335,36 @@ def test_ecs_task_definition_and_image(aws: FakeAWS) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    assert "in memory only" not in result.stderr  # the spool directory was usable
+    assert list(tmp_path.iterdir()) == []  # all delivered: nothing left for a restarted one
     got = [json.loads(m) for m in read_with(aws, "/app/orders-ecs", environment["AWS_REGION"])]
     assert sorted(d["message"] for d in got) == [f"order {n} processed" for n in range(4)]
     assert {d["logger"] for d in got} == {"orders.worker"}
 
 
 README = EXAMPLES.parent / "README.md"
+DOCS = EXAMPLES.parent / "docs"
+PAGES = [README, *sorted(DOCS.glob("*.md"))]
 _MARKED_BLOCK = re.compile(r"<!-- (file|excerpt): (\S+) -->\n```\w*\n(.*?)```\n", re.S)
+_PYTHON_BLOCK = re.compile(r"(<!-- (?:file|excerpt): \S+ -->\n)?```python\n(.*?)```", re.S)
 
 
-def readme_blocks() -> list[tuple[str, str, str]]:
-    """(kind, path, text) of every README code block marked as a file or an excerpt of one."""
-    return _MARKED_BLOCK.findall(README.read_text())
+def page_name(page: Path) -> str:
+    return str(page.relative_to(EXAMPLES.parent))
 
 
-def test_readme_marks_the_recipe_files() -> None:
-    marked = {path for _, path, _ in readme_blocks()}
+def marked_blocks() -> list[tuple[str, str, str, str]]:
+    """(page, kind, path, text) of every code block of the README and docs/ marked as a file
+    or an excerpt of one."""
+    return [
+        (page_name(page), *block)
+        for page in PAGES
+        for block in _MARKED_BLOCK.findall(page.read_text())
+    ]
+
+
+def test_the_docs_mark_the_recipe_files() -> None:
+    marked = {path for _, _, path, _ in marked_blocks()}
     assert {
         "examples/quickstart.py",
         "examples/quickstart.yaml",
@@ -277,13 +375,23 @@ def test_readme_marks_the_recipe_files() -> None:
         "examples/lambda_function.py",
         "examples/test_orders_logging.py",
     } <= marked
+    # Every page is read: the README and each page under docs/.
+    assert {page for page, _, _, _ in marked_blocks()} >= {
+        "README.md",
+        "docs/getting-started.md",
+        "docs/recipes.md",
+    }
 
 
-@pytest.mark.parametrize(("kind", "path", "text"), readme_blocks(), ids=lambda v: str(v)[:40])
-def test_readme_snippets_are_the_files_under_examples(kind: str, path: str, text: str) -> None:
+@pytest.mark.parametrize(
+    ("page", "kind", "path", "text"), marked_blocks(), ids=lambda v: str(v)[:40]
+)
+def test_doc_snippets_are_the_files_under_examples(
+    page: str, kind: str, path: str, text: str
+) -> None:
     source = (EXAMPLES.parent / path).read_text()
     if kind == "file":
-        assert text == source
+        assert text == source, f"{page}: the block marked as {path} differs from the file"
         return
     # An excerpt: the same lines, in a row, perhaps indented as a whole in the file.
     wanted = text.splitlines()
@@ -296,13 +404,29 @@ def test_readme_snippets_are_the_files_under_examples(kind: str, path: str, text
             for line, want in zip(window, wanted, strict=True)
         ):
             return
-    pytest.fail(f"the README's excerpt of {path} is not in the file:\n{text}")
+    pytest.fail(f"{page}'s excerpt of {path} is not in the file:\n{text}")
 
 
-def test_readme_first_python_example_is_the_quickstart() -> None:
-    first = re.search(r"```python\n(.*?)```", README.read_text(), re.S)
+@pytest.mark.parametrize("page", PAGES, ids=page_name)
+def test_every_python_block_of_the_docs_compiles(page: Path) -> None:
+    # Blocks not marked as a file are short illustrations: they must at least be Python.
+    for marked, text in _PYTHON_BLOCK.findall(page.read_text()):
+        if not marked:
+            compile(text, f"{page_name(page)} block", "exec")
+
+
+@pytest.mark.parametrize("page", [README, DOCS / "getting-started.md"], ids=page_name)
+def test_first_python_example_is_the_quickstart(page: Path) -> None:
+    first = re.search(r"```python\n(.*?)```", page.read_text(), re.S)
     assert first is not None
     assert first.group(1) == (EXAMPLES / "quickstart.py").read_text()
+
+
+def test_the_api_reference_documents_every_public_name() -> None:
+    documented = set(
+        re.findall(r"^::: watchtower_refresh\.(\w+)$", (DOCS / "api.md").read_text(), re.M)
+    )
+    assert documented == set(watchtower_refresh.__all__) - {"__version__"}
 
 
 def test_the_testing_example_passes_as_a_users_test(tmp_path: Path) -> None:

@@ -110,10 +110,11 @@ def test_wheel_in_an_empty_virtualenv_runs_the_readme_example(aws: FakeAWS, tmp_
 def test_python_versions_agree_everywhere() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'requires-python = ">=3.10"' in pyproject
-    for minor in (10, 11, 12, 13):
+    for minor in (10, 11, 12, 13, 14):
         assert f'"Programming Language :: Python :: 3.{minor}"' in pyproject
     readme, makefile = (ROOT / "README.md").read_text(), (ROOT / "Makefile").read_text()
     assert "Python 3.10+" in readme
     assert "Python 3.10+" in makefile
     assert not re.search(r"3\.1[1-9]\+", readme + makefile)
-    assert 'VERSIONS = ("3.10", "3.11", "3.12", "3.13")' in (ROOT / "ci" / "matrix.py").read_text()
+    matrix = (ROOT / "ci" / "matrix.py").read_text()
+    assert 'VERSIONS = ("3.10", "3.11", "3.12", "3.13", "3.14")' in matrix

@@ -76,7 +76,7 @@ def logging_config(**arguments: Unpack[LoggingOptions]) -> dict[str, Any]:
     Each option, when not given, is read from ``WATCHTOWER_REFRESH_<NAME>`` (for example
     ``WATCHTOWER_REFRESH_LOG_GROUP``, ``WATCHTOWER_REFRESH_LOGGERS``).
 
-    Args:
+    Keyword Args:
         log_group: Log group name (required, here or in the environment).
         stream: Stream name template (watchtower's fields); default
             ``{machine_name}/<program>/{process_id}``, one stream per process, where
