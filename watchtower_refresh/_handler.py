@@ -90,8 +90,9 @@ from ._options import (
     as_tags,
     check_pattern,
 )
-from ._process import _local as _thread_state
+from ._process import arrange as arrange_shutdown
 from ._process import (
+    check_sigterm_after_fork,
     delivering,
     exit_deadline,
     exiting,
@@ -102,9 +103,9 @@ from ._process import (
     report,
     summarizing,
 )
+from ._process import thread_state as _thread_state
 from ._redact import install_redaction, redact
 from ._sender import Sender
-from ._shutdown import arrange as arrange_shutdown
 from ._spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
 from ._spool import DEFAULT_SEGMENT_BYTES, Spool, SpooledRecord, adopt
 from ._streams import StreamNames, check_template
@@ -434,7 +435,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         # state. Ours is reset by _process's own after-fork hook.
         handler_at_fork_reinit(self)
 
-    def _held_here(self) -> bool:
+    def held_here(self) -> bool:
         """Whether this thread holds the ledger's lock: a signal handler that interrupted it
         must not wait for a thread that needs that lock."""
         return holds_lock(self._ledger.lock)
@@ -461,7 +462,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         # The first spool id of the records kept on disk only, beyond the caps (None: none).
         self._backlog_from: int | None = None
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         # The parent's threads, client and held records stay with the parent, which
         # delivers them; the child counts only its own records.
         self._reset_state()
@@ -795,6 +796,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
 
     def _open(self) -> None:
         """Start a sender, or keep the one that is still draining (ledger lock held)."""
+        check_sigterm_after_fork()  # a forked child's SIGTERM may have been reset
         sender: Sender | None = self._sender
         if sender is not None and sender.reusable:
             sender.draining = False  # a dictConfig closed us without waiting: carry on
@@ -1413,6 +1415,19 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             f"{warning}; such records are dropped and counted in stats.dropped[{reason!r}]",
             key=reason,
         )
+
+    @property
+    def kept_in_spool(self) -> int:
+        """Records this process wrote to its spool and has not acknowledged: a later
+        process delivers them (0 without a spool)."""
+        spool = self._spool
+        return 0 if spool is None else spool.stats.appended - spool.stats.acked
+
+    def send_synchronously(self) -> None:
+        """From now on, send each record before its logging call returns, as with
+        ``use_queues=False``; what is already queued is still sent by the sender."""
+        self.use_queues = False
+        self._ledger.close_gate()  # every later record takes emit()'s slow path
 
 
 def _by_stream(events: list[Event]) -> list[tuple[str, list[Event]]]:

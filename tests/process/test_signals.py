@@ -1,9 +1,9 @@
 """SIGTERM: delivered before the process ends as it would have, PID 1 and opt-out included.
 
-The subprocess tests run ``shutdown_apps/worker.py``, which logs numbered records and
+The subprocess tests run ``apps/worker.py``, which logs numbered records and
 prints each number once logged; the signal comes while it logs, and every record logged
 before it must be read back from the fake AWS. The servers, pools and Celery are in
-``test_shutdown_servers.py``.
+``test_servers.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -25,37 +25,19 @@ from typing import Any
 import pytest
 
 from tests.conftest import logger_for
-from tests.shutdown_harness import APPS, environment, finish, started
+from tests.process.harness import APPS, environment, finish, started
 from watchtower_refresh import (
     ConfigurationError,
     DeliveryStats,
     RefreshingCloudWatchLogHandler,
     install_sigterm_handler,
 )
-from watchtower_refresh import _shutdown as shutdown
 from watchtower_refresh._config import logging_config
+from watchtower_refresh._process import pools, signals
 from watchtower_refresh.testing import FakeAWS, Fault
 
 Read = Callable[[str], list[str]]
 WORKER = str(APPS / "worker.py")
-
-
-@pytest.fixture(autouse=True)
-def restore_sigterm() -> Iterator[None]:
-    """Give SIGTERM back the handler it had: the handlers made here install ours."""
-    before = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, before)
-
-
-@pytest.fixture
-def only(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """Make settle() see only the given handlers, not every one this test run made."""
-
-    def set_live(*handlers: RefreshingCloudWatchLogHandler) -> None:
-        monkeypatch.setattr(shutdown, "_live", lambda: list(handlers))
-
-    return set_live
 
 
 # --------------------------------------------------------------------------- in-process
@@ -118,18 +100,6 @@ def test_a_handler_the_application_installed_since_is_chained_to(
     handler.close()
 
 
-def test_celery_child_exit_closes_the_handlers(
-    aws: FakeAWS, messages: Read, only: Callable[..., None]
-) -> None:
-    celery_signals = pytest.importorskip("celery.signals")
-    handler = RefreshingCloudWatchLogHandler("/svc/celery", send_interval=60)
-    only(handler)
-    logger_for(handler).info("task done")
-    celery_signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
-    assert handler.stats.delivered == 1
-    assert messages("/svc/celery") == ["task done"]
-
-
 def test_what_the_budget_leaves_is_counted_and_reported(
     aws: FakeAWS, only: Callable[..., None], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -138,7 +108,7 @@ def test_what_the_budget_leaves_is_counted_and_reported(
     only(handler)
     logger_for(handler).info("never arrives in time")
     started_at = time.monotonic()
-    left = shutdown.settle("test", close=True)
+    left = signals.settle("test", close=True)
     assert time.monotonic() - started_at < 4
     assert left == 1
     assert capsys.readouterr().err == (
@@ -191,22 +161,27 @@ class Interrupted:
     def close_by(self, deadline: float) -> None:
         self.events.append("close")
 
-    def _after_fork_in_child(self) -> None:
+    kept_in_spool = 0
+
+    def after_fork_in_child(self) -> None:
         pass
 
-    def _held_here(self) -> bool:
+    def held_here(self) -> bool:
         return False
+
+    def send_synchronously(self) -> None:
+        self.events.append("synchronous")
 
 
 def test_a_sigterm_during_an_exit_hook_is_passed_on_once_it_is_done(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     events: list[str] = []
-    monkeypatch.setattr(shutdown, "_live", lambda: [Interrupted(events)])
+    monkeypatch.setattr(signals, "_live", lambda: [Interrupted(events)])
     signal.signal(signal.SIGTERM, lambda signum, frame: events.append("application"))
     assert install_sigterm_handler()
     # A Celery child exiting (a multiprocessing child's finalizer does the same).
-    shutdown._on_worker_process_shutdown(sender=None, pid=os.getpid(), exitcode=0)
+    pools._on_worker_process_shutdown(sender=None, pid=os.getpid(), exitcode=0)
     # Not a second delivery inside the first (it could wait on a lock the first holds):
     # the signal waits until the hook is done, then goes its way as usual.
     assert events == ["send", "close", "send", "wait", "application"]
@@ -234,11 +209,11 @@ class Stuck(Interrupted):
 def test_the_signal_handler_stops_waiting_for_a_stuck_delivery(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(shutdown, "_live", lambda: [Stuck()])
-    monkeypatch.setattr(shutdown, "SHUTDOWN_BUDGET", 0.2)
-    monkeypatch.setattr(shutdown, "_JOIN_MARGIN", 0.1)
+    monkeypatch.setattr(signals, "_live", lambda: [Stuck()])
+    monkeypatch.setattr(signals, "SHUTDOWN_BUDGET", 0.2)
+    monkeypatch.setattr(signals, "_JOIN_MARGIN", 0.1)
     started_at = time.monotonic()
-    shutdown._settle_in_background("signal 15", close=False)
+    signals._settle_in_background("signal 15", close=False)
     assert time.monotonic() - started_at < 0.9
     assert capsys.readouterr().err == (
         "watchtower-refresh: signal 15: delivery did not finish within 0.3 s; "
@@ -257,56 +232,13 @@ def test_without_threads_delivery_runs_on_the_signalled_thread(
         def start(self) -> None:
             raise RuntimeError("can't create new thread at interpreter shutdown")
 
-    # Only _shutdown's threads: the fake AWS starts one per request.
+    # Only the signal handler's threads: the fake AWS starts one per request.
     unstartable = types.SimpleNamespace(**{**vars(threading), "Thread": Finalizing})
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(shutdown, "threading", unstartable)
-        shutdown._settle_in_background("signal 15", close=False)
+        patch.setattr(signals, "threading", unstartable)
+        signals._settle_in_background("signal 15", close=False)
     assert messages("/svc/inline") == ["sent from here"]
     handler.close()
-
-
-def test_pool_workers_send_each_record_before_the_logging_call_returns(
-    monkeypatch: pytest.MonkeyPatch, only: Callable[..., None]
-) -> None:
-    pytest.importorskip("billiard.process")
-    import multiprocessing
-
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    handler = RefreshingCloudWatchLogHandler("/svc/pool-worker", send_interval=60)
-    only(handler)
-    assert install_sigterm_handler()
-    ours = signal.getsignal(signal.SIGTERM)
-    monkeypatch.delitem(sys.modules, "celery.concurrency.prefork", raising=False)
-    shutdown._before_fork()  # as the parent forks
-    shutdown._prepare_pool_worker()  # here: neither kind of pool worker
-    seen = [(handler.use_queues, signal.getsignal(signal.SIGTERM) is ours)]
-    monkeypatch.setattr(shutdown, "_billiard_parent", object())  # a billiard worker
-    shutdown._prepare_pool_worker()
-    seen.append((handler.use_queues, signal.getsignal(signal.SIGTERM) is ours))
-    assert seen == [(True, True), (False, False)]
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # what was there before us
-    # A multiprocessing pool worker, by the name Pool gives it.
-    monkeypatch.setattr(shutdown, "_billiard_parent", None)
-    handler.use_queues = True
-    monkeypatch.setattr(multiprocessing.current_process(), "name", "ForkPoolWorker-1")
-    shutdown._prepare_pool_worker()
-    assert not handler.use_queues
-    shutdown._after_fork_in_child()
-    handler.close()
-
-
-def test_celery_is_hooked_only_once_the_application_imported_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delitem(sys.modules, "celery.signals", raising=False)
-    monkeypatch.delitem(sys.modules, "celery", raising=False)
-    shutdown._hook_celery(may_import=True)
-    assert "celery" not in sys.modules  # not imported by us
-    monkeypatch.setitem(sys.modules, "celery", types.ModuleType("celery"))  # not Celery
-    shutdown._hook_celery(may_import=True)
-    assert "celery.signals" not in sys.modules
-    shutdown._hook_celery(may_import=False)
 
 
 # --------------------------------------------------------------------------- processes
@@ -348,7 +280,7 @@ def test_sigterm_delivers_everything_logged_before_it(
         last, _ = stop_while_logging(process, lambda: process.send_signal(signal.SIGTERM))
         started_at = time.monotonic()
         _, err = finish(process)
-    assert time.monotonic() - started_at < shutdown.SHUTDOWN_BUDGET
+    assert time.monotonic() - started_at < signals.SHUTDOWN_BUDGET
     assert process.returncode == status, err
     got = messages(group)
     assert set(range(last + 1)) <= numbered(got)
@@ -435,7 +367,7 @@ def test_pid1_of_a_container_delivers_and_exits_143(aws: FakeAWS, messages: Read
 
 def test_settle_with_no_handlers_is_a_no_op(only: Callable[..., Any]) -> None:
     only()
-    assert shutdown.settle("test", close=True) == 0
+    assert signals.settle("test", close=True) == 0
 
 
 def test_a_sigterm_while_the_main_thread_holds_a_handlers_lock_delivers_at_once(
@@ -444,12 +376,12 @@ def test_a_sigterm_while_the_main_thread_holds_a_handlers_lock_delivers_at_once(
     # Our handler runs on the main thread between two of its bytecodes: inside emit()'s slow
     # path or close(), around a thread start, it holds the ledger's lock. A delivery thread
     # needing that lock used to wait out the whole budget, then the records were lost.
-    monkeypatch.setattr(shutdown, "SHUTDOWN_BUDGET", 2.0)
+    monkeypatch.setattr(signals, "SHUTDOWN_BUDGET", 2.0)
     handler = RefreshingCloudWatchLogHandler("/svc/held", send_interval=60, flush_timeout=2)
     only(handler)
     logger_for(handler).info("pending")
     with handler._ledger.lock:
-        shutdown._settle_in_background("signal 15", close=True)
+        signals._settle_in_background("signal 15", close=True)
         stats = handler.stats
     assert (stats.delivered, stats.queued, stats.dropped) == (1, 0, {})
     assert messages("/svc/held") == ["pending"]
@@ -462,7 +394,7 @@ def test_a_sigterm_while_the_main_thread_holds_loggings_lock_closes_every_handle
     # thread waited for it until the budget was gone, and the second handler was never
     # closed. Now both are closed from the signalled thread; the senders deliver once the
     # lock is free.
-    monkeypatch.setattr(shutdown, "SHUTDOWN_BUDGET", 2.0)
+    monkeypatch.setattr(signals, "SHUTDOWN_BUDGET", 2.0)
     handlers = [
         RefreshingCloudWatchLogHandler(f"/svc/llock-{n}", send_interval=60, flush_timeout=2)
         for n in (1, 2)
@@ -472,7 +404,7 @@ def test_a_sigterm_while_the_main_thread_holds_loggings_lock_closes_every_handle
         logger_for(handler, f"llock{n}").info("pending %d", n)
     started_at = time.monotonic()
     with logging._lock:  # type: ignore[attr-defined]
-        shutdown._settle_in_background("signal 15", close=True)
+        signals._settle_in_background("signal 15", close=True)
     assert time.monotonic() - started_at < 2.0  # not the budget spent waiting for the lock
     for n, handler in enumerate(handlers, 1):
         assert handler.shutting_down  # closed

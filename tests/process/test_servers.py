@@ -3,7 +3,7 @@
 Each test starts the real program against the fake AWS with the default ``send_interval``
 (5 s), sends the real signal while records are being logged, and asserts that every record
 logged before it is read back, with the exit status the program has without our handler.
-The programs live in ``shutdown_apps/``.
+The programs live in ``apps/``.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.shutdown_harness import APPS, BIN, Client, environment, finish, free_port, started
+from tests.process.harness import APPS, BIN, Client, environment, finish, free_port, started
 from watchtower_refresh.testing import FakeAWS
 
 Read = Callable[[str], list[str]]
-EXAMPLES = Path(__file__).parent.parent / "examples"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 pytestmark = pytest.mark.slow
 

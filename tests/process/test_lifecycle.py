@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import logger_for
-from watchtower_refresh import _process
+from watchtower_refresh._process import lifecycle
 from watchtower_refresh.testing import FakeAWS
 
 Read = Callable[[str], list[str]]
@@ -19,9 +19,9 @@ Read = Callable[[str], list[str]]
 @pytest.fixture
 def exit_phase(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     """Run our exit hook in this process, and put the process back afterwards."""
-    monkeypatch.setattr(_process, "_exit_started", None)
-    monkeypatch.setattr(_process, "_exit_closed", None)
-    return _process._at_exit
+    monkeypatch.setattr(lifecycle, "_exit_started", None)
+    monkeypatch.setattr(lifecycle, "_exit_closed", None)
+    return lifecycle._at_exit
 
 
 def test_the_exit_hook_delivers_then_later_records_are_sent_from_the_caller(
@@ -31,7 +31,7 @@ def test_the_exit_hook_delivers_then_later_records_are_sent_from_the_caller(
     logger = logger_for(handler)
     logger.info("queued at exit")
     exit_phase()
-    assert _process.exiting()
+    assert lifecycle.exiting()
     assert messages("/proc/exit") == ["queued at exit"]
     logger.info("from a later atexit hook")  # no thread starts now: sent from here
     assert messages("/proc/exit") == ["queued at exit", "from a later atexit hook"]
@@ -74,7 +74,7 @@ def test_flush_all_shares_one_deadline_across_handlers(
         logger_for(stuck).info("stuck")
         logger_for(healthy).info("fine")
         # The stuck one is waited for first; the healthy one was asked at the same moment.
-        assert _process.flush_all(1.5, [stuck, healthy]) is False
+        assert lifecycle.flush_all(1.5, [stuck, healthy]) is False
         assert healthy.stats.delivered == 1
         assert messages("/proc/healthy") == ["fine"]
     finally:
@@ -86,7 +86,7 @@ def test_a_forked_child_starts_afresh(aws: FakeAWS, make_handler: Any, messages:
     logger = logger_for(handler)
     logger.info("parent")
     assert handler.flush(timeout=10)
-    handler._after_fork_in_child()  # what os.fork's hook does in the child
+    handler.after_fork_in_child()  # what os.fork's hook does in the child
     assert handler.stats.delivered == 0
     logger.info("child")
     assert handler.flush(timeout=10)
