@@ -72,3 +72,13 @@ def test_celery_is_hooked_only_once_the_application_imported_it(
     pools._hook_celery(may_import=True)
     assert "celery.signals" not in sys.modules
     pools._hook_celery(may_import=False)
+
+
+def test_a_pool_child_keeps_the_sigterm_its_pool_gives_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(signals, "_wanted", True)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signals._before_fork()
+    signals._after_fork_in_child()
+    pools._prepare_child()  # multiprocessing's after-fork registry, in any of its children
+    signals.check_sigterm_after_fork()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

@@ -410,3 +410,90 @@ def test_a_sigterm_while_the_main_thread_holds_loggings_lock_closes_every_handle
         assert handler.shutting_down  # closed
         assert handler.flush(timeout=5)
         assert messages(f"/svc/llock-{n}") == [f"pending {n}"]
+
+
+# --------------------------------------------------------------------------- forked children
+
+
+@pytest.fixture
+def forked(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Run the fork hooks here, as in a parent that forks and the child that follows."""
+    monkeypatch.setattr(signals, "_wanted", True)
+    monkeypatch.setattr(signals, "_check_pending", False)
+
+    def fork() -> None:
+        signals._before_fork()
+        signals._after_fork_in_child()
+
+    return fork
+
+
+def test_a_child_whose_sigterm_was_reset_gets_ours_back_at_its_first_delivery(
+    aws: FakeAWS, messages: Read, forked: Callable[[], None], only: Callable[..., None]
+) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    handler = RefreshingCloudWatchLogHandler("/svc/reset", send_interval=60)
+    only(handler)
+    forked()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as gunicorn's worker does after the fork
+    logger_for(handler).info("first")
+    assert "SIG_DFL" in repr(signal.getsignal(signal.SIGTERM))
+    assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+    handler.close()
+
+
+def test_a_server_that_took_sigterm_over_after_the_fork_is_chained_to_and_nothing_waits(
+    aws: FakeAWS, messages: Read, forked: Callable[[], None], only: Callable[..., None]
+) -> None:
+    # uvicorn in gunicorn's worker: its handler over the default, which it restores and
+    # raises again once it has stopped; records logged while it stops must not wait.
+    handler = RefreshingCloudWatchLogHandler("/svc/taken", send_interval=60)
+    only(handler)
+    logger = logger_for(handler)
+    forked()
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    logger.info("served")
+    signal.raise_signal(signal.SIGTERM)
+    assert stopping == [signal.SIGTERM]  # the server's handler still runs
+    assert messages("/svc/taken") == ["served"]  # delivered before it
+    logger.info("while stopping")
+    assert handler.stats.delivered == 2  # sent before the logging call returned
+    assert messages("/svc/taken") == ["served", "while stopping"]
+    handler.close()
+
+
+def test_a_child_as_its_parent_left_it_is_left_alone(
+    forked: Callable[[], None], only: Callable[..., None]
+) -> None:
+    handler = RefreshingCloudWatchLogHandler("/svc/same", send_interval=60)
+    only(handler)
+
+    def application(signum: int, frame: FrameType | None) -> None:
+        pass
+
+    signal.signal(signal.SIGTERM, application)
+    forked()
+    signals.check_sigterm_after_fork()
+    assert signal.getsignal(signal.SIGTERM) is application
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    forked()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # ignored on purpose since the fork
+    signals.check_sigterm_after_fork()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+
+
+def test_a_reset_seen_from_another_thread_is_reported_once(
+    forked: Callable[[], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert install_sigterm_handler()  # the parent's, at the fork
+    forked()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for _ in range(2):
+        thread = threading.Thread(target=signals.check_sigterm_after_fork)
+        thread.start()
+        thread.join()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    err = capsys.readouterr().err
+    assert err.count("watchtower-refresh: SIGTERM's handler was changed in process") == 1
+    assert "post_worker_init" in err

@@ -35,6 +35,7 @@ def log(message: str, *args: object) -> None:
         with open(os.path.join(LOGGED_DIR, str(os.getpid())), "a") as logged:
             logged.write(message % args + "\n")
 
+
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
