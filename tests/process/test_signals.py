@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import logging.config
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -329,6 +330,36 @@ def test_records_the_budget_cannot_deliver_are_reported_on_stderr(aws: FakeAWS) 
     (line,) = [line for line in err.splitlines() if line.startswith("watchtower-refresh:")]
     assert line.startswith("watchtower-refresh: signal 15: ")
     assert line.endswith(" records not delivered within 1 s, counted in stats.dropped['shutdown']")
+
+
+@pytest.mark.slow
+def test_records_the_budget_leaves_in_the_spool_are_reported_as_kept(
+    aws: FakeAWS, messages: Read, tmp_path: Path
+) -> None:
+    # With a spool they are not lost: the line must not say so, and the next process that
+    # uses the spool delivers them.
+    stuck = aws.injector.add_fault(Fault(code="", action="PutLogEvents", delay=15))
+    group = "/svc/sigterm-spooled"
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    env = environment(aws, FLUSH_TIMEOUT="1", SPOOL_DIR=str(spool))
+    with started([sys.executable, WORKER, group, "plain"], env) as process:
+        last, _ = stop_while_logging(process, lambda: process.send_signal(signal.SIGTERM), 50)
+        _, err = finish(process)
+    assert process.returncode == -signal.SIGTERM
+    (line,) = [line for line in err.splitlines() if line.startswith("watchtower-refresh:")]
+    assert re.fullmatch(
+        r"watchtower-refresh: signal 15: \d+ records not delivered within 1 s are kept in the "
+        r"spool: the next process that uses it delivers them",
+        line,
+    ), line
+    aws.injector.remove_fault(stuck)
+    deliver = [sys.executable, "-m", "watchtower_refresh", "spool", "--dir", str(spool)]
+    deliver += ["--deliver", "--log-group", group]
+    with started(deliver, env) as replay:
+        _, err = finish(replay)
+    assert replay.returncode == 0, err
+    assert set(range(last + 1)) <= numbered(messages(group))
 
 
 def _can_unshare() -> bool:

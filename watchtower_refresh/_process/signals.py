@@ -218,7 +218,7 @@ def settle(reason: str, *, close: bool, budget: float | None = None) -> int:
 
     Every handler is woken first, then waited for; with ``close`` each is closed, which
     counts what it could not deliver as ``shutdown``, and one line on stderr says how many,
-    and how many of them a later process delivers from the spool.
+    and whether they are kept in the spool for a later process.
 
     Args:
         reason: What ends the process, for that line.
@@ -238,31 +238,28 @@ def settle(reason: str, *, close: bool, budget: float | None = None) -> int:
         flush_all(budget, handlers)  # every sender woken at once, then one shared deadline
         return 0
     before = sum(_shutdown_count(h) for h in handlers)
+    # Read before the close, which may close a spool writer: when every record held is on
+    # disk too, whatever the close cannot deliver stays there for the next process.
+    on_disk = all(h.kept_in_spool >= h.stats.queued for h in handlers)
     with one_report_line():
         close_all(handlers, time.monotonic() + budget)
     left = sum(_shutdown_count(h) + int(h.stats.queued) for h in handlers) - before
     if left > 0:
-        kept = min(left, sum(h.kept_in_spool for h in handlers))
-        report(_left_line(reason, left, kept, budget))
+        report(_left_line(reason, left, budget, kept=on_disk))
     return left
 
 
-def _left_line(reason: str, left: int, kept: int, budget: float) -> str:
-    """The stderr line for ``left`` records not delivered, ``kept`` of them in a spool."""
-    lost = left - kept
-    said = f"{reason}: "
-    if lost:
-        said += (
-            f"{lost} records not delivered within {budget:g} s, "
-            "counted in stats.dropped['shutdown']"
-        )
+def _left_line(reason: str, left: int, budget: float, *, kept: bool) -> str:
+    """The stderr line for ``left`` records not delivered; ``kept``: all are in a spool."""
     if kept:
-        said += "; " if lost else ""
-        said += (
-            f"{kept} records not delivered within {budget:g} s are kept in the spool: "
-            "the next process that uses it delivers them"
+        return (
+            f"{reason}: {left} records not delivered within {budget:g} s are kept in the "
+            "spool: the next process that uses it delivers them"
         )
-    return said
+    return (
+        f"{reason}: {left} records not delivered within {budget:g} s, "
+        "counted in stats.dropped['shutdown']"
+    )
 
 
 def _shutdown_count(handler: Lifecycle) -> int:
