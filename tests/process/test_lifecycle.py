@@ -91,3 +91,24 @@ def test_a_forked_child_starts_afresh(aws: FakeAWS, make_handler: Any, messages:
     logger.info("child")
     assert handler.flush(timeout=10)
     assert sorted(messages("/proc/fork")) == ["child", "parent"]
+
+
+def test_fork_hooks_run_in_a_defined_order_and_one_that_fails_stops_none(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran: list[str] = []
+    monkeypatch.setattr(lifecycle, "_before_fork", [])
+    monkeypatch.setattr(lifecycle, "_after_fork_in_child", [])
+
+    def failing() -> None:
+        ran.append("failing")
+        raise OSError("no such file")
+
+    lifecycle.at_fork(before=lambda: ran.append("before 1"), after_in_child=failing)
+    lifecycle.at_fork(before=lambda: ran.append("before 2"))
+    lifecycle.at_fork(after_in_child=lambda: ran.append("child 2"))
+    lifecycle._run(reversed(lifecycle._before_fork))
+    lifecycle._run(list(lifecycle._after_fork_in_child))
+    assert ran == ["before 2", "before 1", "failing", "child 2"]
+    err = capsys.readouterr().err
+    assert err == "watchtower-refresh: a fork hook failed: OSError('no such file')\n"

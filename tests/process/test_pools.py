@@ -82,3 +82,15 @@ def test_a_pool_child_keeps_the_sigterm_its_pool_gives_it(monkeypatch: pytest.Mo
     pools._prepare_child()  # multiprocessing's after-fork registry, in any of its children
     signals.check_sigterm_after_fork()
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_before_any_handler_is_made_a_fork_hooks_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    hooked: list[str] = []
+    monkeypatch.setattr(pools, "_hooked", False)
+    monkeypatch.setattr(pools, "_hook_multiprocessing", lambda: hooked.append("pools"))
+    pools._before_fork()
+    assert hooked == []
+    monkeypatch.setattr(pools, "_hooked", True)
+    monkeypatch.setattr(pools, "_hook_celery", lambda may_import: hooked.append("celery"))
+    pools._before_fork()
+    assert hooked == ["pools", "celery"]

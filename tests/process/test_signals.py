@@ -118,6 +118,22 @@ def test_what_the_budget_leaves_is_counted_and_reported(
     )
 
 
+def test_what_the_budget_leaves_in_the_spool_is_reported_as_kept(
+    aws: FakeAWS, only: Callable[..., None], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    aws.injector.add_fault(Fault(code="", action="PutLogEvents", delay=4))
+    handler = RefreshingCloudWatchLogHandler(
+        "/svc/slow-spooled", send_interval=60, flush_timeout=0.5, spool_dir=str(tmp_path)
+    )
+    only(handler)
+    logger_for(handler).info("kept on disk")
+    assert signals.settle("test", close=True) == 1
+    assert capsys.readouterr().err == (
+        "watchtower-refresh: test: 1 records not delivered within 0.5 s are kept in the "
+        "spool: the next process that uses it delivers them\n"
+    )
+
+
 def test_handle_signals_is_validated() -> None:
     with pytest.raises(ConfigurationError, match="handle_signals must be true or false"):
         RefreshingCloudWatchLogHandler("app", handle_signals="maybe")
