@@ -33,15 +33,12 @@ from .lifecycle import (
     thread_state,
 )
 from .signals import (
-    SHUTDOWN_BUDGET,
     check_sigterm_after_fork,
     install_sigterm_handler,
     keep_sigterm_off_this_thread,
-    settle,
 )
 
 __all__ = [
-    "SHUTDOWN_BUDGET",
     "Flushable",
     "Lifecycle",
     "arrange",
@@ -60,7 +57,6 @@ __all__ = [
     "one_report_line",
     "register",
     "report",
-    "settle",
     "summarizing",
     "thread_state",
 ]

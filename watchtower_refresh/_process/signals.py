@@ -104,9 +104,9 @@ class _OnSigterm:
     """Our SIGTERM handler: deliver, then pass the signal on to what was there before us.
 
     With ``synchronous_after``, every handler then sends each record before its logging
-    call returns: the handler before us may stop the process in a way we cannot see (uvicorn
-    restores the default action it found and raises SIGTERM again), and what is logged while
-    it stops would be lost in a queue.
+    call returns: the handler we pass the signal on to may end the process in a way we
+    cannot see (uvicorn restores the default action it found and raises SIGTERM again), and
+    what is logged while it stops would be lost in a queue.
     """
 
     __slots__ = ("previous", "synchronous_after")
