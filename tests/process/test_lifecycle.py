@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -79,6 +80,11 @@ def test_flush_all_shares_one_deadline_across_handlers(
         assert messages("/proc/healthy") == ["fine"]
     finally:
         silent.close()
+    stuck.close()  # its put fails now: no sender of it outlives the test
+    deadline = time.monotonic() + 30
+    while stuck.threads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stuck.threads == []
 
 
 def test_a_forked_child_starts_afresh(aws: FakeAWS, make_handler: Any, messages: Read) -> None:
@@ -86,6 +92,7 @@ def test_a_forked_child_starts_afresh(aws: FakeAWS, make_handler: Any, messages:
     logger = logger_for(handler)
     logger.info("parent")
     assert handler.flush(timeout=10)
+    handler.close()  # a real child has none of the parent's threads
     handler.after_fork_in_child()  # what os.fork's hook does in the child
     assert handler.stats.delivered == 0
     logger.info("child")
