@@ -510,6 +510,27 @@ def test_a_server_that_took_sigterm_over_after_the_fork_is_chained_to_and_nothin
     handler.close()
 
 
+def test_a_child_that_put_ours_back_itself_keeps_batching_while_stopping(
+    aws: FakeAWS, messages: Read, forked: Callable[[], None], only: Callable[..., None]
+) -> None:
+    # The README's post_worker_init hook: uvicorn then installs its own over ours, and
+    # restores ours when it stops.
+    handler = RefreshingCloudWatchLogHandler("/svc/hooked", send_interval=60)
+    only(handler)
+    forked()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # gunicorn's worker, after the fork
+    assert install_sigterm_handler()  # the hook
+
+    def server(signum: int, frame: FrameType | None) -> None:
+        pass
+
+    signal.signal(signal.SIGTERM, server)
+    logger_for(handler).info("served")
+    assert signal.getsignal(signal.SIGTERM) is server  # left as it is
+    handler.close()
+    assert messages("/svc/hooked") == ["served"]
+
+
 def test_a_child_as_its_parent_left_it_is_left_alone(
     forked: Callable[[], None], only: Callable[..., None]
 ) -> None:

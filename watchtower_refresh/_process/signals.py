@@ -158,18 +158,21 @@ def install_sigterm_handler() -> bool:
 
 
 def _install(*, synchronous_after: bool) -> bool:
+    global _check_pending
     if threading.current_thread() is not threading.main_thread():
         return False
     try:
         current = signal.getsignal(signal.SIGTERM)
-        if isinstance(current, _OnSigterm):
-            return True
-        if current is None or current == signal.SIG_IGN:
-            return False  # ignored on purpose, or set outside Python: not ours to change
-        synchronous_after = synchronous_after and callable(current)
-        signal.signal(signal.SIGTERM, _OnSigterm(current, synchronous_after=synchronous_after))
+        if not isinstance(current, _OnSigterm):
+            if current is None or current == signal.SIG_IGN:
+                return False  # ignored on purpose, or set outside Python: not ours to change
+            synchronous_after = synchronous_after and callable(current)
+            signal.signal(signal.SIGTERM, _OnSigterm(current, synchronous_after=synchronous_after))
     except (ValueError, OSError):  # not the main interpreter, or no signals here
         return False
+    # Ours is current since the fork (a post_worker_init hook, say): a server that installs
+    # its own over it restores ours when it stops, and records keep their batches.
+    _check_pending = False
     return True
 
 
@@ -333,8 +336,10 @@ def check_sigterm_after_fork() -> None:
     then installs its own, and after its graceful shutdown restores the default it found
     and raises SIGTERM again: what the worker logged while stopping, still queued, was
     lost. Ours goes in front of the current handler, which it calls after delivery, and
-    has every handler send each later record before its logging call returns. From
-    another thread than the main one nothing can be installed: one line on stderr says so.
+    has every handler send each later record before its logging call returns. A child
+    that put ours back itself since the fork (``install_sigterm_handler`` in gunicorn's
+    ``post_worker_init``) is left as it is. From another thread than the main one nothing
+    can be installed: one line on stderr says so.
     """
     global _check_pending
     if not _check_pending:
