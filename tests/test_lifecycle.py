@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 import watchtower_refresh._delivery.closing
 import watchtower_refresh._delivery.deliver
 import watchtower_refresh._delivery.pipeline
-import watchtower_refresh._process
+import watchtower_refresh._process.lifecycle
 from tests.conftest import ROLE_ARN, logger_for, run_python
 from tests.test_handler_spool import dead_owner, now_ms
 from watchtower_refresh import RefreshingCloudWatchLogHandler, WatchtowerRefreshWarning
@@ -231,10 +231,10 @@ def test_records_logged_at_exit_to_a_handler_still_open_are_queued_not_sent_one_
     # still queue what the fast path would have queued.
     handler, logger = _with_a_sleeping_sender(make_handler, "/life/exit-window", "before exit")
     puts = _put_threads(handler)
-    monkeypatch.setattr(watchtower_refresh._process, "_exit_started", time.monotonic())
+    monkeypatch.setattr(watchtower_refresh._process.lifecycle, "_exit_started", time.monotonic())
     for n in range(20):
         logger.info("during exit %d", n)
-    monkeypatch.setattr(watchtower_refresh._process, "_exit_started", None)
+    monkeypatch.setattr(watchtower_refresh._process.lifecycle, "_exit_started", None)
     assert handler.flush(timeout=10)
     assert len(messages("/life/exit-window")) == 21
     assert threading.current_thread().name not in puts

@@ -21,7 +21,7 @@ from ._exceptions import ConfigurationError, WatchtowerRefreshError, WatchtowerR
 from ._formatter import LocalTimeFormatter
 from ._handler import DeliveryStats, RefreshingCloudWatchLogHandler
 from ._lambda import flush_handlers, flush_logs, flushing
-from ._shutdown import install_sigterm_handler
+from ._process import install_sigterm_handler
 from ._structlog import configure_structlog
 
 __version__ = "0.1.0"

@@ -52,8 +52,9 @@ from ._core.events import (
 from ._core.ledger import DeliveryStats, Ledger
 from ._core.reasons import DropReason
 from ._delivery.pipeline import Pipeline, State
-from ._process import _local as _thread_state
+from ._process import arrange as arrange_shutdown
 from ._process import finalizing, live, register
+from ._process import thread_state as _thread_state
 from ._redact import install_redaction
 from ._report import Reporter
 from ._settings import (
@@ -64,7 +65,6 @@ from ._settings import (
     DEFAULT_SPOOL_MAX_BYTES,
     HandlerOptions,
 )
-from ._shutdown import arrange as arrange_shutdown
 from ._streams import StreamNames
 
 if TYPE_CHECKING:
@@ -281,7 +281,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         # state. Ours is reset by _process's own after-fork hook.
         handler_at_fork_reinit(self)
 
-    def _held_here(self) -> bool:
+    def held_here(self) -> bool:
         """Whether this thread holds the ledger's lock: a signal handler that interrupted it
         must not wait for a thread that needs that lock."""
         return holds_lock(self._pipeline.ledger.lock)
@@ -301,7 +301,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             self._reporter,
         )
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         # The parent's threads, client and held records stay with the parent, which
         # delivers them; the child counts only its own records.
         self._reset_state()
@@ -568,3 +568,15 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
     def wait_flushed(self, target: int, deadline: float) -> bool:
         """Wait until every record up to ``target`` is settled, or the monotonic ``deadline``."""
         return self._pipeline.wait_flushed(target, deadline)
+
+    @property
+    def kept_in_spool(self) -> int:
+        """Records this process wrote to its spool and has not acknowledged: a later
+        process delivers them (0 without a spool)."""
+        return self._pipeline.spool.kept()
+
+    def send_synchronously(self) -> None:
+        """From now on, send each record before its logging call returns, as with
+        ``use_queues=False``; what is already queued is still sent by the sender."""
+        self.use_queues = False
+        self._pipeline.send_synchronously()

@@ -12,7 +12,8 @@
 
 Dependencies point down this list from ``destination``: it uses ``credentials`` and
 ``failures``, which uses ``iam``; ``wire`` stands alone. Two modules renew a lock in a
-forked child, each with its own ``after_fork_in_child`` registered by ``os.register_at_fork``.
+forked child, each with its own ``after_fork_in_child`` registered with the process
+layer's ``at_fork``.
 """
 
 from __future__ import annotations

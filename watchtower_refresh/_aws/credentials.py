@@ -58,6 +58,7 @@ from .._options import (
     as_optional_str,
     check_pattern,
 )
+from .._process import at_fork
 from .._redact import install_redaction
 
 if TYPE_CHECKING:
@@ -118,13 +119,13 @@ def after_fork_in_child() -> None:
     """Renew the lock of the shared loaders in a forked child.
 
     The child must not inherit the lock held by a thread it does not have. Registered with
-    ``os.register_at_fork`` below.
+    the process layer's ``at_fork`` below.
     """
     global _loaders_lock
     _loaders_lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=after_fork_in_child)
+at_fork(after_in_child=after_fork_in_child)
 
 
 def new_session(

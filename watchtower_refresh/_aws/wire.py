@@ -26,7 +26,6 @@ the calling thread, so several threads may send at once on one client.
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from collections.abc import Sequence
@@ -34,6 +33,8 @@ from itertools import chain, repeat
 from json.encoder import encode_basestring_ascii
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
+
+from .._process import at_fork
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
@@ -72,13 +73,13 @@ def after_fork_in_child() -> None:
     """Renew the lock that guards hook installation in a forked child.
 
     The child must not inherit the lock held by a thread it does not have. Registered with
-    ``os.register_at_fork`` below.
+    the process layer's ``at_fork`` below.
     """
     global _lock
     _lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=after_fork_in_child)
+at_fork(after_in_child=after_fork_in_child)
 
 
 def build_body(

@@ -76,6 +76,11 @@ class SpoolSide:
         self.backlog_from: int | None = None
         """The first spool id of the records kept on disk only, beyond the caps."""
 
+    def kept(self) -> int:
+        """Records this process's writer holds unacknowledged: a later process delivers them."""
+        writer = self.writer
+        return 0 if writer is None else writer.stats.appended - writer.stats.acked
+
     def own_acker(self) -> Acknowledge | None:
         """Acknowledges records of this process's writer, if it has one."""
         writer = self.writer

@@ -31,8 +31,15 @@ from .._compat import holds_logging_lock
 from .._core.events import SIZE, Event, size_exactly
 from .._core.ledger import Claim, Ledger, Part
 from .._core.reasons import DropReason
-from .._process import _local as _thread_state
-from .._process import delivering, exit_deadline, exiting, finalizing, report
+from .._process import (
+    check_sigterm_after_fork,
+    delivering,
+    exit_deadline,
+    exiting,
+    finalizing,
+    report,
+)
+from .._process import thread_state as _thread_state
 from .._report import Reporter
 from . import closing
 from .backlog import Replayer, SpoolSide
@@ -123,6 +130,8 @@ class Pipeline:
             lambda: self.closing_deadline,
         )
         self.replayer: Replayer | None = None
+        self.use_queues = settings.use_queues
+        """False: every record is sent from the caller's thread (``send_synchronously``)."""
 
     # ------------------------------------------------------------------ the scheduler's host
 
@@ -194,7 +203,7 @@ class Pipeline:
         if event[SIZE] < 0:  # an estimate: its exact size matters from here on
             sized, _, cost = size_exactly([event])
             event = sized[0]
-        if not self.settings.use_queues:
+        if not self.use_queues:
             self.send_now([event])
             return
         ledger = self.ledger
@@ -271,13 +280,20 @@ class Pipeline:
         sender = self.sender
         if sender is not None and sender.alive:
             sender.wake.set()
-        elif not self.settings.use_queues:
+        elif not self.use_queues:
             self.issue_warnings()
+
+    def send_synchronously(self) -> None:
+        """From now on, send each record from the caller's thread (a pool worker, which may
+        end without notice); what is already queued is still sent by the sender."""
+        self.use_queues = False
+        self.ledger.close_gate()  # every later record takes emit()'s slow path
 
     # ------------------------------------------------------------------ senders
 
     def _open(self) -> None:
         """Start a sender, or keep the one that is still draining (ledger lock held)."""
+        check_sigterm_after_fork()  # a forked child's SIGTERM may have been reset
         sender: Sender | None = self.sender
         if sender is not None and sender.reusable:
             sender.draining = False  # a dictConfig closed us without waiting: carry on
@@ -288,7 +304,7 @@ class Pipeline:
                 return  # the caller sends from its own thread
         self.state = State.OPEN
         self.closing_deadline = None
-        if self.settings.use_queues:  # else every record goes the slow way, sent at once
+        if self.use_queues:  # else every record goes the slow way, sent at once
             self.ledger.open_gate()
         if sender is not None and self.settings.spool_dir is not None:
             self._start_replayer(sender)  # after OPEN: a pass stops once it is not

@@ -27,8 +27,7 @@ from typing import Protocol
 
 from .._core.events import Event, split_batches, split_by_age
 from .._core.ledger import Claim, Ledger, Part
-from .._process import mark_delivery_thread
-from .._shutdown import keep_sigterm_off_this_thread
+from .._process import keep_sigterm_off_this_thread, mark_delivery_thread
 
 __all__ = ["Sender", "SenderHost", "Waker"]
 

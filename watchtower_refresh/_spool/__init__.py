@@ -16,7 +16,7 @@ One job per module:
 - :mod:`.reading`: reading a dead owner's files and counting what damage cost;
 - :mod:`.adoption`: adopting what dead processes left;
 - :mod:`.describe`: what operators see;
-- :mod:`.forks`: the one ``os.register_at_fork`` hook.
+- :mod:`.forks`: the one fork hook, registered with the process layer.
 
 Why append-only segments and not SQLite (or mmap)
     Measured side by side in one run (``python -m benchmarks.spool``; CPU time of the

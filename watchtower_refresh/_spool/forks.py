@@ -3,14 +3,15 @@
 The child shares the parent's open file descriptions, ``flock`` included: it closes them,
 so that the parent's death is seen as one and the child never appends to the parent's
 files. Writers and claims register here; :func:`after_fork_in_child` is registered with
-``os.register_at_fork`` once, at import.
+the process layer's ``at_fork`` once, at import.
 """
 
 from __future__ import annotations
 
-import os
 import weakref
 from typing import Protocol
+
+from .._process import at_fork
 
 __all__ = ["LIVE", "after_fork_in_child"]
 
@@ -29,4 +30,4 @@ def after_fork_in_child() -> None:
         holder._forget_after_fork()
 
 
-os.register_at_fork(after_in_child=after_fork_in_child)
+at_fork(after_in_child=after_fork_in_child)

@@ -2,7 +2,9 @@
 
 ``GET /log/N`` logs ``request N`` and answers with the serving process's id in an ``X-Pid``
 header, so a test knows when every worker serves; the ASGI lifespan logs its startup and its
-shutdown.
+shutdown, with ``STOPPING_RECORDS`` more records (default 0) logged while it stops. With
+``LOGGED_DIR`` set, each worker also writes every message it logged to ``LOGGED_DIR/<pid>``
+once the logging call has returned, so a test knows what must be read back.
 With ``CONFIGURE_IN_APP=1`` the module calls ``configure_logging()`` when it is imported
 (settings from ``WATCHTOWER_REFRESH_*``), as an application run by gunicorn does; otherwise
 the server's log config (uvicorn's ``--log-config``) makes the handler.
@@ -22,6 +24,17 @@ if os.environ.get("CONFIGURE_IN_APP") == "1":
 
 logger = logging.getLogger("app")
 logger.setLevel(logging.INFO)
+STOPPING_RECORDS = int(os.environ.get("STOPPING_RECORDS", "0"))
+LOGGED_DIR = os.environ.get("LOGGED_DIR")
+
+
+def log(message: str, *args: object) -> None:
+    """Log ``message % args``, then note it in ``LOGGED_DIR`` if set."""
+    logger.info(message, *args)
+    if LOGGED_DIR:
+        with open(os.path.join(LOGGED_DIR, str(os.getpid())), "a") as logged:
+            logged.write(message % args + "\n")
+
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -33,14 +46,16 @@ async def asgi(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                logger.info("lifespan startup in %d", os.getpid())
+                log("lifespan startup in %d", os.getpid())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                logger.info("lifespan shutdown in %d", os.getpid())
+                log("lifespan shutdown in %d", os.getpid())
+                for n in range(STOPPING_RECORDS):
+                    log("stopping %d in %d", n, os.getpid())
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     elif scope["type"] == "http":
-        logger.info("request %s", scope["path"].rsplit("/", 1)[-1])
+        log("request %s", scope["path"].rsplit("/", 1)[-1])
         headers = [(b"x-pid", str(os.getpid()).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"ok"})
@@ -48,6 +63,6 @@ async def asgi(scope: dict[str, Any], receive: Receive, send: Send) -> None:
 
 def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """Answer ``/log/N``."""
-    logger.info("request %s", environ["PATH_INFO"].rsplit("/", 1)[-1])
+    log("request %s", environ["PATH_INFO"].rsplit("/", 1)[-1])
     start_response("200 OK", [("Content-Type", "text/plain"), ("X-Pid", str(os.getpid()))])
     return [b"ok"]

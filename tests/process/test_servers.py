@@ -3,7 +3,7 @@
 Each test starts the real program against the fake AWS with the default ``send_interval``
 (5 s), sends the real signal while records are being logged, and asserts that every record
 logged before it is read back, with the exit status the program has without our handler.
-The programs live in ``shutdown_apps/``.
+The programs live in ``apps/``.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.shutdown_harness import APPS, BIN, Client, environment, finish, free_port, started
+from tests.process.harness import APPS, BIN, Client, environment, finish, free_port, started
 from watchtower_refresh.testing import FakeAWS
 
 Read = Callable[[str], list[str]]
-EXAMPLES = Path(__file__).parent.parent / "examples"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 pytestmark = pytest.mark.slow
 
@@ -139,6 +139,40 @@ def test_gunicorn(aws: FakeAWS, messages: Read, tmp_path: Path, case: str) -> No
     if "uvicorn" in case:
         # What each worker logs while it stops arrives too, from both workers.
         assert requests_in(got, "lifespan shutdown in") == stopped.servers, stopped.err
+
+
+def test_gunicorn_preload_uvicorn_worker_without_a_hook(
+    aws: FakeAWS, messages: Read, tmp_path: Path
+) -> None:
+    # The worker resets SIGTERM after the fork, and uvicorn, after its graceful shutdown,
+    # restores that default and raises SIGTERM again: without the README's hook, what the
+    # workers had queued and what they logged while stopping used to be lost, silently.
+    group = "/svc/gunicorn-uvicorn-preload-no-hook"
+    logged = tmp_path / "logged"
+    logged.mkdir()
+    port = free_port()
+    argv = [str(BIN / "gunicorn"), "web:asgi", "-k", "uvicorn.workers.UvicornWorker"]
+    argv += ["--preload", "-b", f"127.0.0.1:{port}", "-w", "2"]
+    env = environment(
+        aws,
+        CONFIGURE_IN_APP="1",
+        WATCHTOWER_REFRESH_LOG_GROUP=group,
+        STOPPING_RECORDS="50",
+        LOGGED_DIR=str(logged),
+        HOME=str(tmp_path),
+        XDG_RUNTIME_DIR=str(tmp_path),
+    )
+    stopped = serve_and_stop(argv, env, f"http://127.0.0.1:{port}/log/", workers=2)
+    assert stopped.returncode == 0, stopped.err
+    written = [path.read_text().splitlines() for path in logged.iterdir()]
+    assert {int(path.name) for path in logged.iterdir()} == stopped.servers
+    every = [message for lines in written for message in lines]
+    assert sum(m.startswith("stopping ") for m in every) == 100  # 50 in each worker
+    got = messages(group)
+    arrived = {line.partition(" INFO app ")[2] for line in got}  # configure_logging's format
+    assert sorted(set(every) - arrived) == [], stopped.err
+    assert stopped.answered <= requests_in(got)
+    assert "watchtower-refresh:" not in stopped.err
 
 
 DJANGO_SITE = EXAMPLES / "django_site"

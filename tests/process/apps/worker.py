@@ -7,7 +7,7 @@ MODE says what the application does about SIGTERM: ``plain`` (nothing), ``ignore
 (SIG_IGN before logging is configured), ``before`` / ``after`` (its own handler, installed
 before or after ``configure_logging``; ``after`` chains to the handler it replaced, as
 uvicorn does), ``opt-out`` (``handle_signals=False``). ``FLUSH_TIMEOUT`` sets the
-handler's ``flush_timeout``.
+handler's ``flush_timeout``, ``SPOOL_DIR`` its ``spool_dir``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,10 @@ watchtower_refresh.configure_logging(
     log_group=group,
     console=False,
     handle_signals=mode != "opt-out",
-    handler_options={"flush_timeout": os.environ.get("FLUSH_TIMEOUT", "10")},
+    handler_options={
+        "flush_timeout": os.environ.get("FLUSH_TIMEOUT", "10"),
+    },
+    spool_dir=os.environ.get("SPOOL_DIR"),
 )
 if mode == "after":
     previous = signal.signal(signal.SIGTERM, app_handler)

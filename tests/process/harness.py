@@ -1,6 +1,6 @@
 """Running real programs against the fake AWS and stopping them as their operators would.
 
-Shared by ``test_shutdown.py`` and ``test_shutdown_servers.py``. Every process started
+Shared by ``test_signals.py``, ``test_pools.py`` and ``test_servers.py``. Every process started
 here runs in a session of its own and is killed with its whole group when the test ends,
 whatever happened.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 from tests.conftest import REGION
 from watchtower_refresh.testing import FakeAWS
 
-APPS = Path(__file__).parent / "shutdown_apps"
+APPS = Path(__file__).parent / "apps"
 BIN = Path(sys.executable).parent
 
 
@@ -105,7 +105,7 @@ class Client:
 
     def wait_for(self, count: int, servers: int = 0, timeout: float = 30.0) -> None:
         """Wait until ``count`` requests were answered, by ``servers`` processes at least
-        (counted by their ``X-Pid`` header, which only the apps in ``shutdown_apps`` send).
+        (counted by their ``X-Pid`` header, which only the apps in ``apps`` send).
 
         One worker of several can answer every request while another is still importing
         the application: a signal then stops that one before it ever serves.

@@ -1,9 +1,9 @@
 """SIGTERM: delivered before the process ends as it would have, PID 1 and opt-out included.
 
-The subprocess tests run ``shutdown_apps/worker.py``, which logs numbered records and
+The subprocess tests run ``apps/worker.py``, which logs numbered records and
 prints each number once logged; the signal comes while it logs, and every record logged
 before it must be read back from the fake AWS. The servers, pools and Celery are in
-``test_shutdown_servers.py``.
+``test_servers.py``.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import logging.config
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -25,37 +26,19 @@ from typing import Any
 import pytest
 
 from tests.conftest import logger_for
-from tests.shutdown_harness import APPS, environment, finish, started
+from tests.process.harness import APPS, environment, finish, started
 from watchtower_refresh import (
     ConfigurationError,
     DeliveryStats,
     RefreshingCloudWatchLogHandler,
     install_sigterm_handler,
 )
-from watchtower_refresh import _shutdown as shutdown
 from watchtower_refresh._config import logging_config
+from watchtower_refresh._process import pools, signals
 from watchtower_refresh.testing import FakeAWS, Fault
 
 Read = Callable[[str], list[str]]
 WORKER = str(APPS / "worker.py")
-
-
-@pytest.fixture(autouse=True)
-def restore_sigterm() -> Iterator[None]:
-    """Give SIGTERM back the handler it had: the handlers made here install ours."""
-    before = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, before)
-
-
-@pytest.fixture
-def only(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """Make settle() see only the given handlers, not every one this test run made."""
-
-    def set_live(*handlers: RefreshingCloudWatchLogHandler) -> None:
-        monkeypatch.setattr(shutdown, "_live", lambda: list(handlers))
-
-    return set_live
 
 
 # --------------------------------------------------------------------------- in-process
@@ -118,18 +101,6 @@ def test_a_handler_the_application_installed_since_is_chained_to(
     handler.close()
 
 
-def test_celery_child_exit_closes_the_handlers(
-    aws: FakeAWS, messages: Read, only: Callable[..., None]
-) -> None:
-    celery_signals = pytest.importorskip("celery.signals")
-    handler = RefreshingCloudWatchLogHandler("/svc/celery", send_interval=60)
-    only(handler)
-    logger_for(handler).info("task done")
-    celery_signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
-    assert handler.stats.delivered == 1
-    assert messages("/svc/celery") == ["task done"]
-
-
 def test_what_the_budget_leaves_is_counted_and_reported(
     aws: FakeAWS, only: Callable[..., None], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -138,12 +109,28 @@ def test_what_the_budget_leaves_is_counted_and_reported(
     only(handler)
     logger_for(handler).info("never arrives in time")
     started_at = time.monotonic()
-    left = shutdown.settle("test", close=True)
+    left = signals.settle("test", close=True)
     assert time.monotonic() - started_at < 4
     assert left == 1
     assert capsys.readouterr().err == (
         "watchtower-refresh: test: 1 records not delivered within 0.5 s, "
         "counted in stats.dropped['shutdown']\n"
+    )
+
+
+def test_what_the_budget_leaves_in_the_spool_is_reported_as_kept(
+    aws: FakeAWS, only: Callable[..., None], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    aws.injector.add_fault(Fault(code="", action="PutLogEvents", delay=4))
+    handler = RefreshingCloudWatchLogHandler(
+        "/svc/slow-spooled", send_interval=60, flush_timeout=0.5, spool_dir=str(tmp_path)
+    )
+    only(handler)
+    logger_for(handler).info("kept on disk")
+    assert signals.settle("test", close=True) == 1
+    assert capsys.readouterr().err == (
+        "watchtower-refresh: test: 1 records not delivered within 0.5 s are kept in the "
+        "spool: the next process that uses it delivers them\n"
     )
 
 
@@ -191,22 +178,27 @@ class Interrupted:
     def close_by(self, deadline: float) -> None:
         self.events.append("close")
 
-    def _after_fork_in_child(self) -> None:
+    kept_in_spool = 0
+
+    def after_fork_in_child(self) -> None:
         pass
 
-    def _held_here(self) -> bool:
+    def held_here(self) -> bool:
         return False
+
+    def send_synchronously(self) -> None:
+        self.events.append("synchronous")
 
 
 def test_a_sigterm_during_an_exit_hook_is_passed_on_once_it_is_done(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     events: list[str] = []
-    monkeypatch.setattr(shutdown, "_live", lambda: [Interrupted(events)])
+    monkeypatch.setattr(signals, "_live", lambda: [Interrupted(events)])
     signal.signal(signal.SIGTERM, lambda signum, frame: events.append("application"))
     assert install_sigterm_handler()
     # A Celery child exiting (a multiprocessing child's finalizer does the same).
-    shutdown._on_worker_process_shutdown(sender=None, pid=os.getpid(), exitcode=0)
+    pools._on_worker_process_shutdown(sender=None, pid=os.getpid(), exitcode=0)
     # Not a second delivery inside the first (it could wait on a lock the first holds):
     # the signal waits until the hook is done, then goes its way as usual.
     assert events == ["send", "close", "send", "wait", "application"]
@@ -234,11 +226,11 @@ class Stuck(Interrupted):
 def test_the_signal_handler_stops_waiting_for_a_stuck_delivery(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(shutdown, "_live", lambda: [Stuck()])
-    monkeypatch.setattr(shutdown, "SHUTDOWN_BUDGET", 0.2)
-    monkeypatch.setattr(shutdown, "_JOIN_MARGIN", 0.1)
+    monkeypatch.setattr(signals, "_live", lambda: [Stuck()])
+    monkeypatch.setattr(signals, "SHUTDOWN_BUDGET", 0.2)
+    monkeypatch.setattr(signals, "_JOIN_MARGIN", 0.1)
     started_at = time.monotonic()
-    shutdown._settle_in_background("signal 15", close=False)
+    signals._settle_in_background("signal 15", close=False)
     assert time.monotonic() - started_at < 0.9
     assert capsys.readouterr().err == (
         "watchtower-refresh: signal 15: delivery did not finish within 0.3 s; "
@@ -257,56 +249,13 @@ def test_without_threads_delivery_runs_on_the_signalled_thread(
         def start(self) -> None:
             raise RuntimeError("can't create new thread at interpreter shutdown")
 
-    # Only _shutdown's threads: the fake AWS starts one per request.
+    # Only the signal handler's threads: the fake AWS starts one per request.
     unstartable = types.SimpleNamespace(**{**vars(threading), "Thread": Finalizing})
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(shutdown, "threading", unstartable)
-        shutdown._settle_in_background("signal 15", close=False)
+        patch.setattr(signals, "threading", unstartable)
+        signals._settle_in_background("signal 15", close=False)
     assert messages("/svc/inline") == ["sent from here"]
     handler.close()
-
-
-def test_pool_workers_send_each_record_before_the_logging_call_returns(
-    monkeypatch: pytest.MonkeyPatch, only: Callable[..., None]
-) -> None:
-    pytest.importorskip("billiard.process")
-    import multiprocessing
-
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    handler = RefreshingCloudWatchLogHandler("/svc/pool-worker", send_interval=60)
-    only(handler)
-    assert install_sigterm_handler()
-    ours = signal.getsignal(signal.SIGTERM)
-    monkeypatch.delitem(sys.modules, "celery.concurrency.prefork", raising=False)
-    shutdown._before_fork()  # as the parent forks
-    shutdown._prepare_pool_worker()  # here: neither kind of pool worker
-    seen = [(handler.use_queues, signal.getsignal(signal.SIGTERM) is ours)]
-    monkeypatch.setattr(shutdown, "_billiard_parent", object())  # a billiard worker
-    shutdown._prepare_pool_worker()
-    seen.append((handler.use_queues, signal.getsignal(signal.SIGTERM) is ours))
-    assert seen == [(True, True), (False, False)]
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # what was there before us
-    # A multiprocessing pool worker, by the name Pool gives it.
-    monkeypatch.setattr(shutdown, "_billiard_parent", None)
-    handler.use_queues = True
-    monkeypatch.setattr(multiprocessing.current_process(), "name", "ForkPoolWorker-1")
-    shutdown._prepare_pool_worker()
-    assert not handler.use_queues
-    shutdown._after_fork_in_child()
-    handler.close()
-
-
-def test_celery_is_hooked_only_once_the_application_imported_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delitem(sys.modules, "celery.signals", raising=False)
-    monkeypatch.delitem(sys.modules, "celery", raising=False)
-    shutdown._hook_celery(may_import=True)
-    assert "celery" not in sys.modules  # not imported by us
-    monkeypatch.setitem(sys.modules, "celery", types.ModuleType("celery"))  # not Celery
-    shutdown._hook_celery(may_import=True)
-    assert "celery.signals" not in sys.modules
-    shutdown._hook_celery(may_import=False)
 
 
 # --------------------------------------------------------------------------- processes
@@ -348,7 +297,7 @@ def test_sigterm_delivers_everything_logged_before_it(
         last, _ = stop_while_logging(process, lambda: process.send_signal(signal.SIGTERM))
         started_at = time.monotonic()
         _, err = finish(process)
-    assert time.monotonic() - started_at < shutdown.SHUTDOWN_BUDGET
+    assert time.monotonic() - started_at < signals.SHUTDOWN_BUDGET
     assert process.returncode == status, err
     got = messages(group)
     assert set(range(last + 1)) <= numbered(got)
@@ -399,6 +348,36 @@ def test_records_the_budget_cannot_deliver_are_reported_on_stderr(aws: FakeAWS) 
     assert line.endswith(" records not delivered within 1 s, counted in stats.dropped['shutdown']")
 
 
+@pytest.mark.slow
+def test_records_the_budget_leaves_in_the_spool_are_reported_as_kept(
+    aws: FakeAWS, messages: Read, tmp_path: Path
+) -> None:
+    # With a spool they are not lost: the line must not say so, and the next process that
+    # uses the spool delivers them.
+    stuck = aws.injector.add_fault(Fault(code="", action="PutLogEvents", delay=15))
+    group = "/svc/sigterm-spooled"
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    env = environment(aws, FLUSH_TIMEOUT="1", SPOOL_DIR=str(spool))
+    with started([sys.executable, WORKER, group, "plain"], env) as process:
+        last, _ = stop_while_logging(process, lambda: process.send_signal(signal.SIGTERM), 50)
+        _, err = finish(process)
+    assert process.returncode == -signal.SIGTERM
+    (line,) = [line for line in err.splitlines() if line.startswith("watchtower-refresh:")]
+    assert re.fullmatch(
+        r"watchtower-refresh: signal 15: \d+ records not delivered within 1 s are kept in the "
+        r"spool: the next process that uses it delivers them",
+        line,
+    ), line
+    aws.injector.remove_fault(stuck)
+    deliver = [sys.executable, "-m", "watchtower_refresh", "spool", "--dir", str(spool)]
+    deliver += ["--deliver", "--log-group", group]
+    with started(deliver, env) as replay:
+        _, err = finish(replay)
+    assert replay.returncode == 0, err
+    assert set(range(last + 1)) <= numbered(messages(group))
+
+
 def _can_unshare() -> bool:
     try:
         probe = subprocess.run(
@@ -435,7 +414,7 @@ def test_pid1_of_a_container_delivers_and_exits_143(aws: FakeAWS, messages: Read
 
 def test_settle_with_no_handlers_is_a_no_op(only: Callable[..., Any]) -> None:
     only()
-    assert shutdown.settle("test", close=True) == 0
+    assert signals.settle("test", close=True) == 0
 
 
 def test_a_sigterm_while_the_main_thread_holds_a_handlers_lock_delivers_at_once(
@@ -444,12 +423,12 @@ def test_a_sigterm_while_the_main_thread_holds_a_handlers_lock_delivers_at_once(
     # Our handler runs on the main thread between two of its bytecodes: inside emit()'s slow
     # path or close(), around a thread start, it holds the ledger's lock. A delivery thread
     # needing that lock used to wait out the whole budget, then the records were lost.
-    monkeypatch.setattr(shutdown, "SHUTDOWN_BUDGET", 2.0)
+    monkeypatch.setattr(signals, "SHUTDOWN_BUDGET", 2.0)
     handler = RefreshingCloudWatchLogHandler("/svc/held", send_interval=60, flush_timeout=2)
     only(handler)
     logger_for(handler).info("pending")
     with handler._pipeline.ledger.lock:
-        shutdown._settle_in_background("signal 15", close=True)
+        signals._settle_in_background("signal 15", close=True)
         stats = handler.stats
     assert (stats.delivered, stats.queued, stats.dropped) == (1, 0, {})
     assert messages("/svc/held") == ["pending"]
@@ -462,7 +441,7 @@ def test_a_sigterm_while_the_main_thread_holds_loggings_lock_closes_every_handle
     # thread waited for it until the budget was gone, and the second handler was never
     # closed. Now both are closed from the signalled thread; the senders deliver once the
     # lock is free.
-    monkeypatch.setattr(shutdown, "SHUTDOWN_BUDGET", 2.0)
+    monkeypatch.setattr(signals, "SHUTDOWN_BUDGET", 2.0)
     handlers = [
         RefreshingCloudWatchLogHandler(f"/svc/llock-{n}", send_interval=60, flush_timeout=2)
         for n in (1, 2)
@@ -472,9 +451,117 @@ def test_a_sigterm_while_the_main_thread_holds_loggings_lock_closes_every_handle
         logger_for(handler, f"llock{n}").info("pending %d", n)
     started_at = time.monotonic()
     with logging._lock:  # type: ignore[attr-defined]
-        shutdown._settle_in_background("signal 15", close=True)
+        signals._settle_in_background("signal 15", close=True)
     assert time.monotonic() - started_at < 2.0  # not the budget spent waiting for the lock
     for n, handler in enumerate(handlers, 1):
         assert handler.shutting_down  # closed
         assert handler.flush(timeout=5)
         assert messages(f"/svc/llock-{n}") == [f"pending {n}"]
+
+
+# --------------------------------------------------------------------------- forked children
+
+
+@pytest.fixture
+def forked(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Run the fork hooks here, as in a parent that forks and the child that follows."""
+    monkeypatch.setattr(signals, "_wanted", True)
+    monkeypatch.setattr(signals, "_check_pending", False)
+
+    def fork() -> None:
+        signals._before_fork()
+        signals._after_fork_in_child()
+
+    return fork
+
+
+def test_a_child_whose_sigterm_was_reset_gets_ours_back_at_its_first_delivery(
+    aws: FakeAWS, messages: Read, forked: Callable[[], None], only: Callable[..., None]
+) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    handler = RefreshingCloudWatchLogHandler("/svc/reset", send_interval=60)
+    only(handler)
+    forked()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as gunicorn's worker does after the fork
+    logger_for(handler).info("first")
+    assert "SIG_DFL" in repr(signal.getsignal(signal.SIGTERM))
+    assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+    handler.close()
+
+
+def test_a_server_that_took_sigterm_over_after_the_fork_is_chained_to_and_nothing_waits(
+    aws: FakeAWS, messages: Read, forked: Callable[[], None], only: Callable[..., None]
+) -> None:
+    # uvicorn in gunicorn's worker: its handler over the default, which it restores and
+    # raises again once it has stopped; records logged while it stops must not wait.
+    handler = RefreshingCloudWatchLogHandler("/svc/taken", send_interval=60)
+    only(handler)
+    logger = logger_for(handler)
+    forked()
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    logger.info("served")
+    signal.raise_signal(signal.SIGTERM)
+    assert stopping == [signal.SIGTERM]  # the server's handler still runs
+    assert messages("/svc/taken") == ["served"]  # delivered before it
+    logger.info("while stopping")
+    assert handler.stats.delivered == 2  # sent before the logging call returned
+    assert messages("/svc/taken") == ["served", "while stopping"]
+    handler.close()
+
+
+def test_a_child_that_put_ours_back_itself_keeps_batching_while_stopping(
+    aws: FakeAWS, messages: Read, forked: Callable[[], None], only: Callable[..., None]
+) -> None:
+    # The README's post_worker_init hook: uvicorn then installs its own over ours, and
+    # restores ours when it stops.
+    handler = RefreshingCloudWatchLogHandler("/svc/hooked", send_interval=60)
+    only(handler)
+    forked()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # gunicorn's worker, after the fork
+    assert install_sigterm_handler()  # the hook
+
+    def server(signum: int, frame: FrameType | None) -> None:
+        pass
+
+    signal.signal(signal.SIGTERM, server)
+    logger_for(handler).info("served")
+    assert signal.getsignal(signal.SIGTERM) is server  # left as it is
+    handler.close()
+    assert messages("/svc/hooked") == ["served"]
+
+
+def test_a_child_as_its_parent_left_it_is_left_alone(
+    forked: Callable[[], None], only: Callable[..., None]
+) -> None:
+    handler = RefreshingCloudWatchLogHandler("/svc/same", send_interval=60)
+    only(handler)
+
+    def application(signum: int, frame: FrameType | None) -> None:
+        pass
+
+    signal.signal(signal.SIGTERM, application)
+    forked()
+    signals.check_sigterm_after_fork()
+    assert signal.getsignal(signal.SIGTERM) is application
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    forked()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # ignored on purpose since the fork
+    signals.check_sigterm_after_fork()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+
+
+def test_a_reset_seen_from_another_thread_is_reported_once(
+    forked: Callable[[], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert install_sigterm_handler()  # the parent's, at the fork
+    forked()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for _ in range(2):
+        thread = threading.Thread(target=signals.check_sigterm_after_fork)
+        thread.start()
+        thread.join()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    err = capsys.readouterr().err
+    assert err.count("watchtower-refresh: SIGTERM's handler was changed in process") == 1
+    assert "post_worker_init" in err

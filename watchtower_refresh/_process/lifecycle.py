@@ -1,6 +1,9 @@
 """Process-wide state shared by every handler: which threads deliver, which handlers are
 alive, forks, and how far the interpreter is on its way out.
 
+This module holds the package's only ``os.register_at_fork``: every other module registers
+its fork hooks with ``at_fork``, so the order they run in is written down in one place.
+
 The interpreter's exit goes through three phases that matter to a handler:
 
 1. running: records are queued and sent by each handler's sender threads;
@@ -22,17 +25,18 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from ._core.ledger import DeliveryStats
+    from .._core.ledger import DeliveryStats
 
 __all__ = [
     "Flushable",
     "Lifecycle",
+    "at_fork",
     "close_all",
     "delivering",
     "exit_deadline",
@@ -45,6 +49,7 @@ __all__ = [
     "register",
     "report",
     "summarizing",
+    "thread_state",
 ]
 
 
@@ -75,11 +80,24 @@ class Lifecycle(Flushable, Protocol):
     def stats(self) -> DeliveryStats:
         """What became of the records given to the handler so far."""
 
-    def _after_fork_in_child(self) -> None:
+    @property
+    def kept_in_spool(self) -> int:
+        """Records this process wrote to its spool and has not acknowledged: a later
+        process delivers them (0 without a spool)."""
+
+    def after_fork_in_child(self) -> None:
         """Start afresh in a forked child: the parent keeps and delivers what it held."""
 
-    def _held_here(self) -> bool:
+    def held_here(self) -> bool:
         """Whether this thread holds the lock delivery needs (a signal interrupted it)."""
+
+    def send_synchronously(self) -> None:
+        """From now on, send each record before its logging call returns.
+
+        For a process that may end without notice (a pool worker, one whose SIGTERM may be
+        taken back by a server as it stops): what is already queued is still sent by the
+        sender.
+        """
 
 
 class _Local(threading.local):
@@ -90,7 +108,8 @@ class _Local(threading.local):
     """Records logged by a signal handler during a put from this thread, handled after it."""
 
 
-_local = _Local()
+thread_state = _Local()
+"""This thread's delivery state, read by every handler's ``handle()``."""
 _live: weakref.WeakSet[Lifecycle] = weakref.WeakSet()
 _exit_started: float | None = None
 _exit_closed: float | None = None
@@ -102,18 +121,18 @@ def mark_delivery_thread() -> None:
 
     botocore and urllib3 log while we send; handling those records would recurse.
     """
-    _local.delivering = True
+    thread_state.delivering = True
 
 
 @contextlib.contextmanager
 def delivering() -> Iterator[None]:
     """Mark the caller's thread as delivering for the duration of the block."""
-    before = _local.delivering
-    _local.delivering = True
+    before = thread_state.delivering
+    thread_state.delivering = True
     try:
         yield
     finally:
-        _local.delivering = before
+        thread_state.delivering = before
 
 
 def register(handler: Lifecycle) -> None:
@@ -203,12 +222,50 @@ def _at_exit() -> None:
     _exit_closed = time.monotonic()
 
 
-def _after_fork_in_child() -> None:
+# --------------------------------------------------------------------------- forks
+
+_Hook = Callable[[], None]
+_before_fork: list[_Hook] = []
+_after_fork_in_child: list[_Hook] = []
+
+
+def at_fork(*, before: _Hook | None = None, after_in_child: _Hook | None = None) -> None:
+    """Register hooks to run around ``os.fork()``, as ``os.register_at_fork`` does.
+
+    The order is defined, as ``os.register_at_fork`` defines its own: ``before`` hooks run
+    in the parent in the reverse order of registration, ``after_in_child`` hooks in the
+    child in the order of registration. This module's own child hook, registered first,
+    runs first: every handler starts afresh before any other module's hook runs. A hook
+    that raises is reported on stderr and the others still run.
+
+    Args:
+        before: Called in the parent just before the fork.
+        after_in_child: Called in the child just after the fork, on the forking thread.
+    """
+    if before is not None:
+        _before_fork.append(before)
+    if after_in_child is not None:
+        _after_fork_in_child.append(after_in_child)
+
+
+def _run(hooks: Iterable[_Hook]) -> None:
+    for hook in hooks:
+        try:
+            hook()
+        except Exception as exc:  # a fork must go on: the other hooks still run
+            report(f"a fork hook failed: {exc!r}")
+
+
+def _reset_handlers_in_child() -> None:
     for handler in list(_live):
-        handler._after_fork_in_child()
+        handler.after_fork_in_child()
 
 
+at_fork(after_in_child=_reset_handlers_in_child)
 # Registered after logging's own hook, so it runs before logging.shutdown.
 atexit.register(_at_exit)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=lambda: _run(reversed(_before_fork)),
+        after_in_child=lambda: _run(list(_after_fork_in_child)),
+    )

@@ -1,0 +1,1 @@
+"""Tests of ``watchtower_refresh._process``: the process around the handlers."""
