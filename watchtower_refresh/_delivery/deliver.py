@@ -94,18 +94,22 @@ def deliver_batch(
         count: Counts ``retried`` and ``credential_refreshes``.
         deadline: The monotonic time by which to give up, or None for no limit; asked again
             before each attempt and each wait, since ``close()`` may set one meanwhile. Each
-            attempt gets what is left of it, never more.
+            resend gets what is left of it, never more.
         stop: Set to cut a backoff wait short.
         closing: Whether the handler is closing: a drop is then ``shutdown``, not ``timeout``.
     """
     attempt = quick = 0
     why = ""
     while True:
+        within = None
         limit = deadline()
-        within = None if limit is None else limit - time.monotonic()
-        if within is not None and within <= 0 and (attempt or quick):
-            reason = "shutdown" if closing() else "timeout"
-            return Delivered(0, _NONE_REJECTED, reason, f"gave up resending: {why}")
+        if limit is not None and (attempt or quick):
+            # A resend gets what is left, never more; a first try keeps the client's own
+            # timeouts (sized from flush_timeout), so healthy puts share one client.
+            within = limit - time.monotonic()
+            if within <= 0:
+                reason = "shutdown" if closing() else "timeout"
+                return Delivered(0, _NONE_REJECTED, reason, f"gave up resending: {why}")
         try:
             client = target.client(within)
             target.prepare(client, stream)
