@@ -38,7 +38,7 @@ demo-spool: $(DEMO_STAMP) ## kill -9 a process that logs with a disk spool, then
 
 test: lint types pytest docs ## ruff, mypy --strict, pytest with branch coverage, the docs site
 
-bench: $(STAMP) ## the benchmarks of the README's performance section
+bench: $(STAMP) ## the benchmarks of docs/performance.md
 	$(BIN)/python -m benchmarks.run
 
 lint: $(STAMP) ## ruff check and ruff format --check

@@ -352,8 +352,8 @@ def case_memory(handlers: int, endpoint: str) -> dict[str, Any]:
 def case_body(events: int, rounds: int = 15) -> dict[str, Any]:
     """CPU of one PutLogEvents of ``events`` events: its body, and the whole call.
 
-    ``body``: botocore's JSON serializer against ``_wire.build_body``, on the same events.
-    ``put``: ``put_log_events`` against ``_wire.put_events`` (client without parameter
+    ``body``: botocore's JSON serializer against ``_aws.wire.build_body``, on the same events.
+    ``put``: ``put_log_events`` against ``_aws.wire.put_events`` (client without parameter
     validation, as the handler's), everything but the network: a ``before-send`` hook
     answers instead of the service, after signing. Paired round by round; ratios of medians.
     """

@@ -1,7 +1,8 @@
 """make bench: comparisons, each measured side by side in one run, as ratios.
 
 Absolute times drift on a shared machine; the ratios between handlers measured in the same
-run are what the README reports. Results: a table on stdout and benchmarks/results.json.
+run are what docs/performance.md reports. Results: a table on stdout and
+benchmarks/results.json.
 """
 
 from __future__ import annotations

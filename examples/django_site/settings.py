@@ -32,7 +32,7 @@ LOGGING = {
             ),
             "duration_seconds": 900,
             # runserver's autoreloader kills the serving process with SIGKILL on SIGTERM
-            # and Ctrl-C: a spool keeps what it had not sent (README, "Stopping cleanly").
+            # and Ctrl-C: a spool keeps what it had not sent (docs/stopping.md).
             "spool_dir": os.environ.get("APP_LOG_SPOOL_DIR"),
         },
     },

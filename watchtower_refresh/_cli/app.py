@@ -86,7 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="watchtower-refresh",
         description="Tools for the watchtower-refresh CloudWatch Logs handler.",
-        epilog="Exit codes: see 'watchtower-refresh check --help' and the README.",
+        epilog=(
+            "Exit codes: see 'watchtower-refresh check --help' and the documentation's "
+            "Operator tools page (docs/operator-tools.md); symptoms and what to change: "
+            "its Troubleshooting page (docs/troubleshooting.md)."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
