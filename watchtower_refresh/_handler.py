@@ -389,11 +389,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
                 size = len(message)
                 if not 0 < size <= self._body_limit:
                     if not size:
-                        pipeline.drop_one(
-                            DropReason.EMPTY,
-                            f"{_EMPTY_MESSAGE}; such records are dropped and counted in "
-                            "stats.dropped['empty']",
-                        )
+                        pipeline.drop_one(DropReason.EMPTY, _EMPTY_MESSAGE)
                         return
                     message, size = truncate(message, size, self._body_limit)
                     ledger.truncated += 1

@@ -18,7 +18,7 @@ import warnings
 from ._exceptions import WatchtowerRefreshWarning
 from ._redact import redact
 
-__all__ = ["Reporter", "warn"]
+__all__ = ["Reporter", "records", "warn"]
 
 
 def warn(message: str) -> None:
@@ -32,6 +32,11 @@ def warn(message: str) -> None:
     except Exception:
         with contextlib.suppress(Exception):  # nowhere left to report to
             sys.stderr.write(f"WatchtowerRefreshWarning: {redact(message)}\n")
+
+
+def records(count: int) -> str:
+    """``count`` records, in words: "1 record", "12 records"."""
+    return "1 record" if count == 1 else f"{count} records"
 
 
 def warnings_go_to_logging() -> bool:

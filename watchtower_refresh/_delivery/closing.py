@@ -19,6 +19,7 @@ from .._compat import holds_logging_lock
 from .._core.events import EVENT_OVERHEAD
 from .._core.reasons import DropReason
 from .._process import report, summarizing
+from .._report import records
 from .lifecycle import State
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ def _report_lost(pipeline: Pipeline, lost: int) -> None:
     if lost and not summarizing():
         settings = pipeline.settings
         report(
-            f"{_records(lost)} for log group {settings.log_group_name} could not be "
+            f"{records(lost)} for log group {settings.log_group_name} could not be "
             f"delivered within flush_timeout={settings.flush_timeout:g}s of close(); "
             "they are counted in stats.dropped['shutdown']"
         )
@@ -217,7 +218,3 @@ class _CloseWatch:
             self.no_thread = True  # no thread can start: count what is held now
             return True
         return False
-
-
-def _records(count: int) -> str:
-    return "1 record" if count == 1 else f"{count} records"

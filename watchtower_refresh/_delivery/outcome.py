@@ -19,7 +19,7 @@ from .._core.events import Event, split_batches, split_by_age
 from .._core.ledger import Claim, Ledger, Part
 from .._core.reasons import DropReason, keeps_spooled
 from .._process import summarizing
-from .._report import Reporter
+from .._report import Reporter, records
 from .deliver import Target, deliver_batch
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ class Outcomes:
         else:
             self._reporter.once(
                 result.reason,
-                f"{result.warning} ({_records(len(batch))} dropped, counted in "
+                f"{result.warning} ({records(len(batch))} dropped, counted in "
                 f"stats.dropped[{result.reason!r}])",
                 per_episode=True,
             )
@@ -199,7 +199,3 @@ def _by_stream(events: list[Event]) -> list[tuple[str, list[Event]]]:
     for event in events:
         by_stream.setdefault(event[0], []).append(event)
     return list(by_stream.items())
-
-
-def _records(count: int) -> str:
-    return "1 record" if count == 1 else f"{count} records"

@@ -450,7 +450,3 @@ class Pipeline:
         Records logged while close() runs are delivered too (ledger lock held).
         """
         return self._closing_sender()
-
-
-def _records(count: int) -> str:
-    return "1 record" if count == 1 else f"{count} records"

@@ -27,6 +27,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from .._compat import holds_logging_lock
+from .._report import records
 from .lifecycle import Lifecycle, at_fork, close_all, flush_all, one_report_line, report
 
 __all__ = [
@@ -256,11 +257,12 @@ def _left_line(reason: str, left: int, budget: float, *, kept: bool) -> str:
     """The stderr line for ``left`` records not delivered; ``kept``: all are in a spool."""
     if kept:
         return (
-            f"{reason}: {left} records not delivered within {budget:g} s are kept in the "
-            "spool: the next process that uses it delivers them"
+            f"{reason}: {records(left)} not delivered within {budget:g} s "
+            f"{'is' if left == 1 else 'are'} kept in the spool: the next process that uses it "
+            "delivers them"
         )
     return (
-        f"{reason}: {left} records not delivered within {budget:g} s, "
+        f"{reason}: {records(left)} not delivered within {budget:g} s, "
         "counted in stats.dropped['shutdown']"
     )
 
