@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -94,10 +94,14 @@ def event(message: str) -> tuple[Event, int]:
     return ("stream", int(time.time() * 1000), message, len(message)), len(message) + EVENT_OVERHEAD
 
 
+_BUILT: list[Pipeline] = []
+
+
 def build(**options: Any) -> tuple[Pipeline, Service, StubTarget]:
     service, target = Service(), StubTarget()
     lock = threading.RLock()
     pipeline = Pipeline(Settings(**options), lock, target, service.put, Reporter(lock))
+    _BUILT.append(pipeline)
     return pipeline, service, target
 
 
@@ -122,8 +126,14 @@ def flush(pipeline: Pipeline, timeout: float = 5.0) -> bool:
 
 
 @pytest.fixture(autouse=True)
-def _no_waiting_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_waiting_backoff(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr("watchtower_refresh._delivery.deliver.BACKOFF_BASE", 0.001)
+    yield
+    while _BUILT:  # no sender thread outlives its test
+        pipeline = _BUILT.pop()
+        pipeline.close_by(time.monotonic() + 1)
+        if pipeline.sender is not None:
+            pipeline.sender.join(5)
 
 
 def test_the_first_record_opens_and_close_delivers_the_rest() -> None:
@@ -210,13 +220,24 @@ def test_close_counts_what_it_cannot_deliver_as_shutdown(capsys: Any) -> None:
 
 
 def test_a_queue_past_its_caps_refuses_and_counts() -> None:
-    pipeline, _, _ = build(queue_max_events=3, send_interval=60)
+    pipeline, service, _ = build(queue_max_events=3, send_interval=60)
+    release = threading.Event()
+
+    def hang(stream: str, batch: Sequence[Event]) -> Any:
+        release.wait(10)  # nothing held is settled meanwhile: the caps stay reached
+        service.accepted.extend(event[2] for event in batch)
+        return {}
+
+    service.script = [hang] * 10
     with pytest.warns(Warning, match="queue of log group /stub/group is full"):
         log(pipeline, *(f"r{n}" for n in range(10)))
         pipeline.issue_warnings()
     stats = pipeline.ledger.snapshot(truncated=0)
     assert stats.dropped == {DropReason.QUEUE_FULL.value: 7}
     assert stats.queued == 3
+    release.set()
+    assert flush(pipeline)
+    assert sorted(service.accepted) == ["r0", "r1", "r2"]
     assert received(pipeline) == 10
 
 

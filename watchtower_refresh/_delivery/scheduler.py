@@ -244,10 +244,23 @@ class Sender:
         if not ledger.queue or self.fenced:
             return False
         if self.draining or self.flush_target > ledger.drained:
-            return True
+            return not self._behind_busy_streams()
         if self._saturated():
             return False
         return self._timer_start is None or self._full()
+
+    def _behind_busy_streams(self) -> bool:
+        """Whether every queued record is for a stream whose worker is busy and which has a
+        batch waiting already: a flush or close() then takes them once that batch is out.
+
+        Without this, a close() under a steady stream of records took them as they came, a
+        few at a time, and sent them one small put after another.
+        """
+        waiting = {stream for stream in self._pending if stream in self._busy}
+        if not waiting:
+            return False
+        # One pass at C speed, which emit() cannot interleave with: it appends under the GIL.
+        return set(map(_stream_of, self._ledger.queue)) <= waiting
 
     def _full(self) -> bool:
         """Whether a full batch waits, or the caps refused a record: take what is queued."""
@@ -290,6 +303,11 @@ class Sender:
         if self._timer_start is None:
             self._timer_start = now
         if self.draining or self.flush_target > ledger.drained:
+            if self._behind_busy_streams():
+                # Taken now, they would wait behind the batch already waiting for their
+                # stream's worker as one more, smaller batch: let them gather meanwhile. The
+                # worker that finishes wakes us.
+                return math.inf
             self._take(None, None)
             self._timer_start = None
             return 0.0 if ledger.queue else (None if self.draining else math.inf)
