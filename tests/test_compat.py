@@ -13,6 +13,7 @@ import threading
 import boto3
 import botocore.session
 import watchtower
+import werkzeug.serving
 from botocore.credentials import RefreshableCredentials
 from botocore.loaders import create_loader
 
@@ -126,3 +127,12 @@ def test_a_shared_loaders_search_paths_are_edited_in_place() -> None:
     _compat.drop_repeated_search_paths(loader)
     assert loader.search_paths == [*default, boto3_data]
     _compat.drop_repeated_search_paths(object())  # no search paths at all: nothing to do
+
+
+def test_moto_private_names_still_exist() -> None:
+    # moto.moto_server.werkzeug_app: DomainDispatcherApplication, create_backend_app and
+    # MotoRequestHandler are what moto's own ThreadedMotoServer is built from.
+    app = _compat.moto_wsgi_app()
+    assert callable(app)
+    handler = _compat.moto_request_handler()
+    assert issubclass(handler, werkzeug.serving.WSGIRequestHandler)

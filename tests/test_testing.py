@@ -15,11 +15,10 @@ import urllib.request
 
 import boto3
 import pytest
-import werkzeug.serving
 from botocore.exceptions import ClientError
 
 from tests.conftest import REGION, ROLE_ARN
-from watchtower_refresh import testing
+from watchtower_refresh import _compat
 from watchtower_refresh.testing import FakeAWS, FakeClock, Fault, read_messages
 
 
@@ -28,15 +27,6 @@ def test_import_without_moto_names_the_extra(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delitem(sys.modules, "watchtower_refresh.testing")
     with pytest.raises(ImportError, match=r"pip install 'watchtower-refresh\[testing\]'"):
         importlib.import_module("watchtower_refresh.testing")
-
-
-def test_moto_private_names_still_exist() -> None:
-    # moto.moto_server.werkzeug_app: DomainDispatcherApplication, create_backend_app and
-    # MotoRequestHandler are what moto's own ThreadedMotoServer is built from.
-    app = testing._moto_wsgi_app()
-    assert callable(app)
-    handler = testing._moto_request_handler()
-    assert issubclass(handler, werkzeug.serving.WSGIRequestHandler)
 
 
 def test_moto_wsgi_app_dispatches_logs_and_sts(aws: FakeAWS) -> None:
@@ -53,7 +43,7 @@ def test_moto_reset_control_forgets_resources_and_is_never_faulted(aws: FakeAWS)
     logs = boto3.client("logs", region_name=REGION, endpoint_url=aws.endpoint_url)
     logs.create_log_group(logGroupName="/compat/reset")
     aws.injector.add_fault(Fault("ServiceUnavailableException", status=503))
-    assert testing._is_moto_control(testing._moto_reset_path())
+    assert _compat.is_moto_control(_compat.moto_reset_path())
     aws.reset()  # would fail on the 503 if the control path were faulted
     assert logs.describe_log_groups()["logGroups"] == []
 

@@ -20,6 +20,10 @@ __all__ = [
     "handler_at_fork_reinit",
     "holds_lock",
     "holds_logging_lock",
+    "is_moto_control",
+    "moto_request_handler",
+    "moto_reset_path",
+    "moto_wsgi_app",
     "overridden_submit_batch",
     "register_multiprocessing_after_fork",
     "watchtower_json_default",
@@ -143,3 +147,37 @@ def drop_repeated_search_paths(loader: object) -> None:
         return
     while len(paths) > 1 and paths[-1] in paths[:-1]:
         paths.pop()
+
+
+# moto, for watchtower_refresh.testing only (imported there, never by the handler). moto's
+# public ThreadedMotoServer cannot put middleware in front of its app, so these build what
+# it builds, from moto's internals; everything else uses moto only over HTTP, as any AWS
+# client would.
+
+
+def moto_wsgi_app() -> Callable[[dict[str, Any], Callable[..., Any]], Any]:
+    """moto's WSGI application, dispatching every service by host and request, as its server's."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    app: Callable[[dict[str, Any], Callable[..., Any]], Any] = DomainDispatcherApplication(
+        create_backend_app
+    )
+    return app
+
+
+def moto_request_handler() -> type[Any]:
+    """The request handler class moto's server gives werkzeug (it keeps request headers' case)."""
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    handler: type[Any] = MotoRequestHandler
+    return handler
+
+
+def is_moto_control(path: str) -> bool:
+    """True for moto's own HTTP controls (``/moto-api/...``), which are never faulted."""
+    return path.startswith("/moto-api/")
+
+
+def moto_reset_path() -> str:
+    """The path of moto's HTTP control that forgets every resource of every backend."""
+    return "/moto-api/reset"

@@ -54,6 +54,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from ._aws import Clock
+from ._compat import is_moto_control, moto_request_handler, moto_reset_path, moto_wsgi_app
 
 _EXTRA_MESSAGE = (
     "watchtower_refresh.testing needs moto's server: pip install 'watchtower-refresh[testing]'"
@@ -70,38 +71,6 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 _JSON_TYPE = "application/x-amz-json-1.1"
 _SIGNED_FOR = re.compile(r"Credential=[^/]*/[^/]*/[^/]*/([^/]+)/")
-
-
-# moto private API. moto's public ThreadedMotoServer cannot put middleware in front of its
-# app, so these functions build what it builds, from moto's internals. Everything
-# else in this module uses moto only over HTTP, as any AWS client would. Each assumption is
-# checked by tests/test_testing.py, which fails loudly when a moto upgrade breaks one.
-
-
-def _moto_wsgi_app() -> WSGIApp:
-    """moto's WSGI application, dispatching every service by host and request, as its server's."""
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-
-    app: WSGIApp = DomainDispatcherApplication(create_backend_app)
-    return app
-
-
-def _moto_request_handler() -> type[werkzeug.serving.WSGIRequestHandler]:
-    """The request handler class moto's server gives werkzeug (it keeps request headers' case)."""
-    from moto.moto_server.werkzeug_app import MotoRequestHandler
-
-    handler: type[werkzeug.serving.WSGIRequestHandler] = MotoRequestHandler
-    return handler
-
-
-def _is_moto_control(path: str) -> bool:
-    """True for moto's own HTTP controls (``/moto-api/...``), which are never faulted."""
-    return path.startswith("/moto-api/")
-
-
-def _moto_reset_path() -> str:
-    """The path of moto's HTTP control that forgets every resource of every backend."""
-    return "/moto-api/reset"
 
 
 class FakeClock:
@@ -250,7 +219,7 @@ class FaultInjector:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         """Serve one request: inject a fault, judge the token, or pass it to moto."""
-        if _is_moto_control(str(environ.get("PATH_INFO", ""))):
+        if is_moto_control(str(environ.get("PATH_INFO", ""))):
             return self._app(environ, start_response)  # moto's own controls: never faulted
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
@@ -424,10 +393,10 @@ class FakeAWS:
     ) -> None:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.injector = FaultInjector(
-            _moto_wsgi_app(), clock=clock, token_lifetime=token_lifetime, seed=seed
+            moto_wsgi_app(), clock=clock, token_lifetime=token_lifetime, seed=seed
         )
         self._server = werkzeug.serving.make_server(
-            "127.0.0.1", port, self.injector, threaded=True, request_handler=_moto_request_handler()
+            "127.0.0.1", port, self.injector, threaded=True, request_handler=moto_request_handler()
         )
         # Resets are injected on purpose: socketserver would print each one's traceback.
         self._server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
@@ -451,7 +420,7 @@ class FakeAWS:
     def reset(self) -> None:
         """Forget every resource moto holds and every fault and count of the injector."""
         self.injector.reset()
-        url = f"{self.endpoint_url}{_moto_reset_path()}"  # always http://127.0.0.1:<port>
+        url = f"{self.endpoint_url}{moto_reset_path()}"  # always http://127.0.0.1:<port>
         request = urllib.request.Request(url, method="POST")  # noqa: S310
         with urllib.request.urlopen(request, timeout=10):  # noqa: S310
             pass
