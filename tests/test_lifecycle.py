@@ -295,6 +295,59 @@ def test_a_record_from_a_signal_handler_during_a_synchronous_put_is_delivered(
     assert handler.stats.delivered == 2
 
 
+SIGNAL_EVERY_TENTH = """
+import logging, signal, time
+from watchtower_refresh import RefreshingCloudWatchLogHandler
+
+handler = RefreshingCloudWatchLogHandler(
+    "{group}", use_queues=False, flush_timeout=2, handle_signals=False
+)
+logger = logging.getLogger("app")
+logger.addHandler(handler)
+logger.propagate = False
+logger.setLevel(logging.INFO)
+logged = 0
+
+
+def on_alarm(signum, frame):
+    global logged
+    logged += 1
+    logger.warning("from the signal handler %d", logged)
+
+
+signal.signal(signal.SIGALRM, on_alarm)
+signal.setitimer(signal.ITIMER_REAL, 0.1, 0.1)
+waits = []
+for n in range(3):
+    started = time.monotonic()
+    logger.info("call %d", n)
+    waits.append(time.monotonic() - started)
+signal.setitimer(signal.ITIMER_REAL, 0)
+handler.close()
+stats = handler.stats
+print(max(waits), logged, stats.delivered, stats.dropped_total, stats.queued)
+"""
+
+
+def test_a_signal_handler_logging_faster_than_puts_cannot_hold_a_log_call(
+    aws: FakeAWS, messages: Read
+) -> None:
+    # use_queues=False, each put 0.3 s, a signal handler logging every 0.1 s: each record
+    # it logged during a put was sent right after it, nested, and the first log call never
+    # returned. Now each call returns within flush_timeout; the rest is sent in the
+    # background and delivered by close().
+    group = f"/life/signal-storm/{uuid.uuid4().hex[:8]}"
+    aws.injector.add_fault(Fault("", action="PutLogEvents", delay=0.3))
+    done = run_python(aws, "-c", SIGNAL_EVERY_TENTH.replace("{group}", group))
+    assert done.returncode == 0, done.stderr
+    longest, logged, delivered, dropped, queued = done.stdout.split()
+    assert float(longest) < 3.5  # flush_timeout=2, plus a put under way and a loaded machine
+    assert (int(delivered), int(dropped), int(queued)) == (3 + int(logged), 0, 0)
+    read = messages(group)
+    assert {"call 0", "call 1", "call 2"} <= set(read)
+    assert len(read) == 3 + int(logged)
+
+
 FINALIZING = {
     "atexit after logging.shutdown": (
         """
@@ -342,6 +395,26 @@ FINALIZING = {
         ["while running"],
         ["Task was destroyed but it is pending!"],
     ),
+    # CPython 3.13.0 crashed (exit -11) formatting this record's local time while it
+    # finalized: the record is counted and reported unformatted. make matrix runs it on
+    # every Python it finds, 3.13.0 included.
+    "asyncio task pending at exit under configure_logging": (
+        """
+        import asyncio, logging
+        from watchtower_refresh import configure_logging
+        configure_logging(log_group="{group}", console=False)
+
+        async def forever():
+            await asyncio.sleep(3600)
+
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(forever())
+        loop.run_until_complete(asyncio.sleep(0))
+        logging.getLogger("app").warning("while running")
+        """,
+        ["while running"],
+        ["Task was destroyed but it is pending!"],
+    ),
 }
 
 
@@ -356,11 +429,12 @@ def test_logging_during_interpreter_exit_never_hangs_or_crashes(
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 30
     read = messages(group)
-    assert set(arrive) <= set(read)
+    for message in arrive:  # as formatted: configure_logging's text has the time in front
+        assert any(message in line for line in read), (message, read)
     # Logged while the interpreter finalizes: sent if it still could be, else reported on
     # stderr and counted; never lost silently, never a hang or a crash.
     for message in late:
-        if message not in read:
+        if not any(message in line for line in read):
             assert f"log group {group} while the interpreter is finalizing" in done.stderr
 
 

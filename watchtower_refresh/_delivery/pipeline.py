@@ -41,7 +41,7 @@ from .._process import (
 )
 from .._process import thread_state as _thread_state
 from .._report import Reporter
-from . import closing
+from . import backlog, closing, outcome
 from .backlog import Replayer, SpoolSide
 from .deliver import Target
 from .lifecycle import State
@@ -58,37 +58,19 @@ MAX_IN_FLIGHT = 8
 _SPOOL_ID = 4  # where a spooled record's id sits in its Event (a fifth element)
 
 
-class Settings(Protocol):
-    """The options the pipeline reads."""
+class Settings(backlog.Settings, outcome.Settings, Protocol):
+    """The options the pipeline reads: its own, and those of the parts it builds."""
 
-    @property
-    def log_group_name(self) -> str: ...
     @property
     def use_queues(self) -> bool: ...
     @property
     def send_interval(self) -> float: ...
-    @property
-    def max_batch_size(self) -> int: ...
-    @property
-    def max_batch_count(self) -> int: ...
-    @property
-    def max_message_size(self) -> int: ...
     @property
     def queue_max_events(self) -> int: ...
     @property
     def queue_max_bytes(self) -> int: ...
     @property
     def flush_timeout(self) -> float: ...
-    @property
-    def create_log_group(self) -> bool: ...
-    @property
-    def create_log_stream(self) -> bool: ...
-    @property
-    def spool_dir(self) -> str | None: ...
-    @property
-    def spool_max_bytes(self) -> int: ...
-    @property
-    def spool_fsync(self) -> bool: ...
 
 
 class Pipeline:
@@ -204,6 +186,12 @@ class Pipeline:
             sized, _, cost = size_exactly([event])
             event = sized[0]
         if not self.use_queues:
+            outer = _thread_state.sync_deadline
+            if outer is not None and time.monotonic() >= outer:
+                # Logged by a signal handler during a synchronous put whose caller is out of
+                # time: sent in the background, so that the log call returns in its bound.
+                self._queue_for_later(event, cost)
+                return
             self.send_now([event])
             return
         ledger = self.ledger
@@ -359,6 +347,9 @@ class Pipeline:
         deadline = time.monotonic() + self.settings.flush_timeout
         if exit_path or exiting():
             deadline = min(deadline, exit_deadline())
+        outer = _thread_state.sync_deadline
+        if outer is not None:  # a deferred record of an outer call: that call's bound holds
+            deadline = min(deadline, outer)
         deferred: list[tuple[logging.Handler, logging.LogRecord]] = []
         before = _thread_state.deferred
         _thread_state.deferred = deferred
@@ -368,8 +359,30 @@ class Pipeline:
         finally:
             _thread_state.deferred = before
             ledger.settle_rest(claim, DropReason.INTERNAL_ERROR)
-        for handler, record in deferred:  # logged by a signal handler while we were sending
-            handler.handle(record)
+        if not deferred:
+            return
+        # Logged by a signal handler while we were sending: sent within this call's bound,
+        # however fast it logs; what comes past the bound goes to the background sender.
+        _thread_state.sync_deadline = deadline
+        try:
+            for handler, record in deferred:
+                handler.handle(record)
+        finally:
+            _thread_state.sync_deadline = outer
+
+    def _queue_for_later(self, event: Event, cost: int) -> None:
+        """Queue ``event`` for a background sender, started if none runs (use_queues=False)."""
+        with self.ledger.lock:
+            self._admit_or_refuse(event, cost)
+            if self.state is State.CLOSING:
+                sender = self._closing_sender()  # close() delivers it, or counts it
+            else:
+                if not self._running():
+                    self._open()
+                sender = self.sender
+            if sender is not None:
+                sender.flush_target = max(sender.flush_target, self.ledger.admitted)
+                sender.wake.set()
 
     def refuse_finalizing(self, count: int) -> None:
         """Count ``count`` records logged while the interpreter is finalizing as shutdown,

@@ -106,6 +106,9 @@ class _Local(threading.local):
     """This thread is sending logs: records it logs are not handled (or are deferred)."""
     deferred: list[tuple[Any, Any]] | None = None
     """Records logged by a signal handler during a put from this thread, handled after it."""
+    sync_deadline: float | None = None
+    """While this thread sends those deferred records: when its caller's log call must return
+    (monotonic seconds); later ones are queued for the background sender instead."""
 
 
 thread_state = _Local()
