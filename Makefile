@@ -36,7 +36,12 @@ demo: $(DEMO_STAMP) ## log through expiring tokens against a local fake AWS
 demo-spool: $(DEMO_STAMP) ## kill -9 a process that logs with a disk spool, then replay what it left
 	$(BIN)/watchtower-refresh demo --spool
 
-test: lint types pytest docs ## ruff, mypy --strict, pytest with branch coverage, the docs site
+test: $(STAMP) ## ruff, mypy --strict, pytest with branch coverage, the docs site
+	@$(MAKE) --no-print-directory lint
+	@# mypy takes one core while the suite's processes mostly wait: side by side, each
+	@# printing its output whole when it is done
+	@$(MAKE) --no-print-directory -j2 --output-sync=target types pytest
+	@$(MAKE) --no-print-directory docs
 
 bench: $(STAMP) ## the benchmarks of docs/performance.md
 	$(BIN)/python -m benchmarks.run
@@ -49,7 +54,7 @@ types: $(STAMP) ## mypy --strict
 	$(BIN)/mypy
 
 pytest: $(STAMP) ## the test suite with branch coverage, in 4 processes
-	$(BIN)/pytest -n 4
+	$(BIN)/pytest -n 4 --dist worksteal
 
 # Not --quiet: it hides the warnings that --strict turns into errors.
 docs: $(STAMP) ## build the documentation site into site/, warnings as errors
