@@ -18,6 +18,7 @@ nothing waits for them but ``close()``, which is bounded.
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 import operator
 import queue
@@ -32,6 +33,7 @@ from .._process import keep_sigterm_off_this_thread, mark_delivery_thread
 __all__ = ["Sender", "SenderHost", "Waker"]
 
 _Task = tuple[str, Part]
+_LOOK_AHEAD = 1000  # queued records looked at to decide that a flush may wait for a worker
 _stream_of = operator.itemgetter(0)
 
 
@@ -259,8 +261,10 @@ class Sender:
         waiting = {stream for stream in self._pending if stream in self._busy}
         if not waiting:
             return False
-        # One pass at C speed, which emit() cannot interleave with: it appends under the GIL.
-        return set(map(_stream_of, self._ledger.queue)) <= waiting
+        # The oldest records only, at C speed (emit() appends under the GIL, so it cannot
+        # interleave): a stream whose first record lies further back waits one put at most.
+        head = itertools.islice(self._ledger.queue, _LOOK_AHEAD)
+        return set(map(_stream_of, head)) <= waiting
 
     def _full(self) -> bool:
         """Whether a full batch waits, or the caps refused a record: take what is queued."""
