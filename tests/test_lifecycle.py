@@ -30,6 +30,7 @@ import watchtower_refresh._delivery.pipeline
 import watchtower_refresh._process.lifecycle
 from tests.conftest import ROLE_ARN, logger_for, run_python
 from tests.test_handler_spool import dead_owner, now_ms
+from tests.test_pipeline import StubTarget
 from watchtower_refresh import RefreshingCloudWatchLogHandler, WatchtowerRefreshWarning
 from watchtower_refresh._core.ledger import Ledger
 from watchtower_refresh._core.reasons import DropReason
@@ -438,29 +439,11 @@ def test_logging_during_interpreter_exit_never_hangs_or_crashes(
             assert f"log group {group} while the interpreter is finalizing" in done.stderr
 
 
-class _StubTarget:
-    """A destination whose every call succeeds at once: no AWS, no moto."""
-
-    refreshable = True
-
-    def client(self, within: float | None = None) -> Any:
-        return object()
-
-    def prepare(self, client: Any, stream: str) -> None:
-        return None
-
-    def discard_client(self) -> None:
-        return None
-
-    def forget(self, stream: str) -> None:
-        return None
-
-
 def test_a_throttled_stream_does_not_hold_back_the_others() -> None:
     handler = RefreshingCloudWatchLogHandler(
         "/life/streams", log_stream_name="{logger_name}", send_interval=0.02, flush_timeout=0.5
     )
-    handler._pipeline.outcomes.target = _StubTarget()
+    handler._pipeline.outcomes.target = StubTarget()  # no AWS, no moto
     sent: list[str] = []
 
     def put(client: Any, stream: str, batch: Any) -> dict[str, Any]:
