@@ -27,6 +27,7 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "MESSAGE",
     "SIZE",
+    "SPOOL_ID",
     "STREAM",
     "TIMESTAMP",
     "Event",
@@ -76,6 +77,8 @@ STREAM: Final = 0
 TIMESTAMP: Final = 1
 MESSAGE: Final = 2
 SIZE: Final = 3
+SPOOL_ID: Final = 4
+"""Where a spooled record's id sits: events of more than ``SPOOL_ID`` fields carry one."""
 
 
 _timestamp_of = itemgetter(TIMESTAMP)

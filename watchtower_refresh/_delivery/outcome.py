@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._core.events import Event, split_batches, split_by_age
+from .._core.events import SPOOL_ID, Event, split_batches, split_by_age
 from .._core.ledger import Claim, Ledger, Part
 from .._core.reasons import DropReason, keeps_spooled
 from .._process import summarizing
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Acknowledge", "Outcomes"]
 
-_SPOOL_ID = 4  # where a spooled record's id sits in its Event (a fifth element)
 
 Acknowledge = Callable[[list[int]], None]
 """Removes settled records, by spool id, from the spool they were read from."""
@@ -184,7 +183,7 @@ class Outcomes:
 
     def acknowledge(self, events: Sequence[Event], acker: Acknowledge | None) -> None:
         """Remove settled records from the spool: the replayed batch's or our own writer's."""
-        ids = [event[-1] for event in events if len(event) > _SPOOL_ID]  # the spool ids
+        ids = [event[-1] for event in events if len(event) > SPOOL_ID]  # the spool ids
         if not ids:
             return  # memory only: no event carries a spool id
         if acker is None:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._compat import holds_logging_lock
-from .._core.events import SIZE, Event, size_exactly
+from .._core.events import SIZE, SPOOL_ID, Event, size_exactly
 from .._core.ledger import Claim, Ledger, Part
 from .._core.reasons import DropReason
 from .._process import (
@@ -55,7 +55,6 @@ __all__ = ["MAX_IN_FLIGHT", "Pipeline", "State"]
 
 MAX_IN_FLIGHT = 8
 """Most batches a handler sends at once, each to a different stream."""
-_SPOOL_ID = 4  # where a spooled record's id sits in its Event (a fifth element)
 
 
 class Settings(backlog.Settings, outcome.Settings, Protocol):
@@ -234,7 +233,7 @@ class Pipeline:
         """Queue ``event`` under the caps (ledger lock held), keep it on disk only, or count
         it as ``queue_full``."""
         ledger = self.ledger
-        spooled = len(event) > _SPOOL_ID
+        spooled = len(event) > SPOOL_ID
         if spooled and self.spool.keep_on_disk(event, cost):
             return
         if ledger.has_room(cost) or (ledger.size_queued() and ledger.has_room(cost)):
