@@ -16,6 +16,8 @@ Every case talks to loopback only: the sink of benchmarks.sink, or moto's server
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import io
 import json
 import logging
@@ -138,29 +140,39 @@ def wait_for_sink(endpoint: str, count: int, timeout: float = 120.0) -> bool:
 def case_emit(
     endpoint: str, kind: str = "ascii", rounds: int = 25, repeat: int = 5
 ) -> dict[str, Any]:
-    """Cost of handle() in the caller's thread, per record, for four handlers, interleaved.
+    """Cost of handle() in the caller's thread, per record, for several handlers, interleaved.
 
     Measured as the calling thread's CPU time (``time.thread_time``): the senders of ours and
     watchtower's deliver to the sink meanwhile, and the time they hold the GIL is theirs.
     Each round ends with an untimed ``flush()``, so that a handler's delivery does not run
-    into the next handler's round.
-    ``kind`` is ``ascii`` (about 60 bytes per message) or ``nonascii`` (about 1 KB).
+    into the next handler's round, and each timed pass gets records made afresh (untimed):
+    ours gives a record its trace attributes once, as a new record of an application's gets
+    them. ``kind`` is ``ascii`` (about 60 bytes per message), ``nonascii`` (about 1 KB), or
+    ``trace``: ASCII records with OpenTelemetry's SDK loaded, ours outside a span and inside
+    one.
     """
-    batch = records(kind=kind)
+    tracer: Any = None
+    record_kind = "nonascii" if kind == "nonascii" else "ascii"
     stream = logging.StreamHandler(io.StringIO())
     stream.setFormatter(logging.Formatter(FORMAT))
-    queued = logging.handlers.QueueHandler(queue.SimpleQueue())
-    queued.setFormatter(logging.Formatter(FORMAT))
+    handlers: dict[str, logging.Handler] = {"watchtower-refresh": ours(endpoint)}
     spool_dir = tempfile.mkdtemp(prefix="bench-spool-")
-    handlers: dict[str, logging.Handler] = {
-        "watchtower-refresh": ours(endpoint),
-        "watchtower-refresh (spool)": ours(endpoint, spool_dir=spool_dir),
-        "watchtower": theirs(endpoint),
-        "StreamHandler (memory)": stream,
-        "QueueHandler": queued,
-    }
+    if kind == "trace":
+        from opentelemetry.sdk.trace import TracerProvider
+
+        tracer = TracerProvider().get_tracer("bench")
+        handlers["watchtower-refresh (in a span)"] = ours(endpoint)
+    else:
+        queued = logging.handlers.QueueHandler(queue.SimpleQueue())
+        queued.setFormatter(logging.Formatter(FORMAT))
+        handlers["watchtower-refresh (spool)"] = ours(endpoint, spool_dir=spool_dir)
+        handlers["watchtower"] = theirs(endpoint)
+        handlers["QueueHandler"] = queued
+    if "trace_context" in inspect.signature(RefreshingCloudWatchLogHandler).parameters:
+        handlers["watchtower-refresh (trace_context off)"] = ours(endpoint, trace_context=False)
+    handlers["StreamHandler (memory)"] = stream
     for handler in handlers.values():  # warm up: threads started, clients built
-        for record in batch:
+        for record in records(kind=record_kind):
             handler.handle(record)
     time.sleep(1.0)
     samples: dict[str, list[float]] = {name: [] for name in handlers}
@@ -168,16 +180,25 @@ def case_emit(
     for round_ in range(rounds):
         for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
             handler = handlers[name]
-            started = time.thread_time()
-            for _ in range(repeat):
-                for record in batch:
-                    handler.handle(record)
-            samples[name].append((time.thread_time() - started) / (repeat * len(batch)) * 1e6)
+            passes = [records(kind=record_kind) for _ in range(repeat)]
+            span = (
+                tracer.start_as_current_span("request")
+                if name.endswith("(in a span)")
+                else contextlib.nullcontext()
+            )
+            with span:
+                started = time.thread_time()
+                for batch in passes:
+                    for record in batch:
+                        handler.handle(record)
+                elapsed = time.thread_time() - started
+            samples[name].append(elapsed / (repeat * len(passes[0])) * 1e6)
             # Untimed: what this handler's threads still have to send is sent before the
             # next handler's round, so that their work falls in this handler's rounds only.
             handler.flush()
             stream.stream = io.StringIO()
-            queued.queue = queue.SimpleQueue()
+            if "QueueHandler" in handlers:
+                queued.queue = queue.SimpleQueue()
     base = samples["StreamHandler (memory)"]
     shutil.rmtree(spool_dir, ignore_errors=True)
     return {

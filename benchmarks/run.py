@@ -30,6 +30,13 @@ BODY_EVENTS = 10_000
 OUTAGE_EVENTS = 600_000  # ten simulated minutes at 1,000 events/s
 REFRESH_SECONDS = 3600
 REPEATS = 3
+# The emit() cases: benchmarks.cases' kind, and the key in results.json.
+EMIT_KINDS = (("ascii", "emit"), ("nonascii", "emit_nonascii"), ("trace", "emit_trace"))
+EMIT_LABELS = (
+    "ASCII, ~60 bytes",
+    "non-ASCII, 1 KB",
+    "ASCII, OpenTelemetry's SDK loaded, outside and inside a span",
+)
 # The handler as released in 0.1.0 (one sender thread, one put at a time, botocore's own
 # serializer): the "before" of the speed targets, measured in the same run as today's code.
 BASELINE = "0.1.0"
@@ -119,7 +126,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     steps = 8
     print(f"1/{steps} emit() cost in the caller's thread ...", file=sys.stderr, flush=True)
-    for kind, key in (("ascii", "emit"), ("nonascii", "emit_nonascii")):
+    for kind, key in EMIT_KINDS:
         emit_runs = []
         for _ in range(REPEATS):  # fresh processes: the median of each handler over the runs
             with sink() as url:
@@ -263,7 +270,7 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def table(results: dict[str, Any]) -> str:
     """The report as a plain-text table."""
     lines = []
-    for key, label in (("emit", "ASCII, ~60 bytes"), ("emit_nonascii", "non-ASCII, 1 KB")):
+    for (_, key), label in zip(EMIT_KINDS, EMIT_LABELS, strict=True):
         emit = results[key]
         lines.append(
             f"emit() in the caller's thread, {label} (CPU us/record; ratio to StreamHandler "

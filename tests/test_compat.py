@@ -60,6 +60,14 @@ def test_the_fallback_json_default_follows_the_same_rule() -> None:
     assert _compat._json_default(b"x") == "b'x'"
 
 
+def test_logging_formatters_still_keep_their_format_string_where_we_read_it() -> None:
+    assert _compat.format_string(logging.Formatter("%(trace_id)s %(message)s")) == (
+        "%(trace_id)s %(message)s"
+    )
+    assert _compat.format_string(logging.Formatter("{message}", style="{")) == "{message}"
+    assert _compat.format_string(logging.Formatter()) == "%(message)s"
+
+
 def test_multiprocessing_still_offers_its_after_fork_registry() -> None:
     assert callable(getattr(multiprocessing.util, "register_after_fork", None))
     assert callable(getattr(multiprocessing.util, "Finalize", None))

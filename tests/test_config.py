@@ -164,6 +164,7 @@ HANDLER_OPTION_TEXT = {
     "session_factory": "boto3:Session",
     "spool_fsync": "true",
     "spool_max_bytes": "1048576",
+    "trace_context": "false",
     "use_queues": "false",
 }
 _NEEDS_ROLE = {"duration_seconds", "external_id", "role_session_name"}

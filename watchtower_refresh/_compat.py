@@ -17,6 +17,7 @@ import watchtower
 __all__ = [
     "credential_expiry",
     "drop_repeated_search_paths",
+    "format_string",
     "handler_at_fork_reinit",
     "holds_lock",
     "holds_logging_lock",
@@ -68,6 +69,17 @@ def handler_at_fork_reinit(handler: logging.Handler) -> None:
         reinit(handler)
     else:
         handler.createLock()
+
+
+def format_string(formatter: logging.Formatter) -> str | None:
+    """The format string a ``logging.Formatter`` was built with, or None if unknown.
+
+    logging keeps it on ``Formatter._style._fmt`` (and ``Formatter._fmt``); it is read to
+    decide whether records need empty trace attributes. When it cannot be read the answer
+    is None, and they are given (the safe side).
+    """
+    text = getattr(getattr(formatter, "_style", None), "_fmt", None)
+    return text if isinstance(text, str) else None
 
 
 def watchtower_json_default() -> Callable[[Any], Any]:

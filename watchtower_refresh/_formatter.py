@@ -13,6 +13,7 @@ import watchtower
 
 from ._exceptions import ConfigurationError
 from ._options import as_bool, as_callable
+from ._trace import TRACE_FIELDS, present
 
 __all__ = ["RESERVED_FIELDS", "LocalTimeFormatter", "format_timestamp", "resolve_zone"]
 
@@ -88,7 +89,9 @@ class LocalTimeFormatter(watchtower.CloudWatchLogFormatter):
             ``level`` and ``logger`` always describe the record: a dict-message key or an
             ``extra=`` field of the same name is written as ``msg_<name>`` instead, unless
             it says the same thing (the same value; for ``level``, in any case), when it is
-            left out.
+            left out. The trace ids the handler adds (``trace_id``, ``span_id``,
+            ``xray_trace_id``) are written only when they hold a value, here and in a dict
+            message in text mode.
         json_serialize_default: ``default`` for ``json.dumps``, or its dotted path.
         add_log_record_attrs: watchtower's option: record attributes (``filename``,
             ``process``...) added to dict messages, in text and in JSON mode. In text mode a
@@ -115,7 +118,7 @@ class LocalTimeFormatter(watchtower.CloudWatchLogFormatter):
             datefmt,
             style,
             validate,
-            defaults=defaults,
+            defaults=_with_trace_defaults(fmt, defaults),
             json_serialize_default=serializer,
             # watchtower annotates a 1-tuple; any tuple of attribute names works.
             add_log_record_attrs=tuple(add_log_record_attrs) if add_log_record_attrs else None,  # type: ignore[arg-type]
@@ -144,6 +147,9 @@ class LocalTimeFormatter(watchtower.CloudWatchLogFormatter):
                     document[name] = getattr(record, name, None)
             return json.dumps(document, default=self.json_serialize_default)
         if isinstance(message, Mapping):
+            trace = present(vars(record))
+            if trace:  # the ids join a dict message as they join a JSON record
+                message = {**message, **{k: v for k, v in trace.items() if k not in message}}
             return json.dumps(message, default=self.json_serialize_default)
         return logging.Formatter.format(self, record)
 
@@ -162,7 +168,7 @@ class LocalTimeFormatter(watchtower.CloudWatchLogFormatter):
             if name != "msg":
                 fields.setdefault(name, getattr(record, name, None))
         for key, value in vars(record).items():
-            if key not in _RECORD_ATTRIBUTES:
+            if key not in _RECORD_ATTRIBUTES and (value or key not in TRACE_FIELDS):
                 fields.setdefault(key, value)
         for key, value in fields.items():
             if key in RESERVED_FIELDS:
@@ -177,6 +183,17 @@ class LocalTimeFormatter(watchtower.CloudWatchLogFormatter):
         if record.stack_info:
             document.setdefault("stack", self.formatStack(record.stack_info))
         return json.dumps(document, default=self.json_serialize_default, ensure_ascii=False)
+
+
+def _with_trace_defaults(
+    fmt: str | None, defaults: Mapping[str, Any] | None
+) -> Mapping[str, Any] | None:
+    """``defaults`` plus empty trace fields when ``fmt`` names one: ``%(trace_id)s`` then
+    works for records no handler of ours has seen (a console handler's). Only then, since
+    defaults cost a dict merge per record."""
+    if fmt is None or not any(name in fmt for name in TRACE_FIELDS):
+        return defaults
+    return {**dict.fromkeys(TRACE_FIELDS, ""), **(defaults or {})}
 
 
 def _same(key: str, ours: str, theirs: object) -> bool:

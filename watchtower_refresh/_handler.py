@@ -66,6 +66,7 @@ from ._settings import (
     HandlerOptions,
 )
 from ._streams import StreamNames
+from ._trace import OTEL_TRACE, TraceContext, in_lambda
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
@@ -99,7 +100,8 @@ _WATCHTOWER_VIEWS = (
 _DELIVERY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "watchtower_refresh")
 _DEFAULT_FORMATTER = logging.Formatter()
 _EVENT_FIELDS = (1, 2)  # where put_events finds the timestamp and the message in an Event
-_RETURNS_RECORD = sys.version_info >= (3, 12)  # Handler.handle returns the record from 3.12
+_RETURNS_RECORD = sys.version_info >= (3, 12)
+_modules = sys.modules  # Handler.handle returns the record from 3.12
 # watchtower's words, which its own tests compare for equality.
 _EMPTY_MESSAGE = "Received empty message. Empty messages cannot be sent to CloudWatch Logs"
 
@@ -191,6 +193,11 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         handle_signals: True (the default) installs, from the main thread, a SIGTERM
             handler that delivers every handler's records (within 8 seconds) before the
             process ends as it would have; False leaves SIGTERM alone.
+        trace_context: True (the default) gives each record the ids of the trace it was
+            logged in, as attributes ``trace_id``, ``span_id`` and ``xray_trace_id``:
+            OpenTelemetry's current span, or in Lambda the X-Ray trace of the invocation;
+            empty strings outside a trace. ``LocalTimeFormatter``'s JSON carries the
+            non-empty ones. False leaves records alone.
     """
 
     # Views of ``options`` that watchtower does not have (watchtower's own are set alike).
@@ -243,6 +250,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         spool_fsync: bool | str = False,
         level: int | str = logging.NOTSET,
         handle_signals: bool | str = True,
+        trace_context: bool | str = True,
     ) -> None:
         install_redaction()
         given = dict(locals())  # every argument, as given, for the options to check
@@ -262,6 +270,7 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             watchtower.CloudWatchLogFormatter(json_serialize_default=options.json_serialize_default)
         )
         self._body_limit = options.max_message_size - EVENT_OVERHEAD
+        self._trace = TraceContext(in_lambda()) if options.trace_context else None
         self._reporter = Reporter(threading.RLock())
         self._reset_state()
         register(self)
@@ -377,8 +386,12 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             # record as shutdown and say so once, unformatted.
             pipeline.refuse_finalizing(1)
             return
+        formatter = self.formatter or _DEFAULT_FORMATTER
+        trace = self._trace
+        if trace is not None and (formatter is not trace.plain or OTEL_TRACE in _modules):
+            trace.annotate(record, formatter)  # only where there may be something to add
         try:
-            message = (self.formatter or _DEFAULT_FORMATTER).format(record)
+            message = formatter.format(record)
         except Exception:
             ledger.drop(DropReason.FORMAT_ERROR)
             self.handleError(record)

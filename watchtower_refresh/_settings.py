@@ -87,6 +87,8 @@ class HandlerOptions:
     spool_fsync: bool
     region_name: str | None
     endpoint_url: str | None
+    trace_context: bool
+    """Give records the ids of the current trace (``_trace``)."""
     json_serialize_default: Callable[[Any], Any] | None
     """As given: None means watchtower's own (see ``serializer``)."""
     boto3_client: Any = dataclasses.field(repr=False)
@@ -155,6 +157,7 @@ class HandlerOptions:
             spool_fsync=as_bool("spool_fsync", given["spool_fsync"]),
             region_name=region_name,
             endpoint_url=as_optional_str("endpoint_url", given["endpoint_url"]),
+            trace_context=as_bool("trace_context", given["trace_context"]),
             json_serialize_default=as_callable(
                 "json_serialize_default", given["json_serialize_default"]
             ),

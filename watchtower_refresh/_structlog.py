@@ -13,6 +13,7 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 from ._formatter import format_timestamp, resolve_zone
+from ._trace import current, in_lambda
 
 __all__ = ["configure_structlog"]
 
@@ -43,6 +44,23 @@ class _Timestamper:
         return event_dict
 
 
+class _TraceContext:
+    """Add ``trace_id``, ``span_id`` and ``xray_trace_id`` when the event is logged in a trace."""
+
+    def __init__(self, lambda_runtime: bool) -> None:
+        self.lambda_runtime = lambda_runtime
+
+    def __call__(self, logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+        try:
+            fields = current(self.lambda_runtime)
+        except Exception:  # a tracing library's fault must not cost the event
+            return event_dict
+        for name, value in fields.items():
+            if value:
+                event_dict.setdefault(name, value)
+        return event_dict
+
+
 def _to_stdlib(
     logger: Any, method_name: str, event_dict: EventDict
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -55,18 +73,22 @@ def configure_structlog(
     tz: str | datetime.tzinfo | None = None,
     processors: Iterable[Processor] = (),
     cache_logger_on_first_use: bool = True,
+    trace_context: bool = True,
 ) -> None:
     """Configure structlog so that its events reach stdlib logging as JSON-ready dicts.
 
     Each event carries ``event``, ``level``, ``logger``, ``timestamp`` (ISO 8601 with
     milliseconds and the offset of ``tz``), everything bound with
     ``structlog.contextvars.bind_contextvars`` (a request id, say), and ``exception`` when
-    there is one. Configure stdlib logging (for example with ``configure_logging``) as well.
+    there is one. Inside an OpenTelemetry span it also carries ``trace_id``, ``span_id``
+    and ``xray_trace_id`` (in Lambda, ``xray_trace_id`` of the invocation even without
+    one). Configure stdlib logging (for example with ``configure_logging``) as well.
 
     Args:
         tz: IANA zone for ``timestamp``; default the process's local zone.
         processors: Extra processors, run after the built-in ones and before hand-off.
         cache_logger_on_first_use: Passed to ``structlog.configure``.
+        trace_context: Add the trace ids (the default); False leaves them out.
 
     Raises:
         ImportError: structlog is not installed; the message names the extra.
@@ -74,6 +96,7 @@ def configure_structlog(
     """
     structlog = _require_structlog()
     zone = resolve_zone(tz)
+    tracing = [_TraceContext(in_lambda())] if trace_context else []
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -81,6 +104,7 @@ def configure_structlog(
             structlog.stdlib.add_logger_name,
             structlog.stdlib.add_log_level,
             _Timestamper(zone),
+            *tracing,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
             *processors,
