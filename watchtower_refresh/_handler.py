@@ -26,18 +26,14 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import boto3
 import watchtower
 
-from ._aws import Destination, put_events
-from ._compat import (
-    handler_at_fork_reinit,
-    holds_lock,
-    overridden_submit_batch,
-)
+from ._aws import Destination
+from ._compat import holds_lock
 from ._core.events import (
     ESTIMATE_PER_CHAR,
     EVENT_OVERHEAD,
@@ -45,13 +41,12 @@ from ._core.events import (
     MAX_BATCH_EVENTS,
     MAX_EVENT_BYTES,
     Event,
-    size_exactly,
     truncate,
     utf8_size,
 )
 from ._core.ledger import DeliveryStats, Ledger
 from ._core.reasons import DropReason
-from ._delivery.pipeline import Pipeline, State
+from ._delivery.pipeline import Pipeline
 from ._process import arrange as arrange_shutdown
 from ._process import finalizing, live, register
 from ._process import thread_state as _thread_state
@@ -67,41 +62,15 @@ from ._settings import (
 )
 from ._streams import StreamNames
 from ._trace import OTEL_TRACE, TraceContext, in_lambda
-
-if TYPE_CHECKING:
-    from mypy_boto3_logs import CloudWatchLogsClient
+from ._watchtower_views import WatchtowerViews
 
 __all__ = ["DeliveryStats", "RefreshingCloudWatchLogHandler", "live_handlers"]
 
-# watchtower's attributes, copied from the options for code written against watchtower.
-_WATCHTOWER_VIEWS = (
-    "log_group_name",
-    "log_stream_name",
-    "use_queues",
-    "send_interval",
-    "max_batch_size",
-    "max_batch_count",
-    "max_message_size",
-    "create_log_group",
-    "create_log_stream",
-    "log_group_tags",
-    "log_group_retention_days",
-    "queue_max_events",
-    "queue_max_bytes",
-    "flush_timeout",
-    "handle_signals",
-    "spool_dir",
-    "spool_max_bytes",
-    "spool_fsync",
-    "region_name",
-    "endpoint_url",
-)
 # Loggers of the libraries that deliver: their records while we send are never handled.
 _DELIVERY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "watchtower_refresh")
 _DEFAULT_FORMATTER = logging.Formatter()
-_EVENT_FIELDS = (1, 2)  # where put_events finds the timestamp and the message in an Event
-_RETURNS_RECORD = sys.version_info >= (3, 12)
-_modules = sys.modules  # Handler.handle returns the record from 3.12
+_RETURNS_RECORD = sys.version_info >= (3, 12)  # Handler.handle returns the record from 3.12
+_modules = sys.modules
 # watchtower's words, which its own tests compare for equality.
 _EMPTY_MESSAGE = "Received empty message. Empty messages cannot be sent to CloudWatch Logs"
 
@@ -111,7 +80,7 @@ def live_handlers() -> list[RefreshingCloudWatchLogHandler]:
     return [h for h in live() if isinstance(h, RefreshingCloudWatchLogHandler)]
 
 
-class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
+class RefreshingCloudWatchLogHandler(WatchtowerViews):
     """A logging handler that ships records to CloudWatch Logs with refreshing credentials.
 
     A drop-in subclass of ``watchtower.CloudWatchLogHandler``: it takes watchtower's
@@ -200,21 +169,6 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
             non-empty ones. False leaves records alone.
     """
 
-    # Views of ``options`` that watchtower does not have (watchtower's own are set alike).
-    options: HandlerOptions
-    """Every option, parsed once; what the handler and its pipeline read."""
-    flush_timeout: float
-    handle_signals: bool
-    spool_dir: str | None
-    spool_max_bytes: int
-    spool_fsync: bool
-    region_name: str | None
-    endpoint_url: str | None
-    create_log_group: bool
-    log_group_tags: Mapping[str, str]
-    queue_max_events: int
-    queue_max_bytes: int
-
     def __init__(
         self,
         log_group_name: str = DEFAULT_LOG_GROUP_NAME,
@@ -255,12 +209,8 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         install_redaction()
         given = dict(locals())  # every argument, as given, for the options to check
         del given["self"], given["level"]
-        self.options = options = HandlerOptions.parse(given)
-        # watchtower's attributes, as views of the options (read them, do not set them).
-        for name in _WATCHTOWER_VIEWS:
-            setattr(self, name, getattr(options, name))
-        self.json_serialize_default = options.serializer
-        self._fixed_client = options.boto3_client
+        options = HandlerOptions.parse(given)
+        self._show_options(options)
         self._session_factory = options.session_factory
         # Every option is valid: only now does logging learn of the handler (a handler that
         # failed half-way would be flushed by logging at exit). watchtower's __init__ builds
@@ -277,18 +227,6 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         arrange_shutdown(live_handlers, handle_signals=options.handle_signals)
 
     # ----------------------------------------------------------------- state
-
-    def createLock(self) -> None:
-        """Create the handler's lock (logging calls this from ``__init__``).
-
-        watchtower's version also sets up its per-stream queues; this handler has its own.
-        """
-        logging.Handler.createLock(self)
-
-    def _at_fork_reinit(self) -> None:
-        # logging calls this in a forked child; watchtower's version resets watchtower's
-        # state. Ours is reset by _process's own after-fork hook.
-        handler_at_fork_reinit(self)
 
     def held_here(self) -> bool:
         """Whether this thread holds the ledger's lock: a signal handler that interrupted it
@@ -320,16 +258,6 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         """What this handler did with its records in this process, as a snapshot."""
         ledger = self._pipeline.ledger
         return ledger.snapshot(truncated=ledger.truncated)
-
-    @property  # type: ignore[override]  # watchtower's attribute, built lazily here
-    def cwl_client(self) -> CloudWatchLogsClient:
-        """The ``logs`` client, built on first access (which resolves credentials)."""
-        return self._destination.client()
-
-    @cwl_client.setter
-    def cwl_client(self, client: CloudWatchLogsClient) -> None:
-        self._fixed_client = client
-        self._destination.use_client(client)
 
     # ----------------------------------------------------------------- caller's thread
 
@@ -514,53 +442,6 @@ class RefreshingCloudWatchLogHandler(watchtower.CloudWatchLogHandler):
         """``close()``, delivering until the monotonic ``deadline`` (shared at exit)."""
         if self._pipeline.close_by(deadline):
             logging.Handler.close(self)  # outside the ledger's lock: it takes logging's
-
-    def _put(self, client: CloudWatchLogsClient, stream: str, batch: Sequence[Event]) -> Any:
-        submit = overridden_submit_batch(self)
-        if submit is not None:
-            # Overridden or patched: watchtower's hook gets the batch, in watchtower's shape,
-            # and owns its delivery; what it returns without raising counts as delivered.
-            submit([{"timestamp": e[1], "message": e[2]} for e in batch], stream)
-            return None
-        if client is self._fixed_client:  # a user's client, maybe stubbed: the ordinary call
-            return client.put_log_events(
-                logGroupName=self.options.log_group_name,
-                logStreamName=stream,
-                logEvents=[{"timestamp": e[1], "message": e[2]} for e in batch],
-            )
-        return put_events(client, self.options.log_group_name, stream, batch, fields=_EVENT_FIELDS)
-
-    # ----------------------------------------------------------------- watchtower's attributes
-
-    @property
-    def queues(self) -> dict[str, list[dict[str, Any]]]:  # type: ignore[override]
-        """Records waiting to be sent, by stream, as watchtower's batch dicts (a copy).
-
-        watchtower keeps one ``queue.Queue`` per stream; here one queue holds every stream's
-        records, and this is a snapshot of it. Records already handed to a worker are not
-        in it.
-        """
-        waiting: dict[str, list[dict[str, Any]]] = {}
-        events, _, _ = size_exactly(list(self._pipeline.ledger.queue))  # as they will be sent
-        for event in events:
-            waiting.setdefault(event[0], []).append({"timestamp": event[1], "message": event[2]})
-        return waiting
-
-    @property
-    def sequence_tokens(self) -> dict[str, str | None]:  # type: ignore[override]
-        """Always empty: CloudWatch Logs has ignored sequence tokens since 2023."""
-        return {}
-
-    @property
-    def threads(self) -> list[threading.Thread]:  # type: ignore[override]
-        """The threads delivering for this handler now (a copy)."""
-        sender = self._pipeline.sender
-        return sender.threads() if sender is not None else []
-
-    @property
-    def shutting_down(self) -> bool:  # type: ignore[override]
-        """True from ``close()`` until a record reopens the handler."""
-        return self._pipeline.state in (State.CLOSING, State.CLOSED)
 
     def issue_warnings(self) -> None:
         """Issue the warnings ``emit()`` put aside."""

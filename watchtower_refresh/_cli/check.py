@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
+from botocore.config import Config
 from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import (
     ClientError,
@@ -236,7 +237,15 @@ def _check_with(
         report.expires = expiry.isoformat() if expiry is not None else None
         say("asking STS who we are")
         report.identity = regional_sts_client(session, report.region).get_caller_identity()["Arn"]
-        logs = session.client("logs", region_name=report.region, endpoint_url=handler.endpoint_url)
+        logs = session.client(
+            "logs",
+            region_name=report.region,
+            endpoint_url=handler.endpoint_url,
+            # One attempt per call, as the handler's client makes: a throttled answer is
+            # retried by the check itself, after the handler's backoff, whatever botocore's
+            # default retry mode and its attempts are in the installed version.
+            config=Config(retries={"total_max_attempts": 1}),
+        )
         if write:
             _write_and_read_back(handler, logs, report, say)
     except Exception as exc:
