@@ -149,7 +149,8 @@ def case_emit(
     ours gives a record its trace attributes once, as a new record of an application's gets
     them. ``kind`` is ``ascii`` (about 60 bytes per message), ``nonascii`` (about 1 KB), or
     ``trace``: ASCII records with OpenTelemetry's SDK loaded, ours outside a span and inside
-    one.
+    one. With ``ascii``, ours with ``buffer_at`` at the records' level, outside a
+    ``log_buffer()`` scope and inside one (every record held, then let go).
     """
     tracer: Any = None
     record_kind = "nonascii" if kind == "nonascii" else "ascii"
@@ -168,8 +169,13 @@ def case_emit(
         handlers["watchtower-refresh (spool)"] = ours(endpoint, spool_dir=spool_dir)
         handlers["watchtower"] = theirs(endpoint)
         handlers["QueueHandler"] = queued
-    if "trace_context" in inspect.signature(RefreshingCloudWatchLogHandler).parameters:
+    options = inspect.signature(RefreshingCloudWatchLogHandler).parameters
+    if "trace_context" in options:
         handlers["watchtower-refresh (trace_context off)"] = ours(endpoint, trace_context=False)
+    if "buffer_at" in options and kind == "ascii":
+        # buffer_at at the records' level: each one looks for a scope
+        handlers["watchtower-refresh (buffer_at, no scope)"] = ours(endpoint, buffer_at="INFO")
+        handlers["watchtower-refresh (held in a scope)"] = ours(endpoint, buffer_at="INFO")
     handlers["StreamHandler (memory)"] = stream
     for handler in handlers.values():  # warm up: threads started, clients built
         for record in records(kind=record_kind):
@@ -181,12 +187,14 @@ def case_emit(
         for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
             handler = handlers[name]
             passes = [records(kind=record_kind) for _ in range(repeat)]
-            span = (
-                tracer.start_as_current_span("request")
-                if name.endswith("(in a span)")
-                else contextlib.nullcontext()
-            )
-            with span:
+            scope: Any = contextlib.nullcontext()
+            if name.endswith("(in a span)"):
+                scope = tracer.start_as_current_span("request")
+            elif name.endswith("(held in a scope)"):
+                from watchtower_refresh import log_buffer
+
+                scope = log_buffer()  # held, then let go at the end: inside the timing
+            with scope:
                 started = time.thread_time()
                 for batch in passes:
                     for record in batch:

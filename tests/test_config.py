@@ -145,6 +145,9 @@ def test_a_misspelt_argument_is_an_error() -> None:
 
 # A valid text value for every handler option, as an environment variable carries it.
 HANDLER_OPTION_TEXT = {
+    "buffer_at": "DEBUG",
+    "buffer_max_bytes": "65536",
+    "buffer_sample_rate": "0.1",
     "create_log_group": "false",
     "create_log_stream": "false",
     "duration_seconds": "900",

@@ -10,12 +10,14 @@ Public names::
     configure_structlog             send structlog events through stdlib logging as JSON
     flush_logs, flushing            flush every handler at the end of a Lambda invocation
     flush_handlers                  flush every handler now, within a time limit
+    log_buffer                      a scope whose debug records ship only if it fails
     install_sigterm_handler         deliver on SIGTERM (again, after a framework reset it)
     DeliveryStats                   what a handler did with its records
     ConfigurationError, WatchtowerRefreshError, WatchtowerRefreshWarning
 """
 
 from ._aws import refresh_windows, refreshable_session
+from ._buffer import log_buffer
 from ._config import configure_logging, logging_config
 from ._exceptions import ConfigurationError, WatchtowerRefreshError, WatchtowerRefreshWarning
 from ._formatter import LocalTimeFormatter
@@ -40,6 +42,7 @@ __all__ = [
     "flush_logs",
     "flushing",
     "install_sigterm_handler",
+    "log_buffer",
     "logging_config",
     "refresh_windows",
     "refreshable_session",

@@ -33,6 +33,7 @@ import boto3
 import watchtower
 
 from ._aws import Destination
+from ._buffer import Buffer
 from ._compat import holds_lock
 from ._core.events import (
     ESTIMATE_PER_CHAR,
@@ -53,6 +54,7 @@ from ._process import thread_state as _thread_state
 from ._redact import install_redaction
 from ._report import Reporter
 from ._settings import (
+    DEFAULT_BUFFER_MAX_BYTES,
     DEFAULT_LOG_GROUP_NAME,
     DEFAULT_LOG_STREAM_NAME,
     DEFAULT_QUEUE_MAX_BYTES,
@@ -167,6 +169,15 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
             OpenTelemetry's current span, or in Lambda the X-Ray trace of the invocation;
             empty strings outside a trace. ``LocalTimeFormatter``'s JSON carries the
             non-empty ones. False leaves records alone.
+        buffer_at: A level below ERROR (``"DEBUG"``), or None (the default) for none.
+            Inside a ``log_buffer()`` scope, records at or below it are held, and shipped,
+            in order, only when a record at ERROR or above is logged in the same scope (or
+            the scope ends by an exception); otherwise they are let go when it ends and
+            counted in ``stats.discarded``. Outside scopes records ship as usual.
+        buffer_max_bytes: Most bytes one scope holds for this handler (the messages'
+            characters plus 26 per record); the oldest go first. Default 262,144.
+        buffer_sample_rate: Fraction of scopes, 0 to 1, whose records are shipped as
+            usual instead of held. Default 0.
     """
 
     def __init__(
@@ -205,6 +216,9 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
         level: int | str = logging.NOTSET,
         handle_signals: bool | str = True,
         trace_context: bool | str = True,
+        buffer_at: int | str | None = None,
+        buffer_max_bytes: int | str = DEFAULT_BUFFER_MAX_BYTES,
+        buffer_sample_rate: float | str = 0.0,
     ) -> None:
         install_redaction()
         given = dict(locals())  # every argument, as given, for the options to check
@@ -221,6 +235,11 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
         )
         self._body_limit = options.max_message_size - EVENT_OVERHEAD
         self._trace = TraceContext(in_lambda()) if options.trace_context else None
+        self._buffer = (
+            None
+            if options.buffer_at is None
+            else Buffer(options.buffer_at, options.buffer_max_bytes, options.buffer_sample_rate)
+        )
         self._reporter = Reporter(threading.RLock())
         self._reset_state()
         register(self)
@@ -318,7 +337,10 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
         trace = self._trace
         if trace is not None and (formatter is not trace.plain or OTEL_TRACE in _modules):
             trace.annotate(record, formatter)  # only where there may be something to add
+        buffer = self._buffer
         try:
+            if buffer is not None and buffer.holds(self, record):
+                return  # held in its log_buffer() scope (see _buffer)
             message = formatter.format(record)
         except Exception:
             ledger.drop(DropReason.FORMAT_ERROR)
@@ -378,6 +400,10 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
         except Exception:
             ledger.drop(DropReason.INTERNAL_ERROR)
             self.handleError(record)
+
+    def count_discarded(self, count: int) -> None:
+        """Count ``count`` records a ``log_buffer()`` scope held and let go."""
+        self._pipeline.ledger.count("discarded", count)
 
     def _size_text(self, message: str, ledger: Ledger) -> tuple[str, int, bytes | None]:
         """Size non-ASCII ``message``: ``(message, size, its UTF-8 bytes or None)``.

@@ -10,6 +10,7 @@ and ``watchtower-refresh check`` read the result; none of it changes afterwards.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import warnings
 from collections.abc import Callable, Mapping
@@ -38,6 +39,7 @@ from ._spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
 from ._streams import check_template
 
 __all__ = [
+    "DEFAULT_BUFFER_MAX_BYTES",
     "DEFAULT_LOG_GROUP_NAME",
     "DEFAULT_LOG_STREAM_NAME",
     "DEFAULT_QUEUE_MAX_BYTES",
@@ -51,6 +53,8 @@ DEFAULT_LOG_GROUP_NAME = "watchtower"
 DEFAULT_LOG_STREAM_NAME = watchtower.DEFAULT_LOG_STREAM_NAME
 DEFAULT_QUEUE_MAX_EVENTS = 100_000
 DEFAULT_QUEUE_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_BUFFER_MAX_BYTES = 256 * 1024
+MIN_BUFFER_BYTES = 1024
 MIN_SPOOL_BYTES = 64 * 1024
 
 _CREDENTIAL_OPTIONS = (
@@ -89,6 +93,10 @@ class HandlerOptions:
     endpoint_url: str | None
     trace_context: bool
     """Give records the ids of the current trace (``_trace``)."""
+    buffer_at: int | None
+    """Hold records at or below this level in ``log_buffer()`` scopes; None: never."""
+    buffer_max_bytes: int
+    buffer_sample_rate: float
     json_serialize_default: Callable[[Any], Any] | None
     """As given: None means watchtower's own (see ``serializer``)."""
     boto3_client: Any = dataclasses.field(repr=False)
@@ -158,12 +166,33 @@ class HandlerOptions:
             region_name=region_name,
             endpoint_url=as_optional_str("endpoint_url", given["endpoint_url"]),
             trace_context=as_bool("trace_context", given["trace_context"]),
+            buffer_at=_buffer_level(given["buffer_at"]),
+            buffer_max_bytes=as_int(
+                "buffer_max_bytes", given["buffer_max_bytes"], minimum=MIN_BUFFER_BYTES
+            ),
+            buffer_sample_rate=as_float(
+                "buffer_sample_rate", given["buffer_sample_rate"], minimum=0.0, maximum=1.0
+            ),
             json_serialize_default=as_callable(
                 "json_serialize_default", given["json_serialize_default"]
             ),
             boto3_client=given["boto3_client"],
             session_factory=_session_factory(given, region_name, flush_timeout),
         )
+
+
+def _buffer_level(value: object) -> int | None:
+    """``buffer_at``: a level name or number below ERROR, or None (or ``off``) for none."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "off", "none")):
+        return None
+    level: object = value
+    if isinstance(value, str):
+        text = value.strip().upper()
+        level = int(text) if text.isdigit() else logging.getLevelName(text)
+    if isinstance(level, int) and not isinstance(level, bool) and 0 < level < logging.ERROR:
+        return level
+    message = f"buffer_at must be a level below ERROR (DEBUG, INFO, WARNING) or off, not {value!r}"
+    raise ConfigurationError(message)
 
 
 def _pick_alias(name: str, given: Mapping[str, Any], default: str | None, old_name: str) -> Any:

@@ -82,6 +82,10 @@ class DeliveryStats:
     ``emit()``."""
     corrupt: int = 0
     """Records found damaged in the spool and skipped: never delivered, never in ``received``."""
+    discarded: int = 0
+    """Records a ``log_buffer()`` scope held and let go, as ``buffer_at`` asks: the scope
+    ended without an error, or its byte cap pushed them out. Not losses, so never in
+    ``dropped`` nor in ``received``."""
 
     @property
     def dropped_total(self) -> int:
@@ -264,7 +268,7 @@ class Ledger:
             self._dropped[_key(reason)] += count
 
     def count(self, name: str, n: int = 1) -> None:
-        """Count ``n`` retries, credential refreshes, replayed or corrupt records."""
+        """Count ``n`` retries, credential refreshes, replayed, corrupt or discarded records."""
         with self.lock:
             self._counts[name] += n
 
@@ -556,6 +560,7 @@ class Ledger:
                 queued=self.admitted - self.released + self.on_disk,
                 replayed=self._counts["replayed"],
                 corrupt=self._counts["corrupt"],
+                discarded=self._counts["discarded"],
             )
 
 
