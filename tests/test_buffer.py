@@ -206,3 +206,26 @@ def test_buffer_at_accepts_level_names_and_numbers(given: object, level: int | N
 def test_invalid_buffer_options_fail_at_configuration(options: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigurationError, match=match):
         RefreshingCloudWatchLogHandler("grp", **options)
+
+
+def test_a_celery_task_run_is_a_scope(aws: FakeAWS, messages: Read, make_handler: Any) -> None:
+    celery = pytest.importorskip("celery")
+
+    handler = make_handler("/app/celery", buffer_at="DEBUG")
+    log = logger_for(handler, "tasks")
+    app = celery.Celery("orders", set_as_current=False)
+    app.conf.task_always_eager = True
+
+    @log_buffer
+    def charge_order(order_id: int) -> None:
+        log.debug("charging order %d", order_id)
+        if order_id == 0:
+            raise ValueError("no card on file")
+
+    charge = app.task(charge_order)  # @app.task above @log_buffer, as in the recipe
+    charge.delay(7)
+    result = charge.delay(0)
+    assert isinstance(result.result, ValueError)  # Celery keeps the failure; the scope saw it
+    handler.close()
+    assert messages("/app/celery") == ["charging order 0"]
+    assert handler.stats.discarded == 1

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable
@@ -139,17 +140,40 @@ def test_fastapi_app_with_uvicorn_log_config(
             with urllib.request.urlopen(request, timeout=10) as response:
                 assert json.load(response) == {"order": order}
                 assert response.headers["x-request-id"] == request_id
+        missing = urllib.request.Request(
+            f"http://127.0.0.1:{port}/orders/0", headers={"X-Request-ID": "req-fail"}
+        )
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(missing, timeout=10)
     finally:
         server.should_exit = True
         thread.join(10)
         sock.close()
     assert flush_handlers(timeout=10)
     documents = [json.loads(m) for m in messages("/app/orders-api")]
-    reads = {d["request_id"]: d["message"] for d in documents if d["logger"] == "orders"}
+    reads = {
+        d["request_id"]: d["message"]
+        for d in documents
+        if d["logger"] == "orders" and d["level"] == "INFO"
+    }
     assert reads == {"req-a": "order 1 read", "req-b": "order 2 read"}
+    # The failing request's DEBUG record arrives before its ERROR; the others' never do.
+    failing = [d for d in documents if d["request_id"] == "req-fail" and d["logger"] == "orders"]
+    assert [(d["level"], d["message"]) for d in failing] == [
+        ("DEBUG", "looking up order 0"),
+        ("ERROR", "order 0 not found"),
+    ]
+    assert not [d for d in documents if d["level"] == "DEBUG" and d["request_id"] != "req-fail"]
+    # Every record of a request carries its span's ids, one trace per request.
+    traces = {d["request_id"]: d["trace_id"] for d in documents}
+    assert len(set(traces.values())) == 3
+    assert all(re.fullmatch(r"[0-9a-f]{32}", t) for t in traces.values())
+    assert all(
+        d["xray_trace_id"] == f"1-{d['trace_id'][:8]}-{d['trace_id'][8:]}" for d in documents
+    )
     access = {d["request_id"]: d["message"] for d in documents if d["logger"] == "uvicorn.access"}
     # uvicorn writes the access record while the response is sent: it carries the request's id.
-    assert sorted(access) == ["req-a", "req-b"]
+    assert sorted(access) == ["req-a", "req-b", "req-fail"]
     assert re.fullmatch(r'127\.0\.0\.1:\d+ - "GET /orders/1 HTTP/1\.1" 200', access["req-a"])
     assert re.fullmatch(r'127\.0\.0\.1:\d+ - "GET /orders/2 HTTP/1\.1" 200', access["req-b"])
     assert all(d["timestamp"].endswith("+00:00") for d in documents)
@@ -177,10 +201,23 @@ def test_django_settings_logging(
     response = Client().get("/orders/42")
     assert response.status_code == 200
     assert Client().get("/orders/nope").status_code == 404  # django.request logs a WARNING
+    assert Client().get("/orders/0").status_code == 404  # the view logs an ERROR
     assert flush_handlers(timeout=10)
     got = messages("/app/orders-django")
-    assert any(re.search(r"\+0[12]:00 INFO orders order 42 read$", m) for m in got)
-    assert any("WARNING django.request Not Found: /orders/nope" in m for m in got)
+    ours = [m.split(" ", 1)[1] for m in got if " orders " in m]  # without the timestamp
+    trace_ids = {m.split("[")[1].split("]")[0] for m in ours}
+    assert len(trace_ids) == 2
+    assert all(re.fullmatch(r"[0-9a-f]{32}", t) for t in trace_ids)
+    # Only the failing request's DEBUG record is shipped, before its ERROR, in its trace.
+    assert [re.sub(r"\[[0-9a-f]{32}\] ", "", m) for m in ours] == [
+        "INFO orders order 42 read",
+        "DEBUG orders looking up order 0",
+        "ERROR orders order 0 not found",
+    ]
+    ids = [re.findall(r"\[([0-9a-f]{32})\]", m) for m in ours]
+    assert ids[1] == ids[2] != ids[0]
+    assert any(re.search(r"\+0[12]:00 INFO orders \[[0-9a-f]{32}\] order 42 read$", m) for m in got)
+    assert any("WARNING django.request [" in m and "Not Found: /orders/nope" in m for m in got)
     for name in ("orders", "django.request"):
         for handler in logging.getLogger(name).handlers:
             handler.close()
@@ -200,7 +237,7 @@ def test_django_manage_py(aws: FakeAWS) -> None:
     )
     assert result.returncode == 0, result.stderr
     (message,) = read_with(aws, "/app/orders-django")
-    assert message.endswith(" INFO orders from manage.py")
+    assert message.endswith(" INFO orders [] from manage.py")  # in no trace
 
 
 def test_dockerignore_keeps_the_virtualenvs_and_history_out_of_the_image() -> None:

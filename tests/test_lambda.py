@@ -148,3 +148,37 @@ def test_a_stuck_handler_does_not_starve_a_healthy_one(
         stuck.close()
     assert stuck.stats.dropped == {"shutdown": 3}
     assert stuck.stats.queued == 0
+
+
+def test_each_invocation_is_a_log_buffer_scope(aws: FakeAWS, messages: Read) -> None:
+    import logging
+
+    handler = RefreshingCloudWatchLogHandler("/fn/buffered", send_interval=3600, buffer_at="DEBUG")
+
+    def log(level: int, text: str) -> None:
+        handler.handle(logging.LogRecord("fn", level, __file__, 1, text, None, None))
+
+    @flush_logs
+    def function(event: dict[str, Any], context: Any) -> str:
+        log(logging.DEBUG, f"{event['n']}: parsed")
+        log(logging.INFO, f"{event['n']}: handled")
+        if event.get("fail"):
+            log(logging.ERROR, f"{event['n']}: failed")
+        if event.get("raise"):
+            raise RuntimeError("boom")
+        return "done"
+
+    function({"n": 1}, Context(30_000))
+    function({"n": 2, "fail": True}, Context(30_000))
+    with pytest.raises(RuntimeError, match="boom"):
+        function({"n": 3, "raise": True}, Context(30_000))
+    assert sorted(messages("/fn/buffered")) == [
+        "1: handled",
+        "2: failed",
+        "2: handled",
+        "2: parsed",
+        "3: handled",
+        "3: parsed",
+    ]
+    assert handler.stats.discarded == 1
+    handler.close()

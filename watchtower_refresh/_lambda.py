@@ -13,6 +13,7 @@ import functools
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, overload
 
+from ._buffer import LogBuffer
 from ._handler import live_handlers
 from ._process import flush_all
 
@@ -62,13 +63,17 @@ def flush_logs(
     Use as ``@flush_logs`` or ``@flush_logs(timeout=1.0)``. The flush waits at most
     ``timeout`` seconds, and never longer than the invocation has left (from
     ``context.get_remaining_time_in_millis()``) minus half a second.
+
+    Each invocation is also a ``log_buffer()`` scope: with a handler's ``buffer_at`` set,
+    its DEBUG records ship only if the invocation logs an ERROR or raises.
     """
 
     def decorate(handler: F) -> F:
         @functools.wraps(handler)
         def wrapper(event: Any, context: Any = None, *args: Any, **kwargs: Any) -> Any:
             try:
-                return handler(event, context, *args, **kwargs)
+                with LogBuffer():  # the scope ends, shipping or letting go, before the flush
+                    return handler(event, context, *args, **kwargs)
             finally:
                 flush_handlers(_budget(context, timeout))
 

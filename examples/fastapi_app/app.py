@@ -8,6 +8,13 @@ Run it with uvicorn's ``log_config`` (uvicorn applies it with ``dictConfig``):
 variable for the whole exchange, response included; ``RequestIdFilter`` copies it onto every
 record, and the JSON formatter writes it as a field: ``fields @timestamp, level, message,
 request_id`` in CloudWatch Logs Insights.
+
+``LogBufferMiddleware`` runs each request in an OpenTelemetry span and a ``log_buffer()``
+scope: every record carries the span's ``trace_id``, ``span_id`` and ``xray_trace_id``, and
+the handler's ``buffer_at: DEBUG`` holds a request's DEBUG records, shipping them only if
+the request logs an ERROR (or fails with an exception). Under ADOT's auto-instrumentation
+(``opentelemetry-instrument uvicorn ...``) the server span is made for you: keep only the
+``log_buffer()`` part.
 """
 
 from __future__ import annotations
@@ -16,9 +23,19 @@ import contextvars
 import logging
 import uuid
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from watchtower_refresh import log_buffer
+
+if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+    # No tracing configured (ADOT's instrumentation would have): the SDK's own provider,
+    # which makes valid spans without exporting them anywhere.
+    trace.set_tracer_provider(TracerProvider())
+tracer = trace.get_tracer("orders-api")
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 logger = logging.getLogger("orders")
@@ -62,12 +79,31 @@ class RequestIdMiddleware:
             request_id.reset(token)
 
 
+class LogBufferMiddleware:
+    """Run each request in a span and a ``log_buffer()`` scope (see the module)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with tracer.start_as_current_span(f"{scope['method']} {scope['path']}"), log_buffer():
+            await self.app(scope, receive, send)
+
+
 app = FastAPI()
-app.add_middleware(RequestIdMiddleware)
+app.add_middleware(LogBufferMiddleware)
+app.add_middleware(RequestIdMiddleware)  # added last: the outermost, around the scope too
 
 
 @app.get("/orders/{order_id}")
 async def read_order(order_id: int) -> dict[str, int]:
-    """Return an order, logging that it was read."""
+    """Return an order, logging that it was read; order 0 does not exist."""
+    logger.debug("looking up order %d", order_id)  # shipped only if the request fails
+    if order_id == 0:
+        logger.error("order %d not found", order_id)
+        raise HTTPException(status_code=404, detail="no such order")
     logger.info("order %d read", order_id)
     return {"order": order_id}
