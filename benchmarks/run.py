@@ -277,7 +277,7 @@ def table(results: dict[str, Any]) -> str:
             f"in the same round; medians of {REPEATS} runs)"
         )
         lines += [
-            f"  {name:<24}{value:8.2f} us  {emit['ratio_to_stream'][name]:5.2f} x"
+            f"  {name:<42}{value:8.2f} us  {emit['ratio_to_stream'][name]:5.2f} x"
             for name, value in emit["us"].items()
         ]
     speed = results["throughput"]
