@@ -7,8 +7,11 @@ import dataclasses
 import datetime
 import json
 import os
+import time
 from collections.abc import Callable
 
+from .._options import as_float
+from .._settings import DEFAULT_FLUSH_TIMEOUT
 from .._spool import describe
 from .check import EXIT_OK
 from .config import UsageError, handler_options
@@ -96,11 +99,16 @@ def _deliver(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         message = f"cannot read the spool directory {args.dir}: not a directory"
         raise UsageError(message)
     options["spool_dir"] = args.dir
+    # --timeout bounds the whole run: close() shares the flush's deadline rather than waiting
+    # the handler's flush_timeout again after it, and each request fits in it.
+    deadline = time.monotonic() + args.timeout
+    given = options.get("flush_timeout", DEFAULT_FLUSH_TIMEOUT)
+    options["flush_timeout"] = min(as_float("flush_timeout", given, minimum=0.0), args.timeout)
     handler = RefreshingCloudWatchLogHandler(**options)
     try:
         done = handler.flush(timeout=args.timeout)
     finally:
-        handler.close()
+        handler.close_by(deadline)
     stats = handler.stats
     if args.json:
         document = {**dataclasses.asdict(stats), "complete": done}
