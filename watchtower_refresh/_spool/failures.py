@@ -1,9 +1,10 @@
-"""A writer's failures: counted in its stats, said once, and not retried for a second.
+"""A writer's failures: whether the disk was full, when to try again, the one warning.
 
 A write that fails (a segment, an index entry, a frame) closes the current segment; the
-appends of the next second are refused and counted as the failure was, then one tries a
-new segment. A failed ack file write is counted only: its records come back after a crash
-as duplicates, not as loss. The first failure of either kind is the writer's one warning.
+appends of the next second are refused and counted as the failure was (the writer counts,
+in its stats), then one tries a new segment. A failed ack file write is counted only: its
+records come back after a crash as duplicates, not as loss. The first failure of either
+kind is the writer's one warning.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import errno
 import time
 from collections.abc import Callable
-
-from .stats import SpoolStats
 
 __all__ = ["RETRY_SECONDS", "Failures"]
 
@@ -34,23 +33,15 @@ class Failures:
         self.disk_full = False  # the last write failed for want of space
         self.retry_at = 0.0  # time.monotonic() before which no append tries again
 
-    def write_failed(self, exc: OSError, stats: SpoolStats) -> None:
-        """Count a failed write and start the pause before the next try."""
+    def write_failed(self, exc: OSError) -> bool:
+        """Start the pause before the next try; True when the file system is full."""
         self.disk_full = exc.errno in _FULL_ERRNOS
-        if self.disk_full:
-            stats.full += 1  # a full file system is a full spool
-        else:
-            stats.errors += 1
         self.retry_at = time.monotonic() + RETRY_SECONDS
+        return self.disk_full
 
-    def pausing(self, stats: SpoolStats) -> bool:
-        """Whether the pause after a failed write lasts; if so, count this append as the
-        failure was counted (still full, or still failing)."""
-        if time.monotonic() >= self.retry_at:
-            return False
-        stats.full += self.disk_full
-        stats.errors += not self.disk_full
-        return True
+    def pausing(self) -> bool:
+        """Whether the pause after a failed write lasts."""
+        return time.monotonic() < self.retry_at
 
     def say(self, message: str) -> None:
         """Warn with ``message`` if the writer has not warned yet."""

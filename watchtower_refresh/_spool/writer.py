@@ -299,7 +299,10 @@ class Spool:
 
     def _reopen(self) -> bool:
         """Open a writer after a fork or a failed write; False while that is not possible."""
-        if self._closed or self._failures.pausing(self._stats):
+        if self._closed:
+            return False
+        if self._failures.pausing():  # still full, or still failing, until the retry
+            self._count_failure(full=self._failures.disk_full)
             return False
         try:
             if self._owner.path is None:
@@ -312,7 +315,7 @@ class Spool:
         return True
 
     def _write_failed(self, exc: OSError) -> None:
-        self._failures.write_failed(exc, self._stats)
+        self._count_failure(full=self._failures.write_failed(exc))
         if self._fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
@@ -323,6 +326,10 @@ class Spool:
                 f"cannot write to the spool in {self.directory} ({exc.strerror or exc}); "
                 "records are kept in memory only until it works again"
             )
+
+    def _count_failure(self, *, full: bool) -> None:
+        self._stats.full += full  # a full file system is a full spool
+        self._stats.errors += not full
 
     def _roll_over(self) -> None:
         os.close(self._fd)
