@@ -459,6 +459,27 @@ def test_the_cli_delivers_what_dead_processes_left(
     assert json.loads(capsys.readouterr().out)["replayed"] == 0
 
 
+def test_the_cli_deliver_says_which_other_log_groups_still_wait(
+    aws: FakeAWS, messages: Read, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = now_ms()
+    dead_owner(tmp_path, "/spool/given", [("s", now, "given 1"), ("s", now, "given 2")])
+    dead_owner(tmp_path, "/spool/other", [("s", now - n, f"other {n}") for n in range(3)])
+    args = ["spool", "--dir", str(tmp_path), "--deliver", "--log-group", "/spool/given"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "records delivered  2" in out
+    other = "other log groups   /spool/other (3 records): run again with --log-group for each"
+    assert other in out
+    assert sorted(messages("/spool/given")) == ["given 1", "given 2"]
+    assert main([*args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["other_log_groups"] == {"/spool/other": 3}
+    args = ["spool", "--dir", str(tmp_path), "--deliver", "--log-group", "/spool/other"]
+    assert main(args) == 0
+    assert "other log groups" not in capsys.readouterr().out
+    assert sorted(messages("/spool/other")) == [f"other {n}" for n in range(3)]
+
+
 def test_the_cli_deliver_needs_a_log_group_and_reports_an_outage(
     aws: FakeAWS, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -110,21 +110,30 @@ def _deliver(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     finally:
         handler.close_by(deadline)
     stats = handler.stats
+    # What dead processes left for other groups: this run delivered none of it.
+    others: dict[str, int] = {}
+    for owner in describe(args.dir):
+        if owner.state == "dead" and owner.group != handler.log_group_name:
+            others[owner.group] = others.get(owner.group, 0) + owner.records
     if args.json:
-        document = {**dataclasses.asdict(stats), "complete": done}
+        document = {**dataclasses.asdict(stats), "complete": done, "other_log_groups": others}
         out(json.dumps(document, indent=2))
     else:
         dropped = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.dropped.items())) or "none"
-        out(
-            "\n".join(
-                [
-                    f"log group          {handler.log_group_name}",
-                    f"records delivered  {stats.replayed:,}",
-                    f"records dropped    {dropped}",
-                    f"damaged records    {stats.corrupt:,}",
-                    "result             "
-                    + ("OK" if done and not stats.dropped else "INCOMPLETE: see above"),
-                ]
+        lines = [
+            f"log group          {handler.log_group_name}",
+            f"records delivered  {stats.replayed:,}",
+            f"records dropped    {dropped}",
+            f"damaged records    {stats.corrupt:,}",
+        ]
+        if others:
+            waiting = ", ".join(
+                f"{group} ({count(n, 'record')})" for group, n in sorted(others.items())
             )
+            lines.append(f"other log groups   {waiting}: run again with --log-group for each")
+        lines.append(
+            "result             "
+            + ("OK" if done and not stats.dropped else "INCOMPLETE: see above")
         )
+        out("\n".join(lines))
     return EXIT_OK if done and not stats.dropped else EXIT_NOT_DELIVERED
