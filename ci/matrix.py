@@ -139,10 +139,8 @@ def prepare(name: str, python: Interpreter, constraints: Path | None) -> Path:
     if venv.exists():
         shutil.rmtree(venv)
     subprocess.run([*python.python, "-m", "venv", str(venv)], check=True, cwd=ROOT)
-    install = [
-        *python.wrap,
-        *(str(bin_python), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test]"),
-    ]
+    pip = (str(bin_python), "-m", "pip", "install", "--quiet", "--no-compile")
+    install = [*python.wrap, *pip, "-e", f"{ROOT}[test]"]
     if constraints is not None:
         install += ["-c", str(constraints)]
     subprocess.run(install, check=True, cwd=ROOT)

@@ -59,9 +59,9 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(URLLib3Session, "send", guarded)
 
 
-def _logger_levels() -> dict[str, int]:
+def _logger_states() -> dict[str, tuple[int, bool, bool]]:
     return {
-        name: logger.level
+        name: (logger.level, logger.disabled, logger.propagate)
         for name, logger in logging.Logger.manager.loggerDict.items()
         if isinstance(logger, logging.Logger)
     }
@@ -70,19 +70,23 @@ def _logger_levels() -> dict[str, int]:
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
     """Put the root logger back as it was, close the handlers a test left on it, and restore
-    every logger's level (configure_logging sets botocore's, which later tests read at DEBUG).
+    every logger's level, ``disabled`` and ``propagate`` (configure_logging sets botocore's
+    level, which later tests read at DEBUG; a dictConfig disables the loggers it does not
+    name, botocore's among them).
     """
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    levels = _logger_levels()
+    states = _logger_states()
     yield
     for handler in root.handlers:
         if handler not in handlers:
             root.removeHandler(handler)
             handler.close()
     root.setLevel(level)
-    for name in _logger_levels():
-        logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
+    for name in _logger_states():
+        logger = logging.getLogger(name)
+        level, logger.disabled, logger.propagate = states.get(name, (logging.NOTSET, False, True))
+        logger.setLevel(level)
 
 
 def run_python(aws: FakeAWS, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -170,3 +174,13 @@ def messages(aws: FakeAWS) -> Callable[[str], list[str]]:
         return list(read_messages(client, group))
 
     return read
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the longest tests first: ``make test`` hands tests to its processes one at a time
+    (``--dist load``), so the ones that take a minute start at once instead of last."""
+    items.sort(
+        key=lambda item: (
+            0 if item.get_closest_marker("wheel") else 1 if item.get_closest_marker("slow") else 2
+        )
+    )

@@ -28,7 +28,9 @@ def test_demo_json_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert summary["ok"] is True
     assert summary["lost"] == 0
     assert summary["sent"] == summary["delivered"] > 0
-    assert summary["assume_role_calls"] >= 3
+    # 3 s of 1-s tokens: at least one refresh after the first AssumeRole, however busy the
+    # machine (a loaded one sends fewer batches, so refreshes fewer times)
+    assert summary["assume_role_calls"] >= 2
     assert "delivered" in err  # progress goes to stderr
     assert not re.search(r"ASIA[A-Z0-9]{12,}", out + err)
     assert "SessionToken" not in out + err

@@ -6,12 +6,14 @@ import dataclasses
 import json
 import re
 
+import boto3
 import pytest
 import yaml
 
 from watchtower_refresh._cli import EXIT_DEMO_LOST, EXIT_OK, EXIT_USAGE, main
 from watchtower_refresh._cli import demo as _demo
 from watchtower_refresh._cli.demo import SpoolDemoResult, demo_logging_config, run_demo
+from watchtower_refresh.testing import FakeAWS
 
 
 def test_demo_loses_nothing_across_expiries() -> None:
@@ -119,3 +121,9 @@ def test_spool_demo_fails_clearly_when_the_logging_child_dies_by_itself(
     err = capsys.readouterr().err
     assert "the logging child ended by itself (status 1)" in err
     assert "cannot start" in err
+
+
+def test_spool_demo_counts_nothing_delivered_when_the_child_never_created_the_group() -> None:
+    with FakeAWS() as aws:
+        client = boto3.client("logs", region_name="us-east-1", endpoint_url=aws.endpoint_url)
+        assert _demo._numbers(client) == {}

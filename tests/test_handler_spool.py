@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -458,6 +459,27 @@ def test_the_cli_delivers_what_dead_processes_left(
     assert json.loads(capsys.readouterr().out)["replayed"] == 0
 
 
+def test_the_cli_deliver_says_which_other_log_groups_still_wait(
+    aws: FakeAWS, messages: Read, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = now_ms()
+    dead_owner(tmp_path, "/spool/given", [("s", now, "given 1"), ("s", now, "given 2")])
+    dead_owner(tmp_path, "/spool/other", [("s", now - n, f"other {n}") for n in range(3)])
+    args = ["spool", "--dir", str(tmp_path), "--deliver", "--log-group", "/spool/given"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "records delivered  2" in out
+    other = "other log groups   /spool/other (3 records): run again with --log-group for each"
+    assert other in out
+    assert sorted(messages("/spool/given")) == ["given 1", "given 2"]
+    assert main([*args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["other_log_groups"] == {"/spool/other": 3}
+    args = ["spool", "--dir", str(tmp_path), "--deliver", "--log-group", "/spool/other"]
+    assert main(args) == 0
+    assert "other log groups" not in capsys.readouterr().out
+    assert sorted(messages("/spool/other")) == [f"other {n}" for n in range(3)]
+
+
 def test_the_cli_deliver_needs_a_log_group_and_reports_an_outage(
     aws: FakeAWS, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -625,3 +647,22 @@ def test_a_spool_warning_from_emit_never_deadlocks_a_dictconfig(
     assert "dictConfig took the handler's lock: True" in done.stdout
     assert "delivered 1" in done.stdout
     assert "cannot be used" in done.stderr  # said all the same, once the lock was free
+
+
+def test_the_cli_deliver_ends_within_its_timeout_against_a_put_that_hangs(
+    aws: FakeAWS, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead_owner(tmp_path, "/spool/cli-hang", [("s", now_ms(), "waiting")])
+    aws.injector.add_fault(Fault("", action="PutLogEvents", delay=30))
+    args = ["spool", "--dir", str(tmp_path), "--deliver", "--log-group", "/spool/cli-hang"]
+    started = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WatchtowerRefreshWarning)
+        assert main([*args, "--timeout", "2"]) == EXIT_DEMO_LOST
+        elapsed = time.monotonic() - started
+        for thread in threading.enumerate():  # the put given up on ends by its read timeout
+            if thread.name.startswith("watchtower-refresh-"):
+                thread.join(timeout=10)
+    assert elapsed < 6.0  # not --timeout and then flush_timeout (10 s) more
+    assert "INCOMPLETE" in capsys.readouterr().out
+    assert spooled(tmp_path)  # still on disk for a later try

@@ -22,7 +22,15 @@ import pytest
 
 from watchtower_refresh import WatchtowerRefreshWarning
 from watchtower_refresh._exceptions import ConfigurationError
-from watchtower_refresh._spool import Spool, SpooledRecord, adopt, describe, forks, writer
+from watchtower_refresh._spool import (
+    Spool,
+    SpooledRecord,
+    adopt,
+    describe,
+    failures,
+    forks,
+    writer,
+)
 from watchtower_refresh._spool import format as spool_format
 from watchtower_refresh._spool.adoption import _Claim
 
@@ -631,7 +639,7 @@ def test_an_unusable_directory_is_one_warning_and_no_spool(
 def test_a_full_disk_is_counted_warned_once_and_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer, "RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(failures, "RETRY_SECONDS", 0.0)
     spool = open_spool(tmp_path)
     assert spool.append("s", 0, "before") == 1
     real_write = os.write
@@ -733,7 +741,7 @@ def test_a_failure_while_building_the_owner_leaves_nothing(
 def test_a_segment_that_cannot_be_opened_is_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer, "RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(failures, "RETRY_SECONDS", 0.0)
     spool = open_spool(tmp_path, segment_bytes=4096)
     real_open, real_write = os.open, os.write
     broken = {"open": False, "header": False}

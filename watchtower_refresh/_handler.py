@@ -55,6 +55,7 @@ from ._redact import install_redaction
 from ._report import Reporter
 from ._settings import (
     DEFAULT_BUFFER_MAX_BYTES,
+    DEFAULT_FLUSH_TIMEOUT,
     DEFAULT_LOG_GROUP_NAME,
     DEFAULT_LOG_STREAM_NAME,
     DEFAULT_QUEUE_MAX_BYTES,
@@ -209,7 +210,7 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
         session_factory: Callable[[], boto3.Session] | str | None = None,
         queue_max_events: int | str = DEFAULT_QUEUE_MAX_EVENTS,
         queue_max_bytes: int | str = DEFAULT_QUEUE_MAX_BYTES,
-        flush_timeout: float | str = 10.0,
+        flush_timeout: float | str = DEFAULT_FLUSH_TIMEOUT,
         spool_dir: str | os.PathLike[str] | None = None,
         spool_max_bytes: int | str = DEFAULT_SPOOL_MAX_BYTES,
         spool_fsync: bool | str = False,

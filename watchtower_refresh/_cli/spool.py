@@ -7,8 +7,11 @@ import dataclasses
 import datetime
 import json
 import os
+import time
 from collections.abc import Callable
 
+from .._options import as_float
+from .._settings import DEFAULT_FLUSH_TIMEOUT
 from .._spool import describe
 from .check import EXIT_OK
 from .config import UsageError, handler_options
@@ -96,27 +99,41 @@ def _deliver(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         message = f"cannot read the spool directory {args.dir}: not a directory"
         raise UsageError(message)
     options["spool_dir"] = args.dir
+    # --timeout bounds the whole run: close() shares the flush's deadline rather than waiting
+    # the handler's flush_timeout again after it, and each request fits in it.
+    deadline = time.monotonic() + args.timeout
+    given = options.get("flush_timeout", DEFAULT_FLUSH_TIMEOUT)
+    options["flush_timeout"] = min(as_float("flush_timeout", given, minimum=0.0), args.timeout)
     handler = RefreshingCloudWatchLogHandler(**options)
     try:
         done = handler.flush(timeout=args.timeout)
     finally:
-        handler.close()
+        handler.close_by(deadline)
     stats = handler.stats
+    # What dead processes left for other groups: this run delivered none of it.
+    others: dict[str, int] = {}
+    for owner in describe(args.dir):
+        if owner.state == "dead" and owner.group != handler.log_group_name:
+            others[owner.group] = others.get(owner.group, 0) + owner.records
     if args.json:
-        document = {**dataclasses.asdict(stats), "complete": done}
+        document = {**dataclasses.asdict(stats), "complete": done, "other_log_groups": others}
         out(json.dumps(document, indent=2))
     else:
         dropped = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.dropped.items())) or "none"
-        out(
-            "\n".join(
-                [
-                    f"log group          {handler.log_group_name}",
-                    f"records delivered  {stats.replayed:,}",
-                    f"records dropped    {dropped}",
-                    f"damaged records    {stats.corrupt:,}",
-                    "result             "
-                    + ("OK" if done and not stats.dropped else "INCOMPLETE: see above"),
-                ]
+        lines = [
+            f"log group          {handler.log_group_name}",
+            f"records delivered  {stats.replayed:,}",
+            f"records dropped    {dropped}",
+            f"damaged records    {stats.corrupt:,}",
+        ]
+        if others:
+            waiting = ", ".join(
+                f"{group} ({count(n, 'record')})" for group, n in sorted(others.items())
             )
+            lines.append(f"other log groups   {waiting}: run again with --log-group for each")
+        lines.append(
+            "result             "
+            + ("OK" if done and not stats.dropped else "INCOMPLETE: see above")
         )
+        out("\n".join(lines))
     return EXIT_OK if done and not stats.dropped else EXIT_NOT_DELIVERED

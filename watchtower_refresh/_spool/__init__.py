@@ -11,7 +11,10 @@ One job per module:
 
 - :mod:`.format`: the bytes on disk (headers, frames, the record codec, bounded reading);
 - :mod:`.layout`: the directory layout, the trust checks, file operations without symlinks;
-- :mod:`.writer`: the process's own writer (append, ack, segments);
+- :mod:`.writer`: the process's own writer (append, ack, when segments begin and end);
+- :mod:`.owner`: the writer's owner directory: its segment and ack files, and their room;
+- :mod:`.segments`: which ids each of the writer's segments holds, and which are acked;
+- :mod:`.failures`: the writer's failed writes: counted, said once, retried after a pause;
 - :mod:`.backlog`: the writer reading its own records back;
 - :mod:`.reading`: reading a dead owner's files and counting what damage cost;
 - :mod:`.adoption`: adopting what dead processes left;

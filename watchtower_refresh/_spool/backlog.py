@@ -10,7 +10,40 @@ from collections.abc import Callable
 from .format import FILE_HEADER, Frames, SpooledRecord, decode_record
 from .layout import open_file
 
-__all__ = ["read_backlog"]
+__all__ = ["Backlog", "read_backlog"]
+
+
+class Backlog:
+    """A writer's reading of its own backlog, which goes on where the last read stopped."""
+
+    def __init__(self) -> None:
+        self._hint: tuple[int, int, int] | None = None  # next id, segment, byte
+
+    def read(
+        self,
+        owner_fd: int,
+        segments: list[tuple[int, int, bool]],
+        current_end: int,
+        start_id: int,
+        acked: Callable[[int], bool],
+        *,
+        max_records: int,
+        max_bytes: int,
+    ) -> tuple[list[SpooledRecord], int]:
+        """The records of :func:`read_backlog`, and how many damaged frames it stepped over."""
+        found, hint, corrupt = read_backlog(
+            owner_fd,
+            segments,
+            current_end,
+            self._hint,
+            start_id,
+            acked,
+            max_records=max_records,
+            max_bytes=max_bytes,
+        )
+        if hint is not None:
+            self._hint = hint
+        return found, corrupt
 
 
 def read_backlog(

@@ -37,6 +37,7 @@ import re
 import stat
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from .._exceptions import WatchtowerRefreshWarning
 
@@ -60,6 +61,7 @@ __all__ = [
     "others_bytes",
     "owner_problem",
     "read_meta",
+    "refusal",
     "remove_owner",
     "spool_problem",
     "unlink_file",
@@ -113,6 +115,25 @@ def warn_once(what: str, problem: str, say: Callable[[str], None], message: str)
         return
     _WARNED.add(key)
     say(message)
+
+
+def refusal(path: Path, exc: OSError) -> str:
+    """What to say when the spool directory ``path`` cannot be used, for ``exc`` from
+    opening it or starting an owner in it (``Unsafe``: it must not be trusted)."""
+    if isinstance(exc, Unsafe):
+        return (
+            f"spool directory {path} is not safe to use ({exc.problem}): records are "
+            "kept in memory only, and nothing in it is replayed"
+        )
+    problem = exc.strerror or str(exc)
+    if exc.errno == errno.ENOTDIR:
+        problem = "is not a directory"
+    elif exc.errno == errno.ENOENT and not os.path.lexists(path):
+        problem = "does not exist"
+    return (
+        f"spool directory {path} cannot be used ({problem}); records "
+        "are kept in memory only, as without a spool"
+    )
 
 
 def spool_problem(status: os.stat_result) -> str | None:

@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
-import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -42,37 +39,21 @@ from pathlib import Path
 from .._exceptions import ConfigurationError
 from . import forks
 from .adoption import Adoption
-from .backlog import read_backlog
+from .backlog import Backlog
+from .failures import Failures
 from .format import (
-    ACKS_HEADER,
-    FORMAT_VERSION,
     FRAME,
     FRAME_SIZE,
-    INDEX_HEADER,
     MAX_FRAME,
     RECORD,
     SEGMENT_HEADER,
     SYNC,
     SpooledRecord,
     crc32,
-    encode_acks,
-    encode_frame,
 )
-from .layout import (
-    INDEX_NAME,
-    Unsafe,
-    append_file,
-    group_key,
-    make_owner,
-    open_directory,
-    open_file,
-    others_bytes,
-    remove_owner,
-    unlink_file,
-    warn_once,
-)
+from .layout import Unsafe, refusal, warn_once
 from .layout import warn as default_warn
-from .segments import Segment, SegmentBook
+from .owner import Owner
 from .stats import SpoolStats
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_SEGMENT_BYTES", "Spool"]
@@ -80,14 +61,6 @@ __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_SEGMENT_BYTES", "Spool"]
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 DEFAULT_SEGMENT_BYTES = 4 * 1024 * 1024
 RESCAN_SECONDS = 0.5
-RETRY_SECONDS = 1.0
-_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-# A full file system is a full spool: counted as such, not as an I/O error.
-_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Spool:
@@ -109,39 +82,27 @@ class Spool:
         warn: Callable[[str], None] = default_warn,
     ) -> None:
         """Use :meth:`Spool.open`, which validates the arguments and the directory."""
-        self._warn = warn
         self.directory = directory
         self.group = group
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.fsync = fsync
         self._stats = SpoolStats()
-        self._key = group_key(group)
+        self._owner = Owner(directory, group, max_bytes)
         # Re-entrant: a signal handler that closes the handler may interrupt a roll-over.
         self._lock = threading.RLock()
         self._appending = False  # an append is under way (its thread holds the handler's lock)
-        self._dir_fd = -1  # the spool directory, checked once at open
-        self._owner: Path | None = None
-        self._owner_fd = -1
-        self._indexed = 0  # the first id last named in the owner's index (0: no index yet)
-        self._lock_fd = -1
-        self._fd = -1
+        self._fd = -1  # the current segment
         self._offset = 0  # bytes in the current segment file
-        self._book = SegmentBook()
         self._next_id = 1
         self._floor_id = 1  # acks below it belong to a parent process's writer
-        self._finished_bytes = 0  # own bytes outside the current segment: others, ack files
-        self._room = 0  # max_bytes less others' bytes and ours finished: what may be written
         # What the next frames may take without a look at segment size, max_bytes or the
         # fd: one comparison on the append path. Zero while there is no segment to write.
         self._budget = 0
-        self._scanned_at = 0.0
-        self._retry_at = 0.0
-        self._disk_full = False  # the last write failed for want of space
-        self._warned = False
+        self._failures = Failures(warn)
         self._closed = False
         self._streams: dict[str, bytes] = {}
-        self._backlog_hint: tuple[int, int, int] | None = None  # next id, segment, byte
+        self._backlog = Backlog()
         forks.LIVE.add(self)
 
     # -- opening
@@ -187,82 +148,33 @@ class Spool:
             path, group, max_bytes=max_bytes, segment_bytes=segment_bytes, fsync=fsync, warn=say
         )
         try:
-            spool._dir_fd = open_directory(path)
+            spool._owner.open_directory()
             spool._start_owner()
-        except Unsafe as exc:
-            spool._release()
-            warn_once(
-                str(path),
-                exc.problem,
-                say,
-                f"spool directory {path} is not safe to use ({exc.problem}): records are "
-                "kept in memory only, and nothing in it is replayed",
-            )
-            return None
         except OSError as exc:
             spool._release()
-            problem = exc.strerror or str(exc)
-            if exc.errno == errno.ENOTDIR:
-                problem = "is not a directory"
-            elif exc.errno == errno.ENOENT and not os.path.lexists(path):
-                problem = "does not exist"
-            say(
-                f"spool directory {path} cannot be used ({problem}); records "
-                "are kept in memory only, as without a spool"
-            )
+            if isinstance(exc, Unsafe):  # said once per directory and problem
+                warn_once(str(path), exc.problem, say, refusal(path, exc))
+            else:
+                say(refusal(path, exc))
             return None
         return spool
 
     def _start_owner(self) -> None:
-        pid = os.getpid()
-        name = f"g{self._key}-p{pid}-t{_now_ms()}-{secrets.token_hex(4)}"
-        meta = {
-            "version": FORMAT_VERSION,
-            "group": self.group,
-            "pid": pid,
-            "host": socket.gethostname(),
-            "created_ms": _now_ms(),
-        }
-        owner_fd, lock_fd = make_owner(self._dir_fd, name, json.dumps(meta).encode())
-        self._owner_fd, self._lock_fd = owner_fd, lock_fd
-        self._indexed = 0
-        self._owner = self.directory / name
-        self._finished_bytes = self._offset = 0
+        self._owner.start()
+        self._offset = 0
         self._rescan()
         self._open_segment()
 
     def _open_segment(self) -> None:
-        segment = Segment(self._next_id)
-        name = f"{segment.first_id:016x}.seg"
-        # The index first: a segment never exists that the index does not name, so a
-        # reader knows where each segment's ids end even when the next one is settled.
-        if self._indexed != segment.first_id:  # not again after a failed write
-            entry = encode_frame(segment.first_id.to_bytes(8, "little"))
-            if not self._indexed:
-                entry = INDEX_HEADER + entry
-            self._finished_bytes += append_file(self._owner_fd, INDEX_NAME, entry, verify=False)
-            self._indexed = segment.first_id
-        fd = open_file(self._owner_fd, name, _FLAGS, verify=False)
-        try:
-            if os.write(fd, SEGMENT_HEADER) != len(SEGMENT_HEADER):
-                raise OSError(errno.ENOSPC, "short write of a segment header")
-            if self.fsync:
-                os.fsync(fd)
-        except OSError:
-            os.close(fd)
-            unlink_file(self._owner_fd, name)
-            raise
-        self._fd = fd
-        self._offset = segment.bytes
-        self._book.segments[segment.first_id] = segment
-        self._book.current = segment
+        self._fd = self._owner.begin(self._next_id, fsync=self.fsync)
+        self._offset = len(SEGMENT_HEADER)
         self._rebudget()
 
     def _rebudget(self) -> None:
         if self._fd < 0:
             self._budget = 0
         else:
-            limit = min(self.segment_bytes, self._room, self._offset + MAX_FRAME)
+            limit = min(self.segment_bytes, self._owner.room, self._offset + MAX_FRAME)
             self._budget = limit - self._offset
 
     # -- the append path
@@ -270,7 +182,7 @@ class Spool:
     @property
     def owner_directory(self) -> Path | None:
         """The writer's own directory, once it has one (a forked child gets its own)."""
-        return self._owner
+        return self._owner.path
 
     def append(
         self, stream: str, timestamp_ms: int, message: str, text: bytes | None = None
@@ -356,7 +268,7 @@ class Spool:
         if size > MAX_FRAME:
             self._stats.errors += 1
             return False
-        current = self._book.current
+        current = self._owner.current
         assert current is not None
         if self._offset + size > self.segment_bytes and self._next_id > current.first_id:
             try:
@@ -364,10 +276,10 @@ class Spool:
             except OSError as exc:
                 self._write_failed(exc)
                 return False
-        if self._offset + size > self._room:
-            if time.monotonic() - self._scanned_at >= RESCAN_SECONDS:
+        if self._offset + size > self._owner.room:
+            if time.monotonic() - self._owner.scanned_at >= RESCAN_SECONDS:
                 self._rescan()
-            if self._offset + size > self._room:
+            if self._offset + size > self._owner.room:
                 self._stats.full += 1
                 return False
         return True
@@ -387,13 +299,13 @@ class Spool:
 
     def _reopen(self) -> bool:
         """Open a writer after a fork or a failed write; False while that is not possible."""
-        if self._closed or time.monotonic() < self._retry_at:
-            if not self._closed:  # still full, or still failing, until the retry
-                self._stats.full += self._disk_full
-                self._stats.errors += not self._disk_full
+        if self._closed:
+            return False
+        if self._failures.pausing():  # still full, or still failing, until the retry
+            self._count_failure(full=self._failures.disk_full)
             return False
         try:
-            if self._owner is None:
+            if self._owner.path is None:
                 self._start_owner()
             else:
                 self._open_segment()
@@ -403,23 +315,21 @@ class Spool:
         return True
 
     def _write_failed(self, exc: OSError) -> None:
-        self._disk_full = exc.errno in _FULL_ERRNOS
-        if self._disk_full:
-            self._stats.full += 1  # a full file system is a full spool
-        else:
-            self._stats.errors += 1
-        self._retry_at = time.monotonic() + RETRY_SECONDS
+        self._count_failure(full=self._failures.write_failed(exc))
         if self._fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = -1
             self._finish_current()
-        if not self._warned and not self._closed:
-            self._warned = True
-            self._warn(
+        if not self._closed:
+            self._failures.say(
                 f"cannot write to the spool in {self.directory} ({exc.strerror or exc}); "
                 "records are kept in memory only until it works again"
             )
+
+    def _count_failure(self, *, full: bool) -> None:
+        self._stats.full += full  # a full file system is a full spool
+        self._stats.errors += not full
 
     def _roll_over(self) -> None:
         os.close(self._fd)
@@ -429,24 +339,14 @@ class Spool:
         self._open_segment()
 
     def _finish_current(self) -> None:
-        segment = self._book.current
-        if segment is None:
+        if self._owner.current is None:
             return
-        segment.count = self._next_id - segment.first_id
-        segment.bytes = self._offset
-        self._finished_bytes += self._offset
+        self._owner.finish(self._next_id, self._offset)
         self._offset = 0
-        segment.closed = True
-        self._book.current = None
         self._rebudget()
-        self._delete_if_done(segment)
 
     def _rescan(self) -> None:
-        """Measure what this uid's other owner directories hold, in bytes."""
-        self._scanned_at = time.monotonic()
-        own = self._owner.name if self._owner is not None else None
-        total = others_bytes(self._dir_fd, own)
-        self._room = self.max_bytes - total - self._finished_bytes
+        self._owner.rescan()
         self._rebudget()
 
     # -- reading back one's own records
@@ -471,28 +371,21 @@ class Spool:
         """
         try:
             with self._lock:
-                owner_fd = self._owner_fd
-                segments = [
-                    (first, self._book.count(segment, self._next_id), segment is self._book.current)
-                    for first, segment in sorted(self._book.segments.items())
-                ]
+                owner_fd = self._owner.fd
+                segments = self._owner.listing(self._next_id)
                 current_end = self._offset
-                hint = self._backlog_hint
             if owner_fd < 0:
                 return []
-            found, hint, corrupt = read_backlog(
+            found, corrupt = self._backlog.read(
                 owner_fd,
                 segments,
                 current_end,
-                hint,
                 start_id,
                 self._acked,
                 max_records=max_records,
                 max_bytes=max_bytes,
             )
             self._stats.corrupt += corrupt
-            if hint is not None:
-                self._backlog_hint = hint
             return found
         except Exception:
             self._stats.errors += 1
@@ -500,7 +393,7 @@ class Spool:
 
     def _acked(self, record_id: int) -> bool:
         with self._lock:
-            return self._book.is_acked(record_id, self._floor_id, self._next_id)
+            return self._owner.is_acked(record_id, self._floor_id, self._next_id)
 
     # -- acknowledgements
 
@@ -520,45 +413,21 @@ class Spool:
             with self._lock:
                 if self._closed:
                     return
-                touched = self._book.mark(ids, self._floor_id, self._next_id)
-                for segment, offsets in touched.items():
-                    self._stats.acked += len(offsets)
-                    if not segment.settled:
-                        try:
-                            self._write_acks(segment, offsets)
-                        except OSError as exc:
-                            # Unrecorded, these come back after a crash: duplicates, not loss.
-                            self._ack_failed(exc)
-                    self._delete_if_done(segment)
+                acked, failed = self._owner.settle(ids, self._floor_id, self._next_id)
+                self._stats.acked += acked
+                if acked:
+                    self._rebudget()
+                for exc in failed:
+                    # Unrecorded, these come back after a crash: duplicates, not loss.
+                    self._ack_failed(exc)
         except Exception as exc:
             self._ack_failed(exc)
 
     def _ack_failed(self, exc: Exception) -> None:
         self._stats.errors += 1
-        if not self._warned:
-            self._warned = True
-            self._warn(f"cannot record acknowledgements in the spool in {self.directory}: {exc}")
-
-    def _write_acks(self, segment: Segment, offsets: list[int]) -> None:
-        data = encode_acks(offsets)
-        if segment.ack_bytes == 0:
-            data = ACKS_HEADER + data
-        written = append_file(self._owner_fd, f"{segment.first_id:016x}.ack", data, verify=False)
-        segment.ack_bytes += written
-        self._finished_bytes += written
-        self._room -= written
-        self._rebudget()
-
-    def _delete_if_done(self, segment: Segment) -> None:
-        if not segment.settled or self._owner is None:
-            return
-        name = f"{segment.first_id:016x}"
-        unlink_file(self._owner_fd, f"{name}.seg")
-        unlink_file(self._owner_fd, f"{name}.ack")
-        self._finished_bytes -= segment.bytes + segment.ack_bytes
-        self._room += segment.bytes + segment.ack_bytes
-        self._rebudget()
-        del self._book.segments[segment.first_id]
+        self._failures.say(
+            f"cannot record acknowledgements in the spool in {self.directory}: {exc}"
+        )
 
     # -- adoption, closing, forks
 
@@ -587,33 +456,25 @@ class Spool:
                 os.close(self._fd)
                 self._fd = -1
             self._finish_current()
-            if self._owner is not None and not self._book.segments:
-                remove_owner(self._dir_fd, self._owner.name, self._owner_fd)
+            self._owner.remove_if_done()
         self._release()
 
     def _release(self) -> None:
-        for fd in (self._lock_fd, self._owner_fd, self._dir_fd):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._lock_fd = self._owner_fd = self._dir_fd = -1
+        self._owner.release()
         forks.LIVE.discard(self)
 
     def _forget_after_fork(self) -> None:
-        # The spool directory's descriptor stays: the child's owner goes there too.
         self._lock = threading.RLock()
         self._appending = False
-        for fd in (self._fd, self._lock_fd, self._owner_fd):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._fd = self._lock_fd = self._owner_fd = -1
-        self._owner = None
-        self._book = SegmentBook()
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd = -1
+        self._owner.forget_after_fork()
         self._floor_id = self._next_id
-        self._finished_bytes = self._offset = self._budget = 0
-        self._backlog_hint = None
-        self._retry_at = 0.0
+        self._offset = self._budget = 0
+        self._backlog = Backlog()
+        self._failures.forget_after_fork()
         self._stats = SpoolStats()
 
 
