@@ -31,11 +31,17 @@ OUTAGE_EVENTS = 600_000  # ten simulated minutes at 1,000 events/s
 REFRESH_SECONDS = 3600
 REPEATS = 3
 # The emit() cases: benchmarks.cases' kind, and the key in results.json.
-EMIT_KINDS = (("ascii", "emit"), ("nonascii", "emit_nonascii"), ("trace", "emit_trace"))
+EMIT_KINDS = (
+    ("ascii", "emit"),
+    ("nonascii", "emit_nonascii"),
+    ("trace", "emit_trace"),
+    ("options", "emit_options"),
+)
 EMIT_LABELS = (
     "ASCII, ~60 bytes",
     "non-ASCII, 1 KB",
     "ASCII, OpenTelemetry's SDK loaded, outside and inside a span",
+    "ASCII, trace_context off, buffer_at outside and inside a log_buffer() scope",
 )
 # The handler as released in 0.1.0 (one sender thread, one put at a time, botocore's own
 # serializer): the "before" of the speed targets, measured in the same run as today's code.
