@@ -25,7 +25,9 @@ def test_demo_loses_nothing_across_expiries() -> None:
     assert result.sent > 100
     assert result.delivered == result.sent
     assert result.lost == result.duplicates == 0
-    assert result.assume_role_calls >= 4  # at least three tokens replaced
+    # 4 s of 1-s tokens: at least two replaced, however busy the machine (a loaded one
+    # sends fewer batches, so refreshes fewer times)
+    assert result.assume_role_calls >= 3
     assert len(lines) >= 3
 
 
