@@ -560,6 +560,50 @@ def test_the_cli_deliver_says_which_other_log_groups_still_wait(
     assert sorted(messages("/spool/other")) == [f"other {n}" for n in range(3)]
 
 
+def test_the_cli_deliver_keeps_what_the_service_refuses_until_it_is_fixed(
+    aws: FakeAWS, messages: Read, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = now_ms()
+    dead_owner(tmp_path, "/spool/cli-denied", [("s", now - n, f"kept {n}") for n in range(50)])
+    denied = aws.injector.add_fault(
+        Fault("AccessDeniedException", action="PutLogEvents", status=400)
+    )
+    args = ["spool", "--dir", str(tmp_path), "--deliver", "--log-group", "/spool/cli-denied"]
+    with pytest.warns(WatchtowerRefreshWarning, match="denied"):
+        assert main([*args, "--timeout", "10"]) == EXIT_DEMO_LOST
+    out = capsys.readouterr().out
+    assert f"records refused    50, kept in {tmp_path}: PutLogEvents was denied" in out
+    assert "Grant logs:PutLogEvents" in out  # the fix
+    assert "--discard-refused to give them up" in out
+    assert "records dropped    none" in out
+    assert len(spooled(tmp_path)) == 1  # every record still on disk
+    aws.injector.remove_fault(denied)
+    assert main(args) == 0
+    assert "records delivered  50" in capsys.readouterr().out
+    assert sorted(messages("/spool/cli-denied")) == sorted(f"kept {n}" for n in range(50))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cli_deliver_gives_refused_records_up_only_when_told(
+    aws: FakeAWS, messages: Read, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead_owner(
+        tmp_path, "/spool/cli-discard", [("s", now_ms(), f"given up {n}") for n in range(20)]
+    )
+    aws.injector.add_fault(Fault("UnrecognizedClientException", action="PutLogEvents"))
+    args = ["spool", "--dir", str(tmp_path), "--deliver", "--log-group", "/spool/cli-discard"]
+    with pytest.warns(WatchtowerRefreshWarning):
+        assert main([*args, "--json"]) == EXIT_DEMO_LOST
+    report = json.loads(capsys.readouterr().out)
+    assert (report["refused"], report["discarded"], report["dropped"]) == (20, 0, {})
+    assert "UnrecognizedClientException" in report["refusal"]
+    assert spooled(tmp_path)
+    with pytest.warns(WatchtowerRefreshWarning):
+        assert main([*args, "--discard-refused"]) == EXIT_DEMO_LOST
+    assert "records refused    20, discarded (--discard-refused)" in capsys.readouterr().out
+    assert not spooled(tmp_path)
+
+
 def test_the_cli_deliver_needs_a_log_group_and_reports_an_outage(
     aws: FakeAWS, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
