@@ -80,7 +80,8 @@ class DeliveryStats:
     truncated: int = 0
     """Messages cut to ``max_message_size`` (and still delivered, or counted elsewhere)."""
     queued: int = 0
-    """Records waiting to be sent or in flight (with a spool, also those waiting on disk)."""
+    """Records waiting to be sent or in flight (with a spool, also those waiting on disk:
+    beyond the caps, or held after a refusal an operator can fix)."""
     replayed: int = 0
     """Records adopted from the spool of a dead process and delivered (also in
     ``delivered``): with a spool, ``received`` counts them as well as the records given to

@@ -223,8 +223,8 @@ class SpoolSide:
             return None
         ledger = self._ledger
         with ledger.lock:
-            if claim.abandoned or part.settled:
-                return None
+            if claim.abandoned or part.settled or (ledger.holding is None and not refused):
+                return None  # (the hold ended since ``waiting``: send them)
             now = time.monotonic()
             if ledger.holding is None:
                 self._step = HOLD_FIRST

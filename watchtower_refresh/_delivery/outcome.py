@@ -234,6 +234,8 @@ class Outcomes:
         retry = holder.hold(part, reason, refused=True)
         if retry is None:
             return False
+        # Warned after settling, unlike a drop: held records are still queued, so no
+        # flush() returns True before this warning is out.
         self._reporter.once(
             reason,
             f"{warning} ({records(len(batch))} held in the spool, still counted in "
