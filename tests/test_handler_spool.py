@@ -22,6 +22,7 @@ from typing import Any
 import boto3
 import pytest
 
+import watchtower_refresh._delivery.backlog
 from tests.conftest import logger_for, run_python
 from watchtower_refresh import (
     ConfigurationError,
@@ -136,19 +137,98 @@ def test_a_signal_handler_logging_in_the_middle_of_a_spool_write_neither_deadloc
     assert list(tmp_path.iterdir()) == []  # the spooled ones acknowledged, nothing left
 
 
-def test_records_refused_for_good_leave_the_spool(
+def test_records_no_fix_could_make_acceptable_leave_the_spool(
     aws: FakeAWS, make_handler: Any, tmp_path: Path
 ) -> None:
-    aws.injector.add_fault(Fault("AccessDeniedException", action="PutLogEvents"))
-    handler = make_handler("/spool/denied", spool_dir=str(tmp_path))
+    aws.injector.add_fault(Fault("InvalidParameterException", action="PutLogEvents"))
+    handler = make_handler("/spool/invalid", spool_dir=str(tmp_path))
     logger = logger_for(handler)
-    with pytest.warns(WatchtowerRefreshWarning, match="AccessDenied"):
+    with pytest.warns(WatchtowerRefreshWarning, match="InvalidParameter"):
+        for n in range(5):
+            logger.info("invalid %d", n)
+        handler.flush(timeout=10)
+    handler.close()
+    assert handler.stats.dropped == {"InvalidParameterException": 5}
+    assert list(tmp_path.iterdir()) == []  # a replay would be refused the same way
+
+
+@pytest.fixture
+def short_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held records tried again after 0.2 s, then 0.4 s, 0.8 s..., not after minutes."""
+    monkeypatch.setattr(watchtower_refresh._delivery.backlog, "HOLD_FIRST", 0.2)
+
+
+def test_a_spool_holds_denied_records_and_delivers_them_once_the_denial_ends(
+    aws: FakeAWS, make_handler: Any, messages: Read, tmp_path: Path, short_holds: None
+) -> None:
+    denied = aws.injector.add_fault(
+        Fault("AccessDeniedException", action="PutLogEvents", status=400)
+    )
+    handler = make_handler("/spool/held", spool_dir=str(tmp_path), max_batch_count=20)
+    logger = logger_for(handler)
+    with pytest.warns(WatchtowerRefreshWarning, match=r"denied.*held in the spool.*stats\.queued"):
+        for n in range(60):
+            logger.info("during the denial %d", n)
+        assert not handler.flush(timeout=1.5)  # tried, refused, tried again after the hold
+        for n in range(40):
+            logger.info("later in the denial %d", n)
+        assert not handler.flush(timeout=0.5)
+    stats = handler.stats
+    assert (stats.delivered, stats.dropped, stats.queued) == (0, {}, 100)
+    assert len(spooled(tmp_path)) >= 1  # on disk, not given up
+    aws.injector.remove_fault(denied)  # the policy is fixed
+    assert handler.flush(timeout=30)
+    expected = [f"during the denial {n}" for n in range(60)]
+    expected += [f"later in the denial {n}" for n in range(40)]
+    assert sorted(messages("/spool/held")) == sorted(expected)
+    stats = handler.stats
+    assert (stats.delivered, stats.dropped, stats.queued) == (100, {}, 0)
+    handler.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_a_spool_denied_records_are_dropped_and_counted(
+    aws: FakeAWS, make_handler: Any, messages: Read, short_holds: None
+) -> None:
+    denied = aws.injector.add_fault(
+        Fault("AccessDeniedException", action="PutLogEvents", status=400)
+    )
+    handler = make_handler("/spool/memory-denied")
+    logger = logger_for(handler)
+    with pytest.warns(WatchtowerRefreshWarning, match=r"denied.*5 records dropped"):
         for n in range(5):
             logger.info("denied %d", n)
         handler.flush(timeout=10)
-    handler.close()
-    assert handler.stats.dropped == {"AccessDeniedException": 5}
-    assert list(tmp_path.iterdir()) == []  # a replay would be refused the same way
+    aws.injector.remove_fault(denied)
+    logger.info("after the fix")
+    assert handler.flush(timeout=10)
+    stats = handler.stats
+    assert (stats.delivered, stats.dropped, stats.queued) == (1, {"AccessDeniedException": 5}, 0)
+    assert messages("/spool/memory-denied") == ["after the fix"]
+
+
+def test_records_held_at_close_stay_on_disk_for_the_next_process(
+    aws: FakeAWS, make_handler: Any, messages: Read, tmp_path: Path, short_holds: None
+) -> None:
+    denied = aws.injector.add_fault(
+        Fault("AccessDeniedException", action="PutLogEvents", status=400)
+    )
+    handler = make_handler("/spool/held-close", spool_dir=str(tmp_path), flush_timeout=1)
+    logger = logger_for(handler)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for n in range(30):
+            logger.info("held %d", n)
+        handler.flush(timeout=0.5)
+        handler.close()
+    stats = handler.stats
+    assert stats.delivered == 0
+    assert stats.dropped_total == 30  # close() gave them up here, counted...
+    aws.injector.remove_fault(denied)
+    later = make_handler("/spool/held-close", spool_dir=str(tmp_path))
+    assert later.flush(timeout=20)  # ...and the next handler delivers them from the disk
+    assert sorted(messages("/spool/held-close")) == sorted(f"held {n}" for n in range(30))
+    assert later.stats.replayed == 30
 
 
 def _log_through_an_outage(tmp_path: Path, aws: FakeAWS, group: str, records: int) -> Any:
@@ -478,6 +558,50 @@ def test_the_cli_deliver_says_which_other_log_groups_still_wait(
     assert main(args) == 0
     assert "other log groups" not in capsys.readouterr().out
     assert sorted(messages("/spool/other")) == [f"other {n}" for n in range(3)]
+
+
+def test_the_cli_deliver_keeps_what_the_service_refuses_until_it_is_fixed(
+    aws: FakeAWS, messages: Read, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = now_ms()
+    dead_owner(tmp_path, "/spool/cli-denied", [("s", now - n, f"kept {n}") for n in range(50)])
+    denied = aws.injector.add_fault(
+        Fault("AccessDeniedException", action="PutLogEvents", status=400)
+    )
+    args = ["spool", "--dir", str(tmp_path), "--deliver", "--log-group", "/spool/cli-denied"]
+    with pytest.warns(WatchtowerRefreshWarning, match="denied"):
+        assert main([*args, "--timeout", "10"]) == EXIT_DEMO_LOST
+    out = capsys.readouterr().out
+    assert f"records refused    50, kept in {tmp_path}: PutLogEvents was denied" in out
+    assert "Grant logs:PutLogEvents" in out  # the fix
+    assert "--discard-refused to give them up" in out
+    assert "records dropped    none" in out
+    assert len(spooled(tmp_path)) == 1  # every record still on disk
+    aws.injector.remove_fault(denied)
+    assert main(args) == 0
+    assert "records delivered  50" in capsys.readouterr().out
+    assert sorted(messages("/spool/cli-denied")) == sorted(f"kept {n}" for n in range(50))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cli_deliver_gives_refused_records_up_only_when_told(
+    aws: FakeAWS, messages: Read, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead_owner(
+        tmp_path, "/spool/cli-discard", [("s", now_ms(), f"given up {n}") for n in range(20)]
+    )
+    aws.injector.add_fault(Fault("UnrecognizedClientException", action="PutLogEvents"))
+    args = ["spool", "--dir", str(tmp_path), "--deliver", "--log-group", "/spool/cli-discard"]
+    with pytest.warns(WatchtowerRefreshWarning):
+        assert main([*args, "--json"]) == EXIT_DEMO_LOST
+    report = json.loads(capsys.readouterr().out)
+    assert (report["refused"], report["discarded"], report["dropped"]) == (20, 0, {})
+    assert "UnrecognizedClientException" in report["refusal"]
+    assert spooled(tmp_path)
+    with pytest.warns(WatchtowerRefreshWarning):
+        assert main([*args, "--discard-refused"]) == EXIT_DEMO_LOST
+    assert "records refused    20, discarded (--discard-refused)" in capsys.readouterr().out
+    assert not spooled(tmp_path)
 
 
 def test_the_cli_deliver_needs_a_log_group_and_reports_an_outage(

@@ -3,8 +3,9 @@
 Exit codes:
     0  success
     1  demo: records were lost or duplicated (demo --spool: a logged record is missing,
-       or more duplicates than one batch); spool --deliver: records were dropped, or
-       not all delivered within --timeout
+       or more duplicates than one batch); spool --deliver: records were dropped, refused
+       (kept on disk, or given up with --discard-refused), or not all delivered within
+       --timeout
     2  usage error, or an invalid option or configuration file (the message says which);
        spool: the directory does not exist or cannot be read; fake-aws: the port is in use
     3  demo, fake-aws: the extra they run on is not installed (the message names it)
@@ -201,8 +202,10 @@ def _add_spool(add: _AddParser) -> None:
             "dead (its records wait for an adopter) or being replayed, records not yet "
             "delivered, bytes and the oldest record's time. Reads only; claims nothing. "
             "With --deliver, deliver what dead processes of --log-group left, with the "
-            "handler's options (--role-arn, --region, --config...), and report. "
-            "Exit codes: 0 OK, 1 records dropped or not all delivered in time, 2 DIR "
+            "handler's options (--role-arn, --region, --config...), and report. Records the "
+            "service refuses for a reason a fix would cure (access denied, unknown or no "
+            "credentials, a KMS key) stay on disk unless --discard-refused is given. "
+            "Exit codes: 0 OK, 1 records dropped, refused or not all delivered in time, 2 DIR "
             "missing or unreadable, or a bad option."
         ),
     )
@@ -211,6 +214,11 @@ def _add_spool(add: _AddParser) -> None:
     spool.add_argument("--deliver", action="store_true", help="deliver what dead processes left")
     spool.add_argument(
         "--timeout", type=_positive, default=60.0, help="seconds to deliver within (60)"
+    )
+    spool.add_argument(
+        "--discard-refused",
+        action="store_true",
+        help="with --deliver: delete the records the service refused instead of keeping them",
     )
     _add_handler_options(spool, log_group_help="with --deliver: the log group")
 

@@ -8,18 +8,21 @@ import datetime
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable
 
+from .._exceptions import WatchtowerRefreshWarning
 from .._options import as_float
 from .._settings import DEFAULT_FLUSH_TIMEOUT
-from .._spool import describe
+from .._spool import adopt, describe
 from .check import EXIT_OK
 from .config import UsageError, handler_options
 
 __all__ = ["EXIT_NOT_DELIVERED", "run"]
 
 EXIT_NOT_DELIVERED = 1
-"""``--deliver``: records were dropped, or not all delivered within ``--timeout``."""
+"""``--deliver``: records were dropped, refused (kept on disk, or discarded with
+``--discard-refused``), or not all delivered within ``--timeout``."""
 
 
 def run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
@@ -105,35 +108,79 @@ def _deliver(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     given = options.get("flush_timeout", DEFAULT_FLUSH_TIMEOUT)
     options["flush_timeout"] = min(as_float("flush_timeout", given, minimum=0.0), args.timeout)
     handler = RefreshingCloudWatchLogHandler(**options)
-    try:
-        done = handler.flush(timeout=args.timeout)
-    finally:
-        handler.close_by(deadline)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", WatchtowerRefreshWarning)
+        try:
+            done = handler.flush(timeout=args.timeout)
+        finally:
+            handler.close_by(deadline)
+    for warning in caught:  # said as they would have been, under the caller's filters
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     stats = handler.stats
-    # What dead processes left for other groups: this run delivered none of it.
+    group = handler.log_group_name
+    # What dead processes left: for other groups, this run delivered none of it; for this
+    # group, what is left after a complete run is what the service refused until fixed.
     others: dict[str, int] = {}
+    left = 0
     for owner in describe(args.dir):
-        if owner.state == "dead" and owner.group != handler.log_group_name:
+        if owner.state == "dead" and owner.group != group:
             others[owner.group] = others.get(owner.group, 0) + owner.records
+        elif owner.state == "dead":
+            left += owner.records
+    refused = left if done else 0
+    reason = _refusal(caught) if refused else None
+    discarded = _discard(args.dir, group) if refused and args.discard_refused else 0
+    ok = done and not stats.dropped and not refused
     if args.json:
-        document = {**dataclasses.asdict(stats), "complete": done, "other_log_groups": others}
+        document = {
+            **dataclasses.asdict(stats),
+            "complete": done,
+            "refused": refused,
+            "refusal": reason,
+            "discarded": discarded,
+            "other_log_groups": others,
+        }
         out(json.dumps(document, indent=2))
     else:
         dropped = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.dropped.items())) or "none"
         lines = [
-            f"log group          {handler.log_group_name}",
+            f"log group          {group}",
             f"records delivered  {stats.replayed:,}",
             f"records dropped    {dropped}",
             f"damaged records    {stats.corrupt:,}",
         ]
+        if refused and discarded:
+            lines.append(
+                f"records refused    {discarded:,}, discarded (--discard-refused): {reason}"
+            )
+        elif refused:
+            lines.append(
+                f"records refused    {refused:,}, kept in {args.dir}: {reason}. Fix that and "
+                "run again, or add --discard-refused to give them up"
+            )
         if others:
             waiting = ", ".join(
-                f"{group} ({count(n, 'record')})" for group, n in sorted(others.items())
+                f"{name} ({count(n, 'record')})" for name, n in sorted(others.items())
             )
             lines.append(f"other log groups   {waiting}: run again with --log-group for each")
-        lines.append(
-            "result             "
-            + ("OK" if done and not stats.dropped else "INCOMPLETE: see above")
-        )
+        lines.append("result             " + ("OK" if ok else "INCOMPLETE: see above"))
         out("\n".join(lines))
-    return EXIT_OK if done and not stats.dropped else EXIT_NOT_DELIVERED
+    return EXIT_OK if ok else EXIT_NOT_DELIVERED
+
+
+def _refusal(caught: list[warnings.WarningMessage]) -> str:
+    """The refusal the handler warned about, which says what to fix."""
+    for warning in reversed(caught):
+        if issubclass(warning.category, WatchtowerRefreshWarning):
+            return str(warning.message)
+    return "the service refused them (no reason was given)"
+
+
+def _discard(directory: str, group: str) -> int:
+    """Give up what dead processes of ``group`` left in ``directory``; return how many."""
+    discarded = 0
+    with adopt(directory, group) as adoption:
+        for batch in adoption:
+            batch.ack()
+            discarded += len(batch.records)
+    return discarded

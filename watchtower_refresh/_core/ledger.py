@@ -6,7 +6,12 @@ Every record given to ``emit()`` is counted in exactly one place:
   process that is shutting down;
 - held (``admit``): queued, then taken off the queue by the sender as a ``Claim``; with a
   spool, a record beyond the caps may first wait on disk (``on_disk``) until admitted;
-- settled from its claim: delivered, rejected by the service, or dropped with a reason.
+- settled from its claim: delivered, rejected by the service, or dropped with a reason;
+- or, with a spool, held: refused for a reason an operator can fix (``reasons.FIXABLE``), the
+  record leaves memory but stays on disk and counted as queued (``on_disk``) while
+  ``holding`` names the refusal; the spool side admits it again once the hold has run its
+  interval. A record adopted from a dead process's spool and refused that way is given back
+  to that spool: released unreceived, for a later pass.
 
 A claim can settle each of its records once and only once; whatever is left of it when the
 code that owns it fails is settled by ``Claim.settle_rest``, and ``abandon`` settles every
@@ -75,7 +80,8 @@ class DeliveryStats:
     truncated: int = 0
     """Messages cut to ``max_message_size`` (and still delivered, or counted elsewhere)."""
     queued: int = 0
-    """Records waiting to be sent or in flight (with a spool, also those waiting on disk)."""
+    """Records waiting to be sent or in flight (with a spool, also those waiting on disk:
+    beyond the caps, or held after a refusal an operator can fix)."""
     replayed: int = 0
     """Records adopted from the spool of a dead process and delivered (also in
     ``delivered``): with a spool, ``received`` counts them as well as the records given to
@@ -155,6 +161,7 @@ class Ledger:
         "estimated",
         "gated",
         "generation",
+        "holding",
         "idle",
         "limit_bytes",
         "limit_events",
@@ -194,6 +201,9 @@ class Ledger:
         # drains; written under the handler's lock, like the admission counters.
         self.on_disk = 0
         self.spilling = False
+        # Why records are held on disk (a refusal an operator can fix), or None: no hold.
+        # Written under ``lock``; on_disk counts the held records with the backlog.
+        self.holding: str | None = None
         # Written under ``lock``.
         self.drained = 0
         self.drained_bytes = 0
@@ -430,13 +440,19 @@ class Ledger:
         delivered: int = 0,
         rejected: Mapping[str, int] | None = None,
         reason: DropReason | str | None = None,
+        hold: bool = False,
+        give_back: bool = False,
     ) -> None:
         """Settle ``part``: ``delivered`` accepted, ``rejected`` refused one by one by the
         service (by reason), the rest dropped as ``reason``. A part settles once; later calls
         do nothing.
 
+        With ``hold``, the rest is held instead: it leaves memory and stays queued, on disk
+        (``on_disk``), and ``holding`` becomes ``reason``. With ``give_back``, the rest
+        returns to the dead process's spool it was adopted from: released, never received.
         Records of an abandoned claim were counted as ``shutdown``; they move to their real
-        outcome. More records than the claim has left are never counted.
+        outcome (held or given back, they stay ``shutdown``: they wait on disk for a later
+        process). More records than the claim has left are never counted.
         """
         rejected = {k: v for k, v in (rejected or {}).items() if v}
         claim, events = part.claim, part.events
@@ -461,6 +477,9 @@ class Ledger:
             claim.remaining_bytes -= size
             if claim.abandoned:
                 self._dropped[DropReason.SHUTDOWN.value] -= count  # counted when it was abandoned
+                if hold or give_back:
+                    reason = DropReason.SHUTDOWN  # on disk, for a later process
+                    hold = give_back = False
             else:
                 self.released += count
                 self.released_bytes += size
@@ -468,7 +487,12 @@ class Ledger:
             self._counts["rejected"] += refused
             for why, n in rejected.items():
                 self._dropped[why] += n
-            if rest and reason is not None:
+            if rest and hold:
+                self.on_disk += rest
+                self.holding = _key(reason) if reason is not None else "held"
+            elif rest and give_back:
+                pass  # released and counted nowhere: the dead process's spool has them
+            elif rest and reason is not None:
                 self._dropped[_key(reason)] += rest
             if claim.remaining <= 0:
                 self._finish(claim)
@@ -502,10 +526,11 @@ class Ledger:
                 self._finish(taken[0])
                 self._release_as(reason, taken[0].remaining, taken[0].remaining_bytes)
             count = taken[0].remaining if taken is not None else 0
-            if self.on_disk:  # never admitted: still on disk, for a later process
+            if self.on_disk:  # never admitted, or held: still on disk, for a later process
                 self._dropped[reason.value] += self.on_disk
                 count += self.on_disk
                 self.on_disk = 0
+            self.holding = None
             for claim in self._outstanding.values():
                 if claim.remaining > 0 and not claim.abandoned:
                     claim.abandoned = True

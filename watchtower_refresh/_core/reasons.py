@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["DELIBERATE", "EXPIRED_TOKEN_CODES", "DropReason", "keeps_spooled"]
+__all__ = [
+    "DELIBERATE",
+    "EXPIRED_TOKEN_CODES",
+    "FIXABLE",
+    "DropReason",
+    "is_fixable",
+    "keeps_spooled",
+]
 
 
 class DropReason(str, enum.Enum):
@@ -45,12 +52,34 @@ EXPIRED_TOKEN_CODES = frozenset(("ExpiredTokenException", "ExpiredToken", "Reque
 DELIBERATE = frozenset((DropReason.EMPTY.value,))
 """Reasons that are the application's choice, not a loss."""
 
+FIXABLE = frozenset(
+    (
+        *EXPIRED_TOKEN_CODES,  # on a client given as it is: nothing here can refresh it
+        "AccessDenied",
+        "AccessDeniedException",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "SignatureDoesNotMatch",
+        "InvalidSignatureException",
+        "RequestTimeTooSkewed",
+        "NoCredentialsError",
+        "PartialCredentialsError",
+        "NoRegionError",
+        "KMSAccessDeniedException",
+        "KMSDisabledException",
+        "KMSInvalidStateException",
+        "KMSNotFoundException",
+    )
+)
+"""Refusals an operator can fix (a policy, credentials, a region, the clock, the group's KMS
+key): with a spool, the records they refuse are held on disk and tried again, not dropped."""
+
 _KEEPS_SPOOLED = frozenset(
     (
         DropReason.SHUTDOWN.value,
         DropReason.TIMEOUT.value,
         DropReason.QUEUE_FULL.value,
-        *EXPIRED_TOKEN_CODES,
+        *FIXABLE,
     )
 )
 
@@ -58,6 +87,13 @@ _KEEPS_SPOOLED = frozenset(
 def keeps_spooled(reason: str | None) -> bool:
     """Whether a spooled record dropped for ``reason`` stays on disk for a later process.
 
-    A later process may do better on these: more time, more room, fresh credentials.
+    A later process may do better on these: more time, more room, a fix of the refusal.
+    Only what no fix could make acceptable (``InvalidParameterException``, too old, too
+    new) leaves the spool.
     """
     return reason in _KEEPS_SPOOLED
+
+
+def is_fixable(reason: str | None) -> bool:
+    """Whether ``reason`` is a refusal an operator can fix (see ``FIXABLE``)."""
+    return reason in FIXABLE

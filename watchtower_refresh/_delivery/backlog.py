@@ -6,21 +6,30 @@ queued, and the event carries its spool id; the id is acknowledged when the reco
 from ``backlog_from`` on, refilled into the queue in order as it drains (``refill``). A replay
 thread per sender generation adopts what dead processes left and delivers it one batch at a
 time through the same ledger (``replay_once``).
+
+A refusal an operator can fix (``reasons.FIXABLE``: a denied policy, missing or unrecognised
+credentials, no region, a KMS key that refuses) holds the refused records instead of
+dropping them (``hold``): they leave memory, stay on disk and counted as queued, and become
+the backlog again, from their first id on. Until the hold's interval has passed no record of
+ours is put; then the refill admits one batch's worth, once every record of ours has left
+memory (so that nothing is read back twice), as a probe. A put that succeeds ends the hold
+(``resumed``); a probe refused again doubles the interval, up to ``HOLD_MAX``.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from .._compat import holds_lock
-from .._core.events import EVENT_OVERHEAD, Event, truncate, utf8_size
-from .._core.ledger import Ledger
+from .._core.events import EVENT_OVERHEAD, SPOOL_ID, Event, truncate, utf8_size
+from .._core.ledger import Ledger, Part
 from .._core.reasons import DropReason
 from .._process import mark_delivery_thread
 from .._spool import DEFAULT_SEGMENT_BYTES, Spool, SpooledRecord, adopt
-from .outcome import Acknowledge, Outcomes
+from .outcome import HOLD_FIRST, HOLD_MAX, Acknowledge, Outcomes
 
 __all__ = ["REPLAY_INTERVAL", "Replayer", "SpoolSide"]
 
@@ -55,6 +64,7 @@ class SpoolSide:
         ledger: The handler's ledger.
         lock: The handler's lock, under which every admission is made.
         warn_soon: Warns from ``emit()`` (or soon after), once per key.
+        closing: Whether ``close()`` runs: held records are then tried at once, not held.
     """
 
     def __init__(
@@ -63,11 +73,17 @@ class SpoolSide:
         ledger: Ledger,
         lock: threading.RLock | None,
         warn_soon: Callable[[str, str | None], None],
+        closing: Callable[[], bool] = lambda: False,
     ) -> None:
         self._settings = settings
         self._ledger = ledger
         self._lock = lock
         self._warn_soon = warn_soon
+        self._closing = closing
+        # The hold's schedule (under the ledger's lock): when held records are next tried,
+        # and the interval that led there, in seconds (monotonic clock).
+        self._retry_at = 0.0
+        self._step = 0.0
         # The writer is opened at the first record of each process (a forked child opens its
         # own); ``pending`` says it is still to be opened.
         self.writer: Spool | None = None
@@ -168,30 +184,112 @@ class SpoolSide:
 
     def end_backlog(self) -> None:
         """``close()`` counted the backlog as shutdown; it stays on disk (ledger lock held)."""
+        self._step = 0.0
         if self.backlog_from is not None:
             self.backlog_from = None
             self._ledger.unspill()
 
-    def refill(self) -> None:
+    # ------------------------------------------------------------------ the hold
+
+    def waiting(self, part: Part) -> bool:
+        """Whether ``part`` holds records of ours that a hold keeps from being put now."""
+        events = part.events
+        return (
+            self._ledger.holding is not None
+            and part.claim.acker is None
+            and bool(events)
+            and len(events[0]) > SPOOL_ID
+            and time.monotonic() < self._retry_at
+            and not self._closing()
+        )
+
+    def hold(self, part: Part, reason: str, *, refused: bool) -> float | None:
+        """Hold the spooled records of ``part`` on disk for ``reason`` and settle ``part``.
+
+        Its records leave memory and become the backlog again from their first id on; any
+        memory-only record of it is dropped as ``reason``. ``refused``: the service refused
+        them just now (a first refusal starts the hold, a refused probe doubles its
+        interval); else they met a hold already in force and were not sent.
+
+        Returns:
+            Seconds until held records are tried again, or None when ``part`` cannot be
+            held (none of it is on disk, it was adopted from a dead process, or ``close()``
+            runs): the caller settles it.
+        """
+        events = part.events
+        spooled: list[Event] = [event for event in events if len(event) > SPOOL_ID]
+        claim = part.claim
+        if not spooled or claim.acker is not None or self.writer is None or self._closing():
+            return None
+        ledger = self._ledger
+        with ledger.lock:
+            if claim.abandoned or part.settled or (ledger.holding is None and not refused):
+                return None  # (the hold ended since ``waiting``: send them)
+            now = time.monotonic()
+            if ledger.holding is None:
+                self._step = HOLD_FIRST
+                self._retry_at = now + self._step
+            elif refused and now >= self._retry_at:  # a probe refused again
+                self._step = min(max(self._step, HOLD_FIRST) * 2, HOLD_MAX)
+                self._retry_at = now + self._step
+            first = min(event[-1] for event in spooled)  # the spool ids
+            if self.backlog_from is None or first < self.backlog_from:
+                self.backlog_from = first
+            ledger.spill()
+            if len(spooled) < len(events):
+                part.settled = True
+                memory: list[Event] = [event for event in events if len(event) <= SPOOL_ID]
+                ledger.settle(claim.part(memory), reason=reason)
+                ledger.settle(claim.part(spooled), reason=reason, hold=True)
+            else:
+                ledger.settle(part, reason=reason, hold=True)
+            return max(0.0, self._retry_at - now)
+
+    def resumed(self) -> None:
+        """A put of this process's records succeeded: the hold, if any, is over."""
+        ledger = self._ledger
+        if ledger.holding is None:
+            return
+        with ledger.lock:
+            ledger.holding = None
+            self._step = 0.0
+
+    def refill(self) -> float | None:
         """Admit records kept on disk beyond the caps, oldest first, as far as the caps
-        allow; back to the fast path once none is left. The scheduler calls this."""
+        allow; back to the fast path once none is left. The scheduler calls this.
+
+        Returns:
+            Seconds until held records are due to be tried, or None: nothing to wait for
+            (a worker that settles a batch wakes the scheduler).
+        """
         start = self.backlog_from
         writer = self.writer
         if start is None or writer is None:
-            return
+            return None
         ledger = self._ledger
+        probe = ledger.holding is not None
+        if probe:
+            if not self._closing():
+                wait = self._retry_at - time.monotonic()
+                if wait > 0:
+                    return wait
+            if ledger.held or ledger.in_flight:
+                # Records of ours may still be in memory with ids past the hold's first:
+                # read back now, they would be delivered twice.
+                return None
         room = ledger.max_events - ledger.held
         room_bytes = ledger.max_bytes - (ledger.admitted_bytes - ledger.released_bytes)
         if room <= 0 or room_bytes <= 0:
-            return
-        limits = {"max_records": min(room, 1000), "max_bytes": max(1, min(room_bytes, 1 << 20))}
+            return None
+        most = self._settings.max_batch_count if probe else 1000
+        limits = {"max_records": min(room, most), "max_bytes": max(1, min(room_bytes, 1 << 20))}
         records = writer.backlog(start, **limits)  # read without holding up emit()
         lock = self._lock
         if lock is None:
-            return
+            return None
         with lock:  # admissions are made under it
             if self.backlog_from != start:
-                return  # closed meanwhile
+                return None  # closed or held meanwhile
             if not records:
                 # emit() cannot append while we hold its lock: empty now means caught up.
                 records = writer.backlog(start, **limits)
@@ -199,8 +297,9 @@ class SpoolSide:
                 if self.backlog_from != start:
                     # close() counted them as shutdown meanwhile (it takes the ledger's lock
                     # only): queueing them now would count them twice.
-                    return
+                    return None
                 self.backlog_from = self._admit(records, start)
+        return None
 
     def _admit(self, records: Sequence[SpooledRecord], start: int) -> int | None:
         """Queue ``records`` read from the backlog as room allows; the next id to read, or
@@ -252,7 +351,8 @@ class SpoolSide:
                         corrupt = adoption.stats.corrupt
                     if not is_open() or stop.is_set():
                         return  # closing: the rest stays claimed by nobody once we return
-                    self._replay_batch(outcomes, batch.records, batch.ack, stop)
+                    if self._replay_batch(outcomes, batch.records, batch.ack, stop):
+                        return  # refused until fixed: the rest stays too, for a later pass
             finally:
                 if adoption.stats.corrupt > corrupt:
                     ledger.count("corrupt", adoption.stats.corrupt - corrupt)
@@ -263,7 +363,9 @@ class SpoolSide:
         records: Sequence[SpooledRecord],
         ack: Acknowledge,
         stop: threading.Event,
-    ) -> None:
+    ) -> bool:
+        """Deliver one adopted batch; True if the service refused it for a reason an operator
+        can fix (it went back to its spool)."""
         limit = self._settings.max_message_size - EVENT_OVERHEAD
         events: list[Event] = []
         for record in records:
@@ -273,12 +375,12 @@ class SpoolSide:
             events.append((record.stream, record.timestamp_ms, message, size, record.id))
         lock = self._lock
         if lock is None:
-            return
+            return False
         with lock:  # admissions are made under it
             claim = self._ledger.claim_now(events)
         claim.acker = ack
         try:
-            outcomes.deliver_claim(claim, events, stop, deadline=None)
+            return outcomes.deliver_claim(claim, events, stop, deadline=None)
         finally:
             self._ledger.settle_rest(claim, DropReason.INTERNAL_ERROR)
 

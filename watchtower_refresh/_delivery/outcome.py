@@ -3,8 +3,11 @@
 A batch goes out through ``deliver_batch`` (put, refresh, create, back off), then, in this
 order: its spool copies are acknowledged unless a later process may do better on them, the
 replayed count is kept, a warning is given once per episode, and the batch is settled in the
-ledger. Everything that follows from the outcome happens before the settlement: a ``flush()``
-that returns once a batch is settled sees the spool acknowledged and the warning issued, and
+ledger. A refusal an operator can fix (``reasons.FIXABLE``) holds spooled records on disk
+instead (``Holder.hold``): they stay queued and are tried again after the hold's interval;
+records adopted from a dead process go back to its spool, unreceived, for a later pass.
+Everything that follows from the outcome happens before the settlement: a ``flush()`` that
+returns once a batch is settled sees the spool acknowledged and the warning issued, and
 ``close()`` never shuts a spool writer still owed an acknowledgement.
 """
 
@@ -17,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._core.events import SPOOL_ID, Event, split_batches, split_by_age
 from .._core.ledger import Claim, Ledger, Part
-from .._core.reasons import DropReason, keeps_spooled
+from .._core.reasons import DropReason, is_fixable, keeps_spooled
 from .._process import summarizing
 from .._report import Reporter, records
 from .deliver import Target, deliver_batch
@@ -25,7 +28,12 @@ from .deliver import Target, deliver_batch
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
 
-__all__ = ["Acknowledge", "Outcomes"]
+__all__ = ["HOLD_FIRST", "HOLD_MAX", "Acknowledge", "Holder", "Outcomes"]
+
+HOLD_FIRST = 5.0
+"""Seconds before records held for a refusal an operator can fix are first tried again."""
+HOLD_MAX = 300.0
+"""Longest interval, in seconds, between tries of held records: it doubles up to this."""
 
 
 Acknowledge = Callable[[list[int]], None]
@@ -47,6 +55,14 @@ class Settings(Protocol):
     def max_batch_count(self) -> int: ...
 
 
+class Holder(Protocol):
+    """Where records refused for a reason an operator can fix wait (the spool side)."""
+
+    def waiting(self, part: Part) -> bool: ...
+    def hold(self, part: Part, reason: str, *, refused: bool) -> float | None: ...
+    def resumed(self) -> None: ...
+
+
 class Outcomes:
     """Delivers batches of one handler and settles each once.
 
@@ -58,6 +74,7 @@ class Outcomes:
         reporter: Gives the warnings.
         own_acker: The acknowledgement of this process's own spool writer, or None.
         closing_deadline: When ``close()`` gives up, or None while the handler is open.
+        holder: Holds refused records of this process's spool, or None (no spool).
     """
 
     def __init__(
@@ -69,6 +86,7 @@ class Outcomes:
         reporter: Reporter,
         own_acker: Callable[[], Acknowledge | None],
         closing_deadline: Callable[[], float | None],
+        holder: Holder | None = None,
     ) -> None:
         self._settings = settings
         self._ledger = ledger
@@ -77,6 +95,7 @@ class Outcomes:
         self._reporter = reporter
         self._own_acker = own_acker
         self._closing_deadline = closing_deadline
+        self._holder = holder
 
     def deliver_claim(
         self,
@@ -85,16 +104,22 @@ class Outcomes:
         stop: threading.Event | None,
         *,
         deadline: float | None,
-    ) -> None:
-        """Deliver ``events`` of ``claim`` from this thread: by stream, in batches."""
+    ) -> bool:
+        """Deliver ``events`` of ``claim`` from this thread: by stream, in batches.
+
+        Returns whether a batch was refused for a reason an operator can fix (held, or given
+        back to the spool it was adopted from).
+        """
         settings = self._settings
         now_ms = int(time.time() * 1000)
+        refused = False
         for stream, stream_events in _by_stream(events):
             sendable, too_old, too_new = split_by_age(stream_events, now_ms)
             if too_old or too_new:
                 self.reject_by_age(claim, too_old, too_new)
             for batch in split_batches(sendable, settings.max_batch_size, settings.max_batch_count):
-                self.deliver(stream, claim.part(batch), stop, deadline=deadline)
+                refused |= self.deliver(stream, claim.part(batch), stop, deadline=deadline)
+        return refused
 
     def deliver(
         self,
@@ -103,9 +128,21 @@ class Outcomes:
         stop: threading.Event | None,
         *,
         deadline: float | None = None,
-    ) -> None:
-        """Deliver one batch and settle it; the scheduler's workers call this."""
+    ) -> bool:
+        """Deliver one batch and settle it; the scheduler's workers call this.
+
+        Returns whether it was refused for a reason an operator can fix (and held, or given
+        back to the spool it was adopted from).
+        """
         settings = self._settings
+        holder = self._holder
+        if (
+            holder is not None
+            and holder.waiting(part)
+            # A hold is in force: not sent, back on disk until its interval has passed.
+            and holder.hold(part, self._ledger.holding or "held", refused=False) is not None
+        ):
+            return True
 
         def limit() -> float | None:
             closing = self._closing_deadline()
@@ -128,6 +165,15 @@ class Outcomes:
         rejected = result.rejected
         batch = part.events
         acker = part.claim.acker
+        if result.reason is None and acker is None and holder is not None:
+            holder.resumed()
+        if (
+            result.reason is not None
+            and is_fixable(result.reason)
+            and not result.delivered
+            and self._keep(part, result.reason, result.warning)
+        ):
+            return True
         if not keeps_spooled(result.reason):
             self.acknowledge(batch, acker)
         if acker is not None and result.delivered:
@@ -137,9 +183,14 @@ class Outcomes:
         elif result.reason == DropReason.SHUTDOWN and summarizing():
             pass  # the process is ending: its one line on stderr counts these too
         else:
+            kept = (
+                "kept in the spool for a later process"
+                if keeps_spooled(result.reason) and _spooled(batch)
+                else "dropped"
+            )
             self._reporter.once(
                 result.reason,
-                f"{result.warning} ({records(len(batch))} dropped, counted in "
+                f"{result.warning} ({records(len(batch))} {kept}, counted in "
                 f"stats.dropped[{result.reason!r}])",
                 per_episode=True,
             )
@@ -156,6 +207,43 @@ class Outcomes:
             rejected=rejected._asdict(),
             reason=result.reason,
         )
+        return False
+
+    def _keep(self, part: Part, reason: str, warning: str | None) -> bool:
+        """Keep spooled records refused for a reason an operator can fix: held on disk and
+        tried again (this process's own), or given back to the dead process's spool they
+        were adopted from. False when they cannot be kept (memory only, or ``close()``
+        runs): the caller settles them as dropped, on disk still for a later process."""
+        batch = part.events
+        claim = part.claim
+        holder = self._holder
+        if claim.acker is not None:
+            if self._closing_deadline() is not None:
+                return False
+            self._reporter.once(
+                reason,
+                f"{warning} ({records(len(batch))} of a dead process's spool kept there, "
+                "not counted in stats, and tried again at its next replay; fix the cause "
+                "above)",
+                per_episode=True,
+            )
+            self._ledger.settle(part, reason=reason, give_back=True)
+            return True
+        if holder is None:
+            return False
+        retry = holder.hold(part, reason, refused=True)
+        if retry is None:
+            return False
+        # Warned after settling, unlike a drop: held records are still queued, so no
+        # flush() returns True before this warning is out.
+        self._reporter.once(
+            reason,
+            f"{warning} ({records(len(batch))} held in the spool, still counted in "
+            f"stats.queued: tried again in {retry:.0f} s, then at growing intervals up to "
+            f"{HOLD_MAX / 60:.0f} min, until the cause above is fixed)",
+            per_episode=True,
+        )
+        return True
 
     def reject_by_age(self, claim: Claim, too_old: list[Event], too_new: list[Event]) -> None:
         """Settle events outside the service's time window as rejected, without sending them."""
@@ -191,6 +279,10 @@ class Outcomes:
             if acker is None:
                 return
         acker(ids)
+
+
+def _spooled(events: Sequence[Event]) -> bool:
+    return bool(events) and len(events[0]) > SPOOL_ID
 
 
 def _by_stream(events: list[Event]) -> list[tuple[str, list[Event]]]:

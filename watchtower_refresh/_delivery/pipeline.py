@@ -100,7 +100,15 @@ class Pipeline:
         self.sender: Sender | None = None
         self.closing_deadline: float | None = None
         self._exit_reported = False
-        self.spool = SpoolSide(settings, ledger, lock, self.warn_soon)
+        # No hold while close() runs (it tries once more), nor for records sent from the
+        # caller's thread: no sender would try them again.
+        self.spool = SpoolSide(
+            settings,
+            ledger,
+            lock,
+            self.warn_soon,
+            lambda: self.closing_deadline is not None or not self.use_queues,
+        )
         self.outcomes = Outcomes(
             settings,
             ledger,
@@ -109,6 +117,7 @@ class Pipeline:
             reporter,
             self.spool.own_acker,
             lambda: self.closing_deadline,
+            self.spool,
         )
         self.replayer: Replayer | None = None
         self.use_queues = settings.use_queues
@@ -132,7 +141,7 @@ class Pipeline:
         return self.settings.max_batch_count
 
     def deliver(self, stream: str, part: Part, stop: threading.Event) -> None:
-        """Deliver one batch and settle it; the scheduler's workers call this."""
+        """Deliver one batch and settle it (or hold it); the scheduler's workers call this."""
         self.outcomes.deliver(stream, part, stop)
 
     def reject_by_age(self, claim: Claim, too_old: list[Event], too_new: list[Event]) -> None:
@@ -143,9 +152,10 @@ class Pipeline:
         """Settle ``part`` as an internal error and say so once."""
         self.outcomes.settle_failed(part, exc)
 
-    def refill(self) -> None:
-        """Queue records kept on disk beyond the caps, as room allows."""
-        self.spool.refill()
+    def refill(self) -> float | None:
+        """Queue records kept on disk beyond the caps, as room allows; seconds until held
+        records are due, or None."""
+        return self.spool.refill()
 
     def sender_stopped(self, sender: Sender) -> None:
         """``sender`` has stopped (ledger lock held): later records take the slow path."""
@@ -423,19 +433,24 @@ class Pipeline:
         if replayer is not None:  # a replay pass settles what it claims before it is idle
             replayer.idle.wait(max(0.0, deadline - time.monotonic()))
         ledger = self.ledger
-        while self.spool.backlog_from is not None:  # on disk: admitted as the queue drains
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            target = max(target, self.request_flush())
-            with ledger.cond:
-                ledger.cond.wait(min(remaining, 0.05))
-        if ledger.admitted > target:  # what the backlog admitted meanwhile
-            target = self.request_flush()
-        sender = self.sender
-        if sender is None or not sender.alive:
-            return ledger.settled_through >= target
-        return ledger.wait_settled(target, max(0.0, deadline - time.monotonic()))
+        while True:
+            while self.spool.backlog_from is not None:  # on disk: admitted as the queue drains
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                target = max(target, self.request_flush())
+                with ledger.cond:
+                    ledger.cond.wait(min(remaining, 0.05))
+            if ledger.admitted > target:  # what the backlog admitted meanwhile
+                target = self.request_flush()
+            sender = self.sender
+            if sender is None or not sender.alive:
+                settled = ledger.settled_through >= target
+            else:
+                settled = ledger.wait_settled(target, max(0.0, deadline - time.monotonic()))
+            if not settled or self.spool.backlog_from is None:
+                return settled
+            # Settled by a hold: back on disk, to be tried again; wait for those too.
 
     # ------------------------------------------------------------------ close
 

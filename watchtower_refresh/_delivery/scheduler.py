@@ -95,8 +95,9 @@ class SenderHost(Protocol):
     def issue_warnings(self) -> None:
         """Issue the warnings ``emit()`` put aside (it must not warn under its locks)."""
 
-    def refill(self) -> None:
-        """Queue records the handler kept on disk beyond the caps, as room allows."""
+    def refill(self) -> float | None:
+        """Queue records the handler kept on disk beyond the caps, as room allows; return
+        the seconds until records held for a refusal are due again, or None."""
 
 
 class Sender:
@@ -291,15 +292,22 @@ class Sender:
 
     def _take_what_is_due(self) -> float | None:
         """Take records off the queue if they are due; return how long to wait (None: stop)."""
-        ledger = self._ledger
-        host = self._host
         if self.fenced:
             return None  # a newer generation takes what is queued: end once ours is settled
-        if ledger.spilling:
+        held_due = None
+        if self._ledger.spilling:
             try:
-                host.refill()
+                held_due = self._host.refill()
             except Exception as exc:  # keep the scheduler alive
-                host.settle_failed(None, exc)
+                self._host.settle_failed(None, exc)
+        wait = self._take_due()
+        if held_due is not None and wait is not None:
+            wait = min(wait, held_due)  # wake up to try what a hold kept on disk
+        return wait
+
+    def _take_due(self) -> float | None:
+        ledger = self._ledger
+        host = self._host
         now = time.monotonic()
         if not ledger.queue:
             self._timer_start = None
