@@ -435,3 +435,15 @@ def test_check_creates_the_group_with_its_settings_and_warns_of_an_existing_one(
         f"{KEY}. The handler changes no existing group (its encryption least of all): change "
         "the group, or the handler's options"
     ]
+
+
+def test_check_takes_the_group_settings_as_flags(
+    aws: FakeAWS, capsys: pytest.CaptureFixture[str]
+) -> None:
+    creates = aws.injector.capture("CreateLogGroup")
+    argv = ["check", "--log-group", "/svc/flagged", "--json"]
+    code = main([*argv, "--kms-key-id", KEY, "--log-group-class", "INFREQUENT_ACCESS"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0, report["problem"]
+    sent = json.loads(creates[0].body)
+    assert (sent["kmsKeyId"], sent["logGroupClass"]) == (KEY, "INFREQUENT_ACCESS")

@@ -79,6 +79,13 @@ def _add_handler_options(parser: argparse.ArgumentParser, *, log_group_help: str
     parser.add_argument("--region")
     parser.add_argument("--profile")
     parser.add_argument("--endpoint-url", help="CloudWatch Logs endpoint")
+    parser.add_argument("--kms-key-id", metavar="ARN", help="create the group encrypted with it")
+    parser.add_argument("--log-group-class", metavar="CLASS", help="the class of a created group")
+    parser.add_argument(
+        "--deletion-protection",
+        action=argparse.BooleanOptionalAction,
+        help="create the group with deletion protection",
+    )
     add_config_options(parser)
 
 
