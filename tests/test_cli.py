@@ -388,3 +388,49 @@ def test_check_output_has_no_plural_mistakes(
         main(argv)
         out, err = capsys.readouterr()
         assert not re.search(r"\b1 [a-z]+s\b", out + err), out + err
+
+
+def test_policy_for_the_group_settings_and_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    where = ["--log-group", "/app/a", "--region", "eu-west-1", "--account", ACCOUNT]
+    plain = json.loads(run(["policy", *where], capsys)[1])
+    for flags in (["--log-group-class", "INFREQUENT_ACCESS"], ["--deletion-protection"]):
+        code, out, err = run(["policy", *where, *flags], capsys)
+        assert code == EXIT_OK
+        assert "logs:DescribeLogGroups" in out  # an existing group's settings are compared
+        assert "logs:DescribeLogGroups" not in json.dumps(plain)
+        assert err == ""
+    code, out, err = run(["policy", *where, "--kms-key-id", key], capsys)
+    assert code == EXIT_OK
+    assert "logs:DescribeLogGroups" in out
+    assert f"the policy of key {key} must also let CloudWatch Logs use it" in err
+    code, out, _ = run(["policy", "--document", "key", *where], capsys)
+    assert code == EXIT_OK
+    statement = json.loads(out)
+    assert statement["Principal"] == {"Service": "logs.eu-west-1.amazonaws.com"}
+    group_arn = f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/app/a"
+    assert statement["Condition"] == {
+        "ArnEquals": {"kms:EncryptionContext:aws:logs:arn": group_arn}
+    }
+    # From a configuration file, as the handler reads it; an entity needs nothing more.
+    config = tmp_path / "logging.json"
+    handler = {
+        "()": "watchtower_refresh.RefreshingCloudWatchLogHandler",
+        "log_group_name": "/app/a",
+        "kms_key_id": key,
+        "entity": "auto",
+    }
+    config.write_text(json.dumps({"version": 1, "handlers": {"cloudwatch": handler}}))
+    code, out, _ = run(
+        ["policy", "--config", str(config), "--region", "eu-west-1", "--account", ACCOUNT], capsys
+    )
+    assert code == EXIT_OK
+    assert "logs:DescribeLogGroups" in out
+    handler.pop("kms_key_id")
+    config.write_text(json.dumps({"version": 1, "handlers": {"cloudwatch": handler}}))
+    code, out, _ = run(
+        ["policy", "--config", str(config), "--region", "eu-west-1", "--account", ACCOUNT], capsys
+    )
+    assert json.loads(out) == plain

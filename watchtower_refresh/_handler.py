@@ -137,6 +137,23 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
         session_factory: A callable returning a ``boto3.Session``, or its dotted path
             (``package.module:function``). Called on the sender thread at first delivery
             and again after an expired-token error. Excludes the credential options above.
+        kms_key_id: ARN of the KMS key to encrypt the group with, when the handler creates
+            it (``create_log_group``). The key's policy must let CloudWatch Logs use it
+            (``watchtower-refresh policy --document key`` prints the statement).
+        log_group_class: Class of the group the handler creates: ``STANDARD``,
+            ``INFREQUENT_ACCESS``, ``DELIVERY`` or, with a botocore that knows it,
+            ``ESSENTIALS``; checked against the installed botocore's model.
+        deletion_protection: Create the group with deletion protection on. Needs a
+            botocore whose model has CreateLogGroup's ``deletionProtectionEnabled``.
+            An existing group is never changed: if it was created with other values of
+            these three, one warning says which.
+        entity: The entity sent with every put, tying the logs to a service in
+            CloudWatch's "explore related" views: a mapping (or its JSON) with
+            ``keyAttributes`` (2 to 4 of ``Type``, ``ResourceType``, ``Identifier``,
+            ``Name``, ``Environment``) and optional ``attributes`` (at most 10); or
+            ``"auto"``: built once, on the sender's thread, from ECS task metadata, the
+            Kubernetes pod's environment, Lambda or EC2 instance metadata, as the CloudWatch
+            agent builds it. If the service refuses it, one warning names the error type.
         queue_max_events: Most records held in memory (queued or in flight); more are
             dropped and counted as ``queue_full``. Default 100,000.
         queue_max_bytes: Most message bytes held in memory, counting 26 bytes per record.
@@ -208,6 +225,10 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
         profile_name: str | None = None,
         endpoint_url: str | None = None,
         session_factory: Callable[[], boto3.Session] | str | None = None,
+        kms_key_id: str | None = None,
+        log_group_class: str | None = None,
+        deletion_protection: bool | str = False,
+        entity: Mapping[str, Mapping[str, str]] | str | None = None,
         queue_max_events: int | str = DEFAULT_QUEUE_MAX_EVENTS,
         queue_max_bytes: int | str = DEFAULT_QUEUE_MAX_BYTES,
         flush_timeout: float | str = DEFAULT_FLUSH_TIMEOUT,

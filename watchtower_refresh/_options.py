@@ -17,6 +17,8 @@ from typing import Any
 from ._exceptions import ConfigurationError
 
 __all__ = [
+    "KMS_KEY_PATTERN",
+    "KMS_KEY_RULE",
     "LOG_GROUP_PATTERN",
     "LOG_GROUP_RULE",
     "LOG_STREAM_PATTERN",
@@ -43,6 +45,9 @@ LOG_GROUP_PATTERN = r"[._/#A-Za-z0-9-]{1,512}"
 LOG_GROUP_RULE = "1 to 512 characters of A-Z, a-z, 0-9 and _-./#"
 LOG_STREAM_PATTERN = r"[^:*]{1,512}"
 LOG_STREAM_RULE = "1 to 512 characters, none of them ':' or '*'"
+# CreateLogGroup's kmsKeyId: the key's ARN (at most 256 characters), as the service takes it.
+KMS_KEY_PATTERN = r"arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]{1,200}"
+KMS_KEY_RULE = "expected a KMS key ARN, arn:aws:kms:<region>:<12-digit account>:key/<key id>"
 # IAM role names and paths, and STS RoleSessionName: [\w+=,.@-], ASCII only.
 ROLE_ARN_PATTERN = r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}"
 ROLE_ARN_RULE = "expected arn:aws:iam::<12-digit account>:role/<name of A-Za-z0-9_+=,.@->"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -19,11 +20,14 @@ from typing import Any
 import boto3
 import watchtower
 
-from ._aws import SessionOptions
+from ._aws import SessionOptions, model
+from ._aws.entity import parse as parse_entity
 from ._compat import watchtower_json_default
 from ._core.events import EVENT_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES
 from ._exceptions import ConfigurationError
 from ._options import (
+    KMS_KEY_PATTERN,
+    KMS_KEY_RULE,
     LOG_GROUP_PATTERN,
     LOG_GROUP_RULE,
     as_bool,
@@ -84,6 +88,11 @@ class HandlerOptions:
     create_log_stream: bool
     log_group_tags: Mapping[str, str]
     log_group_retention_days: int | None
+    kms_key_id: str | None
+    log_group_class: str | None
+    deletion_protection: bool
+    entity: Mapping[str, Mapping[str, str]] | str | None
+    """None, ``"auto"`` (built on the sender's thread), or the entity as sent."""
     queue_max_events: int
     queue_max_bytes: int
     flush_timeout: float
@@ -154,6 +163,8 @@ class HandlerOptions:
             log_group_retention_days=as_retention_days(
                 "log_group_retention_days", given["log_group_retention_days"]
             ),
+            **_group_settings(given),
+            entity=_entity(given["entity"]),
             queue_max_events=as_int("queue_max_events", given["queue_max_events"], minimum=1),
             queue_max_bytes=as_int(
                 "queue_max_bytes", given["queue_max_bytes"], minimum=max_message_size
@@ -195,6 +206,59 @@ def _buffer_level(value: object) -> int | None:
         return level
     message = f"buffer_at must be a level below ERROR (DEBUG, INFO, WARNING) or off, not {value!r}"
     raise ConfigurationError(message)
+
+
+def _group_settings(given: Mapping[str, Any]) -> dict[str, Any]:
+    """``kms_key_id``, ``log_group_class`` and ``deletion_protection``, checked against the
+    installed botocore's model of CreateLogGroup (its parameters and classes)."""
+    settings: dict[str, Any] = {
+        "kms_key_id": as_optional_str("kms_key_id", given["kms_key_id"]),
+        "log_group_class": as_optional_str("log_group_class", given["log_group_class"]),
+        "deletion_protection": as_bool("deletion_protection", given["deletion_protection"]),
+    }
+    kms_key_id = settings["kms_key_id"]
+    if kms_key_id is not None and not re.fullmatch(KMS_KEY_PATTERN, kms_key_id, re.ASCII):
+        message = f"kms_key_id {kms_key_id!r} is invalid: {KMS_KEY_RULE}"
+        raise ConfigurationError(message)
+    if settings["log_group_class"] is not None:
+        settings["log_group_class"] = group_class = settings["log_group_class"].upper()
+        classes = model.log_group_classes()
+        if group_class not in classes:
+            known = ", ".join(classes) or "none"
+            message = (
+                f"log_group_class must be one of {known} (the classes botocore "
+                f"{model.version()} knows), not {group_class!r}"
+            )
+            raise ConfigurationError(message)
+    known_parameters = model.create_group_parameters()
+    named = [name for name, value in settings.items() if value]
+    for name in named:
+        parameter = model.CREATE_GROUP_PARAMETERS[name]
+        if parameter not in known_parameters:
+            message = (
+                f"{name} needs CreateLogGroup's {parameter}, which botocore "
+                f"{model.version()} does not know: upgrade botocore (and boto3)"
+            )
+            raise ConfigurationError(message)
+    if named and not as_bool("create_log_group", given["create_log_group"]):
+        message = (
+            f"{', '.join(named)} apply when the handler creates the log group: "
+            "they need create_log_group"
+        )
+        raise ConfigurationError(message)
+    return settings
+
+
+def _entity(value: object) -> Mapping[str, Mapping[str, str]] | str | None:
+    """``entity``, checked; PutLogEvents' ``entity`` must be in the installed model."""
+    entity = parse_entity("entity", value)
+    if entity is not None and "entity" not in model.put_parameters():
+        message = (
+            f"entity needs PutLogEvents' entity, which botocore {model.version()} does not "
+            "know: upgrade botocore (and boto3)"
+        )
+        raise ConfigurationError(message)
+    return entity
 
 
 def _pick_alias(name: str, given: Mapping[str, Any], default: str | None, old_name: str) -> Any:

@@ -142,10 +142,25 @@ class WatchtowerViews(watchtower.CloudWatchLogHandler):
             # and owns its delivery; what it returns without raising counts as delivered.
             submit([{"timestamp": e[1], "message": e[2]} for e in batch], stream)
             return None
+        destination = self._destination
+        entity = destination.entity()
         if client is self._fixed_client:  # a user's client, maybe stubbed: the ordinary call
-            return client.put_log_events(
+            extra: dict[str, Any] = {"entity": entity} if entity else {}
+            response = client.put_log_events(
                 logGroupName=self.options.log_group_name,
                 logStreamName=stream,
                 logEvents=[{"timestamp": e[1], "message": e[2]} for e in batch],
+                **extra,
             )
-        return put_events(client, self.options.log_group_name, stream, batch, fields=_EVENT_FIELDS)
+        else:
+            response = put_events(
+                client,
+                self.options.log_group_name,
+                stream,
+                batch,
+                fields=_EVENT_FIELDS,
+                entity=entity,
+            )
+        if entity:
+            destination.entity_answer(response)
+        return response

@@ -14,7 +14,12 @@ import pytest
 from botocore.exceptions import ClientError, NoCredentialsError
 
 from tests.conftest import REGION, ROLE_ARN, logger_for
-from watchtower_refresh import WatchtowerRefreshWarning
+from watchtower_refresh import (
+    ConfigurationError,
+    RefreshingCloudWatchLogHandler,
+    WatchtowerRefreshWarning,
+)
+from watchtower_refresh._aws import model
 from watchtower_refresh._cli import main
 from watchtower_refresh.testing import FakeAWS, Fault
 
@@ -321,5 +326,124 @@ def test_check_reports_a_refused_group_lookup_and_delivers(
     assert report["warnings"] == [
         "DescribeLogGroups was refused (AccessDeniedException: no); the handler warns once and "
         "delivers all the same; grant logs:DescribeLogGroups on the account's log groups "
-        "(log-group:*) to the role in use: tagging an existing group reads its ARN with it"
+        "(log-group:*) to the role in use: tagging an existing group reads its ARN with it, "
+        "and the group settings are compared with an existing group's"
     ]
+
+
+# ----------------------------------------------------------------------------- group settings
+
+KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+OTHER_KEY = "arn:aws:kms:us-east-1:123456789012:key/0000abcd-12ab-34cd-56ef-1234567890ab"
+KNOWS_PROTECTION = "deletionProtectionEnabled" in model.create_group_parameters()
+
+
+def test_a_new_group_is_created_with_its_key_class_and_protection(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    creates = aws.injector.capture("CreateLogGroup")
+    settings: dict[str, Any] = {"kms_key_id": KEY, "log_group_class": "infrequent_access"}
+    if KNOWS_PROTECTION:
+        settings["deletion_protection"] = "true"
+    handler = make_handler("/svc/encrypted", log_group_tags="team=platform", **settings)
+    logger_for(handler).info("sealed")
+    assert handler.flush(timeout=10)
+    sent = json.loads(creates[0].body)
+    assert sent["kmsKeyId"] == KEY
+    assert sent["logGroupClass"] == "INFREQUENT_ACCESS"
+    assert sent["tags"] == {"team": "platform"}
+    assert sent.get("deletionProtectionEnabled") is (True if KNOWS_PROTECTION else None)
+    found = boto3.client("logs").describe_log_groups(logGroupNamePrefix="/svc/encrypted")
+    assert found["logGroups"][0]["kmsKeyId"] == KEY
+    assert messages("/svc/encrypted") == ["sealed"]
+
+
+def test_an_existing_group_with_other_settings_warns_once_and_is_left_alone(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    client = boto3.client("logs")
+    client.create_log_group(logGroupName="/svc/theirs", kmsKeyId=OTHER_KEY)
+    aws.injector.reset()
+    handler = make_handler("/svc/theirs", kms_key_id=KEY, log_group_class="INFREQUENT_ACCESS")
+    logger = logger_for(handler)
+    with pytest.warns(WatchtowerRefreshWarning, match="exists already with other settings") as got:
+        logger.info("one")
+        assert handler.flush(timeout=10)
+    logger.info("two")
+    assert handler.flush(timeout=10)
+    differ = [str(w.message) for w in got if "other settings" in str(w.message)]
+    assert len(differ) == 1
+    assert f"kms_key_id is {OTHER_KEY}, not {KEY}" in differ[0]
+    assert "log_group_class is STANDARD, not INFREQUENT_ACCESS" in differ[0]
+    found = client.describe_log_groups(logGroupNamePrefix="/svc/theirs")["logGroups"][0]
+    assert found["kmsKeyId"] == OTHER_KEY  # never changed
+    assert not any("Kms" in action for action in aws.injector.counts)
+    assert messages("/svc/theirs") == ["one", "two"]
+
+
+def test_an_existing_group_with_the_same_settings_says_nothing(
+    aws: FakeAWS, make_handler: Any
+) -> None:
+    boto3.client("logs").create_log_group(logGroupName="/svc/same", kmsKeyId=KEY)
+    handler = make_handler("/svc/same", kms_key_id=KEY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        logger_for(handler).info("quiet")
+        assert handler.flush(timeout=10)
+    assert handler.stats.delivered == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"log_group_class": "COLD"}, "log_group_class must be one of STANDARD"),
+        ({"kms_key_id": "alias/logs"}, "expected a KMS key ARN"),
+        ({"kms_key_id": KEY, "create_log_group": False}, "need create_log_group"),
+        ({"deletion_protection": "maybe"}, "deletion_protection must be true or false"),
+    ],
+)
+def test_group_settings_are_checked_at_construction(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        RefreshingCloudWatchLogHandler("/a", **options)
+
+
+def test_settings_this_botocore_does_not_know_are_refused_by_name() -> None:
+    if KNOWS_PROTECTION:
+        RefreshingCloudWatchLogHandler("/a", deletion_protection=True).close()
+    else:
+        with pytest.raises(ConfigurationError, match="deletionProtectionEnabled, which botocore"):
+            RefreshingCloudWatchLogHandler("/a", deletion_protection=True)
+    if "ESSENTIALS" in model.log_group_classes():
+        RefreshingCloudWatchLogHandler("/a", log_group_class="ESSENTIALS").close()
+    else:
+        with pytest.raises(ConfigurationError, match=r"the classes botocore .* knows"):
+            RefreshingCloudWatchLogHandler("/a", log_group_class="ESSENTIALS")
+
+
+def test_check_creates_the_group_with_its_settings_and_warns_of_an_existing_one(
+    aws: FakeAWS, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    creates = aws.injector.capture("CreateLogGroup")
+    report = check_with(tmp_path, capsys, log_group_name="/svc/new", kms_key_id=KEY)
+    assert report["exit_code"] == 0, report["problem"]
+    assert json.loads(creates[0].body)["kmsKeyId"] == KEY
+    boto3.client("logs").create_log_group(logGroupName="/svc/old")
+    report = check_with(tmp_path, capsys, log_group_name="/svc/old", kms_key_id=KEY)
+    assert report["exit_code"] == 0, report["problem"]
+    assert report["warnings"] == [
+        f"log group /svc/old exists already with other settings: kms_key_id is none, not "
+        f"{KEY}. The handler changes no existing group (its encryption least of all): change "
+        "the group, or the handler's options"
+    ]
+
+
+def test_check_takes_the_group_settings_as_flags(
+    aws: FakeAWS, capsys: pytest.CaptureFixture[str]
+) -> None:
+    creates = aws.injector.capture("CreateLogGroup")
+    argv = ["check", "--log-group", "/svc/flagged", "--json"]
+    code = main([*argv, "--kms-key-id", KEY, "--log-group-class", "INFREQUENT_ACCESS"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0, report["problem"]
+    sent = json.loads(creates[0].body)
+    assert (sent["kmsKeyId"], sent["logGroupClass"]) == (KEY, "INFREQUENT_ACCESS")

@@ -108,7 +108,9 @@ def test_advice_names_the_fix(exc: BaseException, words: str) -> None:
 
 def test_permission_hint() -> None:
     assert permission_hint("CreateLogGroup").endswith("pass create_log_group=False")
-    assert permission_hint("DescribeLogGroups").endswith("reads its ARN with it")
+    assert permission_hint("DescribeLogGroups").endswith(
+        "reads its ARN with it, and the group settings are compared with an existing group's"
+    )
     assert permission_hint("PutRetentionPolicy") == (
         "grant logs:PutRetentionPolicy on the group to the role in use"
     )

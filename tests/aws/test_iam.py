@@ -20,6 +20,7 @@ from watchtower_refresh._aws.iam import (
     call_named,
     caller_policy,
     calls_for,
+    key_policy_statement,
     partition_for,
     permissions_policy,
     trust_policy,
@@ -271,3 +272,79 @@ def test_the_printed_policy_grants_every_action_the_handler_calls(
     elif tags and not create_group:
         unused = {"logs:TagResource"}
     assert printed - called == unused
+
+
+# ----------------------------------------------------------------------------- group settings, KMS
+
+KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def test_group_settings_need_describe_log_groups_only_when_creating() -> None:
+    policy = permissions_policy(["/a"], region=REGION, account=ACCOUNT, log_group_settings=True)
+    found = actions_by_resource(policy)
+    assert found[f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:*"] == {"logs:DescribeLogGroups"}
+    assert "logs:CreateLogGroup" in found[f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/a:*"]
+    without = permissions_policy(
+        ["/a"], region=REGION, account=ACCOUNT, log_group_settings=True, create_log_group=False
+    )
+    assert "logs:DescribeLogGroups" not in json.dumps(without)
+
+
+def test_the_key_policy_statement_lets_cloudwatch_logs_use_the_key_for_these_groups() -> None:
+    statement = key_policy_statement(["/b", "/a"], region="eu-west-1", account=ACCOUNT)
+    assert statement == {
+        "Sid": "AllowCloudWatchLogsToUseTheKey",
+        "Effect": "Allow",
+        "Principal": {"Service": "logs.eu-west-1.amazonaws.com"},
+        "Action": [
+            "kms:Encrypt*",
+            "kms:Decrypt*",
+            "kms:ReEncrypt*",
+            "kms:GenerateDataKey*",
+            "kms:Describe*",
+        ],
+        "Resource": "*",
+        "Condition": {
+            "ArnEquals": {
+                "kms:EncryptionContext:aws:logs:arn": [
+                    f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/a",
+                    f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/b",
+                ]
+            }
+        },
+    }
+    china = key_policy_statement(["/a"], region="cn-north-1", account=ACCOUNT)
+    assert china["Principal"] == {"Service": "logs.cn-north-1.amazonaws.com.cn"}
+    assert china["Condition"]["ArnEquals"]["kms:EncryptionContext:aws:logs:arn"] == (
+        f"arn:aws-cn:logs:cn-north-1:{ACCOUNT}:log-group:/a"
+    )
+    with pytest.raises(ConfigurationError, match="at least one log group"):
+        key_policy_statement([], region=REGION, account=ACCOUNT)
+
+
+def test_the_printed_policy_grants_what_a_handler_with_a_key_calls(
+    aws: FakeAWS, capsys: pytest.CaptureFixture[str]
+) -> None:
+    boto3.client("logs").create_log_group(logGroupName=GROUP)  # compared, so described
+    aws.injector.reset()
+    handler = RefreshingCloudWatchLogHandler(
+        GROUP, use_queues=False, kms_key_id=KEY, log_group_class="INFREQUENT_ACCESS"
+    )
+    with pytest.warns(Warning, match="other settings"):
+        handler.handle(logging.makeLogRecord({"msg": "granted", "levelno": logging.INFO}))
+        handler.close()
+    assert handler.stats.delivered == 1
+    called = set(aws.injector.calls)
+    assert "logs:DescribeLogGroups" in called
+    argv = ["policy", "--log-group", GROUP, "--region", REGION, "--account", ACCOUNT]
+    assert main([*argv, "--kms-key-id", KEY]) == 0
+    out, err = capsys.readouterr()
+    printed = {
+        action
+        for statement in json.loads(out)["Statement"]
+        for action in (
+            [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+        )
+    }
+    assert called <= printed
+    assert "--document key prints the statement" in err

@@ -59,14 +59,18 @@ def serializing_client() -> Any:
     )
 
 
-def serialized_by_botocore(group: str, stream: str, events: list[tuple[int, str]]) -> bytes:
+def serialized_by_botocore(
+    group: str, stream: str, events: list[tuple[int, str]], entity: Any = None
+) -> bytes:
     client = serializing_client()
     model = client.meta.service_model.operation_model("PutLogEvents")
-    params = {
+    params: dict[str, Any] = {
         "logGroupName": group,
         "logStreamName": stream,
         "logEvents": [{"timestamp": ts, "message": msg} for ts, msg in events],
     }
+    if entity is not None:
+        params["entity"] = entity
     body: bytes = client._serializer.serialize_to_request(params, model)["body"]
     return body
 
@@ -117,6 +121,28 @@ def test_body_of_awkward_messages_parses_back_to_them() -> None:
     parsed = json.loads(body)
     assert [(e["timestamp"], e["message"]) for e in parsed["logEvents"]] == events
     assert all(isinstance(e["timestamp"], int) for e in parsed["logEvents"])
+
+
+ENTITY = {
+    "keyAttributes": {"Type": "Service", "Name": "orders é", "Environment": "ecs:prod"},
+    "attributes": {"PlatformType": "AWS::ECS"},
+}
+
+
+def test_body_with_an_entity_is_byte_for_byte_what_botocore_serializes() -> None:
+    events = [(NOW, "one"), (NOW + 1, "two")]
+    body = build_body("g", "s", events, entity=ENTITY)
+    assert body == serialized_by_botocore("g", "s", events, ENTITY)
+    assert json.loads(body)["entity"] == ENTITY
+
+
+def test_the_entity_reaches_the_service_in_our_body(aws: FakeAWS, client: Any) -> None:
+    stream = make_stream(client, "entity")
+    puts = aws.injector.capture("PutLogEvents")
+    put_events(client, GROUP, stream, [(NOW, "with entity")], entity=ENTITY)
+    assert wired(client)
+    assert json.loads(puts[-1].body)["entity"] == ENTITY
+    assert read_stream(client, stream) == [(NOW, "with entity")]
 
 
 # ----------------------------------------------------------------------------- delivery

@@ -3,17 +3,20 @@
 - ``credentials``: sessions sharing botocore's data loader, credentials that refresh
   themselves (an assumed role with windows sized to its lifetime), regions, STS endpoints
   and request timeouts.
-- ``destination``: the handler's ``logs`` client, and the set-up of its group and streams,
-  shared with ``watchtower-refresh check``.
+- ``destination``: the handler's ``logs`` client, the set-up of its group (with its KMS
+  key, class and deletion protection) and streams, shared with ``watchtower-refresh
+  check``, and the entity sent with every put.
+- ``entity``: the ``entity`` option checked, or built from ECS, Kubernetes, Lambda or EC2.
+- ``model``: what the installed botocore's model of CloudWatch Logs accepts.
 - ``iam``: the one table of the AWS actions each handler option makes it call, and the
   IAM documents printed from it by ``watchtower-refresh policy``.
 - ``wire``: PutLogEvents with a request body built with the standard library.
 - ``failures``: what an AWS error code means for a batch, and the sentence that says so.
 
-Dependencies point down this list from ``destination``: it uses ``credentials`` and
-``failures``, which uses ``iam``; ``wire`` stands alone. Two modules renew a lock in a
-forked child, each with its own ``after_fork_in_child`` registered with the process
-layer's ``at_fork``.
+Dependencies point down this list from ``destination``: it uses ``credentials``,
+``entity`` and ``failures``, which uses ``iam``; ``model`` and ``wire`` stand alone. Two
+modules renew a lock in a forked child, each with its own ``after_fork_in_child``
+registered with the process layer's ``at_fork``.
 """
 
 from __future__ import annotations

@@ -3,11 +3,13 @@
 The client is built on first use from the session factory (never in a constructor), once
 per process, and again after the service says the token expired; its connect and read
 timeouts are sized from the handler's ``flush_timeout`` (never below 0.5 s and 1 s), so a
-hanging request cannot outlast it. The group (with its retention and tags) and each stream
+hanging request cannot outlast it. The group (with its retention, tags, KMS key, class and
+deletion protection; an existing group's settings are compared, never changed) and each stream
 are set up before the first put to them, with the handler's own client; a set-up step that
 fails for any reason but a transient one never costs the batch. ``set_up`` does that for
 the handler and for ``watchtower-refresh check`` alike; the actions it calls are the rows of
-``iam.HANDLER_CALLS``.
+``iam.HANDLER_CALLS``. The entity sent with every put is kept here too: ``entity="auto"``
+is built once, on a sender thread.
 """
 
 from __future__ import annotations
@@ -16,19 +18,30 @@ import dataclasses
 import enum
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import NoCredentialsError, NoRegionError, PartialCredentialsError
 
+from .._process import thread_state as _thread_state
 from .credentials import effective_region, non_refreshing_problem, request_timeouts
+from .entity import AUTO, ENTITY_TIMEOUT
+from .entity import detect as detect_entity
 from .failures import Outcome, classify, error_code, setup_advice
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
 
-__all__ = ["Destination", "Prepared", "Refused", "SetUpOptions", "Settings", "set_up"]
+__all__ = [
+    "Destination",
+    "GroupSettingsDiffer",
+    "Prepared",
+    "Refused",
+    "SetUpOptions",
+    "Settings",
+    "set_up",
+]
 
 
 class SetUpOptions(Protocol):
@@ -42,6 +55,20 @@ class SetUpOptions(Protocol):
     def log_group_retention_days(self) -> int | None: ...
     @property
     def log_group_tags(self) -> Mapping[str, str]: ...
+    @property
+    def kms_key_id(self) -> str | None: ...
+    @property
+    def log_group_class(self) -> str | None: ...
+    @property
+    def deletion_protection(self) -> bool: ...
+
+
+class GroupSettingsDiffer(Exception):
+    """The group existed already, with other settings than the handler's (told to ``Refused``).
+
+    Nothing is changed on an existing group: its encryption, class and deletion protection
+    stay as they are; the sentence says which differ.
+    """
 
 
 class Settings(SetUpOptions, Protocol):
@@ -55,6 +82,8 @@ class Settings(SetUpOptions, Protocol):
     def endpoint_url(self) -> str | None: ...
     @property
     def flush_timeout(self) -> float: ...
+    @property
+    def entity(self) -> Mapping[str, Mapping[str, str]] | str | None: ...
 
 
 Refused = Callable[[str, Exception], None]
@@ -73,12 +102,16 @@ class _Step(enum.Enum):
     """How a set-up call ended."""
 
     CREATED = "created"
+    EXISTED = "already there"
     DONE = "already there, or refused and reported"
     PENDING = "put off until the next put"
 
 
 # What the put would meet as well: reported there, once, with advice.
 _CLIENT_PROBLEMS = (NoCredentialsError, PartialCredentialsError, NoRegionError)
+# seconds: how long a sender thread waits for another one building entity="auto" (which
+# makes at most three requests of ENTITY_TIMEOUT each)
+_ENTITY_WAIT = 3 * ENTITY_TIMEOUT + 1.0
 _LEAST_TIMEOUT = 0.05  # seconds: a request is given at least this long to connect and read
 
 
@@ -107,6 +140,9 @@ class Destination:
         self._client = fixed_client
         self._session: boto3.Session | None = None  # None: a given client, not rebuilt
         self._prepared = Prepared()
+        self._entity: Mapping[str, Mapping[str, str]] | None = None
+        self._entity_started = False
+        self._entity_ready = threading.Event()
         self.refreshable = fixed_client is None
         """Whether fresh credentials can be had: False for a given client or static keys."""
 
@@ -190,7 +226,60 @@ class Destination:
             self._warn,
         )
 
+    def entity(self) -> Mapping[str, Mapping[str, str]] | None:
+        """The entity to send with every put, or None.
+
+        ``entity="auto"`` is built here once (``entity.detect``, each metadata request
+        bounded by ``ENTITY_TIMEOUT``) by the first sender thread that asks; the others
+        wait for it, so every put carries it. A put from the caller's thread
+        (``use_queues=False``) never waits: it starts the build on a thread of its own and
+        goes without the entity until that is done.
+        """
+        wanted = self._settings.entity
+        if wanted != AUTO:
+            return wanted if not isinstance(wanted, str) else None
+        if self._entity_ready.is_set():
+            return self._entity
+        with self._lock:
+            first = not self._entity_started
+            self._entity_started = True
+        if _thread_state.deferred is not None:  # the caller's thread: never wait
+            if first:
+                threading.Thread(
+                    target=self._detect_entity, name="watchtower-refresh-entity", daemon=True
+                ).start()
+            return self._entity
+        if first:
+            self._detect_entity()
+        else:
+            self._entity_ready.wait(_ENTITY_WAIT)
+        return self._entity
+
+    def _detect_entity(self) -> None:
+        try:
+            self._entity = detect_entity()
+        finally:
+            self._entity_ready.set()
+
+    def entity_answer(self, response: object) -> None:
+        """Warn once if the service refused the entity (the events may still be accepted)."""
+        if not isinstance(response, Mapping):
+            return
+        info = response.get("rejectedEntityInfo")
+        if not isinstance(info, Mapping):
+            return
+        kind = str(info.get("errorType") or "unknown")
+        self._warn_once(
+            f"entity:{kind}",
+            f"CloudWatch Logs refused the entity sent with the events of log group "
+            f"{self._settings.log_group_name} ({kind}); the events themselves are kept. "
+            "Check the handler's entity option against the service's rules",
+        )
+
     def _warn(self, action: str, exc: Exception) -> None:
+        if isinstance(exc, GroupSettingsDiffer):
+            self._warn_once("setup:settings_differ", str(exc))
+            return
         code = error_code(exc)
         self._warn_once(
             f"setup:{action}:{code or type(exc).__name__}",
@@ -256,22 +345,32 @@ def _set_up_group(
     pending = False
     tags = dict(options.log_group_tags)
     if options.create_log_group:
+        wanted = _wanted_settings(options)
+        parameters: dict[str, Any] = dict(wanted)
+        if tags:
+            parameters["tags"] = tags
 
-        def create() -> object:
-            if tags:
-                return client.create_log_group(logGroupName=group, tags=tags)
-            return client.create_log_group(logGroupName=group)
-
-        created = _step("CreateLogGroup", create, refused)
+        created = _step(
+            "CreateLogGroup",
+            lambda: client.create_log_group(logGroupName=group, **parameters),
+            refused,
+        )
         if created is _Step.PENDING:
             return None
+        if wanted and created is _Step.EXISTED:
+            compared = _step(
+                "DescribeLogGroups",
+                lambda: _compare_settings(client, group, wanted),
+                refused,
+            )
+            pending = compared is _Step.PENDING
         if tags and created is not _Step.CREATED:  # created ones are tagged at birth
             tagged = _step(
                 "TagResource",
                 lambda: client.tag_resource(resourceArn=_group_arn(client, group), tags=tags),
                 refused,
             )
-            pending = tagged is _Step.PENDING
+            pending = pending or tagged is _Step.PENDING
     retention = options.log_group_retention_days
     if retention is not None:
         kept = _step(
@@ -283,6 +382,58 @@ def _set_up_group(
     return not pending
 
 
+def _wanted_settings(options: SetUpOptions) -> dict[str, Any]:
+    """The CreateLogGroup parameters of the handler's group settings, those set only."""
+    wanted: dict[str, Any] = {}
+    if options.kms_key_id:
+        wanted["kmsKeyId"] = options.kms_key_id
+    if options.log_group_class:
+        wanted["logGroupClass"] = options.log_group_class
+    if options.deletion_protection:
+        wanted["deletionProtectionEnabled"] = True
+    return wanted
+
+
+_SETTING_NAMES = {
+    "kmsKeyId": "kms_key_id",
+    "logGroupClass": "log_group_class",
+    "deletionProtectionEnabled": "deletion_protection",
+}
+_SETTING_DEFAULTS: dict[str, Any] = {
+    "kmsKeyId": "none",
+    "logGroupClass": "STANDARD",
+    "deletionProtectionEnabled": False,
+}
+
+
+def _compare_settings(client: CloudWatchLogsClient, group: str, wanted: Mapping[str, Any]) -> None:
+    """Raise ``GroupSettingsDiffer`` if the existing ``group`` has other settings than wanted."""
+    found = _describe(client, group)
+    differ = [
+        f"{_SETTING_NAMES[key]} is {found.get(key, _SETTING_DEFAULTS[key])!s}, not {value!s}"
+        for key, value in wanted.items()
+        if found.get(key, _SETTING_DEFAULTS[key]) != value
+    ]
+    if differ:
+        message = (
+            f"log group {group} exists already with other settings: {'; '.join(differ)}. "
+            "The handler changes no existing group (its encryption least of all): change "
+            "the group, or the handler's options"
+        )
+        raise GroupSettingsDiffer(message)
+
+
+def _describe(client: CloudWatchLogsClient, group: str) -> Mapping[str, Any]:
+    """The group's description, as ``client`` sees it (DescribeLogGroups by prefix)."""
+    paginator = client.get_paginator("describe_log_groups")
+    for page in paginator.paginate(logGroupNamePrefix=group):
+        for found in page.get("logGroups", []):
+            if found.get("logGroupName") == group:
+                return found
+    message = f"DescribeLogGroups does not list log group {group}"
+    raise LookupError(message)
+
+
 def _group_arn(client: CloudWatchLogsClient, group: str) -> str:
     """The group's ARN, as ``client`` sees it (TagResource takes no name).
 
@@ -290,15 +441,12 @@ def _group_arn(client: CloudWatchLogsClient, group: str) -> str:
     credentials, account and partition: a given ``boto3_client`` has no session, and the
     default one may have no credentials at all.
     """
-    paginator = client.get_paginator("describe_log_groups")
-    for page in paginator.paginate(logGroupNamePrefix=group):
-        for found in page.get("logGroups", []):
-            if found.get("logGroupName") == group:
-                arn = found.get("logGroupArn") or found.get("arn", "").removesuffix(":*")
-                if arn:
-                    return arn
-    message = f"DescribeLogGroups does not list log group {group} (or gives no ARN)"
-    raise LookupError(message)
+    found = _describe(client, group)
+    arn = found.get("logGroupArn") or found.get("arn", "").removesuffix(":*")
+    if not arn:
+        message = f"DescribeLogGroups gives no ARN for log group {group}"
+        raise LookupError(message)
+    return str(arn)
 
 
 def _step(action: str, call: Callable[[], object], refused: Refused) -> _Step:
@@ -306,7 +454,10 @@ def _step(action: str, call: Callable[[], object], refused: Refused) -> _Step:
     try:
         call()
     except Exception as exc:
-        if error_code(exc) in ("ResourceAlreadyExistsException", "OperationAbortedException"):
+        code = error_code(exc)
+        if code == "ResourceAlreadyExistsException":
+            return _Step.EXISTED
+        if code == "OperationAbortedException":
             return _Step.DONE
         if classify(exc) in (Outcome.BACKOFF, Outcome.REFRESH):
             raise

@@ -45,6 +45,7 @@ __all__ = [
     "calls_for",
     "check_account",
     "check_region",
+    "key_policy_statement",
     "partition_for",
     "permissions_policy",
     "trust_policy",
@@ -93,6 +94,8 @@ class Uses:
         log_group_retention: ``log_group_retention_days`` is set.
         log_group_tags: ``log_group_tags`` is not empty.
         role_arn: ``role_arn`` is set (the handler assumes a role).
+        log_group_settings: ``kms_key_id``, ``log_group_class`` or ``deletion_protection``
+            is set (sent with CreateLogGroup; an existing group's are read to compare).
     """
 
     create_log_group: bool = True
@@ -100,6 +103,7 @@ class Uses:
     log_group_retention: bool = False
     log_group_tags: bool = False
     role_arn: bool = False
+    log_group_settings: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,10 +159,13 @@ HANDLER_CALLS: tuple[Call, ...] = (
     Call(
         "logs:DescribeLogGroups",
         Scope.ALL_GROUPS,
-        lambda uses: uses.create_log_group and uses.log_group_tags,
+        lambda uses: uses.create_log_group and (uses.log_group_tags or uses.log_group_settings),
         "log_group_tags with create_log_group, when the group exists: TagResource takes "
-        "the group's ARN, read with it through the handler's own client",
-        ": tagging an existing group reads its ARN with it",
+        "the group's ARN, read with it through the handler's own client; kms_key_id, "
+        "log_group_class or deletion_protection, when the group exists: its settings are "
+        "read to warn if they differ",
+        ": tagging an existing group reads its ARN with it, and the group settings are "
+        "compared with an existing group's",
     ),
     Call(
         "sts:AssumeRole",
@@ -244,6 +251,7 @@ def permissions_policy(
     create_log_stream: bool = True,
     log_group_retention_days: int | None = None,
     log_group_tags: bool = False,
+    log_group_settings: bool = False,
 ) -> dict[str, Any]:
     """Return the policy the handler's role needs for ``log_groups``, and nothing more.
 
@@ -259,6 +267,9 @@ def permissions_policy(
             one of the values the handler accepts, in days.
         log_group_tags: The handler tags the groups (``logs:TagResource``, and
             ``logs:DescribeLogGroups`` to tag an existing group when it creates groups).
+        log_group_settings: The handler creates groups with ``kms_key_id``,
+            ``log_group_class`` or ``deletion_protection`` (``logs:DescribeLogGroups`` to
+            compare an existing group's; a KMS key's own policy is ``key_policy_statement``).
 
     Raises:
         ConfigurationError: A name, the region or the account is invalid.
@@ -282,8 +293,53 @@ def permissions_policy(
         create_log_stream=create_log_stream,
         log_group_retention=log_group_retention_days is not None,
         log_group_tags=log_group_tags,
+        log_group_settings=log_group_settings,
     )
     return {"Version": POLICY_VERSION, "Statement": _statements(uses, resources)}
+
+
+KMS_ACTIONS = (
+    "kms:Encrypt*",
+    "kms:Decrypt*",
+    "kms:ReEncrypt*",
+    "kms:GenerateDataKey*",
+    "kms:Describe*",
+)
+"""What CloudWatch Logs needs of a KMS key that encrypts a log group, per its documentation."""
+
+
+def key_policy_statement(log_groups: Sequence[str], *, region: str, account: str) -> dict[str, Any]:
+    """Return the statement to add to a KMS key's policy so CloudWatch Logs can use the key.
+
+    As the CloudWatch Logs documentation gives it ("Encrypt log data in CloudWatch Logs
+    using AWS KMS"): the regional service principal, the key's encrypt and decrypt
+    actions, and the encryption context naming each log group, so the key serves these
+    groups only.
+
+    Raises:
+        ConfigurationError: A name, the region or the account is invalid.
+    """
+    if not log_groups:
+        message = "give at least one log group"
+        raise ConfigurationError(message)
+    for name in log_groups:
+        check_pattern("log group name", name, LOG_GROUP_PATTERN, LOG_GROUP_RULE)
+    partition = partition_for(check_region(region))
+    prefix = f"arn:{partition}:logs:{region}:{check_account(account)}"
+    domain = "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com"
+    groups = [f"{prefix}:log-group:{g}" for g in sorted(set(log_groups))]
+    return {
+        "Sid": "AllowCloudWatchLogsToUseTheKey",
+        "Effect": "Allow",
+        "Principal": {"Service": f"logs.{region}.{domain}"},
+        "Action": list(KMS_ACTIONS),
+        "Resource": "*",
+        "Condition": {
+            "ArnEquals": {
+                "kms:EncryptionContext:aws:logs:arn": groups if len(groups) > 1 else groups[0]
+            }
+        },
+    }
 
 
 def caller_policy(role_arn: str) -> dict[str, Any]:

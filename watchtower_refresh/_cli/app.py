@@ -80,6 +80,13 @@ def _add_handler_options(parser: argparse.ArgumentParser, *, log_group_help: str
     parser.add_argument("--region")
     parser.add_argument("--profile")
     parser.add_argument("--endpoint-url", help="CloudWatch Logs endpoint")
+    parser.add_argument("--kms-key-id", metavar="ARN", help="create the group encrypted with it")
+    parser.add_argument("--log-group-class", metavar="CLASS", help="the class of a created group")
+    parser.add_argument(
+        "--deletion-protection",
+        action=argparse.BooleanOptionalAction,
+        help="create the group with deletion protection",
+    )
     add_config_options(parser)
 
 
@@ -114,7 +121,8 @@ def _add_policy(add: _AddParser) -> None:
             "Print an IAM policy document as JSON. 'permissions' (the default) is what the "
             "handler's role needs; 'caller' lets an identity assume that role; 'trust' lets "
             "ECS tasks, Lambda or EC2 (--service), or another role (--trusted-role-arn), "
-            "assume it. Nothing is looked up over the network."
+            "assume it; 'key' is the statement a KMS key's policy needs for CloudWatch Logs "
+            "to encrypt the groups (kms_key_id). Nothing is looked up over the network."
         ),
     )
     policy.add_argument("--log-group", action="append", metavar="NAME", help="repeatable")
@@ -125,7 +133,18 @@ def _add_policy(add: _AddParser) -> None:
     policy.add_argument("--log-group-retention-days", metavar="DAYS")
     policy.add_argument("--log-group-tags", metavar="K=V,...", help="the handler sets tags")
     policy.add_argument(
-        "--document", choices=("permissions", "caller", "trust"), default="permissions"
+        "--kms-key-id", metavar="ARN", help="the handler creates groups encrypted with this key"
+    )
+    policy.add_argument("--log-group-class", metavar="CLASS", help="the class of created groups")
+    policy.add_argument("--deletion-protection", action=argparse.BooleanOptionalAction)
+    policy.add_argument(
+        "--document",
+        choices=("permissions", "caller", "trust", "key"),
+        default="permissions",
+        help=(
+            "key: the statement to add to the KMS key's policy so that CloudWatch Logs can "
+            "encrypt the groups with it"
+        ),
     )
     policy.add_argument("--role-arn", help="with --document caller: the role to assume")
     policy.add_argument("--service", choices=sorted(TRUSTED_SERVICES), help="with --document trust")

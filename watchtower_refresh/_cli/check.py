@@ -53,6 +53,7 @@ from .._aws import (
     regional_sts_client,
     set_up,
 )
+from .._aws.destination import GroupSettingsDiffer
 from .._aws.iam import check_region
 from .._compat import credential_expiry
 from .._delivery.deliver import backoff_delay
@@ -280,7 +281,14 @@ def _write_and_read_back(
     # (access denied, invalid parameter) is warned about once while delivery goes on, since
     # someone who holds the permission may have set the group up. So the put decides.
     refused: list[ClientError] = []
-    set_up(logs, group, stream, handler.options, Prepared(), lambda _, exc: _set_up(exc, refused))
+    set_up(
+        logs,
+        group,
+        stream,
+        handler.options,
+        Prepared(),
+        lambda _, exc: _set_up(exc, refused, report.warnings),
+    )
     message = f"watchtower-refresh check {uuid.uuid4()}"
     try:
         logs.put_log_events(
@@ -322,8 +330,14 @@ def _write_and_read_back(
         report.note = "the event was accepted; reading it back needs logs:GetLogEvents, not granted"
 
 
-def _set_up(exc: Exception, refused: list[ClientError]) -> None:
-    """Keep a refused set-up call to report it as the handler warns of it; raise anything else."""
+def _set_up(exc: Exception, refused: list[ClientError], warnings: list[str]) -> None:
+    """Keep a refused set-up call to report it as the handler warns of it; raise anything else.
+
+    An existing group with other settings than the handler's is a warning, as in the handler.
+    """
+    if isinstance(exc, GroupSettingsDiffer):
+        warnings.append(str(exc))
+        return
     if not isinstance(exc, ClientError):
         raise exc
     refused.append(exc)

@@ -39,6 +39,9 @@ _HANDLER_FLAGS = (  # command-line flag (argparse dest) and the handler option i
     ("log_group", "log_group_name"),
     ("profile", "profile_name"),
     ("endpoint_url", "endpoint_url"),
+    ("kms_key_id", "kms_key_id"),
+    ("log_group_class", "log_group_class"),
+    ("deletion_protection", "deletion_protection"),
 )
 
 
