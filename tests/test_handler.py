@@ -217,7 +217,9 @@ def test_flush_waits_for_everything_queued_before_it(
 
 def test_flush_times_out_during_an_outage(aws: FakeAWS, make_handler: Any) -> None:
     aws.injector.add_fault(Fault("ServiceUnavailableException", action="PutLogEvents", status=503))
-    handler = make_handler("/svc/outage", flush_timeout=0.3)
+    # close() waits 2 s: long enough, on a busy machine too, for the first put's answer to
+    # come back, so that it is the resend that gives up at the deadline, with its warning
+    handler = make_handler("/svc/outage", flush_timeout=2)
     logger_for(handler).info("stuck for now")
     started = time.monotonic()
     assert handler.flush(timeout=0.3) is False
