@@ -121,6 +121,16 @@ def test_ecs_task_metadata_names_the_service_and_its_cluster(ecs: Metadata) -> N
     }
 
 
+def test_metadata_is_read_directly_whatever_the_proxy_variables_say(
+    ecs: Metadata, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
+    found = detect({"ECS_CONTAINER_METADATA_URI_V4": f"{ecs.url}/v4"})
+    assert found is not None
+    assert found["keyAttributes"]["Name"] == "orders"
+
+
 def test_a_task_outside_a_service_is_named_by_its_family(ecs: Metadata) -> None:
     ecs.answers["/v4/task"] = {k: v for k, v in TASK.items() if k != "ServiceName"}
     found = detect({"ECS_CONTAINER_METADATA_URI_V4": f"{ecs.url}/v4"})

@@ -33,6 +33,9 @@ _IMDS = "http://169.254.169.254"
 # A pod named by a Deployment ends in -<replica set hash>-<5 characters>; a StatefulSet's
 # or a DaemonSet's in -<ordinal> or -<5 characters>.
 _POD_SUFFIX = re.compile(r"(-[a-z0-9]{6,10})?-[a-z0-9]{5}$|-\d+$")
+# Metadata endpoints are local to the task or instance: never through HTTP(S)_PROXY, as
+# botocore's own metadata fetchers go.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def parse(name: str, value: object) -> dict[str, dict[str, str]] | str | None:
@@ -149,7 +152,7 @@ def _lambda(env: Mapping[str, str], timeout: float) -> _Found | None:
 
 def _get_json(url: str, timeout: float, headers: Mapping[str, str] | None = None) -> Any:
     request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310
-    with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
+    with _DIRECT.open(request, timeout=timeout) as answer:
         return json.loads(answer.read(1 << 20))
 
 
@@ -208,7 +211,7 @@ def _ec2(env: Mapping[str, str], timeout: float) -> _Found | None:
         method="PUT",
         headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
     )
-    with urllib.request.urlopen(put, timeout=timeout) as answer:  # noqa: S310
+    with _DIRECT.open(put, timeout=timeout) as answer:
         token = answer.read(256).decode()
     document = _get_json(
         f"{base}/latest/dynamic/instance-identity/document",
