@@ -12,9 +12,9 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	@# --no-compile: byte-compiling every installed module took half of pip's CPU time; the
-	@# modules the suite imports are compiled as it imports them
-	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev,demo]'
+	@# Byte-compiled here, once: left to the suite, each of its processes compiled what it
+	@# imported at the same time as the others
+	$(BIN)/python -m pip install --quiet -e '.[dev,demo]'
 	touch $(STAMP)
 
 # The demos need only the package and moto: a first `make demo` skips the test toolchain.
