@@ -274,14 +274,8 @@ def permissions_policy(
     Raises:
         ConfigurationError: A name, the region or the account is invalid.
     """
-    if not log_groups:
-        message = "give at least one log group"
-        raise ConfigurationError(message)
-    for name in log_groups:
-        check_pattern("log group name", name, LOG_GROUP_PATTERN, LOG_GROUP_RULE)
+    _, prefix, groups = _log_groups(log_groups, region, account)
     as_retention_days("log_group_retention_days", log_group_retention_days)
-    prefix = f"arn:{partition_for(check_region(region))}:logs:{region}:{check_account(account)}"
-    groups = sorted(set(log_groups))
     resources = {
         Scope.GROUP: [f"{prefix}:log-group:{g}:*" for g in groups],
         Scope.STREAMS: [f"{prefix}:log-group:{g}:log-stream:*" for g in groups],
@@ -319,15 +313,9 @@ def key_policy_statement(log_groups: Sequence[str], *, region: str, account: str
     Raises:
         ConfigurationError: A name, the region or the account is invalid.
     """
-    if not log_groups:
-        message = "give at least one log group"
-        raise ConfigurationError(message)
-    for name in log_groups:
-        check_pattern("log group name", name, LOG_GROUP_PATTERN, LOG_GROUP_RULE)
-    partition = partition_for(check_region(region))
-    prefix = f"arn:{partition}:logs:{region}:{check_account(account)}"
+    partition, prefix, names = _log_groups(log_groups, region, account)
     domain = "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com"
-    groups = [f"{prefix}:log-group:{g}" for g in sorted(set(log_groups))]
+    groups = [f"{prefix}:log-group:{g}" for g in names]
     return {
         "Sid": "AllowCloudWatchLogsToUseTheKey",
         "Effect": "Allow",
@@ -340,6 +328,19 @@ def key_policy_statement(log_groups: Sequence[str], *, region: str, account: str
             }
         },
     }
+
+
+def _log_groups(log_groups: Sequence[str], region: str, account: str) -> tuple[str, str, list[str]]:
+    """Check the names, the region and the account; return the partition, the ARN prefix of
+    the account's Logs resources in ``region``, and the names sorted without repeats."""
+    if not log_groups:
+        message = "give at least one log group"
+        raise ConfigurationError(message)
+    for name in log_groups:
+        check_pattern("log group name", name, LOG_GROUP_PATTERN, LOG_GROUP_RULE)
+    partition = partition_for(check_region(region))
+    prefix = f"arn:{partition}:logs:{region}:{check_account(account)}"
+    return partition, prefix, sorted(set(log_groups))
 
 
 def caller_policy(role_arn: str) -> dict[str, Any]:
