@@ -357,10 +357,10 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
             return
         formatter = self.formatter or _DEFAULT_FORMATTER
         trace = self._trace
-        if trace is not None and (formatter is not trace.plain or OTEL_TRACE in _modules):
-            trace.annotate(record, formatter)  # only where there may be something to add
         buffer = self._buffer
         try:
+            if trace is not None and (formatter is not trace.plain or OTEL_TRACE in _modules):
+                trace.annotate(record, formatter)  # only where there may be something to add
             if buffer is not None and buffer.holds(self, record):
                 return  # held in its log_buffer() scope (see _buffer)
             message = formatter.format(record)
