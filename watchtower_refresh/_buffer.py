@@ -36,11 +36,11 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, overload
 
+from ._core.events import EVENT_OVERHEAD
+
 __all__ = ["Buffer", "LogBuffer", "log_buffer"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-EVENT_OVERHEAD = 26  # bytes the service counts per event, as the queue's caps do
 
 
 class BufferingHandler(Protocol):
