@@ -143,8 +143,9 @@ def test_fastapi_app_with_uvicorn_log_config(
         missing = urllib.request.Request(
             f"http://127.0.0.1:{port}/orders/0", headers={"X-Request-ID": "req-fail"}
         )
-        with pytest.raises(urllib.error.HTTPError, match="404"):
+        with pytest.raises(urllib.error.HTTPError, match="404") as failed:
             urllib.request.urlopen(missing, timeout=10)
+        failed.value.close()
     finally:
         server.should_exit = True
         thread.join(10)
