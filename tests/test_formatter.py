@@ -55,6 +55,26 @@ def test_local_zone_follows_tz(monkeypatch: pytest.MonkeyPatch) -> None:
         time.tzset()
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="time.tzset is POSIX")
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/St_Johns", "UTC"])
+@pytest.mark.parametrize("datefmt", [None, "%Y-%m-%d %H:%M:%S %z"])
+def test_local_time_reads_the_same_while_the_interpreter_finalizes(
+    monkeypatch: pytest.MonkeyPatch, zone: str, datefmt: str | None
+) -> None:
+    # At exit the local time is made without datetime (CPython 3.13.0 crashes in it then);
+    # the line must not change. test_lifecycle runs the exit itself.
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        formatter = LocalTimeFormatter("%(asctime)s", datefmt)
+        running = formatter.format(record())
+        monkeypatch.setattr("watchtower_refresh._formatter._finalizing", lambda: True)
+        assert formatter.format(record()) == running
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_unknown_zone_fails_at_configuration() -> None:
     with pytest.raises(ConfigurationError, match="tz 'Mars/Olympus' is not a known time zone"):
         LocalTimeFormatter(tz="Mars/Olympus")

@@ -350,6 +350,20 @@ def test_a_signal_handler_logging_faster_than_puts_cannot_hold_a_log_call(
     assert len(read) == 3 + int(logged)
 
 
+PENDING_AT_EXIT = """
+    import asyncio, logging
+    from watchtower_refresh import configure_logging
+    configure_logging(log_group="{group}"{options})
+
+    async def forever():
+        await asyncio.sleep(3600)
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(forever())
+    loop.run_until_complete(asyncio.sleep(0))
+    logging.getLogger("app").warning("while running")
+    """
+
 FINALIZING = {
     "atexit after logging.shutdown": (
         """
@@ -398,22 +412,16 @@ FINALIZING = {
         ["Task was destroyed but it is pending!"],
     ),
     # CPython 3.13.0 crashed (exit -11) formatting this record's local time while it
-    # finalized: the record is counted and reported unformatted. make matrix runs it on
-    # every Python it finds, 3.13.0 included.
+    # finalized: our handler counts and reports it unformatted, and configure_logging's
+    # console handler formats it without datetime. make matrix runs these on every Python
+    # it finds, 3.13.0 included.
     "asyncio task pending at exit under configure_logging": (
-        """
-        import asyncio, logging
-        from watchtower_refresh import configure_logging
-        configure_logging(log_group="{group}", console=False)
-
-        async def forever():
-            await asyncio.sleep(3600)
-
-        loop = asyncio.new_event_loop()
-        task = loop.create_task(forever())
-        loop.run_until_complete(asyncio.sleep(0))
-        logging.getLogger("app").warning("while running")
-        """,
+        PENDING_AT_EXIT.replace("{options}", ""),
+        ["while running"],
+        ["Task was destroyed but it is pending!"],
+    ),
+    "asyncio task pending at exit under configure_logging, console=False": (
+        PENDING_AT_EXIT.replace("{options}", ", console=False"),
         ["while running"],
         ["Task was destroyed but it is pending!"],
     ),

@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import time
 import zoneinfo
 from collections.abc import Callable, Mapping
+from sys import is_finalizing as _finalizing
 from typing import Any, Literal
 
 import watchtower
@@ -58,12 +60,32 @@ def format_timestamp(
     Without ``datefmt``: ISO 8601 with milliseconds and the offset,
     ``2026-11-22T07:28:47.123+09:00``. With it: ``strftime``, where ``%z`` and ``%Z`` work.
     """
+    if zone is None and _finalizing():
+        return _local_time_at_exit(created, datefmt)
     moment = datetime.datetime.fromtimestamp(created, zone or datetime.timezone.utc)
     if zone is None:
         moment = moment.astimezone()  # the process's local zone, as TZ sets it
     if datefmt:
         return moment.strftime(datefmt)
     return moment.isoformat(timespec="milliseconds")
+
+
+def _local_time_at_exit(created: float, datefmt: str | None) -> str:
+    """``format_timestamp`` in the local zone without ``datetime``, for a finalizing process.
+
+    CPython 3.13.0's ``datetime`` crashes the interpreter when it makes an object at exit
+    (an asyncio task destroyed while pending logs an error then); ``time`` does not.
+    """
+    local = time.localtime(created)
+    if datefmt:
+        return time.strftime(datefmt, local)
+    offset, seconds = divmod(abs(local.tm_gmtoff), 3600)
+    sign = "-" if local.tm_gmtoff < 0 else "+"
+    milliseconds = int(created % 1 * 1000)
+    return (
+        f"{time.strftime('%Y-%m-%dT%H:%M:%S', local)}.{milliseconds:03d}"
+        f"{sign}{offset:02d}:{seconds // 60:02d}"
+    )
 
 
 class LocalTimeFormatter(watchtower.CloudWatchLogFormatter):
