@@ -142,4 +142,6 @@ def test_check_json_reports_a_bad_config_file_on_stdout_too(
     report = json.loads(out)  # automation reading stdout learns what went wrong
     assert report["exit_code"] == EXIT_USAGE
     assert report["problem"].startswith(problem.format(path=path))
+    # No group could be read: the report names the default, and says it is the default.
+    assert (report["log_group"], report["default_log_group"]) == ("watchtower", True)
     assert err.startswith(f"watchtower-refresh check: {problem.format(path=path)}")

@@ -422,7 +422,9 @@ def run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         if not args.json:
             raise
         # Automation reads stdout: the problem goes there too, in the report's shape.
-        report = CheckReport(log_group=args.log_group or DEFAULT_LOG_GROUP)
+        report = CheckReport(
+            log_group=args.log_group or DEFAULT_LOG_GROUP, default_log_group=not args.log_group
+        )
         report.fail(EXIT_INVALID, str(exc))
         out(json.dumps(dataclasses.asdict(report), indent=2))
         raise
