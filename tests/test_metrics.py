@@ -1,0 +1,364 @@
+"""Self-metrics in Embedded Metric Format: read back from the fake AWS, and against a stub."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.conftest import REGION, logger_for
+from tests.test_pipeline import Settings, StubTarget, event
+from watchtower_refresh import ConfigurationError, DeliveryStats, RefreshingCloudWatchLogHandler
+from watchtower_refresh._delivery.metrics import STREAM_PREFIX, document
+from watchtower_refresh._delivery.pipeline import Pipeline
+from watchtower_refresh._report import Reporter
+from watchtower_refresh.testing import FakeAWS, Fault
+
+UNITS = {"Count", "Seconds"}
+COUNTERS = {"Delivered", "Dropped", "Retried", "CredentialRefreshes"}
+
+
+def check_emf(
+    message: str, *, group: str, namespace: str = "WatchtowerRefresh", recent: bool = True
+) -> dict[str, Any]:
+    """Parse ``message`` and check it against the EMF specification's structure."""
+    doc = json.loads(message)
+    assert isinstance(doc, dict)
+    meta = doc["_aws"]
+    assert isinstance(meta["Timestamp"], int)
+    if recent:
+        assert abs(meta["Timestamp"] - time.time() * 1000) < 600_000
+    directives = meta["CloudWatchMetrics"]
+    assert isinstance(directives, list)
+    assert len(directives) == 1
+    for directive in directives:
+        assert set(directive) == {"Namespace", "Dimensions", "Metrics"}
+        assert directive["Namespace"] == namespace
+        for dimension_set in directive["Dimensions"]:
+            assert 1 <= len(dimension_set) <= 30
+            for key in dimension_set:
+                assert isinstance(doc[key], str)
+                assert doc[key].strip()
+        assert 1 <= len(directive["Metrics"]) <= 100
+        for metric in directive["Metrics"]:
+            assert set(metric) == {"Name", "Unit"}
+            assert metric["Unit"] in UNITS
+            value = doc[metric["Name"]]
+            assert isinstance(value, (int, float))
+            assert not isinstance(value, bool)
+    assert doc["LogGroup"] == group
+    return doc
+
+
+def metric_streams(client: Any, group: str) -> list[str]:
+    try:
+        streams = client.describe_log_streams(logGroupName=group, logStreamNamePrefix=STREAM_PREFIX)
+    except client.exceptions.ResourceNotFoundException:
+        return []
+    return [stream["logStreamName"] for stream in streams["logStreams"]]
+
+
+def metric_events(client: Any, group: str) -> list[dict[str, Any]]:
+    """Every self-metrics event of ``group``, checked as EMF, in time order."""
+    docs = []
+    for stream in metric_streams(client, group):
+        answer = client.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)
+        docs += [check_emf(e["message"], group=group) for e in answer["events"]]
+    return sorted(docs, key=lambda doc: doc["_aws"]["Timestamp"])
+
+
+def wait_for_events(client: Any, group: str, count: int, timeout: float = 20.0) -> None:
+    limit = time.monotonic() + timeout
+    while len(metric_events(client, group)) < count:
+        assert time.monotonic() < limit, f"fewer than {count} metric events in {timeout} s"
+        time.sleep(0.2)
+
+
+def total(docs: list[dict[str, Any]], name: str) -> float:
+    return float(sum(doc.get(name, 0) for doc in docs))
+
+
+def assert_sums_are_stats(docs: list[dict[str, Any]], stats: DeliveryStats) -> None:
+    assert total(docs, "Delivered") == stats.delivered
+    assert total(docs, "Dropped") == stats.dropped_total
+    assert total(docs, "Retried") == stats.retried
+    assert total(docs, "CredentialRefreshes") == stats.credential_refreshes
+    for reason, count in stats.dropped.items():
+        assert total(docs, f"Dropped_{reason}") == count
+    by_reason = {k for doc in docs for k in doc if k.startswith("Dropped_")}
+    assert by_reason <= {f"Dropped_{reason}" for reason in stats.dropped}
+
+
+@pytest.fixture
+def logs(aws: FakeAWS) -> Any:
+    return boto3.client("logs", region_name=REGION, endpoint_url=aws.endpoint_url)
+
+
+# ----------------------------------------------------------------------------- the fake AWS
+
+
+def test_metric_events_are_emf_on_their_own_stream_and_add_up_to_stats(
+    aws: FakeAWS, make_handler: Any, logs: Any, messages: Callable[[str], list[str]]
+) -> None:
+    group = "/metrics/healthy"
+    handler = make_handler(group, metrics_interval=1, log_stream_name="records")
+    logger = logger_for(handler)
+    for index in range(30):
+        logger.info("record %d", index)
+    with pytest.warns(Warning, match="empty"):
+        logger.info("")  # dropped as empty
+    wait_for_events(logs, group, 2)
+    for index in range(30, 40):
+        logger.info("record %d", index)
+    handler.close()
+    stats = handler.stats
+    docs = metric_events(logs, group)
+    assert len(docs) >= 3
+    assert_sums_are_stats(docs, stats)
+    assert (stats.delivered, stats.dropped) == (40, {"empty": 1})
+    assert stats.received == 41  # the metric events are not records
+    assert docs[-1]["Final"] is True
+    assert docs[-1]["QueueDepth"] == 0
+    assert not any(doc["Final"] for doc in docs[:-1])
+    assert docs[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["LogGroup"]]
+    # One stream of this process's own, apart from the records'.
+    [stream] = metric_streams(logs, group)
+    assert stream.startswith(f"{STREAM_PREFIX}/")
+    assert stream.endswith(f"/{docs[0]['ProcessId']}")
+    records = logs.get_log_events(logGroupName=group, logStreamName="records", startFromHead=True)
+    assert sorted(e["message"] for e in records["events"]) == sorted(
+        f"record {i}" for i in range(40)
+    )
+
+
+def test_an_outage_that_drops_records_is_in_the_metrics(
+    aws: FakeAWS, make_handler: Any, logs: Any
+) -> None:
+    group = "/metrics/outage"
+    handler = make_handler(group, metrics_interval=1, queue_max_events=20)
+    logger = logger_for(handler)
+    logger.info("before the outage")
+    assert handler.flush(timeout=10)
+    outage = aws.injector.add_fault(
+        Fault("ServiceUnavailableException", action="PutLogEvents", status=503)
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for index in range(100):
+            logger.info("during the outage %d", index)
+        time.sleep(2.5)  # intervals pass: their events fail, and their counts wait
+    said = " ".join(str(w.message) for w in caught)
+    assert "the queue of log group /metrics/outage is full" in said
+    assert "self-metrics event for log group /metrics/outage was not written" in said
+    assert "its counts go into the next event" in said
+    aws.injector.remove_fault(outage)
+    assert handler.flush(timeout=30)
+    handler.close()
+    stats = handler.stats
+    assert stats.delivered == 21
+    assert stats.dropped == {"queue_full": 80}
+    assert stats.retried > 0
+    docs = metric_events(logs, group)
+    assert_sums_are_stats(docs, stats)
+    assert total(docs, "Dropped_queue_full") == 80
+
+
+def test_metrics_are_off_by_default(aws: FakeAWS, make_handler: Any, logs: Any) -> None:
+    handler = make_handler("/metrics/off")
+    logger_for(handler).info("one record")
+    handler.close()
+    assert handler.stats.delivered == 1
+    assert metric_streams(logs, "/metrics/off") == []
+    assert handler.options.metrics_interval is None
+
+
+def test_use_queues_false_writes_metrics_on_a_thread_of_its_own(
+    aws: FakeAWS, make_handler: Any, logs: Any
+) -> None:
+    group = "/metrics/sync"
+    handler = make_handler(group, metrics_interval=1, use_queues=False)
+    logger = logger_for(handler)
+    for index in range(5):
+        logger.info("sync %d", index)
+    # Nothing is logged meanwhile: the periodic event is written by the sender's thread.
+    wait_for_events(logs, group, 1)
+    handler.close()
+    docs = metric_events(logs, group)
+    assert len(docs) >= 2
+    assert docs[-1]["Final"] is True
+    assert_sums_are_stats(docs, handler.stats)
+    assert handler.stats.delivered == 5
+
+
+def test_namespace_from_dict_config_text(aws: FakeAWS, logs: Any) -> None:
+    handler = RefreshingCloudWatchLogHandler(
+        "/metrics/named", metrics_interval="1.5", metrics_namespace="Orders/Logging"
+    )
+    try:
+        assert handler.options.metrics_interval == 1.5
+        logger_for(handler).info("one")
+    finally:
+        handler.close()
+    answer = logs.get_log_events(
+        logGroupName="/metrics/named",
+        logStreamName=metric_streams(logs, "/metrics/named")[0],
+        startFromHead=True,
+    )
+    [last] = [json.loads(e["message"]) for e in answer["events"]][-1:]
+    check_emf(json.dumps(last), group="/metrics/named", namespace="Orders/Logging")
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"metrics_interval": "soon"}, "metrics_interval must be a number of seconds"),
+        ({"metrics_interval": 0.5}, "at least 1, or 0 \\(or off\\)"),
+        ({"metrics_interval": -5}, "metrics_interval must be"),
+        ({"metrics_interval": "inf"}, "metrics_interval must be"),
+        ({"metrics_interval": True}, "metrics_interval must be"),
+        ({"metrics_interval": 60, "metrics_namespace": "AWS/Logs"}, "metrics_namespace"),
+        ({"metrics_namespace": ":colon"}, "metrics_namespace ':colon' is invalid"),
+        ({"metrics_namespace": ""}, "metrics_namespace '' is invalid"),
+        ({"metrics_namespace": "x" * 256}, "1 to 255 characters"),
+        ({"metrics_namespace": "café"}, "metrics_namespace 'café' is invalid"),
+    ],
+)
+def test_bad_values_are_refused(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        RefreshingCloudWatchLogHandler("grp", **options)
+
+
+@pytest.mark.parametrize("off", [None, 0, "0", "off", "", "none"])
+def test_off_values(off: object) -> None:
+    handler = RefreshingCloudWatchLogHandler("grp", metrics_interval=off)  # type: ignore[arg-type]
+    assert handler.options.metrics_interval is None
+
+
+# ----------------------------------------------------------------------------- the document
+
+
+def test_the_document_carries_differences_and_each_reason_once() -> None:
+    since = DeliveryStats(delivered=10, dropped={"queue_full": 3}, retried=1)
+    now = DeliveryStats(
+        delivered=15, dropped={"queue_full": 5, "AccessDeniedException": 2}, retried=1, queued=4
+    )
+    doc = document(
+        group="/g",
+        namespace="N",
+        now_ms=10_000,
+        stats=now,
+        since=since,
+        oldest_ms=7_500,
+        final=False,
+    )
+    check_emf(json.dumps(doc), group="/g", namespace="N", recent=False)
+    assert doc["Delivered"] == 5
+    assert doc["Dropped"] == 4
+    assert doc["Dropped_queue_full"] == 2
+    assert doc["Dropped_AccessDeniedException"] == 2
+    assert doc["Retried"] == 0
+    assert doc["QueueDepth"] == 4
+    assert doc["OldestQueuedAge"] == 2.5
+    names = [m["Name"] for m in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]]  # type: ignore[index]
+    assert names.count("Dropped_queue_full") == 1
+    units = {m["Name"]: m["Unit"] for m in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]}  # type: ignore[index]
+    assert units["OldestQueuedAge"] == "Seconds"
+    assert units["Delivered"] == "Count"
+
+
+def test_too_many_reasons_fold_into_other_within_100_metrics() -> None:
+    dropped = {f"Code{n}": 1 for n in range(150)}
+    doc = document(
+        group="/g",
+        namespace="N",
+        now_ms=1,
+        stats=DeliveryStats(dropped=dropped),
+        since=DeliveryStats(),
+        oldest_ms=None,
+        final=True,
+    )
+    metrics = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]  # type: ignore[index]
+    assert len(metrics) <= 100
+    assert sum(v for k, v in doc.items() if k.startswith("Dropped_")) == 150  # type: ignore[misc]
+
+
+# ----------------------------------------------------------------------------- against a stub
+
+
+class MetricsService:
+    """Accepts records; refuses the first ``refuse`` metric events."""
+
+    def __init__(self, refuse: int) -> None:
+        self.refuse = refuse
+        self.accepted: list[dict[str, Any]] = []
+        self.records = 0
+
+    def put(self, client: Any, stream: str, batch: Any) -> Any:
+        if stream.startswith(STREAM_PREFIX):
+            if self.refuse:
+                self.refuse -= 1
+                raise ClientError(
+                    {"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "PutLogEvents"
+                )
+            self.accepted += [json.loads(e[2]) for e in batch]
+        else:
+            self.records += len(batch)
+        return {}
+
+
+@pytest.fixture
+def stub() -> Iterator[Callable[..., tuple[Pipeline, MetricsService]]]:
+    built: list[Pipeline] = []
+
+    def build(refuse: int = 0, **options: Any) -> tuple[Pipeline, MetricsService]:
+        service = MetricsService(refuse)
+        lock = threading.RLock()
+        settings = Settings(metrics_interval=0.05, **options)
+        pipeline = Pipeline(settings, lock, StubTarget(), service.put, Reporter(lock))
+        built.append(pipeline)
+        return pipeline, service
+
+    yield build
+    for pipeline in built:
+        pipeline.close_by(time.monotonic() + 2)
+
+
+def feed(pipeline: Pipeline, count: int) -> None:
+    for index in range(count):
+        pipeline.admit_slow(*event(f"r{index}"))
+
+
+def test_a_refused_event_passes_its_counts_to_the_next(stub: Any) -> None:
+    pipeline, service = stub(refuse=3)
+    with pytest.warns(Warning, match="self-metrics event .* not written"):
+        feed(pipeline, 10)
+        limit = time.monotonic() + 5
+        while service.refuse and time.monotonic() < limit:
+            time.sleep(0.01)
+        feed(pipeline, 5)
+        pipeline.close_by(time.monotonic() + 2)
+    stats = pipeline.ledger.snapshot(truncated=0)
+    assert service.records == stats.delivered == 15
+    assert service.refuse == 0
+    assert service.accepted[-1]["Final"] is True
+    assert_sums_are_stats(service.accepted, stats)
+
+
+def test_no_event_before_the_first_record_nor_after_close(stub: Any) -> None:
+    pipeline, service = stub()
+    time.sleep(0.2)
+    assert pipeline.sender is None
+    assert service.accepted == []
+    feed(pipeline, 1)
+    pipeline.close_by(time.monotonic() + 2)
+    written = len(service.accepted)
+    assert written >= 1
+    time.sleep(0.2)
+    assert len(service.accepted) == written
