@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import textwrap
 import threading
 import time
 import warnings
@@ -13,7 +15,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import REGION, logger_for
+from tests.conftest import REGION, logger_for, run_python
 from tests.test_pipeline import Settings, StubTarget, event
 from watchtower_refresh import ConfigurationError, DeliveryStats, RefreshingCloudWatchLogHandler
 from watchtower_refresh._delivery.metrics import STREAM_PREFIX, document
@@ -362,3 +364,48 @@ def test_no_event_before_the_first_record_nor_after_close(stub: Any) -> None:
     assert written >= 1
     time.sleep(0.2)
     assert len(service.accepted) == written
+
+
+# ----------------------------------------------------------------------------- processes
+
+_FORK_SCRIPT = textwrap.dedent(
+    """
+    import json, logging, os, sys
+    from watchtower_refresh import RefreshingCloudWatchLogHandler
+
+    handler = RefreshingCloudWatchLogHandler(sys.argv[1], metrics_interval=1, send_interval=0.05)
+    logger = logging.getLogger("app")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.info("parent before fork")
+    pid = os.fork()
+    if pid == 0:
+        for n in range(3):
+            logger.info("child %d", n)
+        handler.close()
+        print(json.dumps({"pid": os.getpid(), "delivered": handler.stats.delivered}), flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    logger.info("parent after fork")
+    handler.close()
+    print(json.dumps({"pid": os.getpid(), "delivered": handler.stats.delivered}), flush=True)
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_writes_its_own_metrics_stream(aws: FakeAWS, logs: Any) -> None:
+    group = "/metrics/fork"
+    result = run_python(aws, "-c", _FORK_SCRIPT, group)
+    assert result.returncode == 0, result.stderr
+    delivered = {d["pid"]: d["delivered"] for d in map(json.loads, result.stdout.splitlines())}
+    assert sorted(delivered.values()) == [2, 3]  # the child counts only its own records
+    streams = metric_streams(logs, group)
+    assert sorted(s.rsplit("/", 1)[1] for s in streams) == sorted(map(str, delivered))
+    for stream in streams:
+        answer = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)
+        docs = [check_emf(e["message"], group=group) for e in answer["events"]]
+        pid = int(stream.rsplit("/", 1)[1])
+        assert {doc["ProcessId"] for doc in docs} == {pid}
+        assert total(docs, "Delivered") == delivered[pid]
+        assert docs[-1]["Final"] is True
