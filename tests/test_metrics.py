@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import textwrap
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -409,3 +411,52 @@ def test_a_forked_child_writes_its_own_metrics_stream(aws: FakeAWS, logs: Any) -
         assert {doc["ProcessId"] for doc in docs} == {pid}
         assert total(docs, "Delivered") == delivered[pid]
         assert docs[-1]["Final"] is True
+
+
+# ----------------------------------------------------------------------------- the docs
+
+DOCS = Path(__file__).parent.parent / "docs"
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def test_the_documented_event_is_what_the_handler_writes() -> None:
+    page = (DOCS / "how-it-behaves.md").read_text()
+    block = re.search(r"```json\n(.*?)```", page, re.S)
+    assert block is not None
+    shown = json.loads(block.group(1))
+    written = document(
+        group="/app/orders",
+        namespace="WatchtowerRefresh",
+        now_ms=shown["_aws"]["Timestamp"],
+        stats=DeliveryStats(delivered=1200, dropped={"queue_full": 501}, retried=14, queued=100),
+        since=DeliveryStats(),
+        oldest_ms=shown["_aws"]["Timestamp"] - 8200,
+        final=False,
+    )
+    written["ProcessId"] = shown["ProcessId"]
+    assert json.dumps(shown) == json.dumps(written)  # the same fields, in the same order
+    check_emf(json.dumps(shown), group="/app/orders", recent=False)
+
+
+def test_the_documented_alarm_watches_a_metric_the_handler_writes() -> None:
+    script = (EXAMPLES / "alarm_on_dropped_records.sh").read_text()
+    flags = dict(re.findall(r"--([a-z-]+) (\S+)", script))
+    assert (
+        flags["namespace"]
+        == RefreshingCloudWatchLogHandler("/app/orders").options.metrics_namespace
+    )
+    assert flags["metric-name"] == "Dropped"
+    assert flags["dimensions"] == "Name=LogGroup,Value=/app/orders"
+    doc = document(
+        group="/app/orders",
+        namespace=flags["namespace"],
+        now_ms=0,
+        stats=DeliveryStats(),
+        since=DeliveryStats(),
+        oldest_ms=None,
+        final=False,
+    )
+    [directive] = doc["_aws"]["CloudWatchMetrics"]  # type: ignore[index]
+    assert {"Name": "Dropped", "Unit": "Count"} in directive["Metrics"]
+    assert directive["Dimensions"] == [["LogGroup"]]
+    assert flags["statistic"] == "Sum"  # the counts are per event: their sum is the loss
