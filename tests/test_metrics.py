@@ -157,7 +157,11 @@ def test_an_outage_that_drops_records_is_in_the_metrics(
         warnings.simplefilter("always")
         for index in range(100):
             logger.info("during the outage %d", index)
-        time.sleep(2.5)  # intervals pass: their events fail, and their counts wait
+        # An interval passes: its event fails, and its counts wait for the next.
+        limit = time.monotonic() + 20
+        while not any("self-metrics" in str(w.message) for w in caught):
+            assert time.monotonic() < limit, "no self-metrics event failed"
+            time.sleep(0.1)
     said = " ".join(str(w.message) for w in caught)
     assert "the queue of log group /metrics/outage is full" in said
     assert "self-metrics event for log group /metrics/outage was not written" in said
@@ -460,3 +464,46 @@ def test_the_documented_alarm_watches_a_metric_the_handler_writes() -> None:
     assert {"Name": "Dropped", "Unit": "Count"} in directive["Metrics"]
     assert directive["Dimensions"] == [["LogGroup"]]
     assert flags["statistic"] == "Sum"  # the counts are per event: their sum is the loss
+
+
+class StalledService:
+    """Accepts metrics; throttles records until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.accepted: list[dict[str, Any]] = []
+
+    def put(self, client: Any, stream: str, batch: Any) -> Any:
+        if stream.startswith(STREAM_PREFIX):
+            self.accepted += [json.loads(e[2]) for e in batch]
+            return {}
+        if not self.release.is_set():
+            raise ClientError(
+                {"Error": {"Code": "ThrottlingException", "Message": "slow"}}, "PutLogEvents"
+            )
+        return {}
+
+
+def test_queue_depth_and_age_show_a_stalled_delivery() -> None:
+    service = StalledService()
+    lock = threading.RLock()
+    settings = Settings(metrics_interval=0.05)
+    pipeline = Pipeline(settings, lock, StubTarget(), service.put, Reporter(lock))
+    try:
+        feed(pipeline, 7)
+        limit = time.monotonic() + 10
+        while not any(doc["OldestQueuedAge"] >= 0.2 for doc in service.accepted):
+            assert time.monotonic() < limit, "no event showed the stalled records"
+            time.sleep(0.02)
+        stalled = [doc for doc in service.accepted if doc["OldestQueuedAge"] >= 0.2]
+        assert stalled[0]["QueueDepth"] == 7
+    finally:
+        service.release.set()
+        pipeline.close_by(time.monotonic() + 5)
+    final = service.accepted[-1]
+    assert final["Final"] is True
+    assert (final["QueueDepth"], final["OldestQueuedAge"]) == (0, 0.0)
+    stats = pipeline.ledger.snapshot(truncated=0)
+    assert stats.delivered == 7
+    assert stats.retried > 0
+    assert_sums_are_stats(service.accepted, stats)
