@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import logging.config
 import os
 import re
 import textwrap
@@ -205,22 +207,41 @@ def test_use_queues_false_writes_metrics_on_a_thread_of_its_own(
     assert handler.stats.delivered == 5
 
 
-def test_namespace_from_dict_config_text(aws: FakeAWS, logs: Any) -> None:
-    handler = RefreshingCloudWatchLogHandler(
-        "/metrics/named", metrics_interval="1.5", metrics_namespace="Orders/Logging"
+def test_dict_config_text_and_nothing_at_construction(aws: FakeAWS, logs: Any) -> None:
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {
+                "cloudwatch": {
+                    "()": "watchtower_refresh.RefreshingCloudWatchLogHandler",
+                    "log_group_name": "/metrics/named",
+                    "metrics_interval": "1.5",
+                    "metrics_namespace": "Orders/Logging",
+                },
+            },
+            "loggers": {"named": {"handlers": ["cloudwatch"], "level": "INFO"}},
+        }
     )
+    [handler] = logging.getLogger("named").handlers
+    assert isinstance(handler, RefreshingCloudWatchLogHandler)
     try:
         assert handler.options.metrics_interval == 1.5
-        logger_for(handler).info("one")
+        time.sleep(0.2)
+        assert handler.threads == []  # no timer before the first record
+        assert sum(aws.injector.counts.values()) == 0
+        logging.getLogger("named").info("one")
     finally:
         handler.close()
-    answer = logs.get_log_events(
-        logGroupName="/metrics/named",
-        logStreamName=metric_streams(logs, "/metrics/named")[0],
-        startFromHead=True,
-    )
-    [last] = [json.loads(e["message"]) for e in answer["events"]][-1:]
-    check_emf(json.dumps(last), group="/metrics/named", namespace="Orders/Logging")
+        logging.getLogger("named").handlers = []
+    [stream] = metric_streams(logs, "/metrics/named")
+    answer = logs.get_log_events(logGroupName="/metrics/named", logStreamName=stream)
+    docs = [
+        check_emf(e["message"], group="/metrics/named", namespace="Orders/Logging")
+        for e in answer["events"]
+    ]
+    assert total(docs, "Delivered") == 1
+    assert docs[-1]["Final"] is True
 
 
 @pytest.mark.parametrize(
