@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 from tests.conftest import REGION, logger_for, run_python
 from tests.test_pipeline import Settings, StubTarget, event
 from watchtower_refresh import ConfigurationError, DeliveryStats, RefreshingCloudWatchLogHandler
+from watchtower_refresh._core.ledger import Ledger
 from watchtower_refresh._delivery.metrics import STREAM_PREFIX, document
 from watchtower_refresh._delivery.pipeline import Pipeline
 from watchtower_refresh._report import Reporter
@@ -528,3 +529,55 @@ def test_queue_depth_and_age_show_a_stalled_delivery() -> None:
     assert stats.delivered == 7
     assert stats.retried > 0
     assert_sums_are_stats(service.accepted, stats)
+
+
+def test_one_event_at_a_time_so_none_carries_counts_twice() -> None:
+    entered, release = threading.Event(), threading.Event()
+    written: list[dict[str, Any]] = []
+
+    def slow_put(client: Any, stream: str, batch: Any) -> Any:
+        if stream.startswith(STREAM_PREFIX):
+            entered.set()
+            release.wait(5)
+            written.extend(json.loads(e[2]) for e in batch)
+        return {}
+
+    lock = threading.RLock()
+    pipeline = Pipeline(Settings(metrics_interval=60), lock, StubTarget(), slow_put, Reporter(lock))
+    metrics = pipeline.metrics
+    assert metrics is not None
+    feed(pipeline, 3)
+    assert pipeline.wait_flushed(pipeline.request_flush(), time.monotonic() + 5)
+    first = threading.Thread(target=metrics.send, args=(threading.Event(),))
+    first.start()
+    assert entered.wait(5)
+    # An older generation's event is still out: a second one now would carry the same counts.
+    assert metrics.send(threading.Event()) is False
+    release.set()
+    first.join(5)
+    assert metrics.send(threading.Event(), final=True) is True
+    assert [doc["Delivered"] for doc in written] == [3, 0]
+    pipeline.close_by(time.monotonic() + 2)
+
+
+def test_an_internal_error_is_said_and_the_counts_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    written: list[dict[str, Any]] = []
+
+    def put(client: Any, stream: str, batch: Any) -> Any:
+        if stream.startswith(STREAM_PREFIX):
+            written.extend(json.loads(e[2]) for e in batch)
+        return {}
+
+    lock = threading.RLock()
+    pipeline = Pipeline(Settings(metrics_interval=60), lock, StubTarget(), put, Reporter(lock))
+    metrics = pipeline.metrics
+    assert metrics is not None
+    feed(pipeline, 2)
+    assert pipeline.wait_flushed(pipeline.request_flush(), time.monotonic() + 5)
+    with monkeypatch.context() as patched:
+        patched.setattr(Ledger, "oldest_timestamp", lambda self: 1 / 0)
+        with pytest.warns(Warning, match="internal error while writing self-metrics"):
+            assert metrics.send(threading.Event()) is False
+    assert metrics.send(threading.Event()) is True
+    assert [doc["Delivered"] for doc in written] == [2]
+    pipeline.close_by(time.monotonic() + 2)
