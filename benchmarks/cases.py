@@ -149,8 +149,9 @@ def case_emit(
     them. ``kind`` is ``ascii`` (about 60 bytes per message), ``nonascii`` (about 1 KB),
     ``trace``: ASCII records with OpenTelemetry's SDK loaded, ours outside a span, inside one
     and with ``trace_context`` off, or ``options``: ASCII records, ours with
-    ``trace_context`` off, and with ``buffer_at`` at the records' level outside a
-    ``log_buffer()`` scope and inside one (every record held, then let go).
+    ``trace_context`` off, with ``buffer_at`` at the records' level outside a
+    ``log_buffer()`` scope and inside one (every record held, then let go), and with
+    ``metrics_interval``.
     """
     tracer: Any = None
     record_kind = "nonascii" if kind == "nonascii" else "ascii"
@@ -171,6 +172,8 @@ def case_emit(
         # buffer_at at the records' level: each one looks for a scope
         handlers["watchtower-refresh (buffer_at, no scope)"] = ours(endpoint, buffer_at="INFO")
         handlers["watchtower-refresh (held in a scope)"] = ours(endpoint, buffer_at="INFO")
+        # self-metrics: the sender's timer, nothing in emit()
+        handlers["watchtower-refresh (metrics_interval)"] = ours(endpoint, metrics_interval=1)
     else:
         queued = logging.handlers.QueueHandler(queue.SimpleQueue())
         queued.setFormatter(logging.Formatter(FORMAT))

@@ -164,6 +164,8 @@ HANDLER_OPTION_TEXT = {
     "max_batch_count": "500",
     "max_batch_size": "65536",
     "max_message_size": "200000",
+    "metrics_interval": "60",
+    "metrics_namespace": "Orders/Logging",
     "queue_max_bytes": "1048576",
     "queue_max_events": "1000",
     "role_session_name": "worker-1",

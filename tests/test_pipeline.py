@@ -41,6 +41,8 @@ class Settings:
     spool_dir: str | None = None
     spool_max_bytes: int = 1 << 20
     spool_fsync: bool = False
+    metrics_interval: float | None = None
+    metrics_namespace: str = "WatchtowerRefresh"
 
 
 class StubTarget:

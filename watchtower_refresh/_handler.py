@@ -58,6 +58,7 @@ from ._settings import (
     DEFAULT_FLUSH_TIMEOUT,
     DEFAULT_LOG_GROUP_NAME,
     DEFAULT_LOG_STREAM_NAME,
+    DEFAULT_METRICS_NAMESPACE,
     DEFAULT_QUEUE_MAX_BYTES,
     DEFAULT_QUEUE_MAX_EVENTS,
     DEFAULT_SPOOL_MAX_BYTES,
@@ -196,6 +197,16 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
             characters plus 26 per record); the oldest go first. Default 262,144.
         buffer_sample_rate: Fraction of scopes, 0 to 1, whose records are shipped as
             usual instead of held. Default 0.
+        metrics_interval: Seconds (at least 1) between two self-metrics events, or None
+            (the default, also ``0`` or ``"off"``) for none. Every interval, and once more
+            at ``close()``, the sender writes one CloudWatch Embedded Metric Format event
+            to the log group, on the stream ``watchtower-refresh-metrics/<host>/<process
+            id>``: records delivered and dropped (in all and by reason), puts retried,
+            credential refreshes since the last accepted event, the records queued and the
+            age in seconds of the oldest. CloudWatch makes metrics of them with no other
+            call or permission. These events are not records: they are not in ``stats``.
+        metrics_namespace: CloudWatch namespace of those metrics; default
+            ``WatchtowerRefresh``.
     """
 
     def __init__(
@@ -241,6 +252,8 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
         buffer_at: int | str | None = None,
         buffer_max_bytes: int | str = DEFAULT_BUFFER_MAX_BYTES,
         buffer_sample_rate: float | str = 0.0,
+        metrics_interval: float | str | None = None,
+        metrics_namespace: str = DEFAULT_METRICS_NAMESPACE,
     ) -> None:
         install_redaction()
         given = dict(locals())  # every argument, as given, for the options to check

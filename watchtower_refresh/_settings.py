@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_FLUSH_TIMEOUT",
     "DEFAULT_LOG_GROUP_NAME",
     "DEFAULT_LOG_STREAM_NAME",
+    "DEFAULT_METRICS_NAMESPACE",
     "DEFAULT_QUEUE_MAX_BYTES",
     "DEFAULT_QUEUE_MAX_EVENTS",
     "DEFAULT_SPOOL_MAX_BYTES",
@@ -62,6 +63,14 @@ DEFAULT_BUFFER_MAX_BYTES = 256 * 1024
 MIN_BUFFER_BYTES = 1024
 DEFAULT_FLUSH_TIMEOUT = 10.0
 MIN_SPOOL_BYTES = 64 * 1024
+DEFAULT_METRICS_NAMESPACE = "WatchtowerRefresh"
+MIN_METRICS_INTERVAL = 1.0
+# CloudWatch metric namespaces: 1 to 255 of these characters, not starting with ':' nor
+# with the 'AWS/' that AWS keeps for its own services.
+_NAMESPACE_PATTERN = r"(?!AWS/)[A-Za-z0-9._/#-][A-Za-z0-9._/#: -]{0,254}"
+_NAMESPACE_RULE = (
+    "1 to 255 characters of A-Z, a-z, 0-9 and ._/#:- or space, not starting with ':' or 'AWS/'"
+)
 
 _CREDENTIAL_OPTIONS = (
     "role_arn",
@@ -108,6 +117,9 @@ class HandlerOptions:
     """Hold records at or below this level in ``log_buffer()`` scopes; None: never."""
     buffer_max_bytes: int
     buffer_sample_rate: float
+    metrics_interval: float | None
+    """Seconds between two self-metrics events (``_delivery.metrics``); None: none."""
+    metrics_namespace: str
     json_serialize_default: Callable[[Any], Any] | None
     """As given: None means watchtower's own (see ``serializer``)."""
     boto3_client: Any = dataclasses.field(repr=False)
@@ -186,6 +198,13 @@ class HandlerOptions:
             buffer_sample_rate=as_float(
                 "buffer_sample_rate", given["buffer_sample_rate"], minimum=0.0, maximum=1.0
             ),
+            metrics_interval=_metrics_interval(given["metrics_interval"]),
+            metrics_namespace=check_pattern(
+                "metrics_namespace",
+                str(given["metrics_namespace"]).strip(),
+                _NAMESPACE_PATTERN,
+                _NAMESPACE_RULE,
+            ),
             json_serialize_default=as_callable(
                 "json_serialize_default", given["json_serialize_default"]
             ),
@@ -206,6 +225,26 @@ def _buffer_level(value: object) -> int | None:
         return level
     message = f"buffer_at must be a level below ERROR (DEBUG, INFO, WARNING) or off, not {value!r}"
     raise ConfigurationError(message)
+
+
+def _metrics_interval(value: object) -> float | None:
+    """``metrics_interval``: seconds, at least ``MIN_METRICS_INTERVAL``; None, ``0`` or
+    ``off`` for no self-metrics."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "off", "none")):
+        return None
+    try:
+        seconds = as_float("metrics_interval", value, minimum=0.0)
+    except ConfigurationError:
+        seconds = -1.0
+    if seconds == 0:
+        return None
+    if seconds < MIN_METRICS_INTERVAL:
+        message = (
+            f"metrics_interval must be a number of seconds, at least {MIN_METRICS_INTERVAL:g}, "
+            f"or 0 (or off) for no self-metrics, not {value!r}"
+        )
+        raise ConfigurationError(message)
+    return seconds
 
 
 def _group_settings(given: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from watchtower_refresh._aws.iam import (
     trust_policy,
 )
 from watchtower_refresh._cli import main
+from watchtower_refresh._delivery.metrics import stream_name as metrics_stream_name
 from watchtower_refresh.testing import FakeAWS
 
 ACCOUNT = "123456789012"
@@ -272,6 +273,44 @@ def test_the_printed_policy_grants_every_action_the_handler_calls(
     elif tags and not create_group:
         unused = {"logs:TagResource"}
     assert printed - called == unused
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_self_metrics_need_no_action_beyond_the_printed_policy(
+    aws: FakeAWS, capsys: pytest.CaptureFixture[str], place: str
+) -> None:
+    group_exists, create_group, create_stream = PLACES[place]
+    setup = boto3.client("logs")
+    if group_exists:
+        setup.create_log_group(logGroupName=GROUP)
+    if not create_stream:  # given beforehand, as the records' stream is
+        setup.create_log_stream(logGroupName=GROUP, logStreamName="given")
+        setup.create_log_stream(logGroupName=GROUP, logStreamName=metrics_stream_name())
+    aws.injector.reset()
+    handler = RefreshingCloudWatchLogHandler(
+        GROUP,
+        log_stream_name="given",
+        create_log_group=create_group,
+        create_log_stream=create_stream,
+        metrics_interval=1,
+    )
+    handler.handle(logging.makeLogRecord({"msg": "granted", "levelno": logging.INFO}))
+    handler.close()
+    assert handler.stats.delivered == 1
+    called = set(aws.injector.calls)
+    written = setup.get_log_events(
+        logGroupName=GROUP, logStreamName=metrics_stream_name(), startFromHead=True
+    )["events"]
+    assert json.loads(written[-1]["message"])["Delivered"] == 1
+    printed = printed_actions(
+        capsys,
+        create_group=create_group,
+        create_stream=create_stream,
+        retention=None,
+        tags=None,
+        role=None,
+    )
+    assert called <= printed
 
 
 # ----------------------------------------------------------------------------- group settings, KMS

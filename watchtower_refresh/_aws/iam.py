@@ -137,7 +137,8 @@ HANDLER_CALLS: tuple[Call, ...] = (
         "logs:CreateLogStream",
         Scope.GROUP,
         lambda uses: uses.create_log_stream,
-        "create_log_stream: before the first put to each stream",
+        "create_log_stream: before the first put to each stream (the self-metrics stream of "
+        "metrics_interval too)",
         "; or create the stream beforehand and pass create_log_stream=False",
     ),
     Call(
@@ -146,7 +147,12 @@ HANDLER_CALLS: tuple[Call, ...] = (
         lambda uses: uses.log_group_retention,
         "log_group_retention_days: once per process, before the first put",
     ),
-    Call("logs:PutLogEvents", Scope.STREAMS, lambda uses: True, "every batch"),
+    Call(
+        "logs:PutLogEvents",
+        Scope.STREAMS,
+        lambda uses: True,
+        "every batch, and every self-metrics event (metrics_interval: no other action)",
+    ),
     # Granted whenever tags are configured, as the printed policy always has been; the
     # handler tags only while create_log_group is on (as watchtower does).
     Call(

@@ -46,7 +46,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 
-from .events import EVENT_OVERHEAD, SIZE, Event, batch_bytes, size_exactly
+from .events import EVENT_OVERHEAD, SIZE, TIMESTAMP, Event, batch_bytes, size_exactly
 from .reasons import DropReason
 
 __all__ = ["Claim", "DeliveryStats", "Ledger", "Part"]
@@ -111,14 +111,17 @@ class Claim:
     ``Ledger.settle_rest`` settle whatever no part did.
     """
 
-    __slots__ = ("abandoned", "acker", "end", "remaining", "remaining_bytes", "start")
+    __slots__ = ("abandoned", "acker", "end", "first", "remaining", "remaining_bytes", "start")
 
-    def __init__(self, start: int, end: int, size: int) -> None:
+    def __init__(self, start: int, end: int, size: int, first: int = 0) -> None:
         self.acker: Callable[[list[int]], None] | None = None
         """Acknowledges the spool ids of settled records of a replayed claim; None for the
         handler's own records, which its own spool writer acknowledges."""
         self.start = start
         self.end = end
+        self.first = first
+        """Timestamp (milliseconds since the epoch) of its first record, for the age of what
+        is held (``oldest_timestamp``)."""
         self.remaining = end - start
         self.remaining_bytes = size
         self.abandoned = False
@@ -411,7 +414,7 @@ class Ledger:
             else:
                 charged = size = batch_bytes(events)
             self.charge_ratio = charged / size
-            claim = Claim(self.drained, self.drained + len(events), size)
+            claim = Claim(self.drained, self.drained + len(events), size, events[0][TIMESTAMP])
             self.drained += len(events)
             self.drained_bytes += charged
             self._outstanding[id(claim)] = claim
@@ -425,7 +428,7 @@ class Ledger:
         """
         size = batch_bytes(events)
         with self.lock:
-            claim = Claim(self.drained, self.drained + len(events), size)
+            claim = Claim(self.drained, self.drained + len(events), size, events[0][TIMESTAMP])
             self.admitted += len(events)
             self.admitted_bytes += size
             self.drained += len(events)
@@ -570,6 +573,19 @@ class Ledger:
             return self.cond.wait_for(lambda: self.settled_through >= target, timeout)
 
     # ------------------------------------------------------------------ reading
+
+    def oldest_timestamp(self) -> int | None:
+        """Timestamp (milliseconds since the epoch) of the record held longest, or None.
+
+        Of this process's own records in memory: queued, or in flight by the first record of
+        their claim. Records waiting on disk and records adopted from a dead process's spool
+        (whose age says nothing about this process's delivery) are not looked at.
+        """
+        with self.lock:
+            for claim in self._outstanding.values():  # in the order they were taken
+                if claim.remaining > 0 and not claim.abandoned and claim.acker is None:
+                    return claim.first
+            return self.queue[0][TIMESTAMP] if self.queue else None
 
     def snapshot(self, *, truncated: int) -> DeliveryStats:
         """A consistent ``DeliveryStats``; never raises."""

@@ -124,7 +124,11 @@ def _finish_close(pipeline: Pipeline, sender: Sender | None) -> None:
         if sender is not None:
             sender.stop.set()  # cut a backoff wait short: the time is up
             sender.wake.set()
-            sender.join(watch.grace())
+            wait = watch.grace()
+            if pipeline.metrics is not None and not (ledger.held or ledger.on_disk):
+                # Settled: the sender writes the last self-metrics event before it ends.
+                wait = max(wait, watch.deadline() - time.monotonic())
+            sender.join(wait)
             replayer = pipeline.replayer
             if replayer is not None:  # let it release what it adopted, for the next one
                 replayer.join(watch.grace())

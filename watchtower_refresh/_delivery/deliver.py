@@ -27,7 +27,7 @@ from .._core.events import Event, RejectedCounts, count_rejected
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
 
-__all__ = ["Delivered", "Target", "backoff_delay", "deliver_batch"]
+__all__ = ["Delivered", "Put", "Target", "backoff_delay", "deliver_batch"]
 
 _MAX_DOUBLINGS = 32  # 2**32 * BACKOFF_BASE is far past BACKOFF_CAP: no float overflow ever
 

@@ -41,10 +41,11 @@ from .._process import (
 )
 from .._process import thread_state as _thread_state
 from .._report import Reporter
-from . import backlog, closing, outcome
+from . import backlog, closing, metrics, outcome
 from .backlog import Replayer, SpoolSide
 from .deliver import Target
 from .lifecycle import State
+from .metrics import SelfMetrics
 from .outcome import Outcomes
 from .scheduler import Sender
 
@@ -57,7 +58,7 @@ MAX_IN_FLIGHT = 8
 """Most batches a handler sends at once, each to a different stream."""
 
 
-class Settings(backlog.Settings, outcome.Settings, Protocol):
+class Settings(backlog.Settings, outcome.Settings, metrics.Settings, Protocol):
     """The options the pipeline reads: its own, and those of the parts it builds."""
 
     @property
@@ -119,6 +120,12 @@ class Pipeline:
             lambda: self.closing_deadline,
             self.spool,
         )
+        self.metrics = (
+            None
+            if settings.metrics_interval is None
+            else SelfMetrics(settings, ledger, target, put, reporter, lambda: self.closing_deadline)
+        )
+        """The self-metrics, which the sender writes (``metrics_interval``), or None."""
         self.replayer: Replayer | None = None
         self.use_queues = settings.use_queues
         """False: every record is sent from the caller's thread (``send_synchronously``)."""
@@ -202,6 +209,8 @@ class Pipeline:
                 self._queue_for_later(event, cost)
                 return
             self.send_now([event])
+            if self.metrics is not None:
+                self._start_metrics()
             return
         ledger = self.ledger
         with ledger.lock:
@@ -225,6 +234,16 @@ class Pipeline:
                     return
         # Exiting, or no thread can start.
         self.send_now([event], exit_path=True)
+
+    def _start_metrics(self) -> None:
+        """With ``use_queues=False``, start a sender all the same: it writes the self-metrics
+        on its own thread, never on the caller's (the records still go from the caller's)."""
+        sender = self.sender
+        if (sender is not None and sender.reusable) or exiting() or finalizing():
+            return
+        with self.ledger.lock:
+            if self.state is not State.CLOSING and not self._running():
+                self._open()
 
     def _running(self) -> bool:
         """Whether the handler is open with a sender that takes records (ledger lock held)."""

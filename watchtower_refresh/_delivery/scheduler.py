@@ -13,26 +13,38 @@ new one. Each generation holds the ledger's token from when it started
 started, an older one takes nothing, arms no wake-up, and ends after the batches it already
 holds. Its threads are daemons that take no lock the application holds: at interpreter exit
 nothing waits for them but ``close()``, which is bounded.
+
+With self-metrics (``metrics``), the scheduler is also their timer: every interval it hands a
+worker a job that writes one event to the metrics stream, and once more when ``close()``
+has had everything settled, before it stops. The job goes through the same per-stream
+queue as batches, so at most one such event is in flight and a slow one holds one worker.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import math
 import operator
 import queue
 import threading
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from .._core.events import Event, split_batches, split_by_age
 from .._core.ledger import Claim, Ledger, Part
 from .._process import keep_sigterm_off_this_thread, mark_delivery_thread
 
+if TYPE_CHECKING:
+    from .metrics import SelfMetrics
+
 __all__ = ["Sender", "SenderHost", "Waker"]
 
-_Task = tuple[str, Part]
+_Job = Part | Callable[[threading.Event], object]
+"""A batch of records, or a self-metrics event to write (given the stop event)."""
+_Task = tuple[str, _Job]
 _LOOK_AHEAD = 1000  # queued records looked at to decide that a flush may wait for a worker
 _stream_of = operator.itemgetter(0)
 
@@ -79,6 +91,9 @@ class SenderHost(Protocol):
     def max_batch_size(self) -> int: ...
     @property
     def max_batch_count(self) -> int: ...
+    @property
+    def metrics(self) -> SelfMetrics | None:
+        """The handler's self-metrics, or None (``metrics_interval`` unset)."""
 
     def deliver(self, stream: str, part: Part, stop: threading.Event) -> None:
         """Deliver one batch of one stream and settle it in the ledger."""
@@ -131,12 +146,13 @@ class Sender:
         self._thread: threading.Thread | None = None
         self._tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._pending: dict[str, collections.deque[Part]] = {}
+        self._pending: dict[str, collections.deque[_Job]] = {}
         self._busy: set[str] = set()
         self._workers = 0
         self._worker_threads: list[threading.Thread] = []
         self._idle_workers = 0
         self._timer_start: float | None = None
+        self._final_queued = False  # the last self-metrics event of a close() is queued
 
     # ------------------------------------------------------------------ control
 
@@ -198,8 +214,9 @@ class Sender:
                 # Batches not handed out: settled here if the loop failed (abandoned ones
                 # were settled by Ledger.abandon already).
                 for pending in self._pending.values():
-                    for part in pending:
-                        ledger.settle_rest(part.claim, "internal_error")
+                    for job in pending:
+                        if isinstance(job, Part):  # a metrics event's counts wait for the next
+                            ledger.settle_rest(job.claim, "internal_error")
                 self._pending.clear()
                 ledger.cond.notify_all()
             for _ in range(self._workers):
@@ -209,17 +226,44 @@ class Sender:
         while not self._abandoned:
             self._host.issue_warnings()
             self._collect_done()
-            wait = self._take_what_is_due()
+            wait = self._metrics_due(self._take_what_is_due())
             self._dispatch()
             if wait is None:
-                if not self._pending and not self._busy and self._may_stop():
-                    return  # draining, and everything is settled
+                if not self._pending and not self._busy:
+                    if self._queue_final_metrics():
+                        continue  # written before we stop, with everything settled
+                    if self._may_stop():
+                        return  # draining, and everything is settled
                 wait = math.inf
             if wait > 0:
                 self._arm_wake()
                 if self._due_now() or not self._done.empty():
                     continue
                 self.wake.wait(None if wait == math.inf else wait)
+
+    def _metrics_due(self, wait: float | None) -> float | None:
+        """Queue a periodic self-metrics event if one is due; shorten ``wait`` to the next."""
+        metrics = self._host.metrics
+        if metrics is None or wait is None or self.fenced:
+            return wait  # off, or about to stop (close() writes the last one)
+        send, next_in = metrics.due(time.monotonic())
+        if send and not self._pending.get(metrics.stream):  # one waiting is enough
+            self._queue_metrics(metrics, final=False)
+        return min(wait, next_in)
+
+    def _queue_final_metrics(self) -> bool:
+        """Queue the self-metrics event of a close(), once everything else is settled: its
+        counts then add up to ``stats``. False if there is none to write."""
+        metrics = self._host.metrics
+        if metrics is None or not self.draining or self.fenced or self._final_queued:
+            return False
+        self._final_queued = True  # again only after more records are taken
+        self._queue_metrics(metrics, final=True)
+        return True
+
+    def _queue_metrics(self, metrics: SelfMetrics, *, final: bool) -> None:
+        job = functools.partial(metrics.send, final=final)
+        self._pending.setdefault(metrics.stream, collections.deque()).append(job)
 
     def _may_stop(self) -> bool:
         """Decide, under the ledger's lock, that nothing more will come (close() drains, or a
@@ -345,6 +389,7 @@ class Sender:
         if taken is None:
             return
         claim, events = taken
+        self._final_queued = False  # these are in no close()'s last metrics event yet
         try:
             events, too_old, too_new = split_by_age(events, int(time.time() * 1000))
             if too_old or too_new:
@@ -378,17 +423,17 @@ class Sender:
             if len(self._busy) >= self._max_in_flight:
                 return
             pending = self._pending[stream]
-            part = pending.popleft()
+            job = pending.popleft()
             if not pending:
                 del self._pending[stream]
             self._busy.add(stream)
             if self._idle_workers:
                 self._idle_workers -= 1
             elif not self._start_worker():
-                self._work((stream, part))  # no thread can start: send from here
+                self._work((stream, job))  # no thread can start: send from here
                 self._busy.discard(stream)
                 continue
-            self._tasks.put((stream, part))
+            self._tasks.put((stream, job))
 
     def _start_worker(self) -> bool:
         worker = threading.Thread(
@@ -416,8 +461,11 @@ class Sender:
             self.wake.set()
 
     def _work(self, task: _Task) -> None:
-        stream, part = task
+        stream, job = task
+        if not isinstance(job, Part):
+            job(self.stop)  # a self-metrics event: it reports its own failures
+            return
         try:
-            self._host.deliver(stream, part, self.stop)
+            self._host.deliver(stream, job, self.stop)
         except Exception as exc:  # settle it as an error; the worker goes on
-            self._host.settle_failed(part, exc)
+            self._host.settle_failed(job, exc)
