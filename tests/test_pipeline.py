@@ -41,6 +41,8 @@ class Settings:
     spool_dir: str | None = None
     spool_max_bytes: int = 1 << 20
     spool_fsync: bool = False
+    log_group_retention_days: int | None = None
+    drop_markers: bool = False  # what the service accepted is records only, here
 
 
 class StubTarget:
