@@ -185,6 +185,42 @@ def test_a_marker_whose_put_fails_is_written_once_later(
     assert stats.dropped == {"AccessDeniedException": 1}
 
 
+@pytest.mark.parametrize("use_queues", [True, False])
+def test_close_writes_the_marker_of_a_stream_that_got_no_later_record(
+    aws: FakeAWS, make_handler: Handler, events: Any, use_queues: bool
+) -> None:
+    handler = make_handler("/mark/close", log_stream_name="{logger_name}", use_queues=use_queues)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    last, other = logger_for(handler, "last"), logger_for(handler, "other")
+    aws.injector.add_fault(Fault("InvalidParameterException", action="PutLogEvents", times=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        last.info("refused")
+        assert handler.flush(timeout=10)
+        other.info("accepted")
+        assert handler.flush(timeout=10)
+    assert markers(events("/mark/close")) == []  # no put to its stream has succeeded since
+    handler.close()
+    [marker] = markers(events("/mark/close"))
+    assert marker["logStreamName"] == last.name
+    assert marker["message"].endswith("(InvalidParameterException 1)")
+    assert (handler.stats.received, handler.stats.delivered) == (2, 1)
+
+
+def test_close_tries_no_marker_against_a_service_that_does_not_answer(
+    aws: FakeAWS, make_handler: Handler
+) -> None:
+    handler = make_handler("/mark/down", log_stream_name="s", use_queues=False)
+    aws.injector.add_fault(Fault("AccessDeniedException", action="PutLogEvents"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logger_for(handler).info("refused")
+    handler.close()
+    handler.close()  # as at exit: our hook, then logging.shutdown()
+    assert aws.injector.counts["PutLogEvents"] == 1  # the record's put only
+    assert handler.stats.dropped == {"AccessDeniedException": 1}
+
+
 def test_each_stream_gets_the_marker_of_its_own_loss(
     aws: FakeAWS, make_handler: Handler, events: Any
 ) -> None:

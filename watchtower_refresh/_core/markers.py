@@ -156,6 +156,10 @@ class Gaps:
         if rest and reason is not None:
             self.add_events(events[delivered:] or events, reason, rest)
 
+    def streams(self) -> list[str]:
+        """The streams that lost records not yet marked."""
+        return list(self._open)
+
     def take(self, stream: str) -> Gap | None:
         """The episode of ``stream``, now being marked: later losses open a new one."""
         return self._open.pop(stream, None)

@@ -96,6 +96,9 @@ class Outcomes:
     ) -> None:
         self._settings = settings
         self._marker_style = marker_style
+        self.last_put_succeeded = False
+        """Whether the latest put answered (records' or a marker's, of any thread): a hint
+        for ``mark_the_rest``, which tries nothing against a service that does not answer."""
         self._ledger = ledger
         self.target = target
         self._put = put
@@ -170,6 +173,7 @@ class Outcomes:
             stop=stop,
             closing=lambda: self._closing_deadline() is not None,
         )
+        self.last_put_succeeded = result.reason is None
         gaps = self._ledger.gaps
         if result.reason is None and gaps is not None and stream in gaps:
             # Before settling, like everything that follows from the outcome: a flush()
@@ -221,6 +225,24 @@ class Outcomes:
             reason=result.reason,
         )
         return False
+
+    def mark_the_rest(self, deadline: float) -> None:
+        """Write the marker of every stream that lost records and had no put succeed since:
+        ``close()`` calls this, from its own thread, once everything is settled in time.
+
+        Only while the service answers: the first marker that cannot be written ends it, so
+        a close() (or the second one at exit) against an outage spends no time here.
+        """
+        ledger = self._ledger
+        gaps = ledger.gaps
+        if gaps is None or not self.last_put_succeeded:
+            return
+        with ledger.lock:
+            streams = gaps.streams()
+        stop = threading.Event()
+        for stream in streams:
+            if time.monotonic() >= deadline or not self._mark(stream, lambda: deadline, stop):
+                return  # what is left waits for a later put to its stream, or is lost with us
 
     def _mark(
         self, stream: str, deadline: Callable[[], float | None], stop: threading.Event
@@ -277,6 +299,7 @@ class Outcomes:
                 stop=stop,
                 closing=lambda: self._closing_deadline() is not None,
             )
+            self.last_put_succeeded = result.reason is None
             if result.reason is not None:
                 return False
             if not result.rejected.total:
