@@ -151,6 +151,7 @@ HANDLER_OPTION_TEXT = {
     "create_log_group": "false",
     "create_log_stream": "false",
     "deletion_protection": "false",
+    "drop_markers": "false",
     "duration_seconds": "900",
     "entity": '{"keyAttributes": {"Type": "Service", "Name": "orders", "Environment": "prod"}}',
     "endpoint_url": "http://127.0.0.1:1",

@@ -394,7 +394,10 @@ def test_access_denied_drops_with_one_warning_then_resumes(
     aws.injector.remove_fault(denial)
     logger.info("allowed again")
     assert handler.flush(timeout=10)
-    assert messages("/svc/denied") == ["allowed again"]
+    [marker, allowed] = messages("/svc/denied")  # the marker's time is the hole's end
+    assert marker.startswith("watchtower-refresh: 3 records dropped between ")
+    assert marker.endswith(" UTC (AccessDeniedException 3)")
+    assert allowed == "allowed again"
     assert handler.stats.dropped == {"AccessDeniedException": 3}
     assert handler.stats.delivered == 1
 
@@ -418,7 +421,11 @@ def test_queue_cap_drops_and_counts_with_one_warning(
     assert handler.stats.queued == 50
     aws.injector.remove_fault(outage)
     assert handler.flush(timeout=30)
-    assert sorted(messages("/svc/capped")) == sorted(f"line {i}" for i in range(50))
+    got = messages("/svc/capped")
+    lost = [m for m in got if m.startswith("watchtower-refresh: 150 records dropped between ")]
+    assert len(lost) == 1
+    assert lost[0].endswith(" UTC (queue_full 150)")
+    assert sorted(m for m in got if m not in lost) == sorted(f"line {i}" for i in range(50))
     assert handler.stats.dropped == {"queue_full": 150}
 
 
@@ -763,7 +770,10 @@ def test_a_failing_session_factory_drops_the_batch_and_recovers(
         assert handler.flush(timeout=10)
     logger.info("delivered")
     assert handler.flush(timeout=10)
-    assert messages("/svc/flaky") == ["delivered"]
+    [marker, delivered] = messages("/svc/flaky")
+    assert marker.startswith("watchtower-refresh: 1 record dropped at ")
+    assert marker.endswith(" UTC (RuntimeError 1)")
+    assert delivered == "delivered"
     assert handler.stats.dropped == {"RuntimeError": 1}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import datetime
 import json
 import logging
 import logging.config
@@ -204,7 +205,10 @@ def test_without_a_spool_denied_records_are_dropped_and_counted(
     assert handler.flush(timeout=10)
     stats = handler.stats
     assert (stats.delivered, stats.dropped, stats.queued) == (1, {"AccessDeniedException": 5}, 0)
-    assert messages("/spool/memory-denied") == ["after the fix"]
+    [marker, after] = messages("/spool/memory-denied")  # lost: the stream says so
+    assert marker.startswith("watchtower-refresh: 5 records dropped between ")
+    assert marker.endswith(" UTC (AccessDeniedException 5)")
+    assert after == "after the fix"
 
 
 def test_records_held_at_close_stay_on_disk_for_the_next_process(
@@ -307,7 +311,14 @@ def test_replay_keeps_streams_and_timestamps_and_counts_the_too_old_as_rejected(
         ]
         for stream in ("first", "second")
     }
-    assert found == {
+    # The adopter marks what it could not deliver of the dead process's records, where the
+    # service still takes it: 14 days back at most.
+    (stamped, marker), *records = found["first"]
+    lost = datetime.datetime.fromtimestamp((now - 15 * DAY_MS) / 1000, datetime.timezone.utc)
+    assert marker.startswith("watchtower-refresh: 1 record dropped at ")
+    assert marker.endswith(f"{lost:%H:%M:%S}.{lost.microsecond // 1000:03d} UTC (too_old 1)")
+    assert now - 14 * DAY_MS < stamped < now - 13 * DAY_MS
+    assert {**found, "first": records} == {
         "first": [(now - 2000, "one"), (now - 500, "three")],
         "second": [(now - 1000, "two")],
     }
@@ -364,7 +375,16 @@ def test_survivors_of_damaged_spool_files_arrive_and_the_damage_is_counted(
     handler = make_handler("/spool/damaged", spool_dir=str(tmp_path))
     assert handler.flush(timeout=20)
     expected = [f"torn {n}" for n in range(9)] + [f"flip {n}" for n in range(10) if n != 4]
-    assert sorted(messages("/spool/damaged")) == sorted(expected)
+    got = messages("/spool/damaged")
+    # Each dead process's loss is marked, by its adopter, in the stream of the records
+    # around it: one marker per owner, as each owner's replay is a put of its own.
+    when = datetime.datetime.fromtimestamp(now / 1000, datetime.timezone.utc)
+    marker = (
+        f"watchtower-refresh: 1 record dropped at {when:%H:%M:%S}."
+        f"{when.microsecond // 1000:03d} UTC (corrupt 1)"
+    )
+    assert [m for m in got if m.startswith("watchtower-refresh:")] == [marker, marker]
+    assert sorted(m for m in got if m != marker) == sorted(expected)
     stats = handler.stats
     assert stats.replayed == 18
     assert stats.corrupt == 2

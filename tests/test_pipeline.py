@@ -43,6 +43,8 @@ class Settings:
     spool_fsync: bool = False
     metrics_interval: float | None = None
     metrics_namespace: str = "WatchtowerRefresh"
+    log_group_retention_days: int | None = None
+    drop_markers: bool = False  # what the service accepted is records only, here
 
 
 class StubTarget:

@@ -52,5 +52,8 @@ def test_records_neither_the_full_disk_nor_memory_kept_are_counted_as_spool_full
     said = " ".join(str(w.message) for w in caught)
     assert "No space left on device" in said
     delivered = messages("/spool/enospc")
+    [marker] = [m for m in delivered if m.startswith("watchtower-refresh:")]  # neither kept
+    assert marker.endswith(f" UTC (spool_full {dropped['spool_full']})")
+    delivered.remove(marker)
     assert "on disk" in delivered
     assert len(delivered) + dropped["spool_full"] == 31, handler.stats

@@ -46,8 +46,10 @@ from ._core.events import (
     utf8_size,
 )
 from ._core.ledger import DeliveryStats, Ledger
+from ._core.markers import PLAIN, Style
 from ._core.reasons import DropReason
 from ._delivery.pipeline import Pipeline
+from ._formatter import LocalTimeFormatter
 from ._process import arrange as arrange_shutdown
 from ._process import finalizing, live, register
 from ._process import thread_state as _thread_state
@@ -183,6 +185,12 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
         handle_signals: True (the default) installs, from the main thread, a SIGTERM
             handler that delivers every handler's records (within 8 seconds) before the
             process ends as it would have; False leaves SIGTERM alone.
+        drop_markers: True (the default) writes one event to a stream that lost records
+            (a full queue, a refusal, a failed format...), as soon as a put to it succeeds
+            again: ``watchtower-refresh: 501 records dropped between 10:42:07.120 and
+            10:42:08.004 UTC (queue_full 501)``, or a JSON object with the same fields
+            when the formatter is ``LocalTimeFormatter(as_json=True)``. One per episode of
+            loss; markers are not records (no ``stats`` counter counts them). False: none.
         trace_context: True (the default) gives each record the ids of the trace it was
             logged in, as attributes ``trace_id``, ``span_id`` and ``xray_trace_id``:
             OpenTelemetry's current span, or in Lambda the X-Ray trace of the invocation;
@@ -248,6 +256,7 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
         spool_fsync: bool | str = False,
         level: int | str = logging.NOTSET,
         handle_signals: bool | str = True,
+        drop_markers: bool | str = True,
         trace_context: bool | str = True,
         buffer_at: int | str | None = None,
         buffer_max_bytes: int | str = DEFAULT_BUFFER_MAX_BYTES,
@@ -300,7 +309,15 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
             # Looked up at each put: a subclass or a test may replace it on the instance.
             lambda client, stream, batch: self._put(client, stream, batch),
             self._reporter,
+            self._marker_style,
         )
+
+    def _marker_style(self) -> Style:
+        """How the formatter writes records, so that a drop marker reads like them."""
+        formatter = self.formatter
+        if isinstance(formatter, LocalTimeFormatter):
+            return Style(formatter.as_json, formatter.zone, formatter.datefmt)
+        return PLAIN
 
     def after_fork_in_child(self) -> None:
         # The parent's threads, client and held records stay with the parent, which
@@ -378,7 +395,7 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
                 return  # held in its log_buffer() scope (see _buffer)
             message = formatter.format(record)
         except Exception:
-            ledger.drop(DropReason.FORMAT_ERROR)
+            self._lost(record, DropReason.FORMAT_ERROR)
             self.handleError(record)
             return
         try:
@@ -433,8 +450,22 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
                 return
             pipeline.admit_slow(event, cost)
         except Exception:
-            ledger.drop(DropReason.INTERNAL_ERROR)
+            self._lost(record, DropReason.INTERNAL_ERROR)
             self.handleError(record)
+
+    def _lost(self, record: logging.LogRecord, reason: DropReason) -> None:
+        """Count ``record`` as lost on arrival, in its stream's marker if it has one."""
+        ledger = self._pipeline.ledger
+        stream = None
+        timestamp = 0
+        if ledger.gaps is not None:
+            try:
+                streams = self._streams
+                stream = streams.fixed or streams.for_record(record)
+                timestamp = int(record.created * 1000)
+            except Exception:  # counted all the same, with no stream to mark
+                stream = None
+        ledger.drop(reason, stream=stream, timestamp=timestamp)
 
     def count_discarded(self, count: int) -> None:
         """Count ``count`` records a ``log_buffer()`` scope held and let go."""

@@ -106,6 +106,8 @@ class HandlerOptions:
     queue_max_bytes: int
     flush_timeout: float
     handle_signals: bool
+    drop_markers: bool
+    """Write a marker to a stream that lost records (``_core.markers``)."""
     spool_dir: str | None
     spool_max_bytes: int
     spool_fsync: bool
@@ -183,6 +185,7 @@ class HandlerOptions:
             ),
             flush_timeout=flush_timeout,
             handle_signals=as_bool("handle_signals", given["handle_signals"]),
+            drop_markers=as_bool("drop_markers", given["drop_markers"]),
             spool_dir=as_optional_str("spool_dir", spool_dir),
             spool_max_bytes=as_int(
                 "spool_max_bytes", given["spool_max_bytes"], minimum=MIN_SPOOL_BYTES

@@ -258,7 +258,10 @@ def test_a_synchronous_log_call_waits_at_most_flush_timeout(
     assert handler.stats.dropped == {"timeout": 2}
     aws.injector.remove_fault(hang)
     logger.info("after")
-    assert messages("/svc/hanging-sync") == ["before", "after"]
+    before, marker, after = messages("/svc/hanging-sync")  # the marker of those that timed out
+    assert (before, after) == ("before", "after")
+    assert marker.startswith("watchtower-refresh: 2 records dropped between ")
+    assert marker.endswith(" UTC (timeout 2)")
 
 
 def test_the_logs_endpoint_variable_is_the_one_botocore_reads(

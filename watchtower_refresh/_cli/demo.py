@@ -394,7 +394,9 @@ def _numbers(client: Any) -> Counter[int]:
     child killed before its first put, on a busy machine, never created it)."""
     try:
         return Counter(
-            int(message.split()[1]) for message in read_messages(client, DEMO_SPOOL_LOG_GROUP)
+            int(message.split()[1])
+            for message in read_messages(client, DEMO_SPOOL_LOG_GROUP)
+            if message.startswith("order ")  # not a drop marker
         )
     except client.exceptions.ResourceNotFoundException:
         return Counter()

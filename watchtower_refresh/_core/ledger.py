@@ -21,6 +21,10 @@ settlement is impossible by construction and ``stats`` always adds up:
 ``delivered + dropped_total + queued == records given`` (rejected records are in ``dropped``
 under their reason too).
 
+With drop markers on, a record counted as lost whose stream is known (``drop`` given one,
+``settle`` from the part's events) is also added to that stream's open episode in ``gaps``
+(``_core.markers``), which the delivery side takes when it writes the marker.
+
 The emit thread admits records without taking the ledger's lock: ``emit()`` runs under the
 handler's own lock, so the admission counters have one writer, and the caps are folded into
 two precomputed limits (``limit_events``, ``limit_bytes``) that the sender moves as it
@@ -47,6 +51,7 @@ import threading
 from collections.abc import Callable, Mapping
 
 from .events import EVENT_OVERHEAD, SIZE, TIMESTAMP, Event, batch_bytes, size_exactly
+from .markers import Gaps, marked
 from .reasons import DropReason
 
 __all__ = ["Claim", "DeliveryStats", "Ledger", "Part"]
@@ -148,6 +153,7 @@ class Ledger:
     Args:
         max_events: Most records held (queued or in flight).
         max_bytes: Most bytes held, counting 26 bytes per record.
+        drop_markers: Keep, per stream, what was lost and not yet marked (``gaps``).
     """
 
     __slots__ = (
@@ -162,6 +168,7 @@ class Ledger:
         "drained",
         "drained_bytes",
         "estimated",
+        "gaps",
         "gated",
         "generation",
         "holding",
@@ -183,7 +190,7 @@ class Ledger:
         "wake_events",
     )
 
-    def __init__(self, max_events: int, max_bytes: int) -> None:
+    def __init__(self, max_events: int, max_bytes: int, *, drop_markers: bool = False) -> None:
         self.max_events = max_events
         self.max_bytes = max_bytes
         # Re-entrant: a signal handler may flush while the interrupted code holds it.
@@ -216,6 +223,8 @@ class Ledger:
         self._counts: collections.Counter[str] = collections.Counter()
         self._dropped: collections.Counter[str] = collections.Counter()
         self._outstanding: dict[int, Claim] = {}  # by id, in the order they were taken
+        # What each stream lost and no marker has said yet (``_core.markers``); under ``lock``.
+        self.gaps = Gaps() if drop_markers else None
         # The sender generation that may take records; an older one is fenced off.
         self.generation = 0
         # The emit thread's fast path: admit while admitted < limit_events and the bytes fit.
@@ -275,10 +284,22 @@ class Ledger:
             self.admitted_bytes -= charged - exact
             return charged != exact
 
-    def drop(self, reason: DropReason | str, count: int = 1) -> None:
-        """Count ``count`` records refused on arrival, never admitted."""
+    def drop(
+        self,
+        reason: DropReason | str,
+        count: int = 1,
+        *,
+        stream: str | None = None,
+        timestamp: int = 0,
+    ) -> None:
+        """Count ``count`` records refused on arrival, never admitted; with ``stream``, a
+        marker will say so (records of ``timestamp``, in milliseconds)."""
+        key = _key(reason)
         with self.lock:
-            self._dropped[_key(reason)] += count
+            self._dropped[key] += count
+            gaps = self.gaps
+            if gaps is not None and stream is not None and marked(key, spooled=False):
+                gaps.add(stream, timestamp, timestamp, key, count)
 
     def count(self, name: str, n: int = 1) -> None:
         """Count ``n`` retries, credential refreshes, replayed, corrupt or discarded records."""
@@ -497,6 +518,14 @@ class Ledger:
                 pass  # released and counted nowhere: the dead process's spool has them
             elif rest and reason is not None:
                 self._dropped[_key(reason)] += rest
+            if self.gaps is not None and (refused or (rest and not (hold or give_back))):
+                self.gaps.settled(
+                    events[:count],
+                    delivered=delivered,
+                    rejected=rejected,
+                    reason=_key(reason) if reason is not None else None,
+                    rest=0 if hold or give_back else rest,
+                )
             if claim.remaining <= 0:
                 self._finish(claim)
             self._after_release()

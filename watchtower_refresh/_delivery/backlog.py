@@ -28,7 +28,7 @@ from .._core.events import EVENT_OVERHEAD, SPOOL_ID, Event, truncate, utf8_size
 from .._core.ledger import Ledger, Part
 from .._core.reasons import DropReason
 from .._process import mark_delivery_thread
-from .._spool import DEFAULT_SEGMENT_BYTES, Spool, SpooledRecord, adopt
+from .._spool import DEFAULT_SEGMENT_BYTES, Adoption, Spool, SpooledRecord, adopt
 from .outcome import HOLD_FIRST, HOLD_MAX, Acknowledge, Outcomes
 
 __all__ = ["REPLAY_INTERVAL", "Replayer", "SpoolSide"]
@@ -349,6 +349,7 @@ class SpoolSide:
                     if adoption.stats.corrupt > corrupt:
                         ledger.count("corrupt", adoption.stats.corrupt - corrupt)
                         corrupt = adoption.stats.corrupt
+                        self._mark_damage(adoption)
                     if not is_open() or stop.is_set():
                         return  # closing: the rest stays claimed by nobody once we return
                     if self._replay_batch(outcomes, batch.records, batch.ack, stop):
@@ -356,6 +357,18 @@ class SpoolSide:
             finally:
                 if adoption.stats.corrupt > corrupt:
                     ledger.count("corrupt", adoption.stats.corrupt - corrupt)
+                    self._mark_damage(adoption)
+
+    def _mark_damage(self, adoption: Adoption) -> None:
+        """What a dead process's spool lost to damage, for the drop marker of its stream: the
+        dead process cannot say so, and the records are not in anyone's ``received``."""
+        damage = adoption.take_damage()
+        gaps = self._ledger.gaps
+        if gaps is None or not damage:
+            return
+        with self._ledger.lock:
+            for lost in damage:
+                gaps.add(lost.stream, lost.first_ms, lost.last_ms, "corrupt", lost.lost)
 
     def _replay_batch(
         self,

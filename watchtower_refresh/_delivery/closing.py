@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from .._compat import holds_logging_lock
 from .._core.events import EVENT_OVERHEAD
 from .._core.reasons import DropReason
-from .._process import report, summarizing
+from .._process import delivering, finalizing, report, summarizing
 from .._report import records
 from .lifecycle import State
 
@@ -62,6 +62,7 @@ def close_by(pipeline: Pipeline, deadline: float) -> bool:
         _report_lost(pipeline, lost)
         return False
     if done:
+        _mark_the_rest(pipeline, deadline)
         return True
     try:
         if holds_logging_lock():
@@ -73,7 +74,8 @@ def close_by(pipeline: Pipeline, deadline: float) -> bool:
                 pipeline.state = State.CLOSED
                 ledger.cond.notify_all()
             return True
-        _finish_close(pipeline, sender)
+        if not _finish_close(pipeline, sender):
+            _mark_the_rest(pipeline, min(deadline, pipeline.closing_deadline or deadline))
         return True
     except BaseException:
         # Interrupted (a signal handler raised, say): leave the handler as a dictConfig
@@ -106,7 +108,8 @@ def _join_close(pipeline: Pipeline, deadline: float) -> int:
     return _settle_close(pipeline, None) if pipeline.state is State.CLOSING else 0
 
 
-def _finish_close(pipeline: Pipeline, sender: Sender | None) -> None:
+def _finish_close(pipeline: Pipeline, sender: Sender | None) -> int:
+    """Wait for the sender to drain, or the deadline; return how many records were lost."""
     ledger = pipeline.ledger
     watch = _CloseWatch(pipeline)
     while True:
@@ -148,6 +151,21 @@ def _finish_close(pipeline: Pipeline, sender: Sender | None) -> None:
         break
     _report_lost(pipeline, lost)
     pipeline.issue_warnings()
+    return lost
+
+
+def _mark_the_rest(pipeline: Pipeline, deadline: float) -> None:
+    """Everything was settled in time: with what is left of it, write the drop markers that
+    no put to their streams has written yet (a stream that got no record since its loss).
+    Not while the interpreter is finalizing, when calling into botocore can crash it."""
+    ledger = pipeline.ledger
+    if ledger.gaps is None or finalizing() or time.monotonic() >= deadline:
+        return
+    with ledger.lock:
+        if not ledger.gaps.streams():
+            return
+    with delivering():  # what botocore logs meanwhile is not handled
+        pipeline.outcomes.mark_the_rest(deadline)
 
 
 def _settle_close(pipeline: Pipeline, sender: Sender | None) -> int:

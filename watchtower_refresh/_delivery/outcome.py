@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._core.events import SPOOL_ID, Event, split_batches, split_by_age
+from .._core.events import SPOOL_ID, Event, split_batches, split_by_age, utf8_size
 from .._core.ledger import Claim, Ledger, Part
+from .._core.markers import PLAIN, Gap, Style, render, stamp
 from .._core.reasons import DropReason, is_fixable, keeps_spooled
 from .._process import summarizing
 from .._report import Reporter, records
@@ -53,6 +54,8 @@ class Settings(Protocol):
     def max_batch_size(self) -> int: ...
     @property
     def max_batch_count(self) -> int: ...
+    @property
+    def log_group_retention_days(self) -> int | None: ...
 
 
 class Holder(Protocol):
@@ -75,6 +78,8 @@ class Outcomes:
         own_acker: The acknowledgement of this process's own spool writer, or None.
         closing_deadline: When ``close()`` gives up, or None while the handler is open.
         holder: Holds refused records of this process's spool, or None (no spool).
+        marker_style: How the handler's formatter writes records (text or JSON, the zone),
+            asked when a drop marker is written.
     """
 
     def __init__(
@@ -87,8 +92,13 @@ class Outcomes:
         own_acker: Callable[[], Acknowledge | None],
         closing_deadline: Callable[[], float | None],
         holder: Holder | None = None,
+        marker_style: Callable[[], Style] = lambda: PLAIN,
     ) -> None:
         self._settings = settings
+        self._marker_style = marker_style
+        self.last_put_succeeded = False
+        """Whether the latest put answered (records' or a marker's, of any thread): a hint
+        for ``mark_the_rest``, which tries nothing against a service that does not answer."""
         self._ledger = ledger
         self.target = target
         self._put = put
@@ -136,6 +146,7 @@ class Outcomes:
         """
         settings = self._settings
         holder = self._holder
+        stop = stop or threading.Event()
         if (
             holder is not None
             and holder.waiting(part)
@@ -159,9 +170,15 @@ class Outcomes:
             can_create=settings.create_log_group or settings.create_log_stream,
             count=self._ledger.count,
             deadline=limit,
-            stop=stop or threading.Event(),
+            stop=stop,
             closing=lambda: self._closing_deadline() is not None,
         )
+        self.last_put_succeeded = result.reason is None
+        gaps = self._ledger.gaps
+        if result.reason is None and gaps is not None and stream in gaps:
+            # Before settling, like everything that follows from the outcome: a flush()
+            # that returns has seen the marker written.
+            self._mark(stream, limit, stop)
         rejected = result.rejected
         batch = part.events
         acker = part.claim.acker
@@ -207,6 +224,88 @@ class Outcomes:
             rejected=rejected._asdict(),
             reason=result.reason,
         )
+        return False
+
+    def mark_the_rest(self, deadline: float) -> None:
+        """Write the marker of every stream that lost records and had no put succeed since:
+        ``close()`` calls this, from its own thread, once everything is settled in time.
+
+        Only while the service answers: the first marker that cannot be written ends it, so
+        a close() (or the second one at exit) against an outage spends no time here.
+        """
+        ledger = self._ledger
+        gaps = ledger.gaps
+        if gaps is None or not self.last_put_succeeded:
+            return
+        with ledger.lock:
+            streams = gaps.streams()
+        stop = threading.Event()
+        for stream in streams:
+            if time.monotonic() >= deadline or not self._mark(stream, lambda: deadline, stop):
+                return  # what is left waits for a later put to its stream, or is lost with us
+
+    def _mark(
+        self, stream: str, deadline: Callable[[], float | None], stop: threading.Event
+    ) -> bool:
+        """A put to ``stream`` succeeded: write the marker of what it lost meanwhile.
+
+        One put of its own, never a place in a batch of records: the batch stays what the
+        caps, the span and ``rejectedLogEventsInfo`` describe, and a marker of an old episode
+        cannot push a batch past the service's 24 hours. The episode is taken under the
+        ledger's lock and given back unless the put succeeds: never lost, never written
+        twice (unless a put whose answer was lost had been applied, as for records).
+        """
+        ledger = self._ledger
+        gaps = ledger.gaps
+        if gaps is None:
+            return True
+        with ledger.lock:
+            gap = gaps.take(stream)
+        if gap is None:
+            return True  # another thread is writing it
+        written = False
+        try:
+            written = self._put_marker(stream, gap, deadline, stop)
+        except Exception as exc:  # a marker never costs the records their settlement
+            self._reporter.once(
+                DropReason.INTERNAL_ERROR.value,
+                f"internal error while writing a drop marker to log group "
+                f"{self._settings.log_group_name}: {exc!r}",
+                per_episode=True,
+            )
+        finally:
+            if not written:
+                with ledger.lock:
+                    gaps.give_back(stream, gap)
+        return written
+
+    def _put_marker(
+        self, stream: str, gap: Gap, deadline: Callable[[], float | None], stop: threading.Event
+    ) -> bool:
+        """Put the marker of ``gap``; False if it must be tried again at a later success."""
+        settings = self._settings
+        when = stamp(gap, int(time.time() * 1000), settings.log_group_retention_days)
+        for _ in range(2):
+            message, size = utf8_size(render(gap, when, self._marker_style()))
+            result = deliver_batch(
+                self.target,
+                self._put,
+                group=settings.log_group_name,
+                stream=stream,
+                batch=[(stream, when, message, size)],
+                can_create=settings.create_log_group or settings.create_log_stream,
+                count=self._ledger.count,
+                deadline=deadline,
+                stop=stop,
+                closing=lambda: self._closing_deadline() is not None,
+            )
+            self.last_put_succeeded = result.reason is None
+            if result.reason is not None:
+                return False
+            if not result.rejected.total:
+                return True
+            # Refused by its time: the group keeps less than we were told. Now is accepted.
+            when = int(time.time() * 1000)
         return False
 
     def _keep(self, part: Part, reason: str, warning: str | None) -> bool:

@@ -28,8 +28,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._compat import holds_logging_lock
-from .._core.events import SIZE, SPOOL_ID, Event, size_exactly
+from .._core.events import SIZE, SPOOL_ID, STREAM, TIMESTAMP, Event, size_exactly
 from .._core.ledger import Claim, Ledger, Part
+from .._core.markers import PLAIN, Style
 from .._core.reasons import DropReason
 from .._process import (
     check_sigterm_after_fork,
@@ -71,6 +72,8 @@ class Settings(backlog.Settings, outcome.Settings, metrics.Settings, Protocol):
     def queue_max_bytes(self) -> int: ...
     @property
     def flush_timeout(self) -> float: ...
+    @property
+    def drop_markers(self) -> bool: ...
 
 
 class Pipeline:
@@ -82,6 +85,7 @@ class Pipeline:
         target: The client and the set-up of the group and streams.
         put: Sends one batch.
         reporter: The handler's warnings.
+        marker_style: How the handler's formatter writes records, for drop markers.
     """
 
     def __init__(
@@ -91,10 +95,15 @@ class Pipeline:
         target: Target,
         put: Callable[[CloudWatchLogsClient, str, Sequence[Event]], Any],
         reporter: Reporter,
+        marker_style: Callable[[], Style] = lambda: PLAIN,
     ) -> None:
         self.settings = settings
         self._lock = lock
-        self.ledger = ledger = Ledger(settings.queue_max_events, settings.queue_max_bytes)
+        self.ledger = ledger = Ledger(
+            settings.queue_max_events,
+            settings.queue_max_bytes,
+            drop_markers=settings.drop_markers,
+        )
         self._reporter = reporter
         reporter.after_fork(ledger.lock)
         self.state = State.NEW
@@ -119,6 +128,7 @@ class Pipeline:
             self.spool.own_acker,
             lambda: self.closing_deadline,
             self.spool,
+            marker_style,
         )
         self.metrics = (
             None
@@ -272,9 +282,11 @@ class Pipeline:
             return
         if not spooled and self.spool.full:
             # Neither on disk (the spool is full) nor in memory: this one is lost.
-            ledger.drop(DropReason.SPOOL_FULL)
+            ledger.drop(DropReason.SPOOL_FULL, stream=event[STREAM], timestamp=event[TIMESTAMP])
             return
-        ledger.drop(DropReason.QUEUE_FULL)  # a spooled record stays on disk for later
+        # A spooled record stays on disk for later: late, not lost, so no marker.
+        lost = None if spooled else event[STREAM]
+        ledger.drop(DropReason.QUEUE_FULL, stream=lost, timestamp=event[TIMESTAMP])
         if not ledger.overflowing:
             ledger.overflowing = True
             settings = self.settings

@@ -44,7 +44,7 @@ newer format version are left untouched.
 
 from __future__ import annotations
 
-from .adoption import adopt
+from .adoption import Adoption, adopt
 from .describe import describe
 from .format import SpooledRecord
 from .writer import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, Spool
@@ -52,6 +52,7 @@ from .writer import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, Spool
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_SEGMENT_BYTES",
+    "Adoption",
     "Spool",
     "SpooledRecord",
     "adopt",

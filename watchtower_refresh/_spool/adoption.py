@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from .._exceptions import ConfigurationError
 from . import forks
@@ -50,9 +51,26 @@ from .layout import (
 from .reading import owners, read_index, read_segment, segment_end, segments_of
 from .stats import SpoolStats
 
-__all__ = ["Adoption", "SpooledBatch", "adopt"]
+__all__ = ["Adoption", "Damage", "SpooledBatch", "adopt"]
 
 STALE_NEW_SECONDS = 60.0
+
+
+class Damage(NamedTuple):
+    """Records of one segment lost to damage, placed by the readable records around them.
+
+    Their own stream names and timestamps went with them: when every readable record of the
+    segment went to one stream, they are taken to have gone there too, within the readable
+    records' times.
+    """
+
+    stream: str
+    first_ms: int
+    """The earliest readable record's timestamp, in milliseconds since the epoch."""
+    last_ms: int
+    """The latest readable record's timestamp, in milliseconds since the epoch."""
+    lost: int
+    """Records lost (as counted in ``stats.corrupt``)."""
 
 
 class _ClaimedSegment:
@@ -179,6 +197,7 @@ class Adoption:
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
         self.stats = SpoolStats()
+        self._damage: list[Damage] = []
         self._claims: list[_Claim] = []
         self._closed = False
 
@@ -330,6 +349,10 @@ class Adoption:
                 claim.keep = True
                 continue
             self.stats.corrupt += contents.lost
+            streams = {record.stream for record in contents.records}
+            if contents.lost and len(streams) == 1:
+                times = [record.timestamp_ms for record in contents.records]
+                self._damage.append(Damage(streams.pop(), min(times), max(times), contents.lost))
             segment = _ClaimedSegment(claim, first_id)
             with contextlib.suppress(OSError):  # the dead owner's acks: append after them
                 segment.ack_bytes = os.stat(
@@ -383,6 +406,12 @@ class Adoption:
                         remove_owner(spool_fd, entry.name, owner_fd)
                     finally:
                         os.close(owner_fd)
+
+    def take_damage(self) -> list[Damage]:
+        """The damage found since the last call that can be placed in a stream (see
+        ``Damage``); the rest is only counted, in ``stats.corrupt``."""
+        damage, self._damage = self._damage, []
+        return damage
 
     def close(self) -> None:
         """Release every claim; unacknowledged records stay for a later adopter."""
