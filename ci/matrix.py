@@ -4,7 +4,7 @@ Each run gets its own virtualenv under ``.venv-matrix/`` (kept between runs, so 
 ``make matrix`` only reinstalls when pyproject.toml or the constraints change). A Python
 that is not installed is skipped with a line saying so; it never fails the run. CPython 3.14,
 when neither pyenv nor PATH has it, comes from ``../shared/tools/python3.14`` (beside the
-checkout; ``WATCHTOWER_REFRESH_PY314_TOOL`` names another path): it runs 3.14 from a Debian
+checkout; ``PY314_TOOL`` names another path): it runs 3.14 from a Debian
 root it makes once and needs root; its virtualenv lives inside the checkout, which the tool
 mounts at the same path, and every command in it runs through ``python3.14 --run``. One more
 run uses the lowest Python from 3.10 to 3.13 found with ``ci/lowest.txt``: the lowest
@@ -31,7 +31,7 @@ VERSIONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
 # The lowest-dependencies run takes the lowest of these that is installed.
 LOWEST_VERSIONS = VERSIONS[:4]
 PY314_TOOL = Path(
-    os.environ.get("WATCHTOWER_REFRESH_PY314_TOOL", ROOT.parent / "shared/tools/python3.14")
+    os.environ.get("PY314_TOOL", ROOT.parent / "shared/tools/python3.14")
 )
 LOWEST = ROOT / "ci" / "lowest.txt"
 VENVS = ROOT / ".venv-matrix"
