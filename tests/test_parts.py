@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import logging.config
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from watchtower_refresh import join_parts
-from watchtower_refresh._core.events import EVENT_OVERHEAD
+from tests.conftest import logger_for, run_python
+from watchtower_refresh import ConfigurationError, RefreshingCloudWatchLogHandler, join_parts
+from watchtower_refresh._config import logging_config
+from watchtower_refresh._core.events import EVENT_OVERHEAD, MAX_EVENT_BYTES
 from watchtower_refresh._core.parts import MARKER_PREFIX, split_message, split_size
+from watchtower_refresh.testing import FakeAWS, Fault
+
+Read = Callable[[str], list[str]]
+ASCII_3MB = "".join(f"{n:09d}\n" for n in range(300_000))  # 3,000,000 bytes, no two lines alike
+WIDE = "日本語のテキスト😀é" * 60_000  # 3- and 4-byte characters, 1.86 MB of UTF-8
+
 
 # --------------------------------------------------------------------------- parts
 
@@ -45,3 +62,168 @@ def test_join_keeps_one_of_each_part_sent_twice_and_each_record_logged_twice() -
     again = first[:2]  # a record sent again after its process died after two parts
     assert join_parts([*first, *second, *again, *first]) == ["a" * 500, "b" * 500, "a" * 500]
     assert join_parts([*first, *again]) == ["a" * 500]
+
+
+# --------------------------------------------------------------------------- options
+
+
+def test_large_events_is_validated() -> None:
+    for bad in ("cut", "", None, 1, "split,truncate"):
+        with pytest.raises(ConfigurationError, match="large_events must be truncate or split"):
+            RefreshingCloudWatchLogHandler("app", large_events=bad)  # type: ignore[arg-type]
+    handler = RefreshingCloudWatchLogHandler("app", large_events=" Split ")
+    assert handler.options.large_events == "split"
+    handler.close()
+    assert RefreshingCloudWatchLogHandler("app").options.large_events == "truncate"
+
+
+def test_large_events_from_the_environment_and_dictconfig() -> None:
+    config = logging_config(
+        log_group="/svc/env", environ={"WATCHTOWER_REFRESH_LARGE_EVENTS": "split"}
+    )
+    assert config["handlers"]["cloudwatch"]["large_events"] == "split"
+    with pytest.raises(ValueError, match="Unable to configure handler") as refused:
+        logging.config.dictConfig(
+            logging_config(log_group="/svc/env", environ={"WATCHTOWER_REFRESH_LARGE_EVENTS": "x"})
+        )
+    assert isinstance(refused.value.__cause__, ConfigurationError)
+    assert "large_events must be truncate or split, not 'x'" in str(refused.value.__cause__)
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "handlers": {
+                "cw": {
+                    "()": "watchtower_refresh.RefreshingCloudWatchLogHandler",
+                    "log_group_name": "/svc/dict",
+                    "large_events": "split",
+                }
+            },
+            "root": {"handlers": ["cw"]},
+        }
+    )
+    (handler,) = logging.getLogger().handlers
+    assert isinstance(handler, RefreshingCloudWatchLogHandler)
+    assert handler.options.large_events == "split"
+
+
+# --------------------------------------------------------------------------- through the service
+
+
+@pytest.mark.parametrize("message", [ASCII_3MB, WIDE], ids=["ascii-3MB", "multi-byte"])
+def test_a_large_record_arrives_in_parts_that_join_back_exactly(
+    aws: FakeAWS, make_handler: Any, messages: Read, message: str
+) -> None:
+    handler = make_handler("/split/large", large_events="split")
+    logger = logger_for(handler)
+    logger.info("before")
+    logger.info(message)
+    logger.info("after")
+    assert handler.flush(timeout=60)
+    found = messages("/split/large")
+    assert len(found) > 3
+    assert all(len(m.encode()) + EVENT_OVERHEAD <= MAX_EVENT_BYTES for m in found)
+    assert join_parts(found) == ["before", message, "after"]
+    stats = handler.stats
+    assert (stats.received, stats.delivered, stats.truncated, stats.dropped) == (3, 3, 0, {})
+
+
+def test_parts_that_fit_travel_in_one_put_with_the_records_timestamp(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    puts = aws.injector.capture("PutLogEvents")
+    handler = make_handler("/split/one-put", large_events="split", max_message_size=1000)
+    logger_for(handler).info("é" * 2000)  # 4,000 bytes: five parts
+    assert handler.flush(timeout=10)
+    (body,) = [json.loads(put.body) for put in puts]
+    events = body["logEvents"]
+    assert len(events) == 5
+    assert len({event["timestamp"] for event in events}) == 1
+    assert all(len(e["message"].encode()) <= 1000 - EVENT_OVERHEAD for e in events)
+    assert join_parts(messages("/split/one-put")) == ["é" * 2000]
+    assert handler.stats.delivered == 1
+
+
+def test_truncate_is_the_default_and_unchanged(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    handler = make_handler("/split/default", max_message_size=1000)
+    logger_for(handler).info("é" * 2000)
+    assert handler.flush(timeout=10)
+    (message,) = messages("/split/default")
+    assert message.endswith(" [truncated: 4000 bytes in all]")
+    assert not message.startswith(MARKER_PREFIX)
+    assert handler.stats.truncated == 1
+
+
+def test_a_record_whose_later_put_fails_is_one_dropped_record(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    # The first put goes through; the second is refused for good.
+    aws.injector.add_fault(Fault("", action="PutLogEvents", times=1))
+    aws.injector.add_fault(Fault("InvalidParameterException", action="PutLogEvents", times=1))
+    handler = make_handler("/split/partial", large_events="split")
+    with pytest.warns(Warning, match="InvalidParameterException"):
+        logger_for(handler).info(ASCII_3MB)
+        assert handler.flush(timeout=30)
+    stats = handler.stats
+    assert (stats.received, stats.delivered) == (1, 0)
+    assert stats.dropped == {"InvalidParameterException": 1}
+    found = messages("/split/partial")
+    assert len(found) == 1  # the first part only: join_parts shows it as it is
+    assert join_parts(found) == found
+
+
+def test_records_a_put_delivered_count_even_when_a_later_put_of_their_batch_fails(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    aws.injector.add_fault(Fault("", action="PutLogEvents", times=1))
+    aws.injector.add_fault(Fault("InvalidParameterException", action="PutLogEvents", times=1))
+    handler = make_handler(
+        "/split/batch", large_events="split", max_message_size=1000, max_batch_count=5
+    )
+    logger = logger_for(handler)
+    with pytest.warns(Warning, match="InvalidParameterException"):
+        for n in range(3):
+            logger.info("small %d", n)
+        logger.info("z" * 5000)  # six parts: not in the first put of at most five events
+        assert handler.flush(timeout=10)
+    stats = handler.stats
+    assert (stats.received, stats.delivered) == (4, 3)
+    assert stats.dropped == {"InvalidParameterException": 1}
+    assert messages("/split/batch") == ["small 0", "small 1", "small 2"]
+
+
+def test_a_split_record_in_the_spool_survives_a_kill_and_is_replayed_whole(
+    aws: FakeAWS, make_handler: Any, messages: Read, tmp_path: Path
+) -> None:
+    # The child's first put arrives; every later one fails until it is killed.
+    aws.injector.add_fault(Fault("", action="PutLogEvents", times=1))
+    outage = aws.injector.add_fault(
+        Fault("ServiceUnavailableException", action="PutLogEvents", status=503)
+    )
+    script = textwrap.dedent(
+        f"""
+        import logging, os, signal, warnings
+        from watchtower_refresh import RefreshingCloudWatchLogHandler
+        warnings.simplefilter("ignore")
+        handler = RefreshingCloudWatchLogHandler(
+            "/split/spool", spool_dir={str(tmp_path)!r}, large_events="split",
+            send_interval=0.05,
+        )
+        logger = logging.getLogger("child")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.info("".join(f"{{n:09d}}\\n" for n in range(300_000)))
+        print(handler.flush(timeout=3), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    child = run_python(aws, "-c", script)
+    assert child.stdout.strip() == "False", child.stderr
+    assert len(messages("/split/spool")) == 1  # one part arrived before the process died
+    aws.injector.remove_fault(outage)
+    handler = make_handler("/split/spool", spool_dir=str(tmp_path), large_events="split")
+    assert handler.flush(timeout=60)
+    assert join_parts(messages("/split/spool")) == [ASCII_3MB]
+    stats = handler.stats
+    assert (stats.replayed, stats.delivered, stats.dropped) == (1, 1, {})

@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_QUEUE_MAX_BYTES",
     "DEFAULT_QUEUE_MAX_EVENTS",
     "DEFAULT_SPOOL_MAX_BYTES",
+    "LARGE_EVENTS",
     "MIN_SPOOL_BYTES",
     "HandlerOptions",
 ]
@@ -62,6 +63,9 @@ DEFAULT_BUFFER_MAX_BYTES = 256 * 1024
 MIN_BUFFER_BYTES = 1024
 DEFAULT_FLUSH_TIMEOUT = 10.0
 MIN_SPOOL_BYTES = 64 * 1024
+LARGE_EVENTS = ("truncate", "split")
+"""What ``large_events`` may say of a message over ``max_message_size``; the first is the
+default."""
 
 _CREDENTIAL_OPTIONS = (
     "role_arn",
@@ -84,6 +88,8 @@ class HandlerOptions:
     max_batch_size: int
     max_batch_count: int
     max_message_size: int
+    large_events: str
+    """``truncate`` or ``split`` (``_core.parts``)."""
     create_log_group: bool
     create_log_stream: bool
     log_group_tags: Mapping[str, str]
@@ -157,6 +163,7 @@ class HandlerOptions:
                 "max_batch_count", given["max_batch_count"], minimum=1, maximum=MAX_BATCH_EVENTS
             ),
             max_message_size=max_message_size,
+            large_events=_large_events(given["large_events"]),
             create_log_group=as_bool("create_log_group", given["create_log_group"]),
             create_log_stream=as_bool("create_log_stream", given["create_log_stream"]),
             log_group_tags=as_tags("log_group_tags", given["log_group_tags"]),
@@ -205,6 +212,14 @@ def _buffer_level(value: object) -> int | None:
     if isinstance(level, int) and not isinstance(level, bool) and 0 < level < logging.ERROR:
         return level
     message = f"buffer_at must be a level below ERROR (DEBUG, INFO, WARNING) or off, not {value!r}"
+    raise ConfigurationError(message)
+
+
+def _large_events(value: object) -> str:
+    """``large_events``: ``truncate`` or ``split``, in any case."""
+    if isinstance(value, str) and value.strip().lower() in LARGE_EVENTS:
+        return value.strip().lower()
+    message = f"large_events must be {' or '.join(LARGE_EVENTS)}, not {value!r}"
     raise ConfigurationError(message)
 
 
