@@ -6,6 +6,7 @@ import json
 import logging
 import logging.config
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ from hypothesis import strategies as st
 
 from tests.conftest import logger_for, run_python
 from watchtower_refresh import ConfigurationError, RefreshingCloudWatchLogHandler, join_parts
+from watchtower_refresh._cli import main
 from watchtower_refresh._config import logging_config
 from watchtower_refresh._core.events import EVENT_OVERHEAD, MAX_EVENT_BYTES
 from watchtower_refresh._core.parts import MARKER_PREFIX, split_message, split_size
+from watchtower_refresh._spool import Spool
 from watchtower_refresh.testing import FakeAWS, Fault
 
 Read = Callable[[str], list[str]]
@@ -227,3 +230,25 @@ def test_a_split_record_in_the_spool_survives_a_kill_and_is_replayed_whole(
     assert join_parts(messages("/split/spool")) == [ASCII_3MB]
     stats = handler.stats
     assert (stats.replayed, stats.delivered, stats.dropped) == (1, 1, {})
+
+
+def test_the_cli_delivers_a_split_record_a_dead_process_left(
+    aws: FakeAWS, messages: Read, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spool = Spool.open(tmp_path, "/split/cli")
+    assert spool is not None
+    assert spool.append("web-1", int(time.time() * 1000), WIDE) is not None
+    spool.close()  # as the kernel does when the process dies
+    args = ["spool", "--dir", str(tmp_path), "--deliver", "--log-group", "/split/cli"]
+    assert main([*args, "--large-events", "split"]) == 0
+    assert "records delivered  1" in capsys.readouterr().out
+    assert join_parts(messages("/split/cli")) == [WIDE]
+
+
+def test_records_sent_from_the_callers_thread_are_split_too(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    handler = make_handler("/split/sync", large_events="split", use_queues=False)
+    logger_for(handler).info(ASCII_3MB)
+    assert join_parts(messages("/split/sync")) == [ASCII_3MB]
+    assert handler.stats.delivered == 1
