@@ -252,3 +252,51 @@ def test_records_sent_from_the_callers_thread_are_split_too(
     logger_for(handler).info(ASCII_3MB)
     assert join_parts(messages("/split/sync")) == [ASCII_3MB]
     assert handler.stats.delivered == 1
+
+
+def test_a_record_whose_parts_would_not_fit_the_memory_cap_is_truncated(
+    aws: FakeAWS, make_handler: Any, messages: Read
+) -> None:
+    handler = make_handler("/split/cap", large_events="split", queue_max_bytes=2_000_000)
+    logger_for(handler).info(ASCII_3MB)
+    assert handler.flush(timeout=30)
+    (message,) = messages("/split/cap")
+    assert message.endswith(" [truncated: 3000000 bytes in all]")
+    assert (handler.stats.truncated, handler.stats.delivered) == (1, 1)
+
+
+def test_the_services_refusals_count_whole_records(aws: FakeAWS, make_handler: Any) -> None:
+    # AWS's answer for [old record: five parts, fine record, too new record: five parts].
+    info = {"tooOldLogEventEndIndex": 5, "tooNewLogEventStartIndex": 6}
+    aws.injector.add_fault(
+        Fault("", action="PutLogEvents", times=1, answer={"rejectedLogEventsInfo": info})
+    )
+    handler = make_handler(
+        "/split/rejected", large_events="split", max_message_size=1000, send_interval=3600
+    )
+    logger = logger_for(handler)
+    with pytest.warns(Warning, match="refused 2 of 3 events"):
+        logger.info("é" * 2000)
+        logger.info("fine")
+        logger.info("è" * 2000)
+        assert handler.flush(timeout=10)
+    stats = handler.stats
+    assert (stats.received, stats.delivered, stats.rejected) == (3, 1, 2)
+    assert stats.dropped == {"too_old": 1, "too_new": 1}
+
+
+def test_a_record_over_several_puts_refused_in_the_first_is_one_refused_record(
+    aws: FakeAWS, make_handler: Any
+) -> None:
+    puts = aws.injector.capture("PutLogEvents")
+    info = {"expiredLogEventEndIndex": 1}
+    aws.injector.add_fault(
+        Fault("", action="PutLogEvents", times=1, answer={"rejectedLogEventsInfo": info})
+    )
+    handler = make_handler("/split/expired", large_events="split")
+    with pytest.warns(Warning, match="refused 1 of 1 events"):
+        logger_for(handler).info(ASCII_3MB)
+        assert handler.flush(timeout=30)
+    stats = handler.stats
+    assert (stats.received, stats.delivered, stats.dropped) == (1, 0, {"expired": 1})
+    assert len(puts) == 1  # the other parts are not sent
