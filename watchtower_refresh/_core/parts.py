@@ -130,10 +130,8 @@ def split_message(message: str, limit: int) -> list[str]:
     return parts
 
 
-def _expand(event: Event, limit: int) -> list[Event]:
-    """The events that carry ``event``: itself, or its parts when it is over ``limit``."""
-    if event[SIZE] <= limit:
-        return [event]
+def _parts(event: Event, limit: int) -> list[Event]:
+    """The events that carry ``event``, a record over ``limit`` bytes: its parts."""
     stream, timestamp, message = event[0], event[TIMESTAMP], event[2]
     return [(stream, timestamp, part, len(part.encode())) for part in split_message(message, limit)]
 
@@ -163,8 +161,11 @@ def plan_puts(
     counts: list[int] = []
     held = 0
     for event in events:
-        parts = _expand(event, limit)
-        cost = sum(part[SIZE] for part in parts) + EVENT_OVERHEAD * len(parts)
+        if event[SIZE] <= limit:  # most records of a batch: no split, nothing to add up
+            parts, cost = [event], event[SIZE] + EVENT_OVERHEAD
+        else:
+            parts = _parts(event, limit)
+            cost = sum(part[SIZE] for part in parts) + EVENT_OVERHEAD * len(parts)
         alone = len(parts) > max_events or cost > max_bytes
         if records and (alone or len(put) + len(parts) > max_events or held + cost > max_bytes):
             groups.append((records, [put], counts))
