@@ -26,7 +26,7 @@ from watchtower_refresh.testing import FakeAWS, Fault
 
 Read = Callable[[str], list[str]]
 ASCII_3MB = "".join(f"{n:09d}\n" for n in range(300_000))  # 3,000,000 bytes, no two lines alike
-WIDE = "日本語のテキスト😀é" * 60_000  # 3- and 4-byte characters, 1.86 MB of UTF-8
+WIDE = "日本語のテキスト😀é" * 60_000  # 2-, 3- and 4-byte characters, 1.8 MB of UTF-8
 
 
 # --------------------------------------------------------------------------- parts
