@@ -51,6 +51,22 @@ def test_parts_fit_the_limit_and_join_back_exactly(text: str, limit: int) -> Non
     assert join_parts(["before", *parts, "after"]) == ["before", text, "after"]
 
 
+# A marker of a two-digit total leaves 65 bytes of 100 for text; of a three-digit one, 63,
+# of which 62 hold whole two-byte characters.
+@pytest.mark.parametrize(("text", "count"), [("x" * 5_000, 77), ("ü" * 20_000, 646)])
+def test_markers_widen_with_the_number_of_parts(text: str, count: int) -> None:
+    parts = split_message(text, 100)
+    assert len(parts) == count
+    width = len(str(count))
+    assert parts[0].startswith(MARKER_PREFIX)
+    assert f" {1:0{width}d}/{count}] " in parts[0]
+    assert all(len(part.encode()) <= 100 for part in parts)
+    assert split_size(text, len(text.encode()), 100) == sum(
+        len(part.encode()) for part in parts
+    ) + EVENT_OVERHEAD * (count - 1)
+    assert join_parts(parts) == [text]
+
+
 def test_join_leaves_incomplete_forged_and_ordinary_messages_as_they_were() -> None:
     parts = split_message("x" * 500, 100)
     assert join_parts(parts[1:]) == parts[1:]  # a part missing
