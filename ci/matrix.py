@@ -30,9 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VERSIONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
 # The lowest-dependencies run takes the lowest of these that is installed.
 LOWEST_VERSIONS = VERSIONS[:4]
-PY314_TOOL = Path(
-    os.environ.get("PY314_TOOL", ROOT.parent / "shared/tools/python3.14")
-)
+PY314_TOOL = Path(os.environ.get("PY314_TOOL", ROOT.parent / "shared/tools/python3.14"))
 LOWEST = ROOT / "ci" / "lowest.txt"
 VENVS = ROOT / ".venv-matrix"
 # The suite without coverage: the floor is make test's; branches differ across versions.

@@ -159,6 +159,7 @@ HANDLER_OPTION_TEXT = {
     "flush_timeout": "2.5",
     "json_serialize_default": "builtins:str",
     "kms_key_id": "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    "large_events": "split",
     "log_group_class": "INFREQUENT_ACCESS",
     "log_group_retention_days": "30",
     "log_group_tags": "team=platform,env=prod",

@@ -33,6 +33,7 @@ class Settings:
     max_batch_size: int = 1_048_576
     max_batch_count: int = 10_000
     max_message_size: int = 1_048_576
+    large_events: str = "truncate"
     queue_max_events: int = 1_000
     queue_max_bytes: int = 1 << 20
     flush_timeout: float = 2.0

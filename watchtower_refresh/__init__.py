@@ -11,6 +11,7 @@ Public names::
     flush_logs, flushing            flush every handler at the end of a Lambda invocation
     flush_handlers                  flush every handler now, within a time limit
     log_buffer                      a scope whose debug records ship only if it fails
+    join_parts                      join records sent in parts (large_events="split") back
     install_sigterm_handler         deliver on SIGTERM (again, after a framework reset it)
     DeliveryStats                   what a handler did with its records
     ConfigurationError, WatchtowerRefreshError, WatchtowerRefreshWarning
@@ -19,6 +20,7 @@ Public names::
 from ._aws import refresh_windows, refreshable_session
 from ._buffer import log_buffer
 from ._config import configure_logging, logging_config
+from ._core.parts import join_parts
 from ._exceptions import ConfigurationError, WatchtowerRefreshError, WatchtowerRefreshWarning
 from ._formatter import LocalTimeFormatter
 from ._handler import DeliveryStats, RefreshingCloudWatchLogHandler
@@ -42,6 +44,7 @@ __all__ = [
     "flush_logs",
     "flushing",
     "install_sigterm_handler",
+    "join_parts",
     "log_buffer",
     "logging_config",
     "refresh_windows",

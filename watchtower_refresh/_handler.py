@@ -47,6 +47,7 @@ from ._core.events import (
 )
 from ._core.ledger import DeliveryStats, Ledger
 from ._core.markers import PLAIN, Style
+from ._core.parts import split_size
 from ._core.reasons import DropReason
 from ._delivery.pipeline import Pipeline
 from ._formatter import LocalTimeFormatter
@@ -124,8 +125,15 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
             values CloudWatch Logs accepts), or None to leave it.
         create_log_stream: Create streams as needed (needs ``logs:CreateLogStream``).
         max_message_size: Largest event in bytes, counting the 26-byte overhead; default and
-            maximum 1,048,576. A longer message is cut and ends with
-            ``[truncated: N bytes in all]``.
+            maximum 1,048,576. What becomes of a longer message is ``large_events``'s choice.
+        large_events: ``"truncate"`` (the default): a message over ``max_message_size`` is
+            cut and ends with ``[truncated: N bytes in all]`` (counted in
+            ``stats.truncated``). ``"split"``: it is sent whole, as several events of at most
+            ``max_message_size`` bytes each, cut between characters, each beginning with
+            ``[wtr-split <id> <part>/<total>] ``; they travel in one put when they fit, all
+            with the record's timestamp, and count as one record in ``stats``.
+            ``join_parts()`` joins them back when they are read. A record whose parts would
+            not fit in ``queue_max_bytes`` is truncated instead.
         log_group: Deprecated watchtower alias of ``log_group_name``.
         stream_name: Deprecated watchtower alias of ``log_stream_name``.
         role_arn: Role to assume for delivery; see ``refreshable_session``.
@@ -250,6 +258,7 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
         entity: Mapping[str, Mapping[str, str]] | str | None = None,
         queue_max_events: int | str = DEFAULT_QUEUE_MAX_EVENTS,
         queue_max_bytes: int | str = DEFAULT_QUEUE_MAX_BYTES,
+        large_events: str = "truncate",
         flush_timeout: float | str = DEFAULT_FLUSH_TIMEOUT,
         spool_dir: str | os.PathLike[str] | None = None,
         spool_max_bytes: int | str = DEFAULT_SPOOL_MAX_BYTES,
@@ -278,6 +287,7 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
             watchtower.CloudWatchLogFormatter(json_serialize_default=options.json_serialize_default)
         )
         self._body_limit = options.max_message_size - EVENT_OVERHEAD
+        self._split = options.large_events == "split"
         self._trace = TraceContext(in_lambda()) if options.trace_context else None
         self._buffer = (
             None
@@ -406,8 +416,7 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
                     if not size:
                         pipeline.drop_one(DropReason.EMPTY, _EMPTY_MESSAGE)
                         return
-                    message, size = truncate(message, size, self._body_limit)
-                    ledger.truncated += 1
+                    message, size = self._cut(message, size, None, ledger)
                 cost = size + EVENT_OVERHEAD
             else:
                 message, size, text = self._size_text(message, ledger)
@@ -494,10 +503,21 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
         else:
             size = len(text)
         if size > self._body_limit:
-            message, size = truncate(message, size, self._body_limit)
+            message, size = self._cut(message, size, text, ledger)
+            if size > self._body_limit:
+                return message, size, text  # split: the spool keeps the whole message
             text = None
-            ledger.truncated += 1
         return message, size, text
+
+    def _cut(self, message: str, size: int, text: bytes | None, ledger: Ledger) -> tuple[str, int]:
+        """A message over the size limit: split (``large_events``), its size then the
+        split's (see ``_core.parts``), or truncated."""
+        if self._split:
+            split = split_size(message, size, self._body_limit, text)
+            if split + EVENT_OVERHEAD <= ledger.max_bytes:
+                return message, split
+        ledger.truncated += 1
+        return truncate(message, size, self._body_limit)
 
     # ----------------------------------------------------------------- flush and close
 

@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_QUEUE_MAX_BYTES",
     "DEFAULT_QUEUE_MAX_EVENTS",
     "DEFAULT_SPOOL_MAX_BYTES",
+    "LARGE_EVENTS",
     "MIN_SPOOL_BYTES",
     "HandlerOptions",
 ]
@@ -71,6 +72,11 @@ _NAMESPACE_PATTERN = r"(?!AWS/)[A-Za-z0-9._/#-][A-Za-z0-9._/#: -]{0,254}"
 _NAMESPACE_RULE = (
     "1 to 255 characters of A-Z, a-z, 0-9 and ._/#:- or space, not starting with ':' or 'AWS/'"
 )
+
+
+LARGE_EVENTS = ("truncate", "split")
+"""What ``large_events`` may say of a message over ``max_message_size``; the first is the
+default."""
 
 _CREDENTIAL_OPTIONS = (
     "role_arn",
@@ -93,6 +99,8 @@ class HandlerOptions:
     max_batch_size: int
     max_batch_count: int
     max_message_size: int
+    large_events: str
+    """``truncate`` or ``split`` (``_core.parts``)."""
     create_log_group: bool
     create_log_stream: bool
     log_group_tags: Mapping[str, str]
@@ -171,6 +179,7 @@ class HandlerOptions:
                 "max_batch_count", given["max_batch_count"], minimum=1, maximum=MAX_BATCH_EVENTS
             ),
             max_message_size=max_message_size,
+            large_events=_large_events(given["large_events"]),
             create_log_group=as_bool("create_log_group", given["create_log_group"]),
             create_log_stream=as_bool("create_log_stream", given["create_log_stream"]),
             log_group_tags=as_tags("log_group_tags", given["log_group_tags"]),
@@ -248,6 +257,14 @@ def _metrics_interval(value: object) -> float | None:
         )
         raise ConfigurationError(message)
     return seconds
+
+
+def _large_events(value: object) -> str:
+    """``large_events``: ``truncate`` or ``split``, in any case."""
+    if isinstance(value, str) and value.strip().lower() in LARGE_EVENTS:
+        return value.strip().lower()
+    message = f"large_events must be {' or '.join(LARGE_EVENTS)}, not {value!r}"
+    raise ConfigurationError(message)
 
 
 def _group_settings(given: Mapping[str, Any]) -> dict[str, Any]:

@@ -239,6 +239,11 @@ def _add_spool(add: _AddParser) -> None:
         action="store_true",
         help="with --deliver: delete the records the service refused instead of keeping them",
     )
+    spool.add_argument(
+        "--large-events",
+        choices=("truncate", "split"),
+        help="with --deliver: what becomes of a record over the event limit (truncate)",
+    )
     _add_handler_options(spool, log_group_help="with --deliver: the log group")
 
 

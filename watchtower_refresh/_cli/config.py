@@ -42,6 +42,7 @@ _HANDLER_FLAGS = (  # command-line flag (argparse dest) and the handler option i
     ("kms_key_id", "kms_key_id"),
     ("log_group_class", "log_group_class"),
     ("deletion_protection", "deletion_protection"),
+    ("large_events", "large_events"),  # spool --deliver only
 )
 
 
@@ -63,7 +64,7 @@ def handler_options(args: argparse.Namespace) -> dict[str, Any]:
     """The handler's options from ``--config``, overridden by the flags given."""
     options = load_handler_options(args.config, args.handler) if args.config else {}
     for flag, name in _HANDLER_FLAGS:
-        value = getattr(args, flag)
+        value = getattr(args, flag, None)
         if value is not None:
             options[name] = value
     return options

@@ -457,6 +457,19 @@ class Ledger:
             self._outstanding[id(claim)] = claim
             return claim
 
+    def divide(self, part: Part, groups: list[list[Event]]) -> list[Part]:
+        """Replace ``part`` by one part per group of its records, each settled on its own.
+
+        For a batch whose records need several puts (``large_events="split"``): records a
+        put delivered are settled as such even when a later put fails. Returns [] if
+        ``part`` was settled already.
+        """
+        with self.lock:
+            if part.settled:
+                return []
+            part.settled = True
+            return [Part(part.claim, group) for group in groups]
+
     def settle(
         self,
         part: Part,

@@ -26,6 +26,7 @@ from typing import Protocol
 from .._compat import holds_lock
 from .._core.events import EVENT_OVERHEAD, SPOOL_ID, Event, truncate, utf8_size
 from .._core.ledger import Ledger, Part
+from .._core.parts import split_size
 from .._core.reasons import DropReason
 from .._process import mark_delivery_thread
 from .._spool import DEFAULT_SEGMENT_BYTES, Adoption, Spool, SpooledRecord, adopt
@@ -54,6 +55,8 @@ class Settings(Protocol):
     def max_batch_count(self) -> int: ...
     @property
     def max_message_size(self) -> int: ...
+    @property
+    def large_events(self) -> str: ...
 
 
 class SpoolSide:
@@ -311,8 +314,11 @@ class SpoolSide:
                 ledger.drop(DropReason.SPOOL_ERROR, unreadable)
             ledger.unspill()
             return None
+        limit = self._settings.max_message_size - EVENT_OVERHEAD
         for record in records:
             message, size = utf8_size(record.message)
+            if size > limit:  # kept whole by emit() for large_events="split"
+                size = split_size(message, size, limit)
             cost = size + EVENT_OVERHEAD
             if not ledger.has_room(cost):
                 break
@@ -383,7 +389,9 @@ class SpoolSide:
         events: list[Event] = []
         for record in records:
             message, size = utf8_size(record.message)
-            if size > limit:
+            if size > limit and self._settings.large_events == "split":
+                size = split_size(message, size, limit)
+            elif size > limit:
                 message, size = truncate(message, size, limit)
             events.append((record.stream, record.timestamp_ms, message, size, record.id))
         lock = self._lock

@@ -13,18 +13,29 @@ returns once a batch is settled sees the spool acknowledged and the warning issu
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._core.events import SPOOL_ID, Event, split_batches, split_by_age, utf8_size
+from .._core.events import (
+    EVENT_OVERHEAD,
+    SIZE,
+    SPOOL_ID,
+    Event,
+    RejectedCounts,
+    split_batches,
+    split_by_age,
+    utf8_size,
+)
 from .._core.ledger import Claim, Ledger, Part
 from .._core.markers import PLAIN, Gap, Style, render, stamp
+from .._core.parts import plan_puts
 from .._core.reasons import DropReason, is_fixable, keeps_spooled
 from .._process import summarizing
 from .._report import Reporter, records
-from .deliver import Target, deliver_batch
+from .deliver import Delivered, Target, deliver_batch
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
@@ -39,6 +50,9 @@ HOLD_MAX = 300.0
 
 Acknowledge = Callable[[list[int]], None]
 """Removes settled records, by spool id, from the spool they were read from."""
+
+_size_of = operator.itemgetter(SIZE)
+_NONE_REJECTED = RejectedCounts(0, 0, 0)
 
 
 class Settings(Protocol):
@@ -56,6 +70,10 @@ class Settings(Protocol):
     def max_batch_count(self) -> int: ...
     @property
     def log_group_retention_days(self) -> int | None: ...
+    @property
+    def max_message_size(self) -> int: ...
+    @property
+    def large_events(self) -> str: ...
 
 
 class Holder(Protocol):
@@ -106,6 +124,10 @@ class Outcomes:
         self._own_acker = own_acker
         self._closing_deadline = closing_deadline
         self._holder = holder
+        # Records over this many bytes are split records, cut into parts as they are sent.
+        self._split_at = (
+            settings.max_message_size - EVENT_OVERHEAD if settings.large_events == "split" else None
+        )
 
     def deliver_claim(
         self,
@@ -144,6 +166,46 @@ class Outcomes:
         Returns whether it was refused for a reason an operator can fix (and held, or given
         back to the spool it was adopted from).
         """
+        split_at = self._split_at
+        if split_at is not None and part.events and max(map(_size_of, part.events)) > split_at:
+            return self._deliver_split(stream, part, split_at, stop, deadline)
+        return self._deliver(stream, part, None, stop, deadline)
+
+    def _deliver_split(
+        self,
+        stream: str,
+        part: Part,
+        split_at: int,
+        stop: threading.Event | None,
+        deadline: float | None,
+    ) -> bool:
+        """Deliver a batch that holds split records: the records whose parts fit in one put
+        together, each in its own part of the batch, so that what a put delivered is settled
+        as delivered even when a later put fails."""
+        settings = self._settings
+        groups = plan_puts(part.events, split_at, settings.max_batch_size, settings.max_batch_count)
+        if len(groups) == 1:
+            return self._deliver(stream, part, groups[0][1:], stop, deadline)
+        refused = False
+        divided = self._ledger.divide(part, [records for records, _, _ in groups])
+        if not divided:
+            return False  # settled already
+        for sub, (_, puts, counts) in zip(divided, groups, strict=True):
+            try:
+                refused |= self._deliver(stream, sub, (puts, counts), stop, deadline)
+            except Exception as exc:  # settle it as an error; the next group goes on
+                self.settle_failed(sub, exc)
+        return refused
+
+    def _deliver(
+        self,
+        stream: str,
+        part: Part,
+        puts: tuple[list[list[Event]], list[int]] | None,
+        stop: threading.Event | None,
+        deadline: float | None,
+    ) -> bool:
+        """``deliver``, with the puts that carry ``part``'s records when some are split."""
         settings = self._settings
         holder = self._holder
         stop = stop or threading.Event()
@@ -161,18 +223,21 @@ class Outcomes:
                 return deadline
             return closing if deadline is None else min(deadline, closing)
 
-        result = deliver_batch(
-            self.target,
-            self._put,
-            group=settings.log_group_name,
-            stream=stream,
-            batch=part.events,
-            can_create=settings.create_log_group or settings.create_log_stream,
-            count=self._ledger.count,
-            deadline=limit,
-            stop=stop,
-            closing=lambda: self._closing_deadline() is not None,
-        )
+        def send(batch: Sequence[Event]) -> Delivered:
+            return deliver_batch(
+                self.target,
+                self._put,
+                group=settings.log_group_name,
+                stream=stream,
+                batch=batch,
+                can_create=settings.create_log_group or settings.create_log_stream,
+                count=self._ledger.count,
+                deadline=limit,
+                stop=stop,
+                closing=lambda: self._closing_deadline() is not None,
+            )
+
+        result = send(part.events) if puts is None else _send_parts(send, *puts)
         self.last_put_succeeded = result.reason is None
         gaps = self._ledger.gaps
         if result.reason is None and gaps is not None and stream in gaps:
@@ -378,6 +443,55 @@ class Outcomes:
             if acker is None:
                 return
         acker(ids)
+
+
+def _send_parts(
+    send: Callable[[Sequence[Event]], Delivered], puts: list[list[Event]], counts: list[int]
+) -> Delivered:
+    """Send the puts that carry some records, split ones among them; say what became of the
+    records (not of the events).
+
+    Several puts carry one record: it is delivered once every put is, and refused or dropped
+    with the first that is not (the puts after it are not sent). One put carries each of
+    ``counts`` records' events in turn: the service refuses events by time (the oldest, the
+    newest), and a record's parts share its timestamp, so the first part of each record
+    says what became of it.
+    """
+    if len(puts) > 1:
+        for batch in puts:
+            result = send(batch)
+            if result.reason is not None:
+                return result
+            refused = result.rejected
+            if refused.expired:
+                return Delivered(0, RejectedCounts(0, 0, 1), None, None)
+            if refused.too_old:
+                return Delivered(0, RejectedCounts(0, 1, 0), None, None)
+            if refused.too_new:
+                return Delivered(0, RejectedCounts(1, 0, 0), None, None)
+        return Delivered(1, _NONE_REJECTED, None, None)
+    (batch,) = puts
+    result = send(batch)
+    refused = result.rejected
+    if result.reason is not None:
+        return result
+    if not refused.total:
+        return Delivered(len(counts), _NONE_REJECTED, None, None)
+    expired_end = refused.expired
+    too_old_end = refused.expired + refused.too_old
+    too_new_start = len(batch) - refused.too_new
+    too_new = too_old = expired = 0
+    first = 0
+    for count in counts:
+        if first < expired_end:
+            expired += 1
+        elif first < too_old_end:
+            too_old += 1
+        elif first >= too_new_start:
+            too_new += 1
+        first += count
+    mapped = RejectedCounts(too_new, too_old, expired)
+    return Delivered(len(counts) - mapped.total, mapped, None, None)
 
 
 def _spooled(events: Sequence[Event]) -> bool:
