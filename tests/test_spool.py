@@ -507,6 +507,11 @@ def _tail_symlink(owner: Path) -> None:
     (owner / "tail").symlink_to(owner / "elsewhere")
 
 
+def _index_damaged(owner: Path) -> None:
+    # without the index, the last segment file may not be the writer's last segment
+    (owner / "index").write_bytes(b"not an index")
+
+
 def _tail_bad_segment_bytes(owner: Path) -> None:
     # a meta.json that says nothing usable: the writer's default bounds it, still believed
     meta = json.loads((owner / "meta.json").read_text())
@@ -516,7 +521,13 @@ def _tail_bad_segment_bytes(owner: Path) -> None:
 
 @pytest.mark.parametrize(
     ("damage", "corrupt"),
-    [(_not_a_tail, 1), (_short_tail, 1), (_tail_symlink, 1), (_tail_bad_segment_bytes, 5)],
+    [
+        (_not_a_tail, 1),
+        (_short_tail, 1),
+        (_tail_symlink, 1),
+        (_index_damaged, 1),
+        (_tail_bad_segment_bytes, 5),
+    ],
 )
 def test_a_tail_file_that_cannot_be_believed_counts_as_before(
     tmp_path: Path, damage: Callable[[Path], None], corrupt: int

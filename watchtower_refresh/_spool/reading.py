@@ -147,8 +147,9 @@ def written_end(
     """The first id of a dead writer's last segment, and the id after the last record the
     writer appended (from its tail file), when the tail file can be believed.
 
-    Believed only for the segment the index names last (or the last segment file, without
-    an index), and only as far as that segment could have held: its segment size (from
+    Believed only for the segment the index names last, when its file is there (without
+    a readable index, the last file may be an earlier segment whose successor was settled
+    and deleted), and only as far as that segment could have held: its segment size (from
     ``meta.json``, at most 4 GiB) and one larger frame, in records of the smallest frame.
     A value outside that (damage, an edit) is ignored, and the damage counts as without it.
 
@@ -157,7 +158,7 @@ def written_end(
         index: Its index (:func:`read_index`).
         firsts: The first ids of its segment files, in order.
     """
-    if not firsts or (index is not None and index[-1] != firsts[-1]):
+    if not firsts or not index or index[-1] != firsts[-1]:
         return None
     last = read_tail(owner_fd)
     if last is None:
