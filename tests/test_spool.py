@@ -462,13 +462,15 @@ def _valid_frames_bad_records(data: bytearray, starts: list[int]) -> None:
         (_flip(12), {12}, 1),
         (_flip(19), {19}, 1),
         (_zero_records, {5, 6, 7}, 3),
-        (_truncate_mid_record, set(range(15, 20)), 1),
-        (_garbage_after, set(), 1),
+        # the tail file says how many records the writer appended: a cut at the end
+        # counts each, and bytes after the last record that are none count nothing
+        (_truncate_mid_record, set(range(15, 20)), 5),
+        (_garbage_after, set(), 0),
         (_stray_edit, {7}, 1),
         (_inserted_between, set(), 0),
         (_header_damaged, set(), 0),
         (_huge_length, {3}, 1),
-        (_valid_frames_bad_records, set(), 2),
+        (_valid_frames_bad_records, set(), 0),
     ],
 )
 def test_damage_costs_only_the_records_it_touches(
@@ -488,6 +490,61 @@ def test_damage_costs_only_the_records_it_touches(
     assert all(r.message == message(r.timestamp_ms, 60) for r in found)
     assert stats.corrupt == corrupt
     assert list(tmp_path.iterdir()) == []
+
+
+def _not_a_tail(owner: Path) -> None:
+    good = (owner / "tail").read_bytes()
+    (owner / "tail").write_bytes(spool_format.ACKS_HEADER + good[12:])  # another kind
+
+
+def _short_tail(owner: Path) -> None:
+    (owner / "tail").write_bytes((owner / "tail").read_bytes()[:20])
+
+
+def _tail_symlink(owner: Path) -> None:
+    (owner / "elsewhere").write_bytes((owner / "tail").read_bytes())
+    (owner / "tail").unlink()
+    (owner / "tail").symlink_to(owner / "elsewhere")
+
+
+def _index_damaged(owner: Path) -> None:
+    # without the index, the last segment file may not be the writer's last segment
+    (owner / "index").write_bytes(b"not an index")
+
+
+def _tail_bad_segment_bytes(owner: Path) -> None:
+    # a meta.json that says nothing usable: the writer's default bounds it, still believed
+    meta = json.loads((owner / "meta.json").read_text())
+    meta["segment_bytes"] = True
+    (owner / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    ("damage", "corrupt"),
+    [
+        (_not_a_tail, 1),
+        (_short_tail, 1),
+        (_tail_symlink, 1),
+        (_index_damaged, 1),
+        (_tail_bad_segment_bytes, 5),
+    ],
+)
+def test_a_tail_file_that_cannot_be_believed_counts_as_before(
+    tmp_path: Path, damage: Callable[[Path], None], corrupt: int
+) -> None:
+    segment = _one_segment(tmp_path)
+    data = bytearray(segment.read_bytes())
+    _truncate_mid_record(data, _offsets(bytes(data)))  # records 15 to 19 are gone
+    segment.write_bytes(bytes(data))
+    damage(segment.parent)
+    [summary] = describe(tmp_path)
+    assert (summary.records, summary.corrupt) == (15, corrupt)
+    found, stats = replay(tmp_path)
+    assert [r.timestamp_ms for r in found] == list(range(15))
+    assert stats.corrupt == corrupt
+    # a symlink is never removed (nor followed): the rest is
+    left = sorted(p.name for p in tmp_path.glob("*/*"))
+    assert left == (["owner.lock", "tail"] if damage is _tail_symlink else [])
 
 
 def test_random_byte_damage_never_yields_a_wrong_record(tmp_path: Path) -> None:
@@ -777,6 +834,10 @@ def test_a_segment_that_cannot_be_opened_is_retried(
     assert stats.corrupt == 0
 
 
+def _tail_id(owner: Path) -> int:
+    return int.from_bytes((owner / "tail").read_bytes()[16:], "little")
+
+
 def test_the_fork_hook_gives_the_child_its_own_owner(tmp_path: Path) -> None:
     """The hook os.fork runs in a child, run here so that its effects are measured."""
     spool = open_spool(tmp_path)
@@ -796,6 +857,12 @@ def test_the_fork_hook_gives_the_child_its_own_owner(tmp_path: Path) -> None:
     spool.ack([1])  # the parent's id: ignored
     assert spool.append("s", 1, "child's") == 2
     assert spool.owner_directory not in (None, parent_owner)
+    # each owner's tail file holds the last id its own writer appended: the child stores
+    # into its own, never into its parent's
+    assert parent_owner is not None
+    assert spool.owner_directory is not None
+    assert _tail_id(parent_owner) == 1
+    assert _tail_id(spool.owner_directory) == 2
     spool.close()
     # two owners made in the same millisecond: either may come first
     assert sorted(r.message for r in replay(tmp_path)[0]) == ["child's", "parent's"]

@@ -10,6 +10,7 @@ import re
 import signal
 import textwrap
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 from tests.conftest import run_python
 from tests.test_handler_spool import now_ms
 from watchtower_refresh import WatchtowerRefreshWarning
-from watchtower_refresh._spool import Spool, adopt, layout, reading
+from watchtower_refresh._spool import Spool, adopt, describe, layout, reading
 from watchtower_refresh._spool.format import FRAME, MAX_PAYLOAD, SEGMENT_HEADER, SYNC
 from watchtower_refresh.testing import FakeAWS
 
@@ -121,20 +122,100 @@ def test_every_record_of_a_damaged_spool_arrives_or_is_counted(
     assert list(tmp_path.iterdir()) == []  # counted or delivered, then removed
 
 
-def test_a_cut_at_the_end_of_the_last_segment_counts_at_least_one(
+def _cut_the_last_segment(owner: Path) -> None:
+    last = segments(owner)[-1]
+    os.truncate(last, last.stat().st_size // 2 + 7)  # in the middle of a frame
+
+
+def test_a_cut_at_the_end_of_the_last_segment_is_counted_exactly(
     aws: FakeAWS, make_handler: Any, messages: Read, tmp_path: Path
 ) -> None:
-    # Nothing outside the last segment says how many records followed the cut (that
-    # would take a write per record elsewhere): the damage counts as one record.
+    # After the last intact frame, only the writer's tail file says how many followed.
     owner = killed_writer(tmp_path, "/spool/tail")
-    last = segments(owner)[-1]
-    os.truncate(last, last.stat().st_size // 2 + 7)
+    _cut_the_last_segment(owner)
+    [summary] = describe(tmp_path)  # what `spool --dir` shows before the replay
+    assert summary.records + summary.corrupt == RECORDS
+    assert summary.corrupt > 1
     handler = make_handler("/spool/tail", spool_dir=str(tmp_path))
     assert handler.flush(timeout=60)
     delivered, marked = records_and_marked(messages("/spool/tail"))
-    assert len(delivered) < RECORDS
+    assert len(set(delivered)) == len(delivered) < RECORDS
+    assert len(delivered) + handler.stats.corrupt == RECORDS
+    assert handler.stats.corrupt == summary.corrupt == marked  # and the stream says so
+    handler.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_spool_of_an_earlier_version_without_a_tail_file_replays_as_before(
+    aws: FakeAWS, make_handler: Any, messages: Read, tmp_path: Path
+) -> None:
+    owner = killed_writer(tmp_path, "/spool/older")
+    (owner / "tail").unlink()
+    meta = json.loads((owner / "meta.json").read_text())
+    del meta["segment_bytes"]
+    (owner / "meta.json").write_text(json.dumps(meta))
+    _cut_the_last_segment(owner)
+    handler = make_handler("/spool/older", spool_dir=str(tmp_path))
+    assert handler.flush(timeout=60)
+    delivered, marked = records_and_marked(messages("/spool/older"))
+    assert len(set(delivered)) == len(delivered) < RECORDS
+    assert handler.stats.corrupt == marked == 1  # nothing says how many followed: one
+    handler.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+# What the last segment (64 KiB segments) could hold at the most, in the smallest frames.
+CAPACITY = (64 * 1024 + FRAME.size + MAX_PAYLOAD) // (FRAME.size + 18)
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda first: 2**64 - 1,  # far beyond what the last segment could hold
+        lambda first: first + CAPACITY,  # just beyond it
+        lambda first: 0,  # below the last segment's first id
+        lambda first: first + 1,  # below the last intact record: stale, or an edit
+    ],
+    ids=["huge", "beyond", "zero", "stale"],
+)
+def test_a_forged_tail_file_never_makes_the_count_absurd_nor_loses_a_record(
+    aws: FakeAWS,
+    make_handler: Any,
+    messages: Read,
+    tmp_path: Path,
+    forge: Callable[[int], int],
+) -> None:
+    owner = killed_writer(tmp_path, "/spool/forged")
+    tail = owner / "tail"
+    first = int(segments(owner)[-1].name.removesuffix(".seg"), 16)
+    tail.write_bytes(tail.read_bytes()[:16] + forge(first).to_bytes(8, "little"))
+    _cut_the_last_segment(owner)
+    handler = make_handler("/spool/forged", spool_dir=str(tmp_path))
+    assert handler.flush(timeout=60)
+    delivered, marked = records_and_marked(messages("/spool/forged"))
+    assert len(set(delivered)) == len(delivered) < RECORDS
+    # every record that survived the cut arrives; the value is ignored: counted as before
+    assert sorted(int(m.split()[1]) for m in delivered) == list(range(len(delivered)))
     assert handler.stats.corrupt == marked == 1
     handler.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_forged_tail_file_adds_no_more_than_the_last_segment_could_hold(
+    aws: FakeAWS, make_handler: Any, messages: Read, tmp_path: Path
+) -> None:
+    owner = killed_writer(tmp_path, "/spool/bounded")
+    tail = owner / "tail"
+    first = int(segments(owner)[-1].name.removesuffix(".seg"), 16)
+    forged = first + CAPACITY - 1  # the most it may claim
+    tail.write_bytes(tail.read_bytes()[:16] + forged.to_bytes(8, "little"))
+    handler = make_handler("/spool/bounded", spool_dir=str(tmp_path))
+    assert handler.flush(timeout=60)
+    delivered, marked = records_and_marked(messages("/spool/bounded"))
+    assert len(delivered) == RECORDS  # nothing was cut: all arrive
+    assert handler.stats.corrupt == marked == forged - RECORDS < CAPACITY
+    handler.close()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_owner_without_its_lock_whose_process_may_live_is_named_in_one_warning(
@@ -234,11 +315,12 @@ def test_a_segment_with_garbage_appended_is_read_in_bounded_memory(
     assert child.returncode == 0, child.stderr
     records, corrupt, peak, seconds = child.stdout.split()
     print(f"read 200 MB of garbage in {float(seconds):.2f} s, peak RSS {int(peak) >> 20} MiB")
-    assert (int(records), int(corrupt)) == (500, 1)  # damage after the last record: one
+    # garbage after the last record: the tail file says no record was lost there
+    assert (int(records), int(corrupt)) == (500, 0)
     assert int(peak) < 150 * 1024 * 1024
     handler = make_handler("/spool/garbage", spool_dir=str(tmp_path))
     assert handler.flush(timeout=60)
     delivered, marked = records_and_marked(messages("/spool/garbage"))
     assert sorted(delivered) == sorted(f"valid {n}" for n in range(500))
-    assert marked == 1
+    assert marked == handler.stats.corrupt == 0  # nothing lost: nothing to mark
     handler.close()

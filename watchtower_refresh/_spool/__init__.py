@@ -14,6 +14,7 @@ One job per module:
 - :mod:`.writer`: the process's own writer (append, ack, when segments begin and end);
 - :mod:`.owner`: the writer's owner directory: its segment and ack files, and their room;
 - :mod:`.segments`: which ids each of the writer's segments holds, and which are acked;
+- :mod:`.tail`: the id of the writer's last record, in a mapped file its death leaves;
 - :mod:`.failures`: the writer's failed writes: counted, said once, retried after a pause;
 - :mod:`.backlog`: the writer reading its own records back;
 - :mod:`.reading`: reading a dead owner's files and counting what damage cost;
@@ -35,7 +36,9 @@ Why append-only segments and not SQLite (or mmap)
     returns its space at once, where SQLite needs a vacuum. Copying frames into a shared
     ``mmap`` of a preallocated file costs 0.39x, but a mapped file truncated underneath (a
     stray edit) or a page the file system cannot back kills the process with SIGBUS, which
-    no ``try`` catches; a ``write`` fails with an ``OSError`` instead.
+    no ``try`` catches; a ``write`` fails with an ``OSError`` instead. The one mapping the
+    spool makes is the 24-byte tail file of each writer, where that risk is narrow (see
+    :mod:`.tail`).
 
 At least once: the only duplicates after a crash are the records of acks made in memory but
 not yet written: at most the batch being acknowledged when the process died. Files of a

@@ -48,7 +48,7 @@ from .layout import (
     warn,
     warn_once,
 )
-from .reading import owners, read_index, read_segment, segment_end, segments_of
+from .reading import owners, read_index, read_segment, segment_end, segments_of, written_end
 from .stats import SpoolStats
 
 __all__ = ["Adoption", "Damage", "SpooledBatch", "adopt"]
@@ -336,11 +336,14 @@ class Adoption:
             segments = []
             claim.keep = True
         index = read_index(claim.owner_fd)
+        last = written_end(claim.owner_fd, index, [first for first, _ in segments])
         for first_id, _ in segments:
             if self._closed or claim.lock_fd < 0:
                 return
+            end = segment_end(index, first_id)
+            written = last[1] if last is not None and last[0] == first_id else None
             try:
-                contents = read_segment(claim.owner_fd, first_id, segment_end(index, first_id))
+                contents = read_segment(claim.owner_fd, first_id, end, written)
             except OSError:  # a passing failure (too many open files): a later pass
                 claim.keep = True
                 continue

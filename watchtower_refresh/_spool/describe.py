@@ -20,7 +20,7 @@ from .layout import (
     open_owner,
     read_meta,
 )
-from .reading import owners, read_index, read_segment, segment_end, segments_of
+from .reading import owners, read_index, read_segment, segment_end, segments_of, written_end
 
 __all__ = ["OwnerSummary", "describe"]
 
@@ -104,9 +104,13 @@ def _summary(directory: Path, name: str, owner_fd: int) -> OwnerSummary:
                     size += status.st_size
     index = read_index(owner_fd)
     with contextlib.suppress(OSError):
-        for first_id, _ in segments_of(owner_fd):
+        found = segments_of(owner_fd)
+        last = written_end(owner_fd, index, [first for first, _ in found])
+        for first_id, _ in found:
+            written = last[1] if last is not None and last[0] == first_id else None
+            end = segment_end(index, first_id)
             try:
-                contents = read_segment(owner_fd, first_id, segment_end(index, first_id))
+                contents = read_segment(owner_fd, first_id, end, written)
             except OSError:
                 continue
             newer += contents.newer

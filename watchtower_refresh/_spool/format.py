@@ -6,7 +6,9 @@ CRC-32 of the payload (u32), all little-endian, then the payload. A record's pay
 id (u64), timestamp in milliseconds (i64), the stream name's length in bytes (u16), the
 stream name and the message, both UTF-8 (lone surrogates kept with ``surrogatepass``). An
 ack frame's payload is a run of u32 offsets from the segment's first id; an index frame's is
-the first id (u64) of a segment the writer began.
+the first id (u64) of a segment the writer began. The tail file is not framed: its header,
+4 bytes of padding, then the id (u64, little-endian) of the last record the writer appended,
+overwritten in place (:data:`TAIL_SIZE` bytes in all).
 
 Reading is bounded: :class:`Frames` holds at most about one frame of the format's maximum
 size and a chunk in memory, checks a frame's claimed length against :data:`MAX_PAYLOAD` and
@@ -32,11 +34,16 @@ __all__ = [
     "KIND_ACKS",
     "KIND_INDEX",
     "KIND_SEGMENT",
+    "KIND_TAIL",
     "MAX_FRAME",
     "MAX_PAYLOAD",
+    "MIN_RECORD_FRAME",
     "RECORD",
     "SEGMENT_HEADER",
     "SYNC",
+    "TAIL_HEADER",
+    "TAIL_OFFSET",
+    "TAIL_SIZE",
     "Frames",
     "SpooledRecord",
     "crc32",
@@ -56,6 +63,7 @@ FILE_HEADER = struct.Struct("<8sHH")
 KIND_SEGMENT = 1
 KIND_ACKS = 2
 KIND_INDEX = 3
+KIND_TAIL = 4
 SYNC = b"\xd7\x1c"
 FRAME = struct.Struct("<2sII")
 FRAME_SIZE = FRAME.size
@@ -64,6 +72,12 @@ RECORD = struct.Struct("<QqH")
 SEGMENT_HEADER = FILE_HEADER.pack(FILE_MAGIC, FORMAT_VERSION, KIND_SEGMENT)
 ACKS_HEADER = FILE_HEADER.pack(FILE_MAGIC, FORMAT_VERSION, KIND_ACKS)
 INDEX_HEADER = FILE_HEADER.pack(FILE_MAGIC, FORMAT_VERSION, KIND_INDEX)
+TAIL_HEADER = FILE_HEADER.pack(FILE_MAGIC, FORMAT_VERSION, KIND_TAIL)
+TAIL_OFFSET = 16  # the id, 8-byte aligned after the header: one store, never torn
+TAIL_SIZE = TAIL_OFFSET + 8
+# The smallest record frame (an empty stream name and message): what a segment of a given
+# size may hold at the most.
+MIN_RECORD_FRAME = FRAME_SIZE + RECORD.size
 crc32 = zlib.crc32
 
 _CHUNK = 256 * 1024

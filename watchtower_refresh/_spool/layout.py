@@ -7,6 +7,7 @@ Layout (one directory, many log groups, many processes)::
         meta.json         group name, pid, host, creation time, format version
         adopter           pid of the process replaying it, once adopted
         index             the first id of every segment the writer began, in order
+        tail              the id of the last record the writer appended (mapped)
         <first id:016x>.seg   segment: file header, then framed records
         <first id:016x>.ack   acknowledgements of that segment, appended per batch
 
@@ -50,6 +51,7 @@ __all__ = [
     "NEW_PREFIX",
     "OWNER_RE",
     "SEGMENT_RE",
+    "TAIL_NAME",
     "Unsafe",
     "append_file",
     "group_key",
@@ -73,6 +75,7 @@ LOCK_NAME = "owner.lock"
 META_NAME = "meta.json"
 ADOPTER_NAME = "adopter"
 INDEX_NAME = "index"
+TAIL_NAME = "tail"
 NEW_PREFIX = ".new-"
 OWNER_RE = re.compile(r"^g([0-9a-f]{16})-p(\d+)-t(\d+)-([0-9a-f]+)$")
 SEGMENT_RE = re.compile(r"^([0-9a-f]{16})\.seg$")

@@ -2,8 +2,9 @@
 
 The writer (:mod:`.writer`) keeps the append path and decides when a segment begins or
 ends; this object does it on disk and in the books: the index entry, the segment file and
-its header, the ack files, deleting a settled segment, and what the writer's files take
-against ``max_bytes``. Every call is made with the writer's lock held, and what the append
+its header, the ack files, the mapped tail file (:mod:`.tail`, whose slot the append path
+stores into), deleting a settled segment, and what the writer's files take against
+``max_bytes``. Every call is made with the writer's lock held, and what the append
 path owns (the next id, the current segment's end) is passed in.
 """
 
@@ -39,6 +40,7 @@ from .layout import (
     unlink_file,
 )
 from .segments import Segment, SegmentBook
+from .tail import Tail
 
 __all__ = ["Owner"]
 
@@ -70,6 +72,7 @@ class Owner:
         self._lock_fd = -1
         self._indexed = 0  # the first id last named in the index (0: no index yet)
         self._book = SegmentBook()
+        self.tail = Tail()
         self.finished = 0
         self.room = 0
         self.scanned_at = 0.0  # time.monotonic() of the last rescan
@@ -80,8 +83,9 @@ class Owner:
         """Open and check the spool directory (raises ``Unsafe`` or ``OSError``)."""
         self.dir_fd = open_directory(self.directory)
 
-    def start(self) -> None:
-        """Make this process's owner directory in the spool directory, locked."""
+    def start(self, next_id: int, segment_bytes: int) -> None:
+        """Make this process's owner directory in the spool directory, locked, with its
+        tail file mapped (holding the id before ``next_id``)."""
         pid = os.getpid()
         name = f"g{group_key(self.group)}-p{pid}-t{_now_ms()}-{secrets.token_hex(4)}"
         meta = {
@@ -90,11 +94,13 @@ class Owner:
             "pid": pid,
             "host": socket.gethostname(),
             "created_ms": _now_ms(),
+            # what bounds the records a segment may hold, for a reader of the tail file
+            "segment_bytes": segment_bytes,
         }
         self.fd, self._lock_fd = make_owner(self.dir_fd, name, json.dumps(meta).encode())
         self._indexed = 0
         self.path = self.directory / name
-        self.finished = 0
+        self.finished = self.tail.create(self.fd, next_id - 1)
 
     def rescan(self) -> None:
         """Measure what this uid's other owner directories hold, in bytes."""
@@ -109,6 +115,7 @@ class Owner:
 
     def release(self) -> None:
         """Close every descriptor: the lock goes with it, for the next adopter."""
+        self.tail.drop()
         for fd in (self._lock_fd, self.fd, self.dir_fd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
@@ -118,6 +125,7 @@ class Owner:
     def forget_after_fork(self) -> None:
         """In a forked child: drop the parent's owner; keep the spool directory's descriptor,
         since the child's owner goes there too."""
+        self.tail.drop()  # the parent's: the child stores into its own
         for fd in (self._lock_fd, self.fd):
             if fd >= 0:
                 with contextlib.suppress(OSError):

@@ -5,8 +5,11 @@ How many records a damaged segment lost comes from the ids around the damage. Id
 consecutive per writer and the writer's ``index`` names the first id of every segment it
 began, so a segment's ids end where the next one named in the index begins, even when that
 one was settled and deleted: a cut, an emptied or an unreadable segment is counted exactly.
-After the last readable record of a writer's last segment nothing tells how many followed:
-damage there counts as one record (at least what the acknowledgements show existed).
+After the last readable record of a writer's last segment, the writer's tail file (see
+:mod:`.tail`) tells how many followed: the id of the last record it appended. It is trusted
+only as far as the segments allow (:func:`written_end`); without it (a spool of an earlier
+version), or beyond that, damage there counts as one record (at least what the
+acknowledgements show existed).
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ from .format import (
     KIND_ACKS,
     KIND_INDEX,
     KIND_SEGMENT,
+    MAX_FRAME,
+    MIN_RECORD_FRAME,
     Frames,
     SpooledRecord,
     decode_record,
     file_start,
 )
-from .layout import OWNER_RE, SEGMENT_RE, list_entries, open_file
+from .layout import OWNER_RE, SEGMENT_RE, list_entries, open_file, read_meta
+from .tail import read_tail
 
 __all__ = [
     "TRANSIENT_ERRNOS",
@@ -40,6 +46,7 @@ __all__ = [
     "read_segment",
     "segment_end",
     "segments_of",
+    "written_end",
 ]
 
 # Failures that say nothing about the file: try again later, count nothing.
@@ -47,6 +54,10 @@ TRANSIENT_ERRNOS = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.EINTR, errno.ENOBUFS}
 )
 _ID_SPAN = 1 << 32  # ack offsets are u32: a segment's ids lie within 2**32 of its first
+# The segment size assumed for a writer that did not record its own (as the writer's
+# default), and the most a recorded one may claim.
+_SEGMENT_BYTES = 4 * 1024 * 1024
+_MAX_SEGMENT_BYTES = 1 << 32
 
 
 @dataclasses.dataclass
@@ -130,13 +141,53 @@ def segment_end(index: list[int] | None, first_id: int) -> int | None:
     return index[at]
 
 
-def read_segment(owner_fd: int, first_id: int, end: int | None) -> SegmentContents:
+def written_end(
+    owner_fd: int, index: list[int] | None, firsts: list[int]
+) -> tuple[int, int] | None:
+    """The first id of a dead writer's last segment, and the id after the last record the
+    writer appended (from its tail file), when the tail file can be believed.
+
+    Believed only for the segment the index names last, when its file is there (without
+    a readable index, the last file may be an earlier segment whose successor was settled
+    and deleted), and only as far as that segment could have held: its segment size (from
+    ``meta.json``, at most 4 GiB) and one larger frame, in records of the smallest frame.
+    A value outside that (damage, an edit) is ignored, and the damage counts as without it.
+
+    Args:
+        owner_fd: The owner directory.
+        index: Its index (:func:`read_index`).
+        firsts: The first ids of its segment files, in order.
+    """
+    if not firsts or not index or index[-1] != firsts[-1]:
+        return None
+    last = read_tail(owner_fd)
+    if last is None:
+        return None
+    segment_bytes = read_meta(owner_fd).get("segment_bytes")
+    if isinstance(segment_bytes, bool) or not isinstance(segment_bytes, int):
+        segment_bytes = _SEGMENT_BYTES
+    segment_bytes = min(max(segment_bytes, 0), _MAX_SEGMENT_BYTES)
+    capacity = (segment_bytes + MAX_FRAME) // MIN_RECORD_FRAME
+    first = firsts[-1]
+    if not first - 1 <= last < first + capacity:
+        return None
+    return first, last + 1
+
+
+def read_segment(
+    owner_fd: int, first_id: int, end: int | None, written: int | None = None
+) -> SegmentContents:
     """Read one segment and count what damage cost it.
 
     Args:
         owner_fd: Its owner directory.
         first_id: Its first id (from its name).
         end: The id after its last, when known (see :func:`segment_end`).
+        written: For the writer's last segment, the id after the last record the writer
+            appended, from its tail file (see :func:`written_end`): with ``end`` unknown,
+            the records after the last intact frame are counted up to it. A value below
+            what the segment shows (the writer died between a write and its store) is
+            ignored.
 
     Raises:
         OSError: A transient failure (:data:`TRANSIENT_ERRNOS`): try again later.
@@ -147,7 +198,8 @@ def read_segment(owner_fd: int, first_id: int, end: int | None) -> SegmentConten
     except OSError as exc:
         if exc.errno in TRANSIENT_ERRNOS:
             raise
-        return SegmentContents([], acked, _lost(set(), acked, end, first_id, 1), unreadable=True)
+        lost = _lost(set(), acked, end, first_id, 1, written)
+        return SegmentContents([], acked, lost, unreadable=True)
     if newer or frames is None:
         return SegmentContents([], set(), 0, newer=True)
     limit = _ID_SPAN if end is None else end - first_id
@@ -170,17 +222,28 @@ def read_segment(owner_fd: int, first_id: int, end: int | None) -> SegmentConten
         records.append(record)
         after_last = 0
     tail = after_last + int(frames.damaged_tail)
-    return SegmentContents(records, acked, _lost(seen, acked, end, first_id, tail))
+    return SegmentContents(records, acked, _lost(seen, acked, end, first_id, tail, written))
 
 
-def _lost(seen: set[int], acked: set[int], end: int | None, first_id: int, tail: int) -> int:
+def _lost(
+    seen: set[int],
+    acked: set[int],
+    end: int | None,
+    first_id: int,
+    tail: int,
+    written: int | None = None,
+) -> int:
     """Records neither read nor acknowledged: all missing ids below ``end`` when known;
-    else the gaps below the highest id known, plus ``tail`` for damage after it."""
+    else below ``written`` when it is at least what is known; else the gaps below the
+    highest id known, plus ``tail`` for damage after it."""
     if end is not None:
         count = end - first_id
         return count - len({o for o in seen | acked if 0 <= o < count})
     known = seen | acked
-    return (max(known) + 1 - len(known) if known else 0) + tail
+    top = max(known) + 1 if known else 0
+    if written is not None and written - first_id >= top:
+        return written - first_id - len(known)
+    return (top - len(known)) + tail
 
 
 def segments_of(owner_fd: int) -> list[tuple[int, str]]:

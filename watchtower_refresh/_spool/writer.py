@@ -15,7 +15,8 @@ acknowledgement is in the ack file when ``ack`` returns. Nothing on the append o
 raises: failures are counted in ``stats`` and the first I/O failure is one warning.
 
 Every check of the directory is made when the writer opens (and at each roll-over into a
-new segment): the append path is one ``write`` on an open descriptor, as before.
+new segment): the append path is one ``write`` on an open descriptor, as before, and one
+store of the record's id into the owner's mapped tail file (:mod:`.tail`).
 
 Limits: ``max_bytes`` covers every owner directory of this uid in the directory. Each writer
 counts its own bytes exactly and re-measures the others' when it starts a segment and, at
@@ -89,6 +90,8 @@ class Spool:
         self.fsync = fsync
         self._stats = SpoolStats()
         self._owner = Owner(directory, group, max_bytes)
+        # Where the append path stores each record's id: the owner's mapped tail file.
+        self._tail = self._owner.tail.slot
         # Re-entrant: a signal handler that closes the handler may interrupt a roll-over.
         self._lock = threading.RLock()
         self._appending = False  # an append is under way (its thread holds the handler's lock)
@@ -160,7 +163,8 @@ class Spool:
         return spool
 
     def _start_owner(self) -> None:
-        self._owner.start()
+        self._owner.start(self._next_id, self.segment_bytes)
+        self._tail = self._owner.tail.slot
         self._offset = 0
         self._rescan()
         self._open_segment()
@@ -231,7 +235,10 @@ class Spool:
                 return None
             written = os.write(self._fd, FRAME.pack(SYNC, len(body), crc32(body)) + body)
             if written != size or self.fsync:
-                self._finish_write(written, size)
+                self._finish_write(written, size, record_id)
+            # A store into the mapped tail file, no system call: after the last intact
+            # frame of a dead writer, it tells how many records followed.
+            self._tail[0] = record_id
             self._offset += size
             self._budget -= size
             self._next_id = record_id + 1
@@ -249,13 +256,16 @@ class Spool:
             self._finish_close()
         return None
 
-    def _finish_write(self, written: int, size: int) -> None:
-        """After the write: a short one is an error; with ``fsync``, to the disk."""
+    def _finish_write(self, written: int, size: int, record_id: int) -> None:
+        """After the write: a short one is an error; with ``fsync``, to the disk (the
+        record, then its id in the tail file)."""
         if written != size:
             # A partial frame is damage the reader skips; the segment is done.
             self._offset += written
             raise OSError(errno.ENOSPC, "short write")
         os.fsync(self._fd)
+        self._tail[0] = record_id
+        self._owner.tail.sync()
 
     def _make_room(self, size: int) -> bool:
         """The slow path of append: open, roll over, or refuse; True when it may write."""
@@ -461,6 +471,7 @@ class Spool:
 
     def _release(self) -> None:
         self._owner.release()
+        self._tail = self._owner.tail.slot
         forks.LIVE.discard(self)
 
     def _forget_after_fork(self) -> None:
@@ -471,6 +482,7 @@ class Spool:
                 os.close(self._fd)
         self._fd = -1
         self._owner.forget_after_fork()
+        self._tail = self._owner.tail.slot
         self._floor_id = self._next_id
         self._offset = self._budget = 0
         self._backlog = Backlog()
