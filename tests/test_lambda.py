@@ -65,7 +65,7 @@ def test_decorator_flushes_every_handler_before_returning(aws: FakeAWS, messages
 def test_flush_happens_when_the_function_raises(aws: FakeAWS, messages: Read) -> None:
     first, second = handler_pair()
 
-    @flush_logs(timeout=5)
+    @flush_logs(timeout=30)
     def function(event: Any, context: Any) -> None:
         emit(first, "about to fail")
         raise RuntimeError("boom")
