@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import watchtower_refresh._delivery.backlog
@@ -512,6 +512,22 @@ _FAULTS = {
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(steps=STEPS, spool=st.booleans())
+# A hold, close() twice, then records that reopen the handler, which replays what the hold
+# kept; and a drop marker in the stream, which is no record.
+@example(
+    steps=[
+        ("log", 6),
+        ("denied", 1),
+        ("log", 4),
+        ("hang", 1),
+        ("close", 0),
+        ("close", 0),
+        ("log", 23),
+        ("flush", 0),
+    ],
+    spool=True,
+)
+@example(steps=[("log", 12), ("denied", 1), ("missing", 1), ("flush", 0)], spool=False)
 def test_random_faults_never_break_the_accounting(
     aws: FakeAWS,
     messages: Read,
@@ -551,8 +567,11 @@ def test_random_faults_never_break_the_accounting(
                     Fault(code, action="PutLogEvents", status=status, times=n, delay=delay)
                 )
             stats = handler.stats
-            assert stats.received == logged
-            assert stats.queued >= 0
+            # Records a close() left in the spool (counted then) and a reopened handler
+            # replays count again, in replayed once delivered, as a later process's would
+            # (DeliveryStats); until then they are among the queued.
+            replaying = stats.received - logged - stats.replayed
+            assert 0 <= replaying <= (stats.queued if spool else 0)
     finally:
         aws.injector.reset()
         handler.close()
@@ -560,11 +579,12 @@ def test_random_faults_never_break_the_accounting(
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         read = messages(group) if handler.stats.delivered else []
+        read = [m for m in read if not m.startswith("watchtower-refresh: ")]  # drop markers
         if len(read) == handler.stats.delivered:
             break
         time.sleep(0.1)
     stats = handler.stats
-    assert stats.received == logged
+    assert stats.received == logged + stats.replayed
     assert stats.queued == 0
     assert len(read) == stats.delivered
     assert len(set(read)) == len(read)  # nothing read back twice
