@@ -52,7 +52,7 @@ def _earlier_append(revision: str) -> Any:
 
 def run(endpoint: str, revision: str, rounds: int = 31, repeat: int = 5) -> dict[str, Any]:
     """Per-record cost of each handler, interleaved round by round."""
-    from benchmarks.cases import FORMAT, ours, records
+    from benchmarks.cases import FORMAT, cpu_per_record, ours, records
 
     earlier = _earlier_append(revision)
     stream = logging.StreamHandler(io.StringIO())
@@ -76,12 +76,7 @@ def run(endpoint: str, revision: str, rounds: int = 31, repeat: int = 5) -> dict
             for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
                 handler = handlers[name]
                 passes = [records() for _ in range(repeat)]
-                started = time.thread_time()
-                for batch in passes:
-                    for record in batch:
-                        handler.handle(record)
-                elapsed = time.thread_time() - started
-                samples[name].append(elapsed / (repeat * len(passes[0])) * 1e6)
+                samples[name].append(cpu_per_record(handler, passes))
                 handler.flush()  # untimed: its delivery stays out of the next round
                 stream.stream = io.StringIO()
         for handler in handlers.values():
