@@ -43,108 +43,22 @@ queue, see ``Event``): ``take`` sizes such records exactly and releases the diff
 from __future__ import annotations
 
 import collections
-import dataclasses
 import itertools
 import operator
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
+from .claims import Claim, Part
 from .events import EVENT_OVERHEAD, SIZE, TIMESTAMP, Event, batch_bytes, size_exactly
 from .markers import Gaps, marked
 from .reasons import DropReason
+from .stats import DeliveryStats
 
 __all__ = ["Claim", "DeliveryStats", "Ledger", "Part"]
 
 _size_of = operator.itemgetter(SIZE)
 _CLOSED_LIMIT = -1  # admitted counts are never below it: every record takes the slow path
-
-
-@dataclasses.dataclass(frozen=True)
-class DeliveryStats:
-    """A snapshot of what a handler did with the records it was given, in this process.
-
-    Every record given to ``emit()`` is in exactly one of ``delivered``, ``dropped`` (under
-    its reason; the service's refusals are also counted in ``rejected``) or ``queued``.
-    """
-
-    delivered: int = 0
-    """Events the service accepted."""
-    rejected: int = 0
-    """Events the service refused one by one (too new, too old, expired); see ``dropped``."""
-    dropped: Mapping[str, int] = dataclasses.field(default_factory=dict)
-    """Records given up, by reason: ``queue_full``, ``shutdown``, ``timeout``, ``empty``,
-    ``format_error``, ``too_new``, ``too_old``, ``expired``, ``internal_error``, or the AWS
-    error code or exception name that refused the batch; ``spool_full`` for a record that
-    neither the full spool nor the full memory queue could keep; ``spool_error`` for a record
-    kept on disk beyond the caps that could not be read back."""
-    retried: int = 0
-    """Puts resent after a throttle, a 5xx, a connection error or a missing resource."""
-    credential_refreshes: int = 0
-    """Times fresh credentials were fetched after the service said the token had expired."""
-    truncated: int = 0
-    """Messages cut to ``max_message_size`` (and still delivered, or counted elsewhere)."""
-    queued: int = 0
-    """Records waiting to be sent or in flight (with a spool, also those waiting on disk:
-    beyond the caps, or held after a refusal an operator can fix)."""
-    replayed: int = 0
-    """Records adopted from the spool of a dead process and delivered (also in
-    ``delivered``): with a spool, ``received`` counts them as well as the records given to
-    ``emit()``."""
-    corrupt: int = 0
-    """Records found damaged in the spool and skipped: never delivered, never in ``received``."""
-    discarded: int = 0
-    """Records a ``log_buffer()`` scope held and let go, as ``buffer_at`` asks: the scope
-    ended without an error, or its byte cap pushed them out. Not losses, so never in
-    ``dropped`` nor in ``received``."""
-
-    @property
-    def dropped_total(self) -> int:
-        """Records given up, whatever the reason (the service's refusals included)."""
-        return sum(self.dropped.values())
-
-    @property
-    def received(self) -> int:
-        """Records given to the handler: ``delivered + dropped_total + queued``."""
-        return self.delivered + self.dropped_total + self.queued
-
-
-class Claim:
-    """Records the sender took off the queue together: admission numbers ``start + 1 .. end``.
-
-    Split it into ``Part``s (``part()``), settle each through ``Ledger.settle``, and let
-    ``Ledger.settle_rest`` settle whatever no part did.
-    """
-
-    __slots__ = ("abandoned", "acker", "end", "first", "remaining", "remaining_bytes", "start")
-
-    def __init__(self, start: int, end: int, size: int, first: int = 0) -> None:
-        self.acker: Callable[[list[int]], None] | None = None
-        """Acknowledges the spool ids of settled records of a replayed claim; None for the
-        handler's own records, which its own spool writer acknowledges."""
-        self.start = start
-        self.end = end
-        self.first = first
-        """Timestamp (milliseconds since the epoch) of its first record, for the age of what
-        is held (``oldest_timestamp``)."""
-        self.remaining = end - start
-        self.remaining_bytes = size
-        self.abandoned = False
-
-    def part(self, events: list[Event]) -> Part:
-        """A batch of this claim's records, to be settled once."""
-        return Part(self, events)
-
-
-class Part:
-    """Some of a claim's records, settled together exactly once (a batch for one put)."""
-
-    __slots__ = ("claim", "events", "settled")
-
-    def __init__(self, claim: Claim, events: list[Event]) -> None:
-        self.claim = claim
-        self.events = events
-        self.settled = False
 
 
 class Ledger:
