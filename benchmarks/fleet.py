@@ -74,7 +74,11 @@ def _worker(args: argparse.Namespace) -> None:
         logger.propagate = False
         logger.setLevel(logging.INFO)
         loggers.append(logger)
-    time.sleep(max(0.0, args.start_at - time.time()))  # every process starts together
+    # Ready: the parent answers with the time every process starts logging at (imports on
+    # a loaded machine take seconds, and not the same in every process).
+    print("ready", flush=True)
+    start_at = float(sys.stdin.readline())
+    time.sleep(max(0.0, start_at - time.time()))
     tick = 1.0 / args.rate
     began = time.monotonic()
     for step in range(int(args.seconds * args.rate)):
@@ -108,22 +112,22 @@ def _run_fleet(args: argparse.Namespace, package: str | None) -> dict[str, Any]:
     from watchtower_refresh.testing import FakeAWS, Quota, read_messages
 
     with FakeAWS() as aws:
+        aws.reset()  # moto keeps its resources per process: the last run's events too
         quota = aws.injector.add_quota(Quota(args.quota))
         env = _environment()
         env.update(aws.environment())
-        start_at = time.time() + 3.0  # every process imported and ready by then
         command = [sys.executable, "-m", "benchmarks.fleet", "--worker"]
         options = [
             f"--handlers={args.handlers}",
             f"--seconds={args.seconds}",
             f"--rate={args.rate}",
             f"--send-interval={args.send_interval}",
-            f"--start-at={start_at}",
             *([f"--package={package}"] if package else []),
         ]
         processes = [
             subprocess.Popen(
                 [*command, f"--index={index}", *options],
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
                 env=env,
@@ -131,6 +135,15 @@ def _run_fleet(args: argparse.Namespace, package: str | None) -> dict[str, Any]:
             )
             for index in range(args.processes)
         ]
+        for process in processes:
+            assert process.stdout is not None
+            if process.stdout.readline().strip() != "ready":
+                raise SystemExit("a fleet process did not start")
+        start_at = time.time() + 0.5
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.write(f"{start_at}\n")
+            process.stdin.close()
         steady: tuple[int, int] | None = None
         while any(p.poll() is None for p in processes):
             if steady is None and time.time() >= start_at + args.seconds:
@@ -219,7 +232,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--before", help="git revision to measure first, as the before")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--package", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
