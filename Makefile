@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help demo demo-spool test bench lint types pytest docs matrix clean
+.PHONY: help demo demo-spool test bench bench-fleet lint types pytest docs matrix clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,12 @@ test: $(STAMP) ## ruff, mypy --strict, pytest with branch coverage, the docs sit
 
 bench: $(STAMP) ## the benchmarks of docs/performance.md
 	$(BIN)/python -m benchmarks.run
+
+# Not in `make bench`: a minute or two of a fleet against one quota. BEFORE=<git revision>
+# measures that revision first, for a before and after. Results: benchmarks/results-fleet.json.
+BEFORE ?=
+bench-fleet: $(STAMP) ## processes sharing one PutLogEvents quota: throttled share, drain, loss
+	$(BIN)/python -m benchmarks.fleet $(if $(BEFORE),--before $(BEFORE))
 
 lint: $(STAMP) ## ruff check and ruff format --check
 	$(BIN)/ruff check .

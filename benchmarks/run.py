@@ -78,18 +78,18 @@ def sink(fail: bool = False, latency: float = 0.0) -> Iterator[str]:
 
 
 @contextmanager
-def baseline_code() -> Iterator[Path | None]:
-    """The package at ``BASELINE_REVISION``, extracted from git; None where git cannot
-    give it (not a checkout, or a shallow clone without that commit)."""
+def baseline_code(revision: str = BASELINE_REVISION) -> Iterator[Path | None]:
+    """The package at ``revision``, extracted from git; None where git cannot give it (not
+    a checkout, or a shallow clone without that commit)."""
     archive = subprocess.run(
-        ["git", "archive", "--format=tar", BASELINE_REVISION, "watchtower_refresh"],
+        ["git", "archive", "--format=tar", revision, "watchtower_refresh"],
         capture_output=True,
         cwd=HERE.parent,
         check=False,
     )
     if archive.returncode != 0:
         why = archive.stderr.decode(errors="replace").strip()
-        print(f"   {BASELINE} not measured: git archive failed: {why}", file=sys.stderr)
+        print(f"   {revision} not measured: git archive failed: {why}", file=sys.stderr)
         yield None
         return
     with tempfile.TemporaryDirectory(prefix="bench-baseline-") as directory:

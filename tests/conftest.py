@@ -17,6 +17,7 @@ import pytest
 from botocore.httpsession import URLLib3Session
 
 from watchtower_refresh import RefreshingCloudWatchLogHandler
+from watchtower_refresh._delivery.pace import PACE
 from watchtower_refresh.testing import FakeAWS, FakeClock, read_messages
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/logger"
@@ -57,6 +58,15 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
         return send(self, request)
 
     monkeypatch.setattr(URLLib3Session, "send", guarded)
+
+
+@pytest.fixture(autouse=True)
+def unpaced() -> Iterator[None]:
+    """Start each test with the process's pace of puts off: a test that was throttled would
+    otherwise slow the puts of the tests after it, for a minute, in the same process."""
+    PACE.reset()
+    yield
+    PACE.reset()
 
 
 def _logger_states() -> dict[str, tuple[int, bool, bool]]:

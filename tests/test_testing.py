@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import REGION, ROLE_ARN
 from watchtower_refresh import _compat
-from watchtower_refresh.testing import FakeAWS, FakeClock, Fault, read_messages
+from watchtower_refresh.testing import FakeAWS, FakeClock, Fault, Quota, read_messages
 
 
 def test_import_without_moto_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,3 +101,39 @@ def test_calls_are_counted_by_the_iam_action_signed_for(aws: FakeAWS) -> None:
     }
     aws.injector.reset()
     assert not aws.injector.calls
+
+
+def test_a_quota_throttles_every_client_beyond_its_rate_and_refills(
+    aws: FakeAWS, clock: FakeClock
+) -> None:
+    aws.injector.clock = clock
+    quota = aws.injector.add_quota(Quota(5, burst=3))
+    clients = [
+        boto3.client("logs", region_name=REGION, endpoint_url=aws.endpoint_url) for _ in range(2)
+    ]
+    clients[0].create_log_group(logGroupName="/testing/quota")  # another action: not counted
+    clients[0].create_log_stream(logGroupName="/testing/quota", logStreamName="s")
+
+    def put(client: object) -> str:
+        try:
+            client.put_log_events(  # type: ignore[attr-defined]
+                logGroupName="/testing/quota",
+                logStreamName="s",
+                logEvents=[{"timestamp": int(time.time() * 1000), "message": "m"}],
+            )
+        except ClientError as exc:
+            return str(exc.response["Error"]["Code"])
+        return "ok"
+
+    # One bucket for both clients: three tokens, then refused until it refills.
+    answers = [put(clients[n % 2]) for n in range(4)]
+    assert answers[:3] == ["ok", "ok", "ok"]
+    assert answers[3] == "ThrottlingException"
+    assert aws.injector.counts["ThrottlingException"] == quota.refused >= 1
+    clock.advance(0.3)  # 5 a second: one token back, and only one
+    assert [put(clients[0]), put(clients[1])] == ["ok", "ThrottlingException"]
+    assert quota.allowed == 4
+    aws.injector.remove_quota(quota)
+    assert [put(clients[1]) for _ in range(5)] == ["ok"] * 5
+    with pytest.raises(ValueError, match="above 0"):
+        Quota(0)

@@ -4,8 +4,10 @@ moto never rejects an expired session token, so ``FaultInjector`` (WSGI middlewa
 moto's app) does what AWS does: it rewrites each AssumeRole answer's ``Expiration`` by its
 own clock and answers ``ExpiredTokenException`` (Logs) or ``ExpiredToken`` (STS) once a
 token has passed it. It also injects throttling, 5xx answers, connection resets, access
-denials and delays on demand, and counts every request by action (``counts``) and by IAM
-action (``calls``: ``logs:PutLogEvents``, ``sts:AssumeRole``...). Binds 127.0.0.1 only.
+denials and delays on demand, enforces an account-wide request rate (``Quota``: a token
+bucket shared by every client, answered ``ThrottlingException`` beyond it), and counts every
+request by action (``counts``) and by IAM action (``calls``: ``logs:PutLogEvents``,
+``sts:AssumeRole``...). Binds 127.0.0.1 only.
 
 Needs the ``testing`` extra (``pip install 'watchtower-refresh[testing]'``); importing this
 module without it raises ``ImportError`` naming the extra. It is not re-exported by
@@ -65,7 +67,15 @@ try:
 except ImportError as exc:
     raise ImportError(_EXTRA_MESSAGE) from exc
 
-__all__ = ["Captured", "FakeAWS", "FakeClock", "Fault", "FaultInjector", "read_messages"]
+__all__ = [
+    "Captured",
+    "FakeAWS",
+    "FakeClock",
+    "Fault",
+    "FaultInjector",
+    "Quota",
+    "read_messages",
+]
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -122,6 +132,57 @@ class Fault:
     answer: dict[str, Any] | None = None
 
 
+@dataclasses.dataclass
+class Quota:
+    """An account-wide request rate, as AWS enforces one per account and Region: a token
+    bucket shared by every client, process and stream that calls ``action``.
+
+    A request that finds no token is answered ``code`` (``ThrottlingException``) and costs
+    none: the bucket refills at ``rate`` tokens a second up to ``burst``, from full, by the
+    injector's clock (a ``FakeClock`` refills it only as it is moved).
+
+    Attributes:
+        rate: Requests per second allowed, in all.
+        action: API action it applies to (``PutLogEvents``), or None for every action.
+        burst: Most tokens the bucket holds (requests allowed at once after a quiet spell);
+            by default one second's worth, ``rate``.
+        code: AWS error code answered beyond the rate.
+        status: HTTP status of that answer.
+        allowed: Requests let through so far.
+        refused: Requests answered ``code`` so far.
+    """
+
+    rate: float
+    action: str | None = "PutLogEvents"
+    burst: float | None = None
+    code: str = "ThrottlingException"
+    status: int = 400
+    allowed: int = dataclasses.field(default=0, init=False)
+    refused: int = dataclasses.field(default=0, init=False)
+    _tokens: float | None = dataclasses.field(default=None, init=False, repr=False)
+    _since: float = dataclasses.field(default=0.0, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.rate > 0:
+            message = f"a quota's rate must be above 0 requests per second, not {self.rate!r}"
+            raise ValueError(message)
+
+    def take(self, now: float) -> bool:
+        """Whether a request at time ``now`` (seconds, any epoch) gets a token; counts it."""
+        burst = self.rate if self.burst is None else self.burst
+        if self._tokens is None:
+            self._tokens = burst
+        else:
+            self._tokens = min(burst, self._tokens + (now - self._since) * self.rate)
+        self._since = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            self.allowed += 1
+            return True
+        self.refused += 1
+        return False
+
+
 @dataclasses.dataclass(frozen=True)
 class Captured:
     """A request as it reached the service, for tests of what a client really sent.
@@ -171,6 +232,7 @@ class FaultInjector:
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
+        self._quotas: list[Quota] = []
         self._issued: dict[str, _Issued] = {}
         self.counts: collections.Counter[str] = collections.Counter()
         """Requests received, by action; ``<code>`` keys count injected answers."""
@@ -193,10 +255,23 @@ class FaultInjector:
             if fault in self._faults:
                 self._faults.remove(fault)
 
+    def add_quota(self, quota: Quota) -> Quota:
+        """Enforce ``quota`` on matching requests, after any fault, until it is removed."""
+        with self._lock:
+            self._quotas.append(quota)
+        return quota
+
+    def remove_quota(self, quota: Quota) -> None:
+        """Stop enforcing ``quota``."""
+        with self._lock:
+            if quota in self._quotas:
+                self._quotas.remove(quota)
+
     def reset(self) -> None:
-        """Forget faults, counts, calls, issued tokens and captures."""
+        """Forget faults, quotas, counts, calls, issued tokens and captures."""
         with self._lock:
             self._faults.clear()
+            self._quotas.clear()
             self._issued.clear()
             self.counts.clear()
             self.calls.clear()
@@ -231,6 +306,8 @@ class FaultInjector:
             if action in self._captures:
                 self._captures[action].append(self._captured(environ, body))
             fault = self._pick_fault(action)
+            if fault is None:
+                fault = self._over_quota(action)
             token = environ.get("HTTP_X_AMZ_SECURITY_TOKEN")
             issued = self._issued.get(token) if token else None
         if fault is not None and fault.delay:
@@ -272,6 +349,14 @@ class FaultInjector:
             if fault.code:
                 self.counts[fault.code] += 1
             return fault
+        return None
+
+    def _over_quota(self, action: str) -> Fault | None:
+        now = self.clock().timestamp()
+        for quota in self._quotas:
+            if quota.action in (None, action) and not quota.take(now):
+                self.counts[quota.code] += 1
+                return Fault(quota.code, status=quota.status, message="Rate exceeded")
         return None
 
     @staticmethod

@@ -26,6 +26,7 @@ from watchtower_refresh._aws.failures import (
     clock_skew,
     error_code,
     is_clock_skew,
+    is_throttling,
     permission_hint,
     setup_advice,
 )
@@ -81,6 +82,22 @@ EXPIRED = "Signature expired: 20261122T115000Z is now earlier than 20261122T1155
 )
 def test_classify_by_code(exc: BaseException, outcome: Outcome) -> None:
     assert classify(exc) is outcome
+
+
+@pytest.mark.parametrize(
+    ("exc", "throttled"),
+    [
+        (client_error("ThrottlingException", 400), True),
+        (client_error("TooManyRequestsException", 400), True),
+        (client_error("SlowDown", 429), True),
+        (client_error("ServiceUnavailableException", 503), False),
+        (client_error("AccessDeniedException", 400), False),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), False),
+    ],
+)
+def test_throttling_is_the_quota_not_an_outage(exc: BaseException, throttled: bool) -> None:
+    # Only these slow the process's puts down (its pace); an outage is backed off per batch.
+    assert is_throttling(exc) is throttled
 
 
 def test_error_code() -> None:

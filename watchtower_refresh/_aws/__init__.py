@@ -42,6 +42,7 @@ from .failures import (
     advice,
     classify,
     error_code,
+    is_throttling,
     permission_hint,
 )
 from .iam import TRUSTED_SERVICES, caller_policy, permissions_policy, trust_policy
@@ -67,6 +68,7 @@ __all__ = [
     "classify",
     "effective_region",
     "error_code",
+    "is_throttling",
     "permission_hint",
     "permissions_policy",
     "put_events",

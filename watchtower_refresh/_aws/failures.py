@@ -38,6 +38,7 @@ __all__ = [
     "clock_skew",
     "error_code",
     "is_clock_skew",
+    "is_throttling",
     "permission_hint",
     "setup_advice",
 ]
@@ -63,13 +64,17 @@ _SKEW_WORDS = ("signature expired", "not yet current", "too skewed")
 MAX_SKEW = 300.0
 """Seconds between the signing time and the service's clock that AWS accepts."""
 _MISSING_CODES = frozenset(("ResourceNotFoundException",))
-_TRANSIENT_CODES = frozenset(
+_THROTTLING_CODES = frozenset(
     (
         "ThrottlingException",
         "Throttling",
         "ThrottledException",
         "TooManyRequestsException",
         "RequestLimitExceeded",
+    )
+)
+_TRANSIENT_CODES = _THROTTLING_CODES | frozenset(
+    (
         "ServiceUnavailableException",
         "ServiceUnavailable",
         "InternalFailure",
@@ -96,6 +101,16 @@ def error_code(exc: BaseException) -> str | None:
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", "")) or None
     return None
+
+
+def is_throttling(exc: BaseException) -> bool:
+    """Whether the service answered that requests come too fast (a code, or HTTP 429): the
+    account's quota, shared by everyone who calls, not this request's fault."""
+    code = error_code(exc)
+    if code is None or not isinstance(exc, ClientError):
+        return False
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return code in _THROTTLING_CODES or status == 429
 
 
 def classify(exc: BaseException) -> Outcome:

@@ -2,7 +2,10 @@
 
 No thread, no queue and no counter of its own: ``deliver_batch`` returns what became of the
 batch and the caller settles it in the ledger. What to do about each failure is decided by
-its error code (``_failures``); this module only runs the loop, with a deadline.
+its error code (``_failures``); this module only runs the loop, with a deadline. With a
+``pace`` (the process's, ``pace.PACE``), every put waits for its slot first and tells the
+pace what the service answered; a throttled put is resent in its next slot, not after a
+backoff of its own.
 """
 
 from __future__ import annotations
@@ -21,15 +24,21 @@ from .._aws import (
     advice,
     classify,
     error_code,
+    is_throttling,
 )
 from .._core.events import Event, RejectedCounts, count_rejected
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
 
+    from .pace import Pace
+
 __all__ = ["Delivered", "Put", "Target", "backoff_delay", "deliver_batch"]
 
 _MAX_DOUBLINGS = 32  # 2**32 * BACKOFF_BASE is far past BACKOFF_CAP: no float overflow ever
+PUT_ROOM = 1.0
+"""Seconds before its deadline by which a batch's first put goes, whatever the pace says:
+at close(), what has not been sent by then would be lost, so it is sent (what fits)."""
 
 
 class Target(Protocol):
@@ -81,6 +90,7 @@ def deliver_batch(
     deadline: Callable[[], float | None],
     stop: threading.Event,
     closing: Callable[[], bool],
+    pace: Pace | None = None,
 ) -> Delivered:
     """Deliver ``batch`` to ``stream``, resending as the failure calls for, until ``deadline``.
 
@@ -97,10 +107,17 @@ def deliver_batch(
             resend gets what is left of it, never more.
         stop: Set to cut a backoff wait short.
         closing: Whether the handler is closing: a drop is then ``shutdown``, not ``timeout``.
+        pace: The process's pace of puts, or None: not paced.
     """
     attempt = quick = 0
     why = ""
     while True:
+        turn = 0
+        if pace is not None:
+            turn, wait = pace.reserve()
+            if wait > 0 and not _wait_turn(wait, deadline(), stop, first=not (attempt or quick)):
+                reason = "shutdown" if closing() else "timeout"
+                return Delivered(0, _NONE_REJECTED, reason, f"gave up resending: {why}")
         within = None
         limit = deadline()
         if limit is not None and (attempt or quick):
@@ -117,6 +134,10 @@ def deliver_batch(
         except Exception as exc:
             why = advice(exc, group, stream)
             outcome = classify(exc)
+            paced = False
+            if pace is not None and is_throttling(exc):
+                pace.throttled(turn)
+                paced = True
             if outcome is Outcome.REFRESH and not target.refreshable:
                 outcome = Outcome.GIVE_UP
             if outcome is Outcome.CREATE and (quick >= MAX_QUICK_RETRIES or not can_create):
@@ -134,11 +155,15 @@ def deliver_batch(
             if outcome is not Outcome.BACKOFF and quick < MAX_QUICK_RETRIES:
                 quick += 1
                 continue
-            if not _wait(attempt, deadline(), stop):
+            # Throttled: the resend waits for its slot in the pace, which the answer has
+            # just made slower for every handler of the process.
+            if not paced and not _wait(attempt, deadline(), stop):
                 reason = "shutdown" if closing() else "timeout"
                 return Delivered(0, _NONE_REJECTED, reason, f"gave up resending: {why}")
             attempt += 1
             continue
+        if pace is not None:
+            pace.accepted(turn)
         info = response.get("rejectedLogEventsInfo") if isinstance(response, dict) else None
         rejected = count_rejected(info, len(batch))
         return Delivered(len(batch) - rejected.total, rejected, None, None)
@@ -146,7 +171,28 @@ def deliver_batch(
 
 def _wait(attempt: int, deadline: float | None, stop: threading.Event) -> bool:
     """Sleep with full jitter; False when the deadline leaves no time or ``stop`` is set."""
-    delay = backoff_delay(attempt)
+    return _sleep(backoff_delay(attempt), deadline, stop)
+
+
+def _wait_turn(wait: float, deadline: float | None, stop: threading.Event, *, first: bool) -> bool:
+    """Wait ``wait`` seconds for the pace's slot; False to give up.
+
+    A resend waits as a backoff does: until the deadline at most, and not once ``stop`` is
+    set. A batch's first put never gives up here: it waits until ``PUT_ROOM`` before the
+    deadline at most, and goes at once when ``stop`` is set (close() is out of time: it is
+    sent now or lost).
+    """
+    if not first:
+        return _sleep(wait, deadline, stop)
+    if deadline is not None:
+        wait = min(wait, deadline - PUT_ROOM - time.monotonic())
+    if wait > 0 and not stop.is_set():
+        stop.wait(wait)
+    return True
+
+
+def _sleep(delay: float, deadline: float | None, stop: threading.Event) -> bool:
+    """Sleep ``delay`` seconds; False when the deadline leaves no time or ``stop`` is set."""
     if deadline is not None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:

@@ -36,6 +36,7 @@ from .deliver import Put, Target, deliver_batch
 
 if TYPE_CHECKING:
     from .._core.events import Event
+    from .pace import Pace
 
 __all__ = ["MAX_REASONS", "STREAM_PREFIX", "SelfMetrics", "document", "stream_name"]
 
@@ -161,6 +162,7 @@ class SelfMetrics:
         put: Sends one batch (the handler's).
         reporter: Gives the warnings.
         closing_deadline: When ``close()`` gives up, or None while the handler is open.
+        pace: The process's pace of puts, or None: not paced.
     """
 
     def __init__(
@@ -171,6 +173,7 @@ class SelfMetrics:
         put: Put,
         reporter: Reporter,
         closing_deadline: Callable[[], float | None],
+        pace: Pace | None = None,
     ) -> None:
         interval = settings.metrics_interval
         if interval is None:
@@ -186,6 +189,7 @@ class SelfMetrics:
         self._put = put
         self._reporter = reporter
         self._closing_deadline = closing_deadline
+        self._pace = pace
         # A leaf lock: nothing else is taken while it is held.
         self._lock = threading.Lock()
         self._reported = DeliveryStats()  # the snapshot of the last accepted event
@@ -279,6 +283,7 @@ class SelfMetrics:
             deadline=deadline,
             stop=stop,
             closing=lambda: self._closing_deadline() is not None,
+            pace=self._pace,
         )
         if result.reason is None and result.delivered == 1:
             return True

@@ -40,6 +40,8 @@ from .deliver import Delivered, Target, deliver_batch
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
 
+    from .pace import Pace
+
 __all__ = ["HOLD_FIRST", "HOLD_MAX", "Acknowledge", "Holder", "Outcomes"]
 
 HOLD_FIRST = 5.0
@@ -98,6 +100,7 @@ class Outcomes:
         holder: Holds refused records of this process's spool, or None (no spool).
         marker_style: How the handler's formatter writes records (text or JSON, the zone),
             asked when a drop marker is written.
+        pace: The process's pace of puts, or None: not paced.
     """
 
     def __init__(
@@ -111,8 +114,10 @@ class Outcomes:
         closing_deadline: Callable[[], float | None],
         holder: Holder | None = None,
         marker_style: Callable[[], Style] = lambda: PLAIN,
+        pace: Pace | None = None,
     ) -> None:
         self._settings = settings
+        self._pace = pace
         self._marker_style = marker_style
         self.last_put_succeeded = False
         """Whether the latest put answered (records' or a marker's, of any thread): a hint
@@ -235,6 +240,7 @@ class Outcomes:
                 deadline=limit,
                 stop=stop,
                 closing=lambda: self._closing_deadline() is not None,
+                pace=self._pace,
             )
 
         result = send(part.events) if puts is None else _send_parts(send, *puts)
@@ -363,6 +369,7 @@ class Outcomes:
                 deadline=deadline,
                 stop=stop,
                 closing=lambda: self._closing_deadline() is not None,
+                pace=self._pace,
             )
             self.last_put_succeeded = result.reason is None
             if result.reason is not None:

@@ -48,6 +48,7 @@ from .deliver import Target
 from .lifecycle import State
 from .metrics import SelfMetrics
 from .outcome import Outcomes
+from .pace import PACE, Pace
 from .scheduler import Sender
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ class Pipeline:
         put: Sends one batch.
         reporter: The handler's warnings.
         marker_style: How the handler's formatter writes records, for drop markers.
+        pace: The pace of puts, shared by every handler of the process (``pace.PACE``).
     """
 
     def __init__(
@@ -96,8 +98,10 @@ class Pipeline:
         put: Callable[[CloudWatchLogsClient, str, Sequence[Event]], Any],
         reporter: Reporter,
         marker_style: Callable[[], Style] = lambda: PLAIN,
+        pace: Pace = PACE,
     ) -> None:
         self.settings = settings
+        self.pace = pace
         self._lock = lock
         self.ledger = ledger = Ledger(
             settings.queue_max_events,
@@ -129,11 +133,14 @@ class Pipeline:
             lambda: self.closing_deadline,
             self.spool,
             marker_style,
+            pace,
         )
         self.metrics = (
             None
             if settings.metrics_interval is None
-            else SelfMetrics(settings, ledger, target, put, reporter, lambda: self.closing_deadline)
+            else SelfMetrics(
+                settings, ledger, target, put, reporter, lambda: self.closing_deadline, pace
+            )
         )
         """The self-metrics, which the sender writes (``metrics_interval``), or None."""
         self.replayer: Replayer | None = None
@@ -364,7 +371,9 @@ class Pipeline:
     def _start_sender(self, *, draining: bool) -> Sender | None:
         """Start a new sender generation (ledger lock held); None if no thread can start
         (interpreter shutdown: 3.12 refuses threads in atexit hooks too)."""
-        sender = Sender(self, self.ledger, MAX_IN_FLIGHT, self.ledger.new_generation())
+        sender = Sender(
+            self, self.ledger, MAX_IN_FLIGHT, self.ledger.new_generation(), pace=self.pace
+        )
         sender.draining = draining
         if not sender.start():
             return None

@@ -14,6 +14,12 @@ started, an older one takes nothing, arms no wake-up, and ends after the batches
 holds. Its threads are daemons that take no lock the application holds: at interpreter exit
 nothing waits for them but ``close()``, which is bounded.
 
+Once the service has throttled this process (its ``pace`` is on), workers wait for their
+slot before each put (``deliver_batch``), and the scheduler holds the queue while every
+queued record's stream already has a batch out or waiting: records gather meanwhile, so the
+process sends less often and more per put, up to the batch limits (a full batch is taken at
+once). A flush or ``close()`` takes everything at once, as before.
+
 With self-metrics (``metrics``), the scheduler is also their timer: every interval it hands a
 worker a job that writes one event to the metrics stream, and once more when ``close()``
 has had everything settled, before it stops. The job goes through the same per-stream
@@ -39,6 +45,7 @@ from .._process import keep_sigterm_off_this_thread, mark_delivery_thread
 
 if TYPE_CHECKING:
     from .metrics import SelfMetrics
+    from .pace import Pace
 
 __all__ = ["Sender", "SenderHost", "Waker"]
 
@@ -123,12 +130,20 @@ class Sender:
         ledger: Its ledger (queue, caps and counts).
         max_in_flight: Most batches being sent at once, each to a different stream.
         generation: The ledger's token for this generation (``Ledger.new_generation``).
+        pace: The process's pace of puts, or None: records are taken as they are due.
     """
 
     def __init__(
-        self, host: SenderHost, ledger: Ledger, max_in_flight: int, generation: int
+        self,
+        host: SenderHost,
+        ledger: Ledger,
+        max_in_flight: int,
+        generation: int,
+        *,
+        pace: Pace | None = None,
     ) -> None:
         self._host = host
+        self._pace = pace
         self._ledger = ledger
         self._generation = generation
         self._max_in_flight = max_in_flight
@@ -303,13 +318,42 @@ class Sender:
         Without this, a close() under a steady stream of records took them as they came, a
         few at a time, and sent them one small put after another.
         """
-        waiting = {stream for stream in self._pending if stream in self._busy}
+        return self._behind({stream for stream in self._pending if stream in self._busy})
+
+    def _behind(self, waiting: set[str]) -> bool:
+        """Whether every queued record is for one of the ``waiting`` streams."""
         if not waiting:
             return False
         # The oldest records only, at C speed (emit() appends under the GIL, so it cannot
         # interleave): a stream whose first record lies further back waits one put at most.
         head = itertools.islice(self._ledger.queue, _LOOK_AHEAD)
         return set(map(_stream_of, head)) <= waiting
+
+    def _gathering(self) -> float:
+        """Seconds to let records gather before a take that is due: 0 to take them now.
+
+        Taken now, they would only wait, as one more small batch: when every queued record
+        is for a stream whose worker is busy and which has a batch waiting already (a
+        stream backing off); and, once the service has throttled the process (its pace is
+        on), when every queued record's stream has a batch out (waiting for its slot) or
+        waiting. Until a worker finishes, which wakes us (inf). A full batch is taken at
+        once: it is as full as a put can be.
+
+        The slots themselves are reserved by the workers, first come first served: a
+        scheduler that waited for a free slot before taking would lose it, every time, to
+        the resends of a stream that is throttled again and again.
+
+        Without this, a throttled stream's records were taken every ``send_interval`` and
+        each small batch was sent, and retried, on its own.
+        """
+        if self._full():
+            return 0.0
+        if self._behind_busy_streams():
+            return math.inf
+        pace = self._pace
+        if pace is not None and pace.on and self._behind(self._busy | self._pending.keys()):
+            return math.inf
+        return 0.0
 
     def _full(self) -> bool:
         """Whether a full batch waits, or the caps refused a record: take what is queued."""
@@ -372,6 +416,9 @@ class Sender:
             # so the next take makes fuller batches (with many streams, fewer and larger
             # puts). A worker that finishes wakes us.
             return math.inf
+        gathering = self._gathering()
+        if gathering > 0:
+            return gathering  # emit() wakes us if a full batch gathers meanwhile
         if self._full():
             # Everything queued, so that each stream's batch is as full as it can be: with
             # many streams, one batch's worth of records would be many small puts.
