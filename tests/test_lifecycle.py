@@ -350,7 +350,9 @@ def test_a_signal_handler_logging_faster_than_puts_cannot_hold_a_log_call(
     assert (int(delivered), int(dropped), int(queued)) == (3 + int(logged), 0, 0)
     read = messages(group)
     assert {"call 0", "call 1", "call 2"} <= set(read)
-    assert len(read) == 3 + int(logged)
+    # Every record arrived (a put resent after its read timeout on a loaded machine, though
+    # the service had stored it, arrives twice: at least once is the promise).
+    assert len(set(read)) == 3 + int(logged)
 
 
 PENDING_AT_EXIT = """
