@@ -103,6 +103,27 @@ def logging_config(**arguments: Unpack[LoggingOptions]) -> dict[str, Any]:
     Raises:
         ConfigurationError: An option is missing, misspelt or invalid.
     """
+    options, handler_from_environment = _gather(arguments)
+    group = _log_group(options)
+    root_level = _level("level", options.get("level", "INFO"))
+    output = _output_format(options)
+    zone = options.get("tz")
+    resolve_zone(zone)  # an unknown zone fails here, not at the first record
+    SessionOptions.parse(options.get("role_arn"), profile_name=options.get("profile"))
+    formatter = _formatter(output, zone)
+    handler = _cloudwatch_handler(
+        group, options, handler_from_environment, arguments.get("handler_options")
+    )
+    console = as_bool("console", options.get("console", True))
+    config = _dict_config(root_level, formatter, handler, console=console)
+    levels = {**QUIET_LOGGERS, **_logger_levels(options.get("loggers"))}
+    config["loggers"] = {name: {"level": lvl} for name, lvl in levels.items()}
+    return config
+
+
+def _gather(arguments: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """This function's options, from the arguments over the environment, and the handler
+    options found in the environment."""
     unknown = sorted(set(arguments) - set(_ARGUMENTS))
     if unknown:  # as Python says of a misspelt keyword; mypy finds it first
         message = f"logging_config() got unexpected keyword arguments {unknown}"
@@ -113,30 +134,50 @@ def logging_config(**arguments: Unpack[LoggingOptions]) -> dict[str, Any]:
     )
     options: dict[str, Any] = dict(from_environment)
     options.update({k: v for k, v in arguments.items() if k in _OPTIONS and v is not None})
-    handler_options = arguments.get("handler_options")
+    return options, handler_from_environment
+
+
+def _log_group(options: Mapping[str, Any]) -> str:
+    """The log group, required and checked."""
     group = options.get("log_group")
     if not group:
         message = f"log_group is required: pass it or set {ENV_PREFIX}LOG_GROUP"
         raise ConfigurationError(message)
-    check_pattern("log_group", str(group), LOG_GROUP_PATTERN, LOG_GROUP_RULE)
-    root_level = _level("level", options.get("level", "INFO"))
+    return check_pattern("log_group", str(group), LOG_GROUP_PATTERN, LOG_GROUP_RULE)
+
+
+def _output_format(options: Mapping[str, Any]) -> str:
+    """``format``: ``text`` or ``json``, in any case."""
     output = str(options.get("format", "text")).strip().lower()
     if output not in ("text", "json"):
         message = f"format must be text or json, not {options.get('format')!r}"
         raise ConfigurationError(message)
-    zone = options.get("tz")
-    resolve_zone(zone)  # an unknown zone fails here, not at the first record
-    SessionOptions.parse(options.get("role_arn"), profile_name=options.get("profile"))
+    return output
 
+
+def _formatter(output: str, zone: object) -> dict[str, Any]:
+    """The ``LocalTimeFormatter`` entry for ``output`` (``text`` or ``json``) in ``zone``."""
     formatter: dict[str, Any] = {"()": FORMATTER_PATH, "as_json": output == "json"}
     if output == "text":
         formatter["fmt"] = TEXT_FORMAT
     if zone:
         formatter["tz"] = str(zone)
+    return formatter
+
+
+def _cloudwatch_handler(
+    group: str,
+    options: Mapping[str, Any],
+    from_environment: Mapping[str, str],
+    handler_options: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The handler's entry: the group, the stream, the options with an argument of their
+    own here, then the handler options of the environment and ``handler_options`` (checked,
+    the argument winning)."""
     handler: dict[str, Any] = {
         "()": HANDLER_PATH,
         "formatter": "cloudwatch",
-        "log_group_name": str(group),
+        "log_group_name": group,
         "log_stream_name": str(
             options.get("stream") or f"{{machine_name}}/{program_name()}/{{process_id}}"
         ),
@@ -151,7 +192,15 @@ def logging_config(**arguments: Unpack[LoggingOptions]) -> dict[str, Any]:
             handler[key] = str(options[name])
     if "handle_signals" in options:
         handler["handle_signals"] = as_bool("handle_signals", options["handle_signals"])
-    handler.update(_handler_options({**handler_from_environment, **(handler_options or {})}))
+    handler.update(_handler_options({**from_environment, **(handler_options or {})}))
+    return handler
+
+
+def _dict_config(
+    root_level: str, formatter: dict[str, Any], handler: dict[str, Any], *, console: bool
+) -> dict[str, Any]:
+    """The ``dictConfig`` dict: the root logger at ``root_level`` to the handler, and to
+    stderr too with ``console``."""
     handlers = ["cloudwatch"]
     config: dict[str, Any] = {
         "version": 1,
@@ -160,7 +209,7 @@ def logging_config(**arguments: Unpack[LoggingOptions]) -> dict[str, Any]:
         "handlers": {"cloudwatch": handler},
         "root": {"level": root_level, "handlers": handlers},
     }
-    if as_bool("console", options.get("console", True)):
+    if console:
         config["formatters"]["console"] = dict(formatter)
         config["handlers"]["console"] = {
             "class": "logging.StreamHandler",
@@ -168,8 +217,6 @@ def logging_config(**arguments: Unpack[LoggingOptions]) -> dict[str, Any]:
             "stream": "ext://sys.stderr",
         }
         handlers.append("console")
-    levels = {**QUIET_LOGGERS, **_logger_levels(options.get("loggers"))}
-    config["loggers"] = {name: {"level": lvl} for name, lvl in levels.items()}
     return config
 
 

@@ -159,27 +159,13 @@ class HandlerOptions:
         )
         flush_timeout = as_float("flush_timeout", given["flush_timeout"], minimum=0.0)
         region_name = as_optional_str("region_name", given["region_name"])
-        spool_dir = given["spool_dir"]
-        if isinstance(spool_dir, os.PathLike):
-            spool_dir = os.fspath(spool_dir)
         return cls(
             log_group_name=check_pattern(
                 "log_group_name", str(group), LOG_GROUP_PATTERN, LOG_GROUP_RULE
             ),
             log_stream_name=check_template(str(template)),
             use_queues=as_bool("use_queues", given["use_queues"]),
-            send_interval=as_float("send_interval", given["send_interval"], minimum=0.0),
-            max_batch_size=as_int(
-                "max_batch_size",
-                given["max_batch_size"],
-                minimum=EVENT_OVERHEAD + 1,
-                maximum=MAX_BATCH_BYTES,
-            ),
-            max_batch_count=as_int(
-                "max_batch_count", given["max_batch_count"], minimum=1, maximum=MAX_BATCH_EVENTS
-            ),
-            max_message_size=max_message_size,
-            large_events=_large_events(given["large_events"]),
+            **_batching(given, max_message_size),
             create_log_group=as_bool("create_log_group", given["create_log_group"]),
             create_log_stream=as_bool("create_log_stream", given["create_log_stream"]),
             log_group_tags=as_tags("log_group_tags", given["log_group_tags"]),
@@ -195,34 +181,77 @@ class HandlerOptions:
             flush_timeout=flush_timeout,
             handle_signals=as_bool("handle_signals", given["handle_signals"]),
             drop_markers=as_bool("drop_markers", given["drop_markers"]),
-            spool_dir=as_optional_str("spool_dir", spool_dir),
-            spool_max_bytes=as_int(
-                "spool_max_bytes", given["spool_max_bytes"], minimum=MIN_SPOOL_BYTES
-            ),
-            spool_fsync=as_bool("spool_fsync", given["spool_fsync"]),
+            **_spool(given),
             region_name=region_name,
             endpoint_url=as_optional_str("endpoint_url", given["endpoint_url"]),
             trace_context=as_bool("trace_context", given["trace_context"]),
-            buffer_at=_buffer_level(given["buffer_at"]),
-            buffer_max_bytes=as_int(
-                "buffer_max_bytes", given["buffer_max_bytes"], minimum=MIN_BUFFER_BYTES
-            ),
-            buffer_sample_rate=as_float(
-                "buffer_sample_rate", given["buffer_sample_rate"], minimum=0.0, maximum=1.0
-            ),
-            metrics_interval=_metrics_interval(given["metrics_interval"]),
-            metrics_namespace=check_pattern(
-                "metrics_namespace",
-                str(given["metrics_namespace"]).strip(),
-                _NAMESPACE_PATTERN,
-                _NAMESPACE_RULE,
-            ),
+            **_buffering(given),
+            **_self_metrics(given),
             json_serialize_default=as_callable(
                 "json_serialize_default", given["json_serialize_default"]
             ),
             boto3_client=given["boto3_client"],
             session_factory=_session_factory(given, region_name, flush_timeout),
         )
+
+
+def _batching(given: Mapping[str, Any], max_message_size: int) -> dict[str, Any]:
+    """``send_interval``, ``max_batch_size``, ``max_batch_count``, ``max_message_size``
+    (checked already) and ``large_events``: how records are batched."""
+    return {
+        "send_interval": as_float("send_interval", given["send_interval"], minimum=0.0),
+        "max_batch_size": as_int(
+            "max_batch_size",
+            given["max_batch_size"],
+            minimum=EVENT_OVERHEAD + 1,
+            maximum=MAX_BATCH_BYTES,
+        ),
+        "max_batch_count": as_int(
+            "max_batch_count", given["max_batch_count"], minimum=1, maximum=MAX_BATCH_EVENTS
+        ),
+        "max_message_size": max_message_size,
+        "large_events": _large_events(given["large_events"]),
+    }
+
+
+def _spool(given: Mapping[str, Any]) -> dict[str, Any]:
+    """``spool_dir`` (a string or a path), ``spool_max_bytes`` and ``spool_fsync``."""
+    spool_dir = given["spool_dir"]
+    if isinstance(spool_dir, os.PathLike):
+        spool_dir = os.fspath(spool_dir)
+    return {
+        "spool_dir": as_optional_str("spool_dir", spool_dir),
+        "spool_max_bytes": as_int(
+            "spool_max_bytes", given["spool_max_bytes"], minimum=MIN_SPOOL_BYTES
+        ),
+        "spool_fsync": as_bool("spool_fsync", given["spool_fsync"]),
+    }
+
+
+def _buffering(given: Mapping[str, Any]) -> dict[str, Any]:
+    """``buffer_at``, ``buffer_max_bytes`` and ``buffer_sample_rate``: ``log_buffer()``."""
+    return {
+        "buffer_at": _buffer_level(given["buffer_at"]),
+        "buffer_max_bytes": as_int(
+            "buffer_max_bytes", given["buffer_max_bytes"], minimum=MIN_BUFFER_BYTES
+        ),
+        "buffer_sample_rate": as_float(
+            "buffer_sample_rate", given["buffer_sample_rate"], minimum=0.0, maximum=1.0
+        ),
+    }
+
+
+def _self_metrics(given: Mapping[str, Any]) -> dict[str, Any]:
+    """``metrics_interval`` and ``metrics_namespace``: the handler's own metrics."""
+    return {
+        "metrics_interval": _metrics_interval(given["metrics_interval"]),
+        "metrics_namespace": check_pattern(
+            "metrics_namespace",
+            str(given["metrics_namespace"]).strip(),
+            _NAMESPACE_PATTERN,
+            _NAMESPACE_RULE,
+        ),
+    }
 
 
 def _buffer_level(value: object) -> int | None:

@@ -108,7 +108,9 @@ MAX_CONNECT_TIMEOUT = 5.0
 _FIRST_RETRY_PAUSE = 1.0
 
 _SESSION_NAME = r"[\w+=,.@-]{2,64}"
+_SESSION_NAME_RULE = "2 to 64 characters of letters, digits and +=,.@_-"
 _EXTERNAL_ID = r"[\w+=,.@:/-]{2,1224}"
+_EXTERNAL_ID_RULE = "2 to 1224 characters of letters, digits and +=,.@:/_-"
 
 
 _loaders_lock = threading.Lock()
@@ -417,55 +419,26 @@ class SessionOptions:
         profile = as_optional_str("profile_name", profile_name)
         source = as_optional_str("source_profile", source_profile)
         if arn is None:
-            extra = {
-                "role_session_name": role_session_name,
-                "duration_seconds": duration_seconds,
-                "external_id": external_id,
-                "source_profile": source,
-                "base_session": base_session,
-            }
-            given = sorted(name for name, value in extra.items() if value not in (None, ""))
-            if given:
-                message = f"{', '.join(given)} only apply with role_arn"
-                raise ConfigurationError(message)
+            _refuse_role_only(
+                role_session_name=role_session_name,
+                duration_seconds=duration_seconds,
+                external_id=external_id,
+                source_profile=source,
+                base_session=base_session,
+            )
             return cls(region_name=region, profile_name=profile, clock=clock, sts_timeout=budget)
         check_pattern("role_arn", arn, ROLE_ARN_PATTERN, ROLE_ARN_RULE)
-        session_name = as_optional_str("role_session_name", role_session_name)
-        if session_name is not None:
-            check_pattern(
-                "role_session_name",
-                session_name,
-                _SESSION_NAME,
-                "2 to 64 characters of letters, digits and +=,.@_-",
-            )
+        session_name = _optional_matching(
+            "role_session_name", role_session_name, _SESSION_NAME, _SESSION_NAME_RULE
+        )
         duration = as_int(
             "duration_seconds",
             DEFAULT_DURATION if duration_seconds in (None, "") else duration_seconds,
             minimum=STS_MIN_DURATION,
             maximum=STS_MAX_DURATION,
         )
-        ext_id = as_optional_str("external_id", external_id)
-        if ext_id is not None:
-            check_pattern(
-                "external_id",
-                ext_id,
-                _EXTERNAL_ID,
-                "2 to 1224 characters of letters, digits and +=,.@:/_-",
-            )
-        sources = [
-            name
-            for name, value in (
-                ("profile_name", profile),
-                ("source_profile", source),
-                ("base_session", base_session),
-            )
-            if value is not None
-        ]
-        if len(sources) > 1:
-            message = (
-                f"give at most one source of credentials for role_arn, not {' and '.join(sources)}"
-            )
-            raise ConfigurationError(message)
+        ext_id = _optional_matching("external_id", external_id, _EXTERNAL_ID, _EXTERNAL_ID_RULE)
+        _refuse_two_sources(profile_name=profile, source_profile=source, base_session=base_session)
         return cls(
             role_arn=arn,
             role_session_name=session_name,
@@ -502,6 +475,28 @@ class SessionOptions:
             sts_timeout=self.sts_timeout,
         )
         return new_session(region_name=region, credential_resolver=CredentialResolver([provider]))
+
+
+def _refuse_role_only(**given: object) -> None:
+    """Raise if an option that applies only with ``role_arn`` is given (not None or "")."""
+    names = sorted(name for name, value in given.items() if value not in (None, ""))
+    if names:
+        message = f"{', '.join(names)} only apply with role_arn"
+        raise ConfigurationError(message)
+
+
+def _optional_matching(name: str, value: object, pattern: str, rule: str) -> str | None:
+    """``value`` as a non-empty string that matches ``pattern``, or None when not given."""
+    text = as_optional_str(name, value)
+    return None if text is None else check_pattern(name, text, pattern, rule)
+
+
+def _refuse_two_sources(**sources: object) -> None:
+    """Raise if more than one source of credentials for the role is given (not None)."""
+    given = [name for name, value in sources.items() if value is not None]
+    if len(given) > 1:
+        message = f"give at most one source of credentials for role_arn, not {' and '.join(given)}"
+        raise ConfigurationError(message)
 
 
 def refreshable_session(

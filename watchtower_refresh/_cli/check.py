@@ -27,7 +27,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 from urllib.parse import urlsplit
 
 from botocore.config import Config
@@ -61,6 +61,9 @@ from .._exceptions import ConfigurationError
 from .._handler import RefreshingCloudWatchLogHandler
 from .._redact import redact
 from .config import UsageError, handler_options
+
+if TYPE_CHECKING:
+    import boto3
 
 __all__ = [
     "EXIT_ACCESS_DENIED",
@@ -181,66 +184,19 @@ def _check_with(
     say: Callable[[str], None],
     attempt: int = TRANSIENT_ATTEMPTS,
 ) -> CheckReport:
+    """Check ``report``'s handler step by step; the report says where it stopped and why."""
     try:
         session = handler._session_factory()
     except Exception as exc:
         return report.fail(EXIT_INVALID, f"the session could not be built: {exc}")
-    report.region = effective_region(session, handler.region_name)
-    if not report.region:
-        return report.fail(
-            EXIT_NO_REGION,
-            "no AWS region is configured: pass --region (region_name in the handler's "
-            "configuration) or set AWS_REGION; without one STS would use its global endpoint",
-        )
+    region = _checked_region(session, handler, report)
+    if region is None or not _endpoints_regional(session, handler, options, report, region):
+        return report
     try:
-        with warnings.catch_warnings(record=True) as unknown:
-            warnings.simplefilter("always")
-            check_region(report.region)
-    except ConfigurationError as exc:
-        return report.fail(EXIT_INVALID, str(exc))
-    report.warnings.extend(str(warning.message) for warning in unknown)
-    # Placeholder keys: resolving an endpoint must not resolve credentials, which for an
-    # assumed role is already an AssumeRole request.
-    probe = {"aws_access_key_id": _PROBE_KEY, "aws_secret_access_key": _PROBE_KEY}
-    if "role_arn" in options or "session_factory" in options:
-        # our provider: regional even under the legacy setting
-        sts_probe = regional_sts_client(session, report.region, **probe)
-    else:  # botocore's providers and clients: the endpoint botocore picks
-        sts_probe = session.client(
-            "sts", report.region, aws_access_key_id=_PROBE_KEY, aws_secret_access_key=_PROBE_KEY
-        )
-    report.sts_endpoint = sts_probe.meta.endpoint_url
-    logs_probe = session.client(
-        "logs",
-        report.region,
-        endpoint_url=handler.endpoint_url,
-        aws_access_key_id=_PROBE_KEY,
-        aws_secret_access_key=_PROBE_KEY,
-    )
-    report.logs_endpoint = logs_probe.meta.endpoint_url
-    if urlsplit(report.sts_endpoint).hostname == GLOBAL_STS_HOST:
-        return report.fail(
-            EXIT_GLOBAL_STS,
-            f"STS would be called on its global endpoint ({report.sts_endpoint}): unset "
-            "AWS_STS_REGIONAL_ENDPOINTS=legacy (or set it to regional), remove "
-            "sts_regional_endpoints = legacy from the profile, and remove any endpoint "
-            "override that names sts.amazonaws.com",
-        )
-    try:
-        say("resolving credentials")
-        credentials = session.get_credentials()
-        if credentials is None:
-            raise NoCredentialsError
-        credentials.get_frozen_credentials()
-        report.credential_source = credentials.method
-        report.refreshes = isinstance(credentials, RefreshableCredentials)
-        expiry = credential_expiry(credentials)
-        report.expires = expiry.isoformat() if expiry is not None else None
-        say("asking STS who we are")
-        report.identity = regional_sts_client(session, report.region).get_caller_identity()["Arn"]
+        _resolve_identity(session, region, report, say)
         logs = session.client(
             "logs",
-            region_name=report.region,
+            region_name=region,
             endpoint_url=handler.endpoint_url,
             # One attempt per call, as the handler's client makes: a throttled answer is
             # retried by the check itself, after the handler's backoff, whatever botocore's
@@ -257,6 +213,85 @@ def _check_with(
             sentence += f" (the last of {attempt} attempts, with backoff between them)"
         return report.fail(code, sentence)
     return report
+
+
+def _checked_region(
+    session: boto3.Session, handler: RefreshingCloudWatchLogHandler, report: CheckReport
+) -> str | None:
+    """The region the handler would use, checked; None when the check fails there."""
+    report.region = effective_region(session, handler.region_name)
+    if not report.region:
+        report.fail(
+            EXIT_NO_REGION,
+            "no AWS region is configured: pass --region (region_name in the handler's "
+            "configuration) or set AWS_REGION; without one STS would use its global endpoint",
+        )
+        return None
+    try:
+        with warnings.catch_warnings(record=True) as unknown:
+            warnings.simplefilter("always")
+            check_region(report.region)
+    except ConfigurationError as exc:
+        report.fail(EXIT_INVALID, str(exc))
+        return None
+    report.warnings.extend(str(warning.message) for warning in unknown)
+    return report.region
+
+
+def _endpoints_regional(
+    session: boto3.Session,
+    handler: RefreshingCloudWatchLogHandler,
+    options: Mapping[str, Any],
+    report: CheckReport,
+    region: str,
+) -> bool:
+    """Note the STS and Logs endpoints the handler would call; False when STS's is global."""
+    # Placeholder keys: resolving an endpoint must not resolve credentials, which for an
+    # assumed role is already an AssumeRole request.
+    probe = {"aws_access_key_id": _PROBE_KEY, "aws_secret_access_key": _PROBE_KEY}
+    if "role_arn" in options or "session_factory" in options:
+        # our provider: regional even under the legacy setting
+        sts_probe = regional_sts_client(session, region, **probe)
+    else:  # botocore's providers and clients: the endpoint botocore picks
+        sts_probe = session.client(
+            "sts", region, aws_access_key_id=_PROBE_KEY, aws_secret_access_key=_PROBE_KEY
+        )
+    report.sts_endpoint = sts_probe.meta.endpoint_url
+    logs_probe = session.client(
+        "logs",
+        region,
+        endpoint_url=handler.endpoint_url,
+        aws_access_key_id=_PROBE_KEY,
+        aws_secret_access_key=_PROBE_KEY,
+    )
+    report.logs_endpoint = logs_probe.meta.endpoint_url
+    if urlsplit(report.sts_endpoint).hostname == GLOBAL_STS_HOST:
+        report.fail(
+            EXIT_GLOBAL_STS,
+            f"STS would be called on its global endpoint ({report.sts_endpoint}): unset "
+            "AWS_STS_REGIONAL_ENDPOINTS=legacy (or set it to regional), remove "
+            "sts_regional_endpoints = legacy from the profile, and remove any endpoint "
+            "override that names sts.amazonaws.com",
+        )
+        return False
+    return True
+
+
+def _resolve_identity(
+    session: boto3.Session, region: str, report: CheckReport, say: Callable[[str], None]
+) -> None:
+    """Resolve the credentials as the handler would, then ask STS whose they are."""
+    say("resolving credentials")
+    credentials = session.get_credentials()
+    if credentials is None:
+        raise NoCredentialsError
+    credentials.get_frozen_credentials()
+    report.credential_source = credentials.method
+    report.refreshes = isinstance(credentials, RefreshableCredentials)
+    expiry = credential_expiry(credentials)
+    report.expires = expiry.isoformat() if expiry is not None else None
+    say("asking STS who we are")
+    report.identity = regional_sts_client(session, region).get_caller_identity()["Arn"]
 
 
 def _transient(exc: Exception) -> TypeGuard[ClientError]:

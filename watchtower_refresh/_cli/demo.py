@@ -30,7 +30,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import IO, Any
 
 import boto3
 
@@ -346,40 +346,52 @@ def run_spool_demo(
             stderr=child_errors,
             env=_child_environment(aws),
         )
-        assert child.stdout is not None
-        returned: set[int] = set()
-        started: float | None = None
-        next_report = 0.5
-        try:
-            for line in child.stdout:
-                returned.add(int(line))
-                now = time.monotonic()
-                started = started or now
-                if now - started >= next_report:
-                    say(
-                        f"{now - started:5.1f}s  logged {len(returned):6d}  (child pid {child.pid})"
-                    )
-                    next_report += 0.5
-                if now - started >= duration:
-                    break
-        finally:
-            child.send_signal(signal.SIGKILL)
-            rest, _ = child.communicate(timeout=30)
-        seconds = time.monotonic() - (started or time.monotonic())
-        returned.update(int(number) for number in rest.split())
-        if child.returncode != -signal.SIGKILL:
-            child_errors.seek(0)
-            tail = child_errors.read().decode("utf-8", "replace").strip().splitlines()[-5:]
-            message = (
-                f"the logging child ended by itself (status {child.returncode}): "
-                + " | ".join(tail)
-            )
-            raise RuntimeError(message)
+        returned, seconds = _read_until_killed(child, duration, say)
+        _raise_unless_killed(child, child_errors)
         say(f"killed child pid {child.pid} with SIGKILL after {_records(len(returned))}")
         time.sleep(put_delay + 0.3)  # a put the service was holding at the kill lands now
         aws.injector.remove_fault(slow)
         with _environment(_fake_keys(aws)):
             return _replay_and_count(aws, directory, returned, seconds, put_delay, batch_records)
+
+
+def _read_until_killed(
+    child: subprocess.Popen[bytes], duration: float, say: Callable[[str], None]
+) -> tuple[set[int], float]:
+    """Read the numbers the child logged for ``duration`` seconds, then SIGKILL it; return
+    every number it printed, and for how many seconds it logged."""
+    assert child.stdout is not None
+    returned: set[int] = set()
+    started: float | None = None
+    next_report = 0.5
+    try:
+        for line in child.stdout:
+            returned.add(int(line))
+            now = time.monotonic()
+            started = started or now
+            if now - started >= next_report:
+                say(f"{now - started:5.1f}s  logged {len(returned):6d}  (child pid {child.pid})")
+                next_report += 0.5
+            if now - started >= duration:
+                break
+    finally:
+        child.send_signal(signal.SIGKILL)
+        rest, _ = child.communicate(timeout=30)
+    seconds = time.monotonic() - (started or time.monotonic())
+    returned.update(int(number) for number in rest.split())
+    return returned, seconds
+
+
+def _raise_unless_killed(child: subprocess.Popen[bytes], child_errors: IO[bytes]) -> None:
+    """Raise if the child ended by itself rather than by our SIGKILL, with its last lines
+    of stderr."""
+    if child.returncode != -signal.SIGKILL:
+        child_errors.seek(0)
+        tail = child_errors.read().decode("utf-8", "replace").strip().splitlines()[-5:]
+        message = (
+            f"the logging child ended by itself (status {child.returncode}): {' | '.join(tail)}"
+        )
+        raise RuntimeError(message)
 
 
 def _fake_keys(aws: FakeAWS) -> dict[str, str]:

@@ -10,6 +10,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .._exceptions import WatchtowerRefreshWarning
 from .._options import as_float
@@ -17,6 +18,10 @@ from .._settings import DEFAULT_FLUSH_TIMEOUT
 from .._spool import adopt, describe
 from .check import EXIT_OK
 from .config import UsageError, handler_options
+
+if TYPE_CHECKING:
+    from .._core.stats import DeliveryStats
+    from .._handler import RefreshingCloudWatchLogHandler
 
 __all__ = ["EXIT_NOT_DELIVERED", "run"]
 
@@ -108,25 +113,10 @@ def _deliver(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     given = options.get("flush_timeout", DEFAULT_FLUSH_TIMEOUT)
     options["flush_timeout"] = min(as_float("flush_timeout", given, minimum=0.0), args.timeout)
     handler = RefreshingCloudWatchLogHandler(**options)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", WatchtowerRefreshWarning)
-        try:
-            done = handler.flush(timeout=args.timeout)
-        finally:
-            handler.close_by(deadline)
-    for warning in caught:  # said as they would have been, under the caller's filters
-        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    done, caught = _flush_and_close(handler, args.timeout, deadline)
     stats = handler.stats
     group = handler.log_group_name
-    # What dead processes left: for other groups, this run delivered none of it; for this
-    # group, what is left after a complete run is what the service refused until fixed.
-    others: dict[str, int] = {}
-    left = 0
-    for owner in describe(args.dir):
-        if owner.state == "dead" and owner.group != group:
-            others[owner.group] = others.get(owner.group, 0) + owner.records
-        elif owner.state == "dead":
-            left += owner.records
+    others, left = _left_by_dead(args.dir, group)
     refused = left if done else 0
     reason = _refusal(caught) if refused else None
     discarded = _discard(args.dir, group) if refused and args.discard_refused else 0
@@ -142,30 +132,71 @@ def _deliver(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         }
         out(json.dumps(document, indent=2))
     else:
-        dropped = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.dropped.items())) or "none"
-        lines = [
-            f"log group          {group}",
-            f"records delivered  {stats.replayed:,}",
-            f"records dropped    {dropped}",
-            f"damaged records    {stats.corrupt:,}",
-        ]
-        if refused and discarded:
-            lines.append(
-                f"records refused    {discarded:,}, discarded (--discard-refused): {reason}"
-            )
-        elif refused:
-            lines.append(
-                f"records refused    {refused:,}, kept in {args.dir}: {reason}. Fix that and "
-                "run again, or add --discard-refused to give them up"
-            )
-        if others:
-            waiting = ", ".join(
-                f"{name} ({count(n, 'record')})" for name, n in sorted(others.items())
-            )
-            lines.append(f"other log groups   {waiting}: run again with --log-group for each")
+        lines = _delivery_lines(args.dir, group, stats, refused, reason, discarded, others)
         lines.append("result             " + ("OK" if ok else "INCOMPLETE: see above"))
         out("\n".join(lines))
     return EXIT_OK if ok else EXIT_NOT_DELIVERED
+
+
+def _flush_and_close(
+    handler: RefreshingCloudWatchLogHandler, timeout: float, deadline: float
+) -> tuple[bool, list[warnings.WarningMessage]]:
+    """Flush within ``timeout`` seconds, close by ``deadline``; return whether the flush
+    completed and the handler's warnings, which are also given as they would have been."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", WatchtowerRefreshWarning)
+        try:
+            done = handler.flush(timeout=timeout)
+        finally:
+            handler.close_by(deadline)
+    for warning in caught:  # said as they would have been, under the caller's filters
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return done, caught
+
+
+def _left_by_dead(directory: str, group: str) -> tuple[dict[str, int], int]:
+    """What dead processes left in ``directory``: records of other log groups, by group,
+    and the number of records of ``group``."""
+    # For other groups, this run delivered none of it; for this group, what is left after
+    # a complete run is what the service refused until fixed.
+    others: dict[str, int] = {}
+    left = 0
+    for owner in describe(directory):
+        if owner.state == "dead" and owner.group != group:
+            others[owner.group] = others.get(owner.group, 0) + owner.records
+        elif owner.state == "dead":
+            left += owner.records
+    return others, left
+
+
+def _delivery_lines(
+    directory: str,
+    group: str,
+    stats: DeliveryStats,
+    refused: int,
+    reason: str | None,
+    discarded: int,
+    others: dict[str, int],
+) -> list[str]:
+    """The text report of ``--deliver``, up to its result line."""
+    dropped = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.dropped.items())) or "none"
+    lines = [
+        f"log group          {group}",
+        f"records delivered  {stats.replayed:,}",
+        f"records dropped    {dropped}",
+        f"damaged records    {stats.corrupt:,}",
+    ]
+    if refused and discarded:
+        lines.append(f"records refused    {discarded:,}, discarded (--discard-refused): {reason}")
+    elif refused:
+        lines.append(
+            f"records refused    {refused:,}, kept in {directory}: {reason}. Fix that and "
+            "run again, or add --discard-refused to give them up"
+        )
+    if others:
+        waiting = ", ".join(f"{name} ({count(n, 'record')})" for name, n in sorted(others.items()))
+        lines.append(f"other log groups   {waiting}: run again with --log-group for each")
+    return lines
 
 
 def _refusal(caught: list[warnings.WarningMessage]) -> str:

@@ -112,61 +112,117 @@ def deliver_batch(
     attempt = quick = 0
     why = ""
     while True:
-        turn = 0
-        if pace is not None:
-            turn, wait = pace.reserve()
-            if wait > 0 and not _wait_turn(wait, deadline(), stop, first=not (attempt or quick)):
-                reason = "shutdown" if closing() else "timeout"
-                return Delivered(0, _NONE_REJECTED, reason, f"gave up resending: {why}")
-        within = None
-        limit = deadline()
-        if limit is not None and (attempt or quick):
-            # A resend gets what is left, never more; a first try keeps the client's own
-            # timeouts (sized from flush_timeout), so healthy puts share one client.
-            within = limit - time.monotonic()
-            if within <= 0:
-                reason = "shutdown" if closing() else "timeout"
-                return Delivered(0, _NONE_REJECTED, reason, f"gave up resending: {why}")
+        slot = _before_put(pace, deadline, stop, resend=bool(attempt or quick))
+        if slot is None:
+            return _gave_up(why, closing)
+        turn, within = slot
         try:
-            client = target.client(within)
-            target.prepare(client, stream)
-            response = put(client, stream, batch)
+            response = _put_once(target, put, stream, batch, within)
         except Exception as exc:
             why = advice(exc, group, stream)
-            outcome = classify(exc)
-            paced = False
-            if pace is not None and is_throttling(exc):
-                pace.throttled(turn)
-                paced = True
-            if outcome is Outcome.REFRESH and not target.refreshable:
-                outcome = Outcome.GIVE_UP
-            if outcome is Outcome.CREATE and (quick >= MAX_QUICK_RETRIES or not can_create):
-                outcome = Outcome.GIVE_UP
+            paced = _throttled(pace, turn, exc)
+            outcome = _resend_as(exc, target, stream, count, can_create=can_create, quick=quick)
             if outcome is Outcome.GIVE_UP:
-                reason = error_code(exc) or type(exc).__name__
-                return Delivered(0, _NONE_REJECTED, reason, why)
-            if outcome is Outcome.REFRESH:
-                target.discard_client()
-                count("credential_refreshes")
-            else:
-                count("retried")
-            if outcome is Outcome.CREATE:
-                target.forget(stream)
+                return Delivered(0, _NONE_REJECTED, error_code(exc) or type(exc).__name__, why)
             if outcome is not Outcome.BACKOFF and quick < MAX_QUICK_RETRIES:
                 quick += 1
                 continue
             # Throttled: the resend waits for its slot in the pace, which the answer has
             # just made slower for every handler of the process.
             if not paced and not _wait(attempt, deadline(), stop):
-                reason = "shutdown" if closing() else "timeout"
-                return Delivered(0, _NONE_REJECTED, reason, f"gave up resending: {why}")
+                return _gave_up(why, closing)
             attempt += 1
             continue
         if pace is not None:
             pace.accepted(turn)
-        info = response.get("rejectedLogEventsInfo") if isinstance(response, dict) else None
-        rejected = count_rejected(info, len(batch))
-        return Delivered(len(batch) - rejected.total, rejected, None, None)
+        return _accepted(response, len(batch))
+
+
+def _before_put(
+    pace: Pace | None,
+    deadline: Callable[[], float | None],
+    stop: threading.Event,
+    *,
+    resend: bool,
+) -> tuple[int, float | None] | None:
+    """Wait for the pace's slot, then measure what the put may take of the deadline.
+
+    Returns the pace's turn (0 when not paced) and the seconds the put may take (None: the
+    client's own timeouts), or None when no time is left for it.
+    """
+    turn = 0
+    if pace is not None:
+        turn, wait = pace.reserve()
+        if wait > 0 and not _wait_turn(wait, deadline(), stop, first=not resend):
+            return None
+    limit = deadline()
+    # A resend gets what is left, never more; a first try keeps the client's own
+    # timeouts (sized from flush_timeout), so healthy puts share one client.
+    if limit is None or not resend:
+        return turn, None
+    within = limit - time.monotonic()
+    return (turn, within) if within > 0 else None
+
+
+def _put_once(
+    target: Target, put: Put, stream: str, batch: Sequence[Event], within: float | None
+) -> Any:
+    """One attempt: the client (within ``within`` seconds), the stream's set-up, the put."""
+    client = target.client(within)
+    target.prepare(client, stream)
+    return put(client, stream, batch)
+
+
+def _resend_as(
+    exc: Exception,
+    target: Target,
+    stream: str,
+    count: Callable[[str], None],
+    *,
+    can_create: bool,
+    quick: int,
+) -> Outcome:
+    """Decide how a failed put is resent, and prepare and count the resend.
+
+    ``GIVE_UP`` when it is not: credentials that cannot refresh, or a group or stream that
+    may not be created or is still missing after ``MAX_QUICK_RETRIES`` resends.
+    """
+    outcome = classify(exc)
+    if outcome is Outcome.REFRESH and not target.refreshable:
+        outcome = Outcome.GIVE_UP
+    if outcome is Outcome.CREATE and (quick >= MAX_QUICK_RETRIES or not can_create):
+        outcome = Outcome.GIVE_UP
+    if outcome is Outcome.GIVE_UP:
+        return outcome
+    if outcome is Outcome.REFRESH:
+        target.discard_client()
+        count("credential_refreshes")
+    else:
+        count("retried")
+    if outcome is Outcome.CREATE:
+        target.forget(stream)
+    return outcome
+
+
+def _throttled(pace: Pace | None, turn: int, exc: Exception) -> bool:
+    """Whether a paced put was throttled; if so, the pace is told, and slows the process down."""
+    if pace is None or not is_throttling(exc):
+        return False
+    pace.throttled(turn)
+    return True
+
+
+def _gave_up(why: str, closing: Callable[[], bool]) -> Delivered:
+    """Out of time before the batch was delivered: ``shutdown`` while closing, else ``timeout``."""
+    reason = "shutdown" if closing() else "timeout"
+    return Delivered(0, _NONE_REJECTED, reason, f"gave up resending: {why}")
+
+
+def _accepted(response: Any, sent: int) -> Delivered:
+    """The put succeeded: ``sent`` events, less those the service refused one by one."""
+    info = response.get("rejectedLogEventsInfo") if isinstance(response, dict) else None
+    rejected = count_rejected(info, sent)
+    return Delivered(sent - rejected.total, rejected, None, None)
 
 
 def _wait(attempt: int, deadline: float | None, stop: threading.Event) -> bool:

@@ -211,37 +211,14 @@ class Outcomes:
         deadline: float | None,
     ) -> bool:
         """``deliver``, with the puts that carry ``part``'s records when some are split."""
-        settings = self._settings
         holder = self._holder
         stop = stop or threading.Event()
-        if (
-            holder is not None
-            and holder.waiting(part)
-            # A hold is in force: not sent, back on disk until its interval has passed.
-            and holder.hold(part, self._ledger.holding or "held", refused=False) is not None
-        ):
+        if self._on_hold(part):
             return True
-
-        def limit() -> float | None:
-            closing = self._closing_deadline()
-            if closing is None:
-                return deadline
-            return closing if deadline is None else min(deadline, closing)
+        limit = self._limit(deadline)
 
         def send(batch: Sequence[Event]) -> Delivered:
-            return deliver_batch(
-                self.target,
-                self._put,
-                group=settings.log_group_name,
-                stream=stream,
-                batch=batch,
-                can_create=settings.create_log_group or settings.create_log_stream,
-                count=self._ledger.count,
-                deadline=limit,
-                stop=stop,
-                closing=lambda: self._closing_deadline() is not None,
-                pace=self._pace,
-            )
+            return self._put_batch(stream, batch, limit, stop)
 
         result = send(part.events) if puts is None else _send_parts(send, *puts)
         self.last_put_succeeded = result.reason is None
@@ -250,8 +227,6 @@ class Outcomes:
             # Before settling, like everything that follows from the outcome: a flush()
             # that returns has seen the marker written.
             self._mark(stream, limit, stop)
-        rejected = result.rejected
-        batch = part.events
         acker = part.claim.acker
         if result.reason is None and acker is None and holder is not None:
             holder.resumed()
@@ -263,9 +238,66 @@ class Outcomes:
         ):
             return True
         if not keeps_spooled(result.reason):
-            self.acknowledge(batch, acker)
+            self.acknowledge(part.events, acker)
         if acker is not None and result.delivered:
             self._ledger.count("replayed", result.delivered)
+        self._warn(result, part.events)
+        self._ledger.settle(
+            part,
+            delivered=result.delivered,
+            rejected=result.rejected._asdict(),
+            reason=result.reason,
+        )
+        return False
+
+    def _on_hold(self, part: Part) -> bool:
+        """Whether a hold is in force for ``part``: not sent, back on disk until its interval
+        has passed."""
+        holder = self._holder
+        return (
+            holder is not None
+            and holder.waiting(part)
+            and holder.hold(part, self._ledger.holding or "held", refused=False) is not None
+        )
+
+    def _limit(self, deadline: float | None) -> Callable[[], float | None]:
+        """The deadline of a batch's puts: ``deadline`` or ``close()``'s, whichever is first,
+        asked again before each attempt, since ``close()`` may set one meanwhile."""
+
+        def limit() -> float | None:
+            closing = self._closing_deadline()
+            if closing is None:
+                return deadline
+            return closing if deadline is None else min(deadline, closing)
+
+        return limit
+
+    def _put_batch(
+        self,
+        stream: str,
+        batch: Sequence[Event],
+        deadline: Callable[[], float | None],
+        stop: threading.Event,
+    ) -> Delivered:
+        """Put ``batch`` (records or a marker) to ``stream``, resending until ``deadline``."""
+        settings = self._settings
+        return deliver_batch(
+            self.target,
+            self._put,
+            group=settings.log_group_name,
+            stream=stream,
+            batch=batch,
+            can_create=settings.create_log_group or settings.create_log_stream,
+            count=self._ledger.count,
+            deadline=deadline,
+            stop=stop,
+            closing=lambda: self._closing_deadline() is not None,
+            pace=self._pace,
+        )
+
+    def _warn(self, result: Delivered, batch: Sequence[Event]) -> None:
+        """Warn, once per episode, of what a batch lost, and end the episode when it got
+        through; given before the batch is settled."""
         if result.reason is None:
             self._reporter.episode_ended()
         elif result.reason == DropReason.SHUTDOWN and summarizing():
@@ -282,6 +314,7 @@ class Outcomes:
                 f"stats.dropped[{result.reason!r}])",
                 per_episode=True,
             )
+        rejected = result.rejected
         if rejected.total:
             self._reporter.once(
                 "rejected",
@@ -289,13 +322,6 @@ class Outcomes:
                 "2 hours ahead or older than 14 days or the group's retention; counted in "
                 "stats.dropped['too_new'|'too_old'|'expired']",
             )
-        self._ledger.settle(
-            part,
-            delivered=result.delivered,
-            rejected=rejected._asdict(),
-            reason=result.reason,
-        )
-        return False
 
     def mark_the_rest(self, deadline: float) -> None:
         """Write the marker of every stream that lost records and had no put succeed since:
@@ -358,19 +384,7 @@ class Outcomes:
         when = stamp(gap, int(time.time() * 1000), settings.log_group_retention_days)
         for _ in range(2):
             message, size = utf8_size(render(gap, when, self._marker_style()))
-            result = deliver_batch(
-                self.target,
-                self._put,
-                group=settings.log_group_name,
-                stream=stream,
-                batch=[(stream, when, message, size)],
-                can_create=settings.create_log_group or settings.create_log_stream,
-                count=self._ledger.count,
-                deadline=deadline,
-                stop=stop,
-                closing=lambda: self._closing_deadline() is not None,
-                pace=self._pace,
-            )
+            result = self._put_batch(stream, [(stream, when, message, size)], deadline, stop)
             self.last_put_succeeded = result.reason is None
             if result.reason is not None:
                 return False
