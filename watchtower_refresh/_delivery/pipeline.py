@@ -13,17 +13,17 @@ described in ``docs/design.md``; in short:
   ``shutdown`` and reported in one line on stderr. A record logged now reopens: ``OPEN``.
 
 The pipeline builds the parts and admits records; the state, the sender generations and
-their transitions belong to ``Generations``, and the waits of ``close()`` to ``Closer``.
-Each start of a sender is a new generation with a new ledger token: an older generation
-that is still running takes no more records (``Ledger.take``). Lock order: the handler's
-lock, then the ledger's (``Ledger.lock``, re-entrant; ``Ledger.cond`` is on it). Nothing is
-called under the ledger's lock that takes the handler's or logging's, except
-``SpoolSide.close_writer``, which only tries the handler's lock.
+their transitions belong to ``Generations``, the waits of ``close()`` to ``Closer``, sends
+from the caller's thread to ``Synchronous``. Each start of a sender is a new generation with
+a new ledger token: an older generation that is still running takes no more records
+(``Ledger.take``). Lock order: the handler's lock, then the ledger's (``Ledger.lock``,
+re-entrant; ``Ledger.cond`` is on it). Nothing is called under the ledger's lock that takes
+the handler's or logging's, except ``SpoolSide.close_writer``, which only tries the
+handler's lock.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +34,7 @@ from .._core.events import SIZE, SPOOL_ID, STREAM, TIMESTAMP, Event, size_exactl
 from .._core.ledger import Claim, Ledger, Part
 from .._core.markers import PLAIN, Style
 from .._core.reasons import DropReason
-from .._process import delivering, exit_deadline, exiting, finalizing, report
+from .._process import exiting, finalizing
 from .._process import thread_state as _thread_state
 from .._report import Reporter
 from . import backlog, metrics, outcome
@@ -47,6 +47,7 @@ from .metrics import SelfMetrics
 from .outcome import Outcomes
 from .pace import PACE, Pace
 from .scheduler import Sender
+from .synchronous import Synchronous
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
@@ -111,7 +112,6 @@ class Pipeline:
             replay_failed=lambda exc: self.settle_failed(None, exc),
         )
         """The lifecycle state and the sender generations."""
-        self._exit_reported = False
         # No hold while close() runs (it tries once more), nor for records sent from the
         # caller's thread: no sender would try them again.
         self.spool = SpoolSide(
@@ -141,6 +141,8 @@ class Pipeline:
             )
         )
         """The self-metrics, which the sender writes (``metrics_interval``), or None."""
+        self.synchronous = Synchronous(settings, ledger, self.outcomes)
+        """Sends records from the caller's thread (``use_queues=False``, exit, no thread)."""
         self._closer = Closer(
             generations,
             ledger,
@@ -249,7 +251,7 @@ class Pipeline:
                 # time: sent in the background, so that the log call returns in its bound.
                 self._queue_for_later(event, cost)
                 return
-            self.send_now([event])
+            self.synchronous.send([event])
             if self.metrics is not None:
                 self._start_metrics()
             return
@@ -274,7 +276,7 @@ class Pipeline:
                     self._queue_and_wake(event, cost)
                     return
         # Exiting, or no thread can start.
-        self.send_now([event], exit_path=True)
+        self.synchronous.send([event], exit_path=True)
 
     def _start_metrics(self) -> None:
         """With ``use_queues=False``, start a sender all the same: it writes the self-metrics
@@ -345,43 +347,6 @@ class Pipeline:
 
     # ------------------------------------------------------------------ the caller's thread
 
-    def send_now(self, events: list[Event], *, exit_path: bool = False) -> None:
-        """Deliver ``events`` from the caller's thread and settle them.
-
-        Waits at most ``flush_timeout`` seconds, or what is left of the exit budget. During
-        finalization nothing is sent: the events are counted as ``shutdown``.
-        """
-        ledger = self.ledger
-        if finalizing():
-            self.refuse_finalizing(len(events))
-            return
-        claim = ledger.claim_now(events)
-        deadline = time.monotonic() + self.settings.flush_timeout
-        if exit_path or exiting():
-            deadline = min(deadline, exit_deadline())
-        outer = _thread_state.sync_deadline
-        if outer is not None:  # a deferred record of an outer call: that call's bound holds
-            deadline = min(deadline, outer)
-        deferred: list[tuple[logging.Handler, logging.LogRecord]] = []
-        before = _thread_state.deferred
-        _thread_state.deferred = deferred
-        try:
-            with delivering():
-                self.outcomes.deliver_claim(claim, events, None, deadline=deadline)
-        finally:
-            _thread_state.deferred = before
-            ledger.settle_rest(claim, DropReason.INTERNAL_ERROR)
-        if not deferred:
-            return
-        # Logged by a signal handler while we were sending: sent within this call's bound,
-        # however fast it logs; what comes past the bound goes to the background sender.
-        _thread_state.sync_deadline = deadline
-        try:
-            for handler, record in deferred:
-                handler.handle(record)
-        finally:
-            _thread_state.sync_deadline = outer
-
     def _queue_for_later(self, event: Event, cost: int) -> None:
         """Queue ``event`` for a background sender, started if none runs (use_queues=False)."""
         generations = self.generations
@@ -399,15 +364,8 @@ class Pipeline:
 
     def refuse_finalizing(self, count: int) -> None:
         """Count ``count`` records logged while the interpreter is finalizing as shutdown,
-        and say so once on stderr: nothing can be sent, or even safely formatted, then."""
-        self.ledger.drop(DropReason.SHUTDOWN, count)
-        if not self._exit_reported:
-            self._exit_reported = True
-            report(
-                f"records logged to log group {self.settings.log_group_name} while the "
-                "interpreter is finalizing cannot be sent; they are counted in "
-                "stats.dropped['shutdown']"
-            )
+        and say so once on stderr (``Synchronous``): nothing can be sent then."""
+        self.synchronous.refuse_finalizing(count)
 
     # ------------------------------------------------------------------ flush
 
