@@ -29,7 +29,7 @@ RESCAN_SECONDS = 0.5
 class CurrentSegment:
     """The segment being appended to: its descriptor, offset and budget.
 
-    Used by one writer: ``write`` and ``advance`` from the appending thread (one at a time),
+    Used by one writer: ``budget`` and ``write`` from the appending thread (one at a time),
     the rest under the writer's lock.
 
     Args:
