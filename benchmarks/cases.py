@@ -337,9 +337,9 @@ def case_streams(kind: str, endpoint: str, events: int, streams: int) -> dict[st
         arrived = wait_for_sink(endpoint, events)
     else:
         if kind == "ours-one":
-            import watchtower_refresh._delivery.pipeline
+            import watchtower_refresh._delivery.generations
 
-            watchtower_refresh._delivery.pipeline.MAX_IN_FLIGHT = 1  # read when a sender starts
+            watchtower_refresh._delivery.generations.MAX_IN_FLIGHT = 1  # read when a sender starts
         handler: Any = (
             ours(endpoint, log_stream_name="{logger_name}", queue_max_events=events + streams)
             if kind.startswith("ours")

@@ -25,9 +25,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import watchtower_refresh._delivery.backlog
-import watchtower_refresh._delivery.closing
 import watchtower_refresh._delivery.deliver
-import watchtower_refresh._delivery.pipeline
+import watchtower_refresh._delivery.generations
 import watchtower_refresh._process.lifecycle
 from tests.conftest import ROLE_ARN, logger_for, run_python
 from tests.test_handler_spool import dead_owner, now_ms
@@ -35,7 +34,7 @@ from tests.test_pipeline import StubTarget
 from watchtower_refresh import RefreshingCloudWatchLogHandler, WatchtowerRefreshWarning
 from watchtower_refresh._core.ledger import Ledger
 from watchtower_refresh._core.reasons import DropReason
-from watchtower_refresh._delivery.pipeline import Pipeline
+from watchtower_refresh._delivery.closing import Closer
 from watchtower_refresh._delivery.scheduler import Sender
 from watchtower_refresh._spool import Spool
 from watchtower_refresh.testing import FakeAWS, Fault
@@ -138,15 +137,15 @@ def test_a_record_logged_after_the_closing_sender_stopped_is_delivered_not_aband
     handler = make_handler("/life/late", flush_timeout=10)
     logger = logger_for(handler)
     logger.info("before close")
-    finish_close = watchtower_refresh._delivery.closing._finish_close
+    finish_close = Closer._finish_close
 
-    def sender_gone_first(self: Pipeline, sender: Any) -> None:
+    def sender_gone_first(self: Closer, sender: Any) -> None:
         sender.join(5)
         assert not sender.alive
         logger.info("while close() runs")
         finish_close(self, sender)
 
-    monkeypatch.setattr(watchtower_refresh._delivery.closing, "_finish_close", sender_gone_first)
+    monkeypatch.setattr(Closer, "_finish_close", sender_gone_first)
     handler.close()
     stats = handler.stats
     assert (stats.delivered, stats.dropped, stats.queued) == (2, {}, 0)
@@ -250,7 +249,7 @@ def test_a_saturated_sender_leaves_records_on_the_fast_path(
 ) -> None:
     # Every worker busy and a full batch queued: no record needs to wake the sender (the
     # worker that finishes does), so none should take the slow path and its lock.
-    monkeypatch.setattr(watchtower_refresh._delivery.pipeline, "MAX_IN_FLIGHT", 1)
+    monkeypatch.setattr(watchtower_refresh._delivery.generations, "MAX_IN_FLIGHT", 1)
     handler = make_handler("/life/saturated", max_batch_count=5, log_stream_name="{logger_name}")
     blocked = threading.Event()
     release = _hold_puts(handler, streams="blocker", holding=blocked)
@@ -978,22 +977,20 @@ def test_close_when_no_thread_can_start_counts_and_returns(
     logger = logger_for(handler)
     logger.info("delivered")
     assert handler.flush(timeout=5)
-    finish_close = watchtower_refresh._delivery.closing._finish_close
+    finish_close = Closer._finish_close
     attempts: list[int] = []
 
     def refuse(self: Sender) -> bool:
         attempts.append(1)
         return False
 
-    def no_thread_after_the_sender(self: Pipeline, sender: Any) -> None:
+    def no_thread_after_the_sender(self: Closer, sender: Any) -> None:
         sender.join(5)  # it drained the queue and stopped
         monkeypatch.setattr(Sender, "start", refuse)
         logger.info("no thread to send it")
         finish_close(self, sender)
 
-    monkeypatch.setattr(
-        watchtower_refresh._delivery.closing, "_finish_close", no_thread_after_the_sender
-    )
+    monkeypatch.setattr(Closer, "_finish_close", no_thread_after_the_sender)
     handler.close()
     assert len(attempts) <= 2  # the record's own try, and close()'s
     stats = handler.stats

@@ -26,10 +26,10 @@ from watchtower_refresh._spool import (
     Spool,
     SpooledRecord,
     adopt,
+    current,
     describe,
     failures,
     forks,
-    writer,
 )
 from watchtower_refresh._spool import format as spool_format
 from watchtower_refresh._spool.adoption import _Claim
@@ -760,7 +760,7 @@ def test_an_append_interrupted_by_a_signal_handler_neither_deadlocks_nor_mixes_r
 def test_space_freed_by_another_writer_is_seen(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer, "RESCAN_SECONDS", 0.0)
+    monkeypatch.setattr(current, "RESCAN_SECONDS", 0.0)
     first = open_spool(tmp_path, max_bytes=32 * 1024, segment_bytes=8192)
     ids = []
     while (record_id := first.append("s", 0, "m" * 1000)) is not None:

@@ -9,7 +9,8 @@
   reported in one line on stderr. A record logged now reopens the handler: ``OPEN``.
 
 A forked child starts ``NEW`` with a pipeline of its own; the parent keeps and delivers what
-it held. The transitions are made under the ledger's lock, by ``Pipeline`` and ``closing``.
+it held. The transitions are made under the ledger's lock, by ``generations.Generations``
+(``closing.Closer`` asks for those of ``close()``).
 """
 
 from __future__ import annotations

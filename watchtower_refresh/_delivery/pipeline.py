@@ -1,4 +1,4 @@
-"""The delivery pipeline of one handler in one process: lifecycle, sender generations, flush, close.
+"""The delivery pipeline of one handler in one process: admission, flush, close.
 
 The handler formats a record, sizes it and picks its stream; then it hands the record to
 the pipeline, which owns everything after that. Threads, states and the lock order are
@@ -12,16 +12,18 @@ described in ``docs/design.md``; in short:
 - ``CLOSED``: the sender has stopped; what could not be delivered was counted as
   ``shutdown`` and reported in one line on stderr. A record logged now reopens: ``OPEN``.
 
-Each start of a sender is a new generation with a new ledger token: an older generation that
-is still running takes no more records (``Ledger.take``). Lock order: the handler's lock, then
-the ledger's (``Ledger.lock``, re-entrant; ``Ledger.cond`` is on it). Nothing is called under
-the ledger's lock that takes the handler's or logging's, except ``SpoolSide.close_writer``,
-which only tries the handler's lock.
+The pipeline builds the parts and admits records; the state, the sender generations and
+their transitions belong to ``Generations``, the waits of ``close()`` to ``Closer``, sends
+from the caller's thread to ``Synchronous``. Each start of a sender is a new generation with
+a new ledger token: an older generation that is still running takes no more records
+(``Ledger.take``). Lock order: the handler's lock, then the ledger's (``Ledger.lock``,
+re-entrant; ``Ledger.cond`` is on it). Nothing is called under the ledger's lock that takes
+the handler's or logging's, except ``SpoolSide.close_writer``, which only tries the
+handler's lock.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,32 +34,25 @@ from .._core.events import SIZE, SPOOL_ID, STREAM, TIMESTAMP, Event, size_exactl
 from .._core.ledger import Claim, Ledger, Part
 from .._core.markers import PLAIN, Style
 from .._core.reasons import DropReason
-from .._process import (
-    check_sigterm_after_fork,
-    delivering,
-    exit_deadline,
-    exiting,
-    finalizing,
-    report,
-)
+from .._process import exiting, finalizing
 from .._process import thread_state as _thread_state
 from .._report import Reporter
-from . import backlog, closing, metrics, outcome
+from . import backlog, metrics, outcome
 from .backlog import Replayer, SpoolSide
+from .closing import Closer
 from .deliver import Target
+from .generations import Generations
 from .lifecycle import State
 from .metrics import SelfMetrics
 from .outcome import Outcomes
 from .pace import PACE, Pace
 from .scheduler import Sender
+from .synchronous import Synchronous
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
 
-__all__ = ["MAX_IN_FLIGHT", "Pipeline", "State"]
-
-MAX_IN_FLIGHT = 8
-"""Most batches a handler sends at once, each to a different stream."""
+__all__ = ["Pipeline", "State"]
 
 
 class Settings(backlog.Settings, outcome.Settings, metrics.Settings, Protocol):
@@ -101,8 +96,6 @@ class Pipeline:
         pace: Pace = PACE,
     ) -> None:
         self.settings = settings
-        self.pace = pace
-        self._lock = lock
         self.ledger = ledger = Ledger(
             settings.queue_max_events,
             settings.queue_max_bytes,
@@ -110,10 +103,15 @@ class Pipeline:
         )
         self._reporter = reporter
         reporter.after_fork(ledger.lock)
-        self.state = State.NEW
-        self.sender: Sender | None = None
-        self.closing_deadline: float | None = None
-        self._exit_reported = False
+        self.generations = generations = Generations(
+            self,
+            ledger,
+            use_queues=settings.use_queues,
+            pace=pace,
+            replay=None if settings.spool_dir is None else self._replay,
+            replay_failed=lambda exc: self.settle_failed(None, exc),
+        )
+        """The lifecycle state and the sender generations."""
         # No hold while close() runs (it tries once more), nor for records sent from the
         # caller's thread: no sender would try them again.
         self.spool = SpoolSide(
@@ -121,7 +119,7 @@ class Pipeline:
             ledger,
             lock,
             self.warn_soon,
-            lambda: self.closing_deadline is not None or not self.use_queues,
+            lambda: generations.closing_deadline is not None or not generations.use_queues,
         )
         self.outcomes = Outcomes(
             settings,
@@ -130,7 +128,7 @@ class Pipeline:
             put,
             reporter,
             self.spool.own_acker,
-            lambda: self.closing_deadline,
+            lambda: generations.closing_deadline,
             self.spool,
             marker_style,
             pace,
@@ -139,13 +137,36 @@ class Pipeline:
             None
             if settings.metrics_interval is None
             else SelfMetrics(
-                settings, ledger, target, put, reporter, lambda: self.closing_deadline, pace
+                settings, ledger, target, put, reporter, lambda: generations.closing_deadline, pace
             )
         )
         """The self-metrics, which the sender writes (``metrics_interval``), or None."""
-        self.replayer: Replayer | None = None
-        self.use_queues = settings.use_queues
-        """False: every record is sent from the caller's thread (``send_synchronously``)."""
+        self.synchronous = Synchronous(settings, ledger, self.outcomes)
+        """Sends records from the caller's thread (``use_queues=False``, exit, no thread)."""
+        self._closer = Closer(
+            generations,
+            ledger,
+            self.spool,
+            self.outcomes,
+            settings,
+            metrics=self.metrics is not None,
+            issue_warnings=self.issue_warnings,
+        )
+
+    @property
+    def state(self) -> State:
+        """Where the handler is in its lifecycle."""
+        return self.generations.state
+
+    @property
+    def sender(self) -> Sender | None:
+        """The latest sender generation's scheduler; None before the first."""
+        return self.generations.sender
+
+    @property
+    def replayer(self) -> Replayer | None:
+        """The latest generation's replay thread (with a spool), or None."""
+        return self.generations.replayer
 
     # ------------------------------------------------------------------ the scheduler's host
 
@@ -183,12 +204,15 @@ class Pipeline:
 
     def sender_stopped(self, sender: Sender) -> None:
         """``sender`` has stopped (ledger lock held): later records take the slow path."""
-        if self.sender is sender:
-            self.ledger.close_gate()
+        self.generations.sender_stopped(sender)
 
     def issue_warnings(self) -> None:
         """Issue the warnings ``emit()`` put aside."""
         self._reporter.issue_pending()
+
+    def _replay(self, stop: threading.Event, is_open: Callable[[], bool]) -> None:
+        """One pass over what dead processes left, on a generation's replayer."""
+        self.spool.replay_once(self.outcomes, stop, is_open)
 
     # ------------------------------------------------------------------ admission
 
@@ -196,7 +220,7 @@ class Pipeline:
         """A record went into the queue while the sender waited or the gate was closing."""
         ledger = self.ledger
         ledger.woken()
-        sender = self.sender
+        sender = self.generations.sender
         if sender is not None:
             sender.wake.set()
         if ledger.gated:
@@ -204,74 +228,72 @@ class Pipeline:
 
     def _emit_raced_close(self) -> None:
         """A record went into the queue as close() stopped the sender: see that it is sent."""
+        generations = self.generations
         with self.ledger.lock:
-            sender = self.sender
+            sender = generations.sender
             if sender is not None and sender.reusable:
                 return
-            if self.state is State.CLOSING:
-                self._closing_sender()
+            if generations.state is State.CLOSING:
+                generations.closing_sender()
             else:
-                self._open()
+                generations.open()
 
     def admit_slow(self, event: Event, cost: int) -> None:
         """Admit ``event`` when the fast path cannot: start, reopen, exit, sync or full."""
         if event[SIZE] < 0:  # an estimate: its exact size matters from here on
             sized, _, cost = size_exactly([event])
             event = sized[0]
-        if not self.use_queues:
+        generations = self.generations
+        if not generations.use_queues:
             outer = _thread_state.sync_deadline
             if outer is not None and time.monotonic() >= outer:
                 # Logged by a signal handler during a synchronous put whose caller is out of
                 # time: sent in the background, so that the log call returns in its bound.
                 self._queue_for_later(event, cost)
                 return
-            self.send_now([event])
+            self.synchronous.send([event])
             if self.metrics is not None:
                 self._start_metrics()
             return
         ledger = self.ledger
         with ledger.lock:
             if exiting():
-                if self._running() and not ledger.spilling and ledger.has_room(cost):
+                if generations.running() and not ledger.spilling and ledger.has_room(cost):
                     # Only the sender's wake-up kept it off the fast path: queue it.
                     self._queue_and_wake(event, cost)
                     return
             else:
-                if self.state is State.CLOSING:
+                if generations.state is State.CLOSING:
                     # close() delivers it, or counts it as shutdown once its time is up.
                     self._admit_or_refuse(event, cost)
-                    sender = self._closing_sender()
+                    sender = generations.closing_sender()
                     if sender is not None:
                         sender.wake.set()
                     return
-                if not self._running():
-                    self._open()
-                if self.state is State.OPEN and self.sender is not None:
+                if not generations.running():
+                    generations.open()
+                if generations.state is State.OPEN and generations.sender is not None:
                     self._queue_and_wake(event, cost)
                     return
         # Exiting, or no thread can start.
-        self.send_now([event], exit_path=True)
+        self.synchronous.send([event], exit_path=True)
 
     def _start_metrics(self) -> None:
         """With ``use_queues=False``, start a sender all the same: it writes the self-metrics
         on its own thread, never on the caller's (the records still go from the caller's)."""
-        sender = self.sender
+        generations = self.generations
+        sender = generations.sender
         if (sender is not None and sender.reusable) or exiting() or finalizing():
             return
         with self.ledger.lock:
-            if self.state is not State.CLOSING and not self._running():
-                self._open()
-
-    def _running(self) -> bool:
-        """Whether the handler is open with a sender that takes records (ledger lock held)."""
-        sender = self.sender
-        return self.state is State.OPEN and sender is not None and sender.reusable
+            if generations.state is not State.CLOSING and not generations.running():
+                generations.open()
 
     def _queue_and_wake(self, event: Event, cost: int) -> None:
         """Queue ``event`` for the running sender and wake it (ledger lock held)."""
         self._admit_or_refuse(event, cost)
         self.ledger.woken()  # once is enough: the sender arms the next wake-up
-        sender = self.sender
+        sender = self.generations.sender
         if sender is not None:
             sender.wake.set()
 
@@ -312,138 +334,38 @@ class Pipeline:
         """Warn from ``emit()``, or soon after from a delivery thread or ``flush()``."""
         if not self._reporter.soon(message, key):
             return
-        sender = self.sender
+        sender = self.generations.sender
         if sender is not None and sender.alive:
             sender.wake.set()
-        elif not self.use_queues:
+        elif not self.generations.use_queues:
             self.issue_warnings()
 
     def send_synchronously(self) -> None:
         """From now on, send each record from the caller's thread (a pool worker, which may
         end without notice); what is already queued is still sent by the sender."""
-        self.use_queues = False
-        self.ledger.close_gate()  # every later record takes emit()'s slow path
-
-    # ------------------------------------------------------------------ senders
-
-    def _open(self) -> None:
-        """Start a sender, or keep the one that is still draining (ledger lock held)."""
-        check_sigterm_after_fork()  # a forked child's SIGTERM may have been reset
-        sender: Sender | None = self.sender
-        if sender is not None and sender.reusable:
-            sender.draining = False  # a dictConfig closed us without waiting: carry on
-            sender = None  # and so does its replayer
-        else:
-            sender = self._start_sender(draining=False)
-            if sender is None:
-                return  # the caller sends from its own thread
-        self.state = State.OPEN
-        self.closing_deadline = None
-        if self.use_queues:  # else every record goes the slow way, sent at once
-            self.ledger.open_gate()
-        if sender is not None and self.settings.spool_dir is not None:
-            self._start_replayer(sender)  # after OPEN: a pass stops once it is not
-
-    def _start_replayer(self, sender: Sender) -> None:
-        replayer = Replayer(
-            lambda stop: self.spool.replay_once(
-                self.outcomes, stop, lambda: self.state is State.OPEN
-            ),
-            lambda exc: self.outcomes.settle_failed(None, exc),
-            sender.stop,
-            lambda: sender.finished,
-        )
-        if replayer.start():
-            self.replayer = replayer
-
-    def _closing_sender(self) -> Sender | None:
-        """The sender that delivers for close(): a new one if the last has stopped.
-
-        Records logged while close() runs are delivered too (ledger lock held).
-        """
-        sender = self.sender
-        if sender is not None and sender.reusable:
-            return sender
-        if finalizing():
-            return None  # no thread can start
-        return self._start_sender(draining=True)
-
-    def _start_sender(self, *, draining: bool) -> Sender | None:
-        """Start a new sender generation (ledger lock held); None if no thread can start
-        (interpreter shutdown: 3.12 refuses threads in atexit hooks too)."""
-        sender = Sender(
-            self, self.ledger, MAX_IN_FLIGHT, self.ledger.new_generation(), pace=self.pace
-        )
-        sender.draining = draining
-        if not sender.start():
-            return None
-        self.sender = sender
-        return sender
+        self.generations.send_synchronously()
 
     # ------------------------------------------------------------------ the caller's thread
 
-    def send_now(self, events: list[Event], *, exit_path: bool = False) -> None:
-        """Deliver ``events`` from the caller's thread and settle them.
-
-        Waits at most ``flush_timeout`` seconds, or what is left of the exit budget. During
-        finalization nothing is sent: the events are counted as ``shutdown``.
-        """
-        ledger = self.ledger
-        if finalizing():
-            self.refuse_finalizing(len(events))
-            return
-        claim = ledger.claim_now(events)
-        deadline = time.monotonic() + self.settings.flush_timeout
-        if exit_path or exiting():
-            deadline = min(deadline, exit_deadline())
-        outer = _thread_state.sync_deadline
-        if outer is not None:  # a deferred record of an outer call: that call's bound holds
-            deadline = min(deadline, outer)
-        deferred: list[tuple[logging.Handler, logging.LogRecord]] = []
-        before = _thread_state.deferred
-        _thread_state.deferred = deferred
-        try:
-            with delivering():
-                self.outcomes.deliver_claim(claim, events, None, deadline=deadline)
-        finally:
-            _thread_state.deferred = before
-            ledger.settle_rest(claim, DropReason.INTERNAL_ERROR)
-        if not deferred:
-            return
-        # Logged by a signal handler while we were sending: sent within this call's bound,
-        # however fast it logs; what comes past the bound goes to the background sender.
-        _thread_state.sync_deadline = deadline
-        try:
-            for handler, record in deferred:
-                handler.handle(record)
-        finally:
-            _thread_state.sync_deadline = outer
-
     def _queue_for_later(self, event: Event, cost: int) -> None:
         """Queue ``event`` for a background sender, started if none runs (use_queues=False)."""
+        generations = self.generations
         with self.ledger.lock:
             self._admit_or_refuse(event, cost)
-            if self.state is State.CLOSING:
-                sender = self._closing_sender()  # close() delivers it, or counts it
+            if generations.state is State.CLOSING:
+                sender = generations.closing_sender()  # close() delivers it, or counts it
             else:
-                if not self._running():
-                    self._open()
-                sender = self.sender
+                if not generations.running():
+                    generations.open()
+                sender = generations.sender
             if sender is not None:
                 sender.flush_target = max(sender.flush_target, self.ledger.admitted)
                 sender.wake.set()
 
     def refuse_finalizing(self, count: int) -> None:
         """Count ``count`` records logged while the interpreter is finalizing as shutdown,
-        and say so once on stderr: nothing can be sent, or even safely formatted, then."""
-        self.ledger.drop(DropReason.SHUTDOWN, count)
-        if not self._exit_reported:
-            self._exit_reported = True
-            report(
-                f"records logged to log group {self.settings.log_group_name} while the "
-                "interpreter is finalizing cannot be sent; they are counted in "
-                "stats.dropped['shutdown']"
-            )
+        and say so once on stderr (``Synchronous``): nothing can be sent then."""
+        self.synchronous.refuse_finalizing(count)
 
     # ------------------------------------------------------------------ flush
 
@@ -454,12 +376,13 @@ class Pipeline:
             The admission number up to which everything must be settled.
         """
         ledger = self.ledger
-        if self.settings.spool_dir is not None and self.state is State.NEW and not exiting():
+        generations = self.generations
+        if self.settings.spool_dir is not None and generations.state is State.NEW and not exiting():
             with ledger.lock:  # start delivering, so what dead processes left is replayed
-                if self.state is State.NEW:
-                    self._open()
+                if generations.state is State.NEW:
+                    generations.open()
         target = ledger.admitted
-        sender = self.sender
+        sender = generations.sender
         if sender is not None and target > ledger.drained:
             sender.flush_target = max(sender.flush_target, target)
             sender.wake.set()
@@ -469,7 +392,7 @@ class Pipeline:
         """Wait until every record up to ``target`` is settled, or the monotonic ``deadline``."""
         if holds_logging_lock():
             deadline = 0.0  # inside dictConfig: the sender needs that lock; it sends once free
-        replayer = self.replayer
+        replayer = self.generations.replayer
         if replayer is not None:  # a replay pass settles what it claims before it is idle
             replayer.idle.wait(max(0.0, deadline - time.monotonic()))
         ledger = self.ledger
@@ -483,7 +406,7 @@ class Pipeline:
                     ledger.cond.wait(min(remaining, 0.05))
             if ledger.admitted > target:  # what the backlog admitted meanwhile
                 target = self.request_flush()
-            sender = self.sender
+            sender = self.generations.sender
             if sender is None or not sender.alive:
                 settled = ledger.settled_through >= target
             else:
@@ -495,25 +418,10 @@ class Pipeline:
     # ------------------------------------------------------------------ close
 
     def close_by(self, deadline: float) -> bool:
-        """Deliver what is held until the monotonic ``deadline``, then stop (``closing``).
+        """Deliver what is held until the monotonic ``deadline``, then stop (``Closer``).
 
         Returns:
             Whether logging's own ``Handler.close`` should now run (not for a ``close()``
             that joined one under way, whose caller runs it).
         """
-        return closing.close_by(self, deadline)
-
-    def open_for_close(self) -> Sender | None:
-        """Make sure a sender runs to deliver what close() must (ledger lock held)."""
-        sender = self.sender
-        if sender is None or not sender.reusable:
-            self._open()  # records were left behind: a sender to deliver them
-            sender = self.sender if self.state is State.OPEN else None
-        return sender
-
-    def closing_sender(self) -> Sender | None:
-        """The sender that delivers for close(): a new one if the last has stopped.
-
-        Records logged while close() runs are delivered too (ledger lock held).
-        """
-        return self._closing_sender()
+        return self._closer.close_by(deadline)

@@ -11,7 +11,8 @@ One job per module:
 
 - :mod:`.format`: the bytes on disk (headers, frames, the record codec, bounded reading);
 - :mod:`.layout`: the directory layout, the trust checks, file operations without symlinks;
-- :mod:`.writer`: the process's own writer (append, ack, when segments begin and end);
+- :mod:`.writer`: the process's own writer (append, ack, its ids and what it counts);
+- :mod:`.current`: the segment file it appends to, and when a segment begins and ends;
 - :mod:`.owner`: the writer's owner directory: its segment and ack files, and their room;
 - :mod:`.segments`: which ids each of the writer's segments holds, and which are acked;
 - :mod:`.tail`: the id of the writer's last record, in a mapped file its death leaves;

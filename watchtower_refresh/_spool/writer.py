@@ -30,10 +30,8 @@ after a fork opens the child's own owner directory.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -41,17 +39,9 @@ from .._exceptions import ConfigurationError
 from . import forks
 from .adoption import Adoption
 from .backlog import Backlog
+from .current import CurrentSegment
 from .failures import Failures
-from .format import (
-    FRAME,
-    FRAME_SIZE,
-    MAX_FRAME,
-    RECORD,
-    SEGMENT_HEADER,
-    SYNC,
-    SpooledRecord,
-    crc32,
-)
+from .format import FRAME, FRAME_SIZE, MAX_FRAME, RECORD, SYNC, SpooledRecord, crc32
 from .layout import Unsafe, refusal, warn_once
 from .layout import warn as default_warn
 from .owner import Owner
@@ -61,7 +51,6 @@ __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_SEGMENT_BYTES", "Spool"]
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 DEFAULT_SEGMENT_BYTES = 4 * 1024 * 1024
-RESCAN_SECONDS = 0.5
 
 
 class Spool:
@@ -95,13 +84,11 @@ class Spool:
         # Re-entrant: a signal handler that closes the handler may interrupt a roll-over.
         self._lock = threading.RLock()
         self._appending = False  # an append is under way (its thread holds the handler's lock)
-        self._fd = -1  # the current segment
-        self._offset = 0  # bytes in the current segment file
+        # The segment file appended to: its descriptor, offset and budget, one comparison
+        # on the append path.
+        self._segment = CurrentSegment(self._owner, segment_bytes, fsync=fsync)
         self._next_id = 1
         self._floor_id = 1  # acks below it belong to a parent process's writer
-        # What the next frames may take without a look at segment size, max_bytes or the
-        # fd: one comparison on the append path. Zero while there is no segment to write.
-        self._budget = 0
         self._failures = Failures(warn)
         self._closed = False
         self._streams: dict[str, bytes] = {}
@@ -165,21 +152,7 @@ class Spool:
     def _start_owner(self) -> None:
         self._owner.start(self._next_id, self.segment_bytes)
         self._tail = self._owner.tail.slot
-        self._offset = 0
-        self._rescan()
-        self._open_segment()
-
-    def _open_segment(self) -> None:
-        self._fd = self._owner.begin(self._next_id, fsync=self.fsync)
-        self._offset = len(SEGMENT_HEADER)
-        self._rebudget()
-
-    def _rebudget(self) -> None:
-        if self._fd < 0:
-            self._budget = 0
-        else:
-            limit = min(self.segment_bytes, self._owner.room, self._offset + MAX_FRAME)
-            self._budget = limit - self._offset
+        self._segment.start(self._next_id)
 
     # -- the append path
 
@@ -230,17 +203,16 @@ class Spool:
             record_id = self._next_id
             body = RECORD.pack(record_id, timestamp_ms, len(encoded)) + encoded + text
             size = len(body) + FRAME_SIZE
-            if size > self._budget and not self._make_room(size):
+            segment = self._segment
+            if size > segment.budget and not self._make_room(size):
                 self._appending = False
                 return None
-            written = os.write(self._fd, FRAME.pack(SYNC, len(body), crc32(body)) + body)
-            if written != size or self.fsync:
-                self._finish_write(written, size, record_id)
+            segment.write(FRAME.pack(SYNC, len(body), crc32(body)) + body)
             # A store into the mapped tail file, no system call: after the last intact
             # frame of a dead writer, it tells how many records followed.
             self._tail[0] = record_id
-            self._offset += size
-            self._budget -= size
+            if self.fsync:  # the record is on the disk (``write``): now its id too
+                self._owner.tail.sync()
             self._next_id = record_id + 1
             self._appending = False
             if self._closed:  # closed while this append was under way: finish the close
@@ -256,43 +228,24 @@ class Spool:
             self._finish_close()
         return None
 
-    def _finish_write(self, written: int, size: int, record_id: int) -> None:
-        """After the write: a short one is an error; with ``fsync``, to the disk (the
-        record, then its id in the tail file)."""
-        if written != size:
-            # A partial frame is damage the reader skips; the segment is done.
-            self._offset += written
-            raise OSError(errno.ENOSPC, "short write")
-        os.fsync(self._fd)
-        self._tail[0] = record_id
-        self._owner.tail.sync()
-
     def _make_room(self, size: int) -> bool:
         """The slow path of append: open, roll over, or refuse; True when it may write."""
         with self._lock:
             return self._make_room_locked(size)
 
     def _make_room_locked(self, size: int) -> bool:
-        if self._fd < 0 and not self._reopen():
+        if self._segment.fd < 0 and not self._reopen():
             return False
         if size > MAX_FRAME:
             self._stats.errors += 1
             return False
-        current = self._owner.current
-        assert current is not None
-        if self._offset + size > self.segment_bytes and self._next_id > current.first_id:
-            try:
-                self._roll_over()
-            except OSError as exc:
-                self._write_failed(exc)
-                return False
-        if self._offset + size > self._owner.room:
-            if time.monotonic() - self._owner.scanned_at >= RESCAN_SECONDS:
-                self._rescan()
-            if self._offset + size > self._owner.room:
-                self._stats.full += 1
-                return False
-        return True
+        try:
+            fits = self._segment.fits(size, self._next_id)
+        except OSError as exc:  # rolling over failed
+            self._write_failed(exc)
+            return False
+        self._stats.full += not fits
+        return fits
 
     @property
     def stats(self) -> SpoolStats:
@@ -318,7 +271,7 @@ class Spool:
             if self._owner.path is None:
                 self._start_owner()
             else:
-                self._open_segment()
+                self._segment.begin(self._next_id)
         except OSError as exc:
             self._write_failed(exc)
             return False
@@ -326,11 +279,7 @@ class Spool:
 
     def _write_failed(self, exc: OSError) -> None:
         self._count_failure(full=self._failures.write_failed(exc))
-        if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = -1
-            self._finish_current()
+        self._segment.drop(self._next_id)
         if not self._closed:
             self._failures.say(
                 f"cannot write to the spool in {self.directory} ({exc.strerror or exc}); "
@@ -340,24 +289,6 @@ class Spool:
     def _count_failure(self, *, full: bool) -> None:
         self._stats.full += full  # a full file system is a full spool
         self._stats.errors += not full
-
-    def _roll_over(self) -> None:
-        os.close(self._fd)
-        self._fd = -1
-        self._finish_current()
-        self._rescan()
-        self._open_segment()
-
-    def _finish_current(self) -> None:
-        if self._owner.current is None:
-            return
-        self._owner.finish(self._next_id, self._offset)
-        self._offset = 0
-        self._rebudget()
-
-    def _rescan(self) -> None:
-        self._owner.rescan()
-        self._rebudget()
 
     # -- reading back one's own records
 
@@ -383,7 +314,7 @@ class Spool:
             with self._lock:
                 owner_fd = self._owner.fd
                 segments = self._owner.listing(self._next_id)
-                current_end = self._offset
+                current_end = self._segment.offset
             if owner_fd < 0:
                 return []
             found, corrupt = self._backlog.read(
@@ -426,7 +357,7 @@ class Spool:
                 acked, failed = self._owner.settle(ids, self._floor_id, self._next_id)
                 self._stats.acked += acked
                 if acked:
-                    self._rebudget()
+                    self._segment.rebudget()
                 for exc in failed:
                     # Unrecorded, these come back after a crash: duplicates, not loss.
                     self._ack_failed(exc)
@@ -462,10 +393,7 @@ class Spool:
 
     def _finish_close(self) -> None:
         with contextlib.suppress(Exception), self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-            self._finish_current()
+            self._segment.close(self._next_id)
             self._owner.remove_if_done()
         self._release()
 
@@ -477,14 +405,10 @@ class Spool:
     def _forget_after_fork(self) -> None:
         self._lock = threading.RLock()
         self._appending = False
-        if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-        self._fd = -1
+        self._segment.forget_after_fork()
         self._owner.forget_after_fork()
         self._tail = self._owner.tail.slot
         self._floor_id = self._next_id
-        self._offset = self._budget = 0
         self._backlog = Backlog()
         self._failures.forget_after_fork()
         self._stats = SpoolStats()
