@@ -35,19 +35,9 @@ import watchtower
 from ._aws import Destination
 from ._buffer import Buffer
 from ._compat import holds_lock
-from ._core.events import (
-    ESTIMATE_PER_CHAR,
-    EVENT_OVERHEAD,
-    MAX_BATCH_BYTES,
-    MAX_BATCH_EVENTS,
-    MAX_EVENT_BYTES,
-    Event,
-    truncate,
-    utf8_size,
-)
-from ._core.ledger import DeliveryStats, Ledger
+from ._core.events import EVENT_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES, Event
+from ._core.ledger import DeliveryStats
 from ._core.markers import PLAIN, Style
-from ._core.parts import split_size
 from ._core.reasons import DropReason
 from ._delivery.pipeline import Pipeline
 from ._formatter import LocalTimeFormatter
@@ -67,6 +57,7 @@ from ._settings import (
     DEFAULT_SPOOL_MAX_BYTES,
     HandlerOptions,
 )
+from ._sizing import Sizing
 from ._streams import StreamNames
 from ._trace import OTEL_TRACE, TraceContext, in_lambda
 from ._watchtower_views import WatchtowerViews
@@ -286,8 +277,7 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
         self.setFormatter(
             watchtower.CloudWatchLogFormatter(json_serialize_default=options.json_serialize_default)
         )
-        self._body_limit = options.max_message_size - EVENT_OVERHEAD
-        self._split = options.large_events == "split"
+        self._sizing = Sizing(options)
         self._trace = TraceContext(in_lambda()) if options.trace_context else None
         self._buffer = (
             None
@@ -396,6 +386,7 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
             pipeline.refuse_finalizing(1)
             return
         formatter = self.formatter or _DEFAULT_FORMATTER
+        sizing = self._sizing
         trace = self._trace
         buffer = self._buffer
         try:
@@ -412,14 +403,14 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
             text: bytes | None = None  # the UTF-8 bytes, when sizing made them
             if message.isascii():
                 size = len(message)
-                if not 0 < size <= self._body_limit:
+                if not 0 < size <= sizing.limit:
                     if not size:
                         pipeline.drop_one(DropReason.EMPTY, _EMPTY_MESSAGE)
                         return
-                    message, size = self._cut(message, size, None, ledger)
+                    message, size = sizing.cut(message, size, None, ledger)
                 cost = size + EVENT_OVERHEAD
             else:
-                message, size, text = self._size_text(message, ledger)
+                message, size, text = sizing.text(message, ledger)
                 cost = abs(size) + EVENT_OVERHEAD
             streams = self._streams
             stream = (
@@ -479,45 +470,6 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
     def count_discarded(self, count: int) -> None:
         """Count ``count`` records a ``log_buffer()`` scope held and let go."""
         self._pipeline.ledger.count("discarded", count)
-
-    def _size_text(self, message: str, ledger: Ledger) -> tuple[str, int, bytes | None]:
-        """Size non-ASCII ``message``: ``(message, size, its UTF-8 bytes or None)``.
-
-        Encoding 1 KB of such text costs the caller as much as a third of a
-        ``StreamHandler``'s whole ``emit()``. Without a spool (which writes the bytes), the
-        size is therefore an upper bound, charged to the caps until the sender sizes it
-        exactly, and given negative (see ``Event``) when it is within the size limit.
-        Otherwise: lone surrogates escaped, so the record is still sent, and the message cut
-        to ``max_message_size``.
-        """
-        bound = len(message) * ESTIMATE_PER_CHAR
-        if self.options.spool_dir is None and bound <= self._body_limit:
-            ledger.estimated = True
-            return message, -bound, None
-        text: bytes | None
-        try:
-            text = message.encode()
-        except UnicodeEncodeError:  # lone surrogates: escaped, so the record is sent
-            message, size = utf8_size(message)
-            text = None
-        else:
-            size = len(text)
-        if size > self._body_limit:
-            message, size = self._cut(message, size, text, ledger)
-            if size > self._body_limit:
-                return message, size, text  # split: the spool keeps the whole message
-            text = None
-        return message, size, text
-
-    def _cut(self, message: str, size: int, text: bytes | None, ledger: Ledger) -> tuple[str, int]:
-        """A message over the size limit: split (``large_events``), its size then the
-        split's (see ``_core.parts``), or truncated."""
-        if self._split:
-            split = split_size(message, size, self._body_limit, text)
-            if split + EVENT_OVERHEAD <= ledger.max_bytes:
-                return message, split
-        ledger.truncated += 1
-        return truncate(message, size, self._body_limit)
 
     # ----------------------------------------------------------------- flush and close
 
