@@ -419,21 +419,12 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
                 or streams.for_record(record)
             )
             timestamp = int(record.created * 1000)
-            spool_side = pipeline.spool
-            spool = spool_side.writer
-            if spool is None and spool_side.pending:
-                spool = spool_side.open_writer()
+            spool = pipeline.spool
             event: Event
-            if spool is None:
+            if spool.writer is None and not spool.pending:  # memory only
                 event = (stream, timestamp, message, size)
-            else:
-                # On disk before emit() returns: the record survives the process's death.
-                spool_id = spool.append(stream, timestamp, message, text)
-                if spool_id is None:
-                    spool_side.refused(spool)
-                    event = (stream, timestamp, message, size)
-                else:
-                    event = (stream, timestamp, message, size, spool_id)
+            else:  # on disk before emit() returns: the record survives the process's death
+                event = spool.write(stream, timestamp, message, size, text)
             if (
                 ledger.admitted < ledger.limit_events
                 and ledger.admitted_bytes + cost <= ledger.limit_bytes
