@@ -32,15 +32,11 @@ from typing import Any
 import boto3
 import watchtower
 
-from ._aws import Destination
 from ._buffer import Buffer
-from ._compat import holds_lock
 from ._core.events import EVENT_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES, Event
 from ._core.ledger import DeliveryStats
-from ._core.markers import PLAIN, Style
 from ._core.reasons import DropReason
-from ._delivery.pipeline import Pipeline
-from ._formatter import LocalTimeFormatter
+from ._formatter import marker_style
 from ._process import arrange as arrange_shutdown
 from ._process import finalizing, live, register
 from ._process import thread_state as _thread_state
@@ -58,9 +54,9 @@ from ._settings import (
     HandlerOptions,
 )
 from ._sizing import Sizing
-from ._streams import StreamNames
 from ._trace import OTEL_TRACE, TraceContext, in_lambda
 from ._watchtower_views import WatchtowerViews
+from ._wiring import Wiring
 
 __all__ = ["DeliveryStats", "RefreshingCloudWatchLogHandler", "live_handlers"]
 
@@ -294,30 +290,23 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
     def held_here(self) -> bool:
         """Whether this thread holds the ledger's lock: a signal handler that interrupted it
         must not wait for a thread that needs that lock."""
-        return holds_lock(self._pipeline.ledger.lock)
+        return self._wiring.held_here()
 
     def _reset_state(self) -> None:
         """Start afresh: a new pipeline (ledger, no sender), a client built at first delivery."""
-        self._streams = StreamNames(self.options.log_stream_name)
-        self._destination = Destination(
-            self.options, self._session_factory, self._fixed_client, self._reporter.once
-        )
-        self._pipeline = Pipeline(
+        self._wiring = wiring = Wiring(
             self.options,
+            self._session_factory,
             self.lock,
-            self._destination,
+            self._fixed_client,
             # Looked up at each put: a subclass or a test may replace it on the instance.
             lambda client, stream, batch: self._put(client, stream, batch),
             self._reporter,
-            self._marker_style,
+            lambda: marker_style(self.formatter),  # the formatter may be replaced any time
         )
-
-    def _marker_style(self) -> Style:
-        """How the formatter writes records, so that a drop marker reads like them."""
-        formatter = self.formatter
-        if isinstance(formatter, LocalTimeFormatter):
-            return Style(formatter.as_json, formatter.zone, formatter.datefmt)
-        return PLAIN
+        # Read on every record, and by watchtower's views: kept at hand.
+        self._streams, self._destination = wiring.streams, wiring.destination
+        self._pipeline = wiring.pipeline
 
     def after_fork_in_child(self) -> None:
         # The parent's threads, client and held records stay with the parent, which
@@ -327,8 +316,7 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
     @property
     def stats(self) -> DeliveryStats:
         """What this handler did with its records in this process, as a snapshot."""
-        ledger = self._pipeline.ledger
-        return ledger.snapshot(truncated=ledger.truncated)
+        return self._wiring.stats()
 
     # ----------------------------------------------------------------- caller's thread
 
@@ -396,7 +384,7 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
                 return  # held in its log_buffer() scope (see _buffer)
             message = formatter.format(record)
         except Exception:
-            self._lost(record, DropReason.FORMAT_ERROR)
+            self._wiring.lost(record, DropReason.FORMAT_ERROR)
             self.handleError(record)
             return
         try:
@@ -441,22 +429,8 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
                 return
             pipeline.admit_slow(event, cost)
         except Exception:
-            self._lost(record, DropReason.INTERNAL_ERROR)
+            self._wiring.lost(record, DropReason.INTERNAL_ERROR)
             self.handleError(record)
-
-    def _lost(self, record: logging.LogRecord, reason: DropReason) -> None:
-        """Count ``record`` as lost on arrival, in its stream's marker if it has one."""
-        ledger = self._pipeline.ledger
-        stream = None
-        timestamp = 0
-        if ledger.gaps is not None:
-            try:
-                streams = self._streams
-                stream = streams.fixed or streams.for_record(record)
-                timestamp = int(record.created * 1000)
-            except Exception:  # counted all the same, with no stream to mark
-                stream = None
-        ledger.drop(reason, stream=stream, timestamp=timestamp)
 
     def count_discarded(self, count: int) -> None:
         """Count ``count`` records a ``log_buffer()`` scope held and let go."""
