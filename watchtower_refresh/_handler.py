@@ -2,8 +2,9 @@
 
 The handler is the thin front of a pipeline. A record goes down once:
 
-1. ``emit()`` (caller's thread) formats the record, sizes it, truncates it if needed, picks
-   its stream and, with ``spool_dir``, writes it to this process's spool (``_spool``). On the
+1. ``emit()`` (caller's thread) formats the record, sizes it, truncates it if needed (the
+   rules are ``_sizing``'s), picks its stream and, with ``spool_dir``, writes it to this
+   process's spool (through ``_delivery.backlog``'s spool side). On the
    common path it then appends the event to the ledger's queue (``_core.ledger``) under the
    handler's own lock: no other lock, no clock, no network. Any other case (the first record,
    a closed or closing handler, exit, ``use_queues=False``, full caps) goes to the pipeline's
@@ -11,8 +12,9 @@ The handler is the thin front of a pipeline. A record goes down once:
 2. The pipeline (``_delivery.pipeline``) owns the lifecycle and the sender generations; the
    scheduler (``_delivery.scheduler``) takes records off the queue in batches per stream and
    hands them to workers, which deliver each (``_delivery.outcome`` through
-   ``_delivery.deliver``) to the destination (``_destination``: the client and the group and
-   stream set-up).
+   ``_delivery.deliver``) to the destination (``_aws.destination``: the client and the group
+   and stream set-up). ``_wiring`` builds the stream names, destination and pipeline from the
+   options, and afresh in a forked child.
 3. Each batch is settled once in the ledger: delivered, rejected by the service, or dropped
    with a reason (``_core.reasons``). ``stats`` is a snapshot of the ledger.
 
