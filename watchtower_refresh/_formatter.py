@@ -13,11 +13,18 @@ from typing import Any, Literal
 
 import watchtower
 
+from ._core.markers import PLAIN, Style
 from ._exceptions import ConfigurationError
 from ._options import as_bool, as_callable
 from ._trace import TRACE_FIELDS, present
 
-__all__ = ["RESERVED_FIELDS", "LocalTimeFormatter", "format_timestamp", "resolve_zone"]
+__all__ = [
+    "RESERVED_FIELDS",
+    "LocalTimeFormatter",
+    "format_timestamp",
+    "marker_style",
+    "resolve_zone",
+]
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _RECORD_ATTRIBUTES = frozenset(
@@ -205,6 +212,15 @@ class LocalTimeFormatter(watchtower.CloudWatchLogFormatter):
         if record.stack_info:
             document.setdefault("stack", self.formatStack(record.stack_info))
         return json.dumps(document, default=self.json_serialize_default, ensure_ascii=False)
+
+
+def marker_style(formatter: logging.Formatter | None) -> Style:
+    """How ``formatter`` writes records, so that a drop marker written among them reads
+    like them (``_core.markers``): JSON, zone and date format of a ``LocalTimeFormatter``;
+    plain text in UTC for any other."""
+    if isinstance(formatter, LocalTimeFormatter):
+        return Style(formatter.as_json, formatter.zone, formatter.datefmt)
+    return PLAIN
 
 
 def _with_trace_defaults(

@@ -2,8 +2,9 @@
 
 The handler is the thin front of a pipeline. A record goes down once:
 
-1. ``emit()`` (caller's thread) formats the record, sizes it, truncates it if needed, picks
-   its stream and, with ``spool_dir``, writes it to this process's spool (``_spool``). On the
+1. ``emit()`` (caller's thread) formats the record, sizes it, truncates it if needed (the
+   rules are ``_sizing``'s), picks its stream and, with ``spool_dir``, writes it to this
+   process's spool (through ``_delivery.backlog``'s spool side). On the
    common path it then appends the event to the ledger's queue (``_core.ledger``) under the
    handler's own lock: no other lock, no clock, no network. Any other case (the first record,
    a closed or closing handler, exit, ``use_queues=False``, full caps) goes to the pipeline's
@@ -11,8 +12,9 @@ The handler is the thin front of a pipeline. A record goes down once:
 2. The pipeline (``_delivery.pipeline``) owns the lifecycle and the sender generations; the
    scheduler (``_delivery.scheduler``) takes records off the queue in batches per stream and
    hands them to workers, which deliver each (``_delivery.outcome`` through
-   ``_delivery.deliver``) to the destination (``_destination``: the client and the group and
-   stream set-up).
+   ``_delivery.deliver``) to the destination (``_aws.destination``: the client and the group
+   and stream set-up). ``_wiring`` builds the stream names, destination and pipeline from the
+   options, and afresh in a forked child.
 3. Each batch is settled once in the ledger: delivered, rejected by the service, or dropped
    with a reason (``_core.reasons``). ``stats`` is a snapshot of the ledger.
 
@@ -32,25 +34,11 @@ from typing import Any
 import boto3
 import watchtower
 
-from ._aws import Destination
 from ._buffer import Buffer
-from ._compat import holds_lock
-from ._core.events import (
-    ESTIMATE_PER_CHAR,
-    EVENT_OVERHEAD,
-    MAX_BATCH_BYTES,
-    MAX_BATCH_EVENTS,
-    MAX_EVENT_BYTES,
-    Event,
-    truncate,
-    utf8_size,
-)
-from ._core.ledger import DeliveryStats, Ledger
-from ._core.markers import PLAIN, Style
-from ._core.parts import split_size
+from ._core.events import EVENT_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES, Event
+from ._core.ledger import DeliveryStats
 from ._core.reasons import DropReason
-from ._delivery.pipeline import Pipeline
-from ._formatter import LocalTimeFormatter
+from ._formatter import marker_style
 from ._process import arrange as arrange_shutdown
 from ._process import finalizing, live, register
 from ._process import thread_state as _thread_state
@@ -67,9 +55,10 @@ from ._settings import (
     DEFAULT_SPOOL_MAX_BYTES,
     HandlerOptions,
 )
-from ._streams import StreamNames
+from ._sizing import Sizing
 from ._trace import OTEL_TRACE, TraceContext, in_lambda
 from ._watchtower_views import WatchtowerViews
+from ._wiring import Wiring
 
 __all__ = ["DeliveryStats", "RefreshingCloudWatchLogHandler", "live_handlers"]
 
@@ -286,8 +275,7 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
         self.setFormatter(
             watchtower.CloudWatchLogFormatter(json_serialize_default=options.json_serialize_default)
         )
-        self._body_limit = options.max_message_size - EVENT_OVERHEAD
-        self._split = options.large_events == "split"
+        self._sizing = Sizing(options)
         self._trace = TraceContext(in_lambda()) if options.trace_context else None
         self._buffer = (
             None
@@ -304,30 +292,23 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
     def held_here(self) -> bool:
         """Whether this thread holds the ledger's lock: a signal handler that interrupted it
         must not wait for a thread that needs that lock."""
-        return holds_lock(self._pipeline.ledger.lock)
+        return self._wiring.held_here()
 
     def _reset_state(self) -> None:
         """Start afresh: a new pipeline (ledger, no sender), a client built at first delivery."""
-        self._streams = StreamNames(self.options.log_stream_name)
-        self._destination = Destination(
-            self.options, self._session_factory, self._fixed_client, self._reporter.once
-        )
-        self._pipeline = Pipeline(
+        self._wiring = wiring = Wiring(
             self.options,
+            self._session_factory,
             self.lock,
-            self._destination,
+            self._fixed_client,
             # Looked up at each put: a subclass or a test may replace it on the instance.
             lambda client, stream, batch: self._put(client, stream, batch),
             self._reporter,
-            self._marker_style,
+            lambda: marker_style(self.formatter),  # the formatter may be replaced any time
         )
-
-    def _marker_style(self) -> Style:
-        """How the formatter writes records, so that a drop marker reads like them."""
-        formatter = self.formatter
-        if isinstance(formatter, LocalTimeFormatter):
-            return Style(formatter.as_json, formatter.zone, formatter.datefmt)
-        return PLAIN
+        # Read on every record, and by watchtower's views: kept at hand.
+        self._streams, self._destination = wiring.streams, wiring.destination
+        self._pipeline = wiring.pipeline
 
     def after_fork_in_child(self) -> None:
         # The parent's threads, client and held records stay with the parent, which
@@ -337,8 +318,7 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
     @property
     def stats(self) -> DeliveryStats:
         """What this handler did with its records in this process, as a snapshot."""
-        ledger = self._pipeline.ledger
-        return ledger.snapshot(truncated=ledger.truncated)
+        return self._wiring.stats()
 
     # ----------------------------------------------------------------- caller's thread
 
@@ -396,6 +376,7 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
             pipeline.refuse_finalizing(1)
             return
         formatter = self.formatter or _DEFAULT_FORMATTER
+        sizing = self._sizing
         trace = self._trace
         buffer = self._buffer
         try:
@@ -405,21 +386,21 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
                 return  # held in its log_buffer() scope (see _buffer)
             message = formatter.format(record)
         except Exception:
-            self._lost(record, DropReason.FORMAT_ERROR)
+            self._wiring.lost(record, DropReason.FORMAT_ERROR)
             self.handleError(record)
             return
         try:
             text: bytes | None = None  # the UTF-8 bytes, when sizing made them
             if message.isascii():
                 size = len(message)
-                if not 0 < size <= self._body_limit:
+                if not 0 < size <= sizing.limit:
                     if not size:
                         pipeline.drop_one(DropReason.EMPTY, _EMPTY_MESSAGE)
                         return
-                    message, size = self._cut(message, size, None, ledger)
+                    message, size = sizing.cut(message, size, None, ledger)
                 cost = size + EVENT_OVERHEAD
             else:
-                message, size, text = self._size_text(message, ledger)
+                message, size, text = sizing.text(message, ledger)
                 cost = abs(size) + EVENT_OVERHEAD
             streams = self._streams
             stream = (
@@ -428,21 +409,12 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
                 or streams.for_record(record)
             )
             timestamp = int(record.created * 1000)
-            spool_side = pipeline.spool
-            spool = spool_side.writer
-            if spool is None and spool_side.pending:
-                spool = spool_side.open_writer()
+            spool = pipeline.spool
             event: Event
-            if spool is None:
+            if spool.writer is None and not spool.pending:  # memory only
                 event = (stream, timestamp, message, size)
-            else:
-                # On disk before emit() returns: the record survives the process's death.
-                spool_id = spool.append(stream, timestamp, message, text)
-                if spool_id is None:
-                    spool_side.refused(spool)
-                    event = (stream, timestamp, message, size)
-                else:
-                    event = (stream, timestamp, message, size, spool_id)
+            else:  # on disk before emit() returns: the record survives the process's death
+                event = spool.write(stream, timestamp, message, size, text)
             if (
                 ledger.admitted < ledger.limit_events
                 and ledger.admitted_bytes + cost <= ledger.limit_bytes
@@ -459,65 +431,12 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
                 return
             pipeline.admit_slow(event, cost)
         except Exception:
-            self._lost(record, DropReason.INTERNAL_ERROR)
+            self._wiring.lost(record, DropReason.INTERNAL_ERROR)
             self.handleError(record)
-
-    def _lost(self, record: logging.LogRecord, reason: DropReason) -> None:
-        """Count ``record`` as lost on arrival, in its stream's marker if it has one."""
-        ledger = self._pipeline.ledger
-        stream = None
-        timestamp = 0
-        if ledger.gaps is not None:
-            try:
-                streams = self._streams
-                stream = streams.fixed or streams.for_record(record)
-                timestamp = int(record.created * 1000)
-            except Exception:  # counted all the same, with no stream to mark
-                stream = None
-        ledger.drop(reason, stream=stream, timestamp=timestamp)
 
     def count_discarded(self, count: int) -> None:
         """Count ``count`` records a ``log_buffer()`` scope held and let go."""
         self._pipeline.ledger.count("discarded", count)
-
-    def _size_text(self, message: str, ledger: Ledger) -> tuple[str, int, bytes | None]:
-        """Size non-ASCII ``message``: ``(message, size, its UTF-8 bytes or None)``.
-
-        Encoding 1 KB of such text costs the caller as much as a third of a
-        ``StreamHandler``'s whole ``emit()``. Without a spool (which writes the bytes), the
-        size is therefore an upper bound, charged to the caps until the sender sizes it
-        exactly, and given negative (see ``Event``) when it is within the size limit.
-        Otherwise: lone surrogates escaped, so the record is still sent, and the message cut
-        to ``max_message_size``.
-        """
-        bound = len(message) * ESTIMATE_PER_CHAR
-        if self.options.spool_dir is None and bound <= self._body_limit:
-            ledger.estimated = True
-            return message, -bound, None
-        text: bytes | None
-        try:
-            text = message.encode()
-        except UnicodeEncodeError:  # lone surrogates: escaped, so the record is sent
-            message, size = utf8_size(message)
-            text = None
-        else:
-            size = len(text)
-        if size > self._body_limit:
-            message, size = self._cut(message, size, text, ledger)
-            if size > self._body_limit:
-                return message, size, text  # split: the spool keeps the whole message
-            text = None
-        return message, size, text
-
-    def _cut(self, message: str, size: int, text: bytes | None, ledger: Ledger) -> tuple[str, int]:
-        """A message over the size limit: split (``large_events``), its size then the
-        split's (see ``_core.parts``), or truncated."""
-        if self._split:
-            split = split_size(message, size, self._body_limit, text)
-            if split + EVENT_OVERHEAD <= ledger.max_bytes:
-                return message, split
-        ledger.truncated += 1
-        return truncate(message, size, self._body_limit)
 
     # ----------------------------------------------------------------- flush and close
 

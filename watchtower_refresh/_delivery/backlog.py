@@ -126,6 +126,27 @@ class SpoolSide:
         )
         return self.writer
 
+    def write(
+        self, stream: str, timestamp: int, message: str, size: int, text: bytes | None
+    ) -> Event:
+        """Write a record to this process's spool (``emit()``, under the handler's lock,
+        opening the writer at the first record) and return its event: with its spool id, or
+        without one if the spool cannot be used or refused it (see ``refused``).
+
+        ``size`` is the message's size in bytes (a split's, see ``Event``); ``text`` is its
+        UTF-8 encoding when ``emit()`` has made it, else None.
+        """
+        writer = self.writer
+        if writer is None:
+            writer = self.open_writer()
+            if writer is None:  # warned once: memory only from now on
+                return (stream, timestamp, message, size)
+        spool_id = writer.append(stream, timestamp, message, text)
+        if spool_id is None:
+            self.refused(writer)
+            return (stream, timestamp, message, size)
+        return (stream, timestamp, message, size, spool_id)
+
     def refused(self, writer: Spool) -> None:
         """Note a record the writer did not take: full (warned once), or an I/O failure
         (which the spool warns about itself)."""
