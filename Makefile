@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help demo demo-spool test bench bench-fleet lint types pytest docs matrix clean
+.PHONY: help demo demo-spool test soak bench bench-fleet lint types pytest docs matrix clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -12,9 +12,10 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	@# Byte-compiled here, once: left to the suite, each of its processes compiled what it
-	@# imported at the same time as the others
-	$(BIN)/python -m pip install --quiet -e '.[dev,demo]'
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev,demo]'
+	@# Byte-compiled here, once, on every core (pip compiles one file at a time): left to the
+	@# suite, each of its processes compiled what it imported at the same time as the others
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null
 	touch $(STAMP)
 
 # The demos need only the package and moto: a first `make demo` skips the test toolchain.
@@ -62,7 +63,14 @@ types: $(STAMP) ## mypy --strict
 	$(BIN)/mypy
 
 pytest: $(STAMP) ## the test suite with branch coverage, in 4 processes, longest tests first
+	@# The package byte-compiled first: the suite starts hundreds of Python processes that
+	@# import it, and with PYTHONDONTWRITEBYTECODE set none of them would keep what it compiled
+	$(BIN)/python -m compileall -q watchtower_refresh > /dev/null
 	$(BIN)/pytest -n 4 --dist load --maxschedchunk 1
+
+# Not in `make test`, which runs the same tests smaller: .ci/run runs both.
+soak: $(STAMP) ## the soak-marked tests at full size: more records, kills and examples
+	WATCHTOWER_REFRESH_SOAK=1 $(BIN)/pytest -m soak -n 2 --no-cov
 
 # Not --quiet: it hides the warnings that --strict turns into errors.
 docs: $(STAMP) ## build the documentation site into site/, warnings as errors

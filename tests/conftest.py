@@ -23,6 +23,16 @@ from watchtower_refresh.testing import FakeAWS, FakeClock, read_messages
 ROLE_ARN = "arn:aws:iam::123456789012:role/logger"
 REGION = "us-east-1"
 
+# `make soak` sets this: the tests marked `soak` run at the size their names promise.
+# `make test` runs the same tests, smaller, so each still fails where its property breaks.
+SOAK = os.environ.get("WATCHTOWER_REFRESH_SOAK") == "1"
+
+
+def soak(quick: int, full: int) -> int:
+    """The size of a soak-marked test's run: ``quick`` in ``make test``, ``full`` in
+    ``make soak`` (records, runs or examples, as the test counts them)."""
+    return full if SOAK else quick
+
 
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:

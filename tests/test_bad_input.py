@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import soak
 from watchtower_refresh import RefreshingCloudWatchLogHandler
 from watchtower_refresh.testing import FakeAWS, read_messages
 
@@ -57,8 +58,9 @@ def quiet_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(logging, "raiseExceptions", False)  # handleError stays quiet
 
 
+@pytest.mark.soak
 @settings(
-    max_examples=40,
+    max_examples=soak(15, 60),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

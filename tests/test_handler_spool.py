@@ -24,7 +24,7 @@ import boto3
 import pytest
 
 import watchtower_refresh._delivery.backlog
-from tests.conftest import logger_for, run_python
+from tests.conftest import logger_for, run_python, soak
 from watchtower_refresh import (
     ConfigurationError,
     RefreshingCloudWatchLogHandler,
@@ -477,13 +477,14 @@ for n in range(1_000_000):
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_sigkill_at_random_points_loses_no_record_whose_log_call_returned(
     aws: FakeAWS, messages: Read, tmp_path: Path
 ) -> None:
     rng = random.Random(10)
     max_batch = 50
     environment = {**os.environ, **aws.environment()}
-    for run in range(20):
+    for run in range(soak(6, 20)):
         group = f"/spool/crash-{run}"
         directory = tmp_path / f"run-{run}"
         directory.mkdir()

@@ -54,9 +54,20 @@ def test_wheel_in_an_empty_virtualenv_runs_the_readme_example(aws: FakeAWS, tmp_
     assert "Classifier: Programming Language :: Python :: 3.10" in text
 
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
+    venv.create(env_dir)  # no pip of its own to install: this pip installs into it (--python)
     python = env_dir / "bin" / "python"
-    run(python, "-m", "pip", "install", "-q", "--no-compile", wheel, cwd=tmp_path)
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        python,
+        "install",
+        "-q",
+        "--no-compile",
+        wheel,
+        cwd=tmp_path,
+    )
     # Nothing of this checkout on the path: the installed package, and its dependencies only.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(aws.environment(REGION))

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import pytest
 
-from tests.conftest import REGION, ROLE_ARN, log_from_threads
+from tests.conftest import REGION, ROLE_ARN, log_from_threads, soak
 from watchtower_refresh import RefreshingCloudWatchLogHandler, refreshable_session
 from watchtower_refresh.testing import FakeAWS, FakeClock, Fault
 
@@ -106,19 +106,23 @@ def test_no_loss_across_ten_expiries(
     assert cloudwatch.stats.dropped == {}
 
 
-def test_eight_threads_of_ten_thousand_records(aws: FakeAWS, handler: Any, messages: Read) -> None:
+@pytest.mark.soak
+def test_eight_threads_logging_at_once_deliver_each_record_once(
+    aws: FakeAWS, handler: Any, messages: Read
+) -> None:
+    each = soak(2_500, 10_000)
     aws.injector.add_fault(Fault("ThrottlingException", action="PutLogEvents", probability=0.1))
     cloudwatch = handler("/rel/threads", max_batch_count=10_000, send_interval=0.2)
     logger = logging.getLogger("reliability.threads")
     logger.handlers = [cloudwatch]
     logger.propagate = False
     logger.setLevel(logging.INFO)
-    log_from_threads(logger, threads=8, records=10_000)
+    log_from_threads(logger, threads=8, records=each)
     assert cloudwatch.flush(timeout=120)
     got = messages("/rel/threads")
-    assert len(got) == 80_000
-    assert len(set(got)) == 80_000
-    assert cloudwatch.stats.delivered == 80_000
+    assert len(got) == 8 * each
+    assert len(set(got)) == 8 * each
+    assert cloudwatch.stats.delivered == 8 * each
     assert cloudwatch.stats.dropped == {}
 
 
@@ -217,10 +221,12 @@ def _json_line(stream: IO[str], errors: IO[bytes]) -> dict[str, Any]:
     not Path("/proc/self/status").exists(),
     reason="resident memory is read from /proc/self/status (VmRSS, VmHWM): Linux only",
 )
+@pytest.mark.soak
 def test_an_outage_longer_than_memory_keeps_rss_within_the_caps_and_loses_nothing(
     aws: FakeAWS, messages: Read, tmp_path: Path
 ) -> None:
-    records, size = 30_000, 2000  # 60 MB of messages: 30 times what memory may hold
+    # 20 MB of messages in make test, 60 MB in make soak: 10 and 30 times what memory may hold
+    records, size = soak(10_000, 30_000), 2000
     max_events, max_bytes = 1000, 2 * 1024 * 1024
     # What memory may hold beyond the baseline: the byte cap, generous room for the Python
     # objects around each of max_events records, and 12 MiB for one put of up to 1 MiB being
