@@ -178,7 +178,7 @@ def test_estimated_sizes_are_made_exact_and_their_excess_released() -> None:
     ledger.settle(claim.part(batch), delivered=11)
     # Nothing held, nothing leaked: the whole cap is free again.
     assert ledger.admitted_bytes == ledger.released_bytes
-    assert ledger.limit_bytes == ledger.released_bytes + ledger.max_bytes
+    assert ledger.gate.limit_bytes == ledger.released_bytes + ledger.max_bytes
     assert ledger.snapshot(truncated=0).delivered == 11
 
 

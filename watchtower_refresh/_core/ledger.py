@@ -26,14 +26,10 @@ With drop markers on, a record counted as lost whose stream is known (``drop`` g
 (``_core.markers``), which the delivery side takes when it writes the marker.
 
 The emit thread admits records without taking the ledger's lock: ``emit()`` runs under the
-handler's own lock, so the admission counters have one writer, and the caps are folded into
-two precomputed limits (``limit_events``, ``limit_bytes``) that the sender moves as it
-releases records. The sender's wake-up thresholds are folded into the same limits: the record
-that should wake it takes the slow path, which does. After queueing, ``emit()`` reads one flag,
-``attention``, set while the gate is closed or the sender waits for a first record: either may
-have happened after it read the limits. The gate (``close_gate``) sets the limits so that
-every record takes the slow path, where the handler deals with a closed, unstarted or exiting
-handler.
+handler's own lock, so the admission counters have one writer, and whether a record may take
+that fast path (the caps, a closed gate, the sender's wake-up) it reads from ``gate``
+(``_core.gate``), two precomputed limits and one flag that the ledger moves, under its lock,
+as it releases records.
 
 A non-ASCII record is charged an upper bound of its size (its size is then negative in the
 queue, see ``Event``): ``take`` sizes such records exactly and releases the difference, and
@@ -51,6 +47,7 @@ from collections.abc import Mapping
 
 from .claims import Claim, Part
 from .events import EVENT_OVERHEAD, SIZE, TIMESTAMP, Event, batch_bytes, size_exactly
+from .gate import Gate
 from .markers import Gaps, marked
 from .reasons import DropReason
 from .stats import DeliveryStats
@@ -58,7 +55,6 @@ from .stats import DeliveryStats
 __all__ = ["Claim", "DeliveryStats", "Ledger", "Part"]
 
 _size_of = operator.itemgetter(SIZE)
-_CLOSED_LIMIT = -1  # admitted counts are never below it: every record takes the slow path
 
 
 class Ledger:
@@ -76,19 +72,15 @@ class Ledger:
         "_outstanding",
         "admitted",
         "admitted_bytes",
-        "attention",
         "charge_ratio",
         "cond",
         "drained",
         "drained_bytes",
         "estimated",
         "gaps",
-        "gated",
+        "gate",
         "generation",
         "holding",
-        "idle",
-        "limit_bytes",
-        "limit_events",
         "lock",
         "max_bytes",
         "max_events",
@@ -98,10 +90,7 @@ class Ledger:
         "released",
         "released_bytes",
         "sized_through",
-        "spilling",
         "truncated",
-        "wake_bytes",
-        "wake_events",
     )
 
     def __init__(self, max_events: int, max_bytes: int, *, drop_markers: bool = False) -> None:
@@ -124,7 +113,6 @@ class Ledger:
         # Records kept in the spool only, beyond the caps, to be admitted as the queue
         # drains; written under the handler's lock, like the admission counters.
         self.on_disk = 0
-        self.spilling = False
         # Why records are held on disk (a refusal an operator can fix), or None: no hold.
         # Written under ``lock``; on_disk counts the held records with the backlog.
         self.holding: str | None = None
@@ -141,17 +129,10 @@ class Ledger:
         self.gaps = Gaps() if drop_markers else None
         # The sender generation that may take records; an older one is fenced off.
         self.generation = 0
-        # The emit thread's fast path: admit while admitted < limit_events and the bytes fit.
-        # The limits fold in the caps and the sender's wake-up: once admitted reaches
-        # wake_events, or the bytes after a record would reach wake_bytes, records take the
-        # slow path, which wakes the sender (see arm_wake and woken).
-        self.gated = True
-        self.idle = False  # the sender waits for a first record
-        self.attention = True  # gated or idle: emit() looks again after queueing
-        self.limit_events = _CLOSED_LIMIT
-        self.limit_bytes = _CLOSED_LIMIT
-        self.wake_events = 0
-        self.wake_bytes = sys.maxsize
+        # The emit thread's fast path: admit while admitted < gate.limit_events and the
+        # bytes fit. Written under ``lock``, by the ledger only (``_move_limits`` gives it
+        # the caps' room as records are released).
+        self.gate = Gate(max_events, max_bytes)
 
     # ------------------------------------------------------------------ emit side
 
@@ -160,7 +141,7 @@ class Ledger:
 
         The handler's ``emit()`` inlines the same steps for the common case.
         """
-        if self.gated or not self.has_room(cost):
+        if self.gate.gated or not self.has_room(cost):
             return False
         if event[SIZE] < 0:
             self.estimated = True
@@ -225,66 +206,45 @@ class Ledger:
     def open_gate(self) -> None:
         """Let ``emit()`` admit on its fast path (a sender runs and the handler is open)."""
         with self.lock:
-            self.gated = False
-            self.attention = self.idle
-            self._move_limits()
+            self.gate.open()
 
     def close_gate(self) -> None:
         """Send every later record down ``emit()``'s slow path."""
         with self.lock:
-            self.gated = True
-            self.attention = True
-            self.limit_events = self.limit_bytes = _CLOSED_LIMIT
+            self.gate.close()
 
     def arm_wake(self, batch_events: int, batch_bytes: int) -> None:
         """Have ``emit()`` wake the sender at the first record if nothing is queued, else
         once a batch of ``batch_events`` records or ``batch_bytes`` charged bytes waits."""
         with self.lock:
-            self.idle = not self.queue
-            if self.idle:
-                self.wake_events = self.drained
-                self.wake_bytes = self.drained_bytes + 1
-            elif (
-                len(self.queue) >= batch_events
-                or self.admitted_bytes - self.drained_bytes >= batch_bytes
-            ):
-                # A batch waits already: the sender takes it before it sleeps, or, with every
-                # worker busy, is woken by the first that finishes. No record need wake it.
-                self.wake_events = self.wake_bytes = sys.maxsize
-            else:
-                self.wake_events = self.drained + batch_events - 1
-                self.wake_bytes = self.drained_bytes + batch_bytes
-            self.attention = self.gated or self.idle
-            self._move_limits()
+            waiting_bytes = self.admitted_bytes - self.drained_bytes
+            self.gate.arm(
+                len(self.queue),
+                self.drained,
+                self.drained_bytes,
+                waiting_bytes,
+                batch_events,
+                batch_bytes,
+            )
 
     def woken(self) -> None:
         """The sender was woken (emit side): no more wake-ups until it arms them again."""
         with self.lock:
-            self.wake_events = self.wake_bytes = sys.maxsize
-            self.idle = False
-            self.attention = self.gated
-            self._move_limits()
+            self.gate.woken()
 
     def spill(self) -> None:
         """Send every later record down ``emit()``'s slow path: the queue is full and later
         records wait on disk, behind those already there, so that they keep their order."""
         with self.lock:
-            self.spilling = True
-            self.limit_events = self.limit_bytes = _CLOSED_LIMIT
+            self.gate.spill()
 
     def unspill(self) -> None:
         """The records on disk are all admitted: back to the fast path."""
         with self.lock:
-            self.spilling = False
-            self._move_limits()
+            self.gate.unspill()
 
     def _move_limits(self) -> None:
-        if self.gated or self.spilling:
-            return
-        # held < max_events  <=>  admitted < released + max_events; same for bytes (<=).
-        # A record admitted at wake_events, or whose bytes reach wake_bytes, wakes the sender.
-        self.limit_events = min(self.released + self.max_events, self.wake_events)
-        self.limit_bytes = min(self.released_bytes + self.max_bytes, self.wake_bytes - 1)
+        self.gate.room(self.released + self.max_events, self.released_bytes + self.max_bytes)
 
     # ------------------------------------------------------------------ sender side
 

@@ -383,7 +383,7 @@ class Sender:
         if self.fenced:
             return None  # a newer generation takes what is queued: end once ours is settled
         held_due = None
-        if self._ledger.spilling:
+        if self._ledger.gate.spilling:
             try:
                 held_due = self._host.refill()
             except Exception as exc:  # keep the scheduler alive
