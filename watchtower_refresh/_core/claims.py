@@ -1,19 +1,28 @@
-"""Claims: records the sender took off the ledger's queue together, settled part by part."""
+"""Claims: records the sender took off the ledger's queue together, settled part by part.
+
+``ClaimBook`` keeps the claims still out, in the order they were taken, and settles each
+record of a claim once: it says how many records (and bytes) a settlement still owns, and
+the ledger moves its counters by that. It has no lock of its own: only the ledger calls it,
+under the ledger's lock, which also guards every ``Claim`` and ``Part`` field it writes.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from .events import Event
+from .events import TIMESTAMP, Event, batch_bytes
 
-__all__ = ["Claim", "Part"]
+__all__ = ["Claim", "ClaimBook", "Part"]
+
+_NOTHING = (0, 0, False)
 
 
 class Claim:
     """Records the sender took off the queue together: admission numbers ``start + 1 .. end``.
 
     Split it into ``Part``s (``part()``), settle each through ``Ledger.settle``, and let
-    ``Ledger.settle_rest`` settle whatever no part did.
+    ``Ledger.settle_rest`` settle whatever no part did. A ``ClaimBook`` keeps it while it
+    is out.
     """
 
     __slots__ = ("abandoned", "acker", "end", "first", "remaining", "remaining_bytes", "start")
@@ -45,3 +54,101 @@ class Part:
         self.claim = claim
         self.events = events
         self.settled = False
+
+
+class ClaimBook:
+    """The claims out of one ledger, in the order they were taken (the ledger's lock held).
+
+    A claim stays in the book until all of its records are settled, abandoned ones too: a
+    put abandoned by ``close()`` may still be answered.
+    """
+
+    __slots__ = ("_out",)
+
+    def __init__(self) -> None:
+        self._out: dict[int, Claim] = {}  # by id, in the order they were taken
+
+    def __bool__(self) -> bool:
+        """Whether a claim is still out, abandoned ones included."""
+        return bool(self._out)
+
+    def open(self, start: int, events: list[Event], size: int) -> Claim:
+        """A claim of ``events``, admission numbers ``start + 1 ..``, of ``size`` bytes."""
+        claim = Claim(start, start + len(events), size, events[0][TIMESTAMP])
+        self._out[id(claim)] = claim
+        return claim
+
+    def settle(self, part: Part) -> tuple[int, int, bool]:
+        """Settle ``part`` once: how many of its records its claim still owed, their bytes
+        (with the overhead) and whether the claim was abandoned; no records if ``part`` was
+        settled already. More records than the claim has left are never counted."""
+        if part.settled:
+            return _NOTHING
+        part.settled = True
+        claim, events = part.claim, part.events
+        count = min(len(events), claim.remaining)
+        if count <= 0:
+            return _NOTHING
+        size = min(batch_bytes(events[:count]), claim.remaining_bytes)
+        claim.remaining -= count
+        claim.remaining_bytes -= size
+        if claim.remaining <= 0:
+            self.finish(claim)
+        return count, size, claim.abandoned
+
+    def rest(self, claim: Claim) -> tuple[int, int]:
+        """Settle whatever ``claim`` still owes and close it: how many records, and their
+        bytes. None of an abandoned claim: its records stay counted as ``shutdown``."""
+        self.finish(claim)
+        count, size = claim.remaining, claim.remaining_bytes
+        if claim.abandoned or count <= 0:
+            return 0, 0
+        claim.remaining = claim.remaining_bytes = 0
+        return count, size
+
+    def abandon(self) -> tuple[int, int]:
+        """Mark every claim out abandoned: how many records they still owed, and their
+        bytes. A part settled later moves its records to what really became of them."""
+        count = size = 0
+        for claim in self._out.values():
+            if claim.remaining > 0 and not claim.abandoned:
+                claim.abandoned = True
+                count += claim.remaining
+                size += claim.remaining_bytes
+        return count, size
+
+    def finish(self, claim: Claim) -> None:
+        """Forget ``claim``: nothing of it can be settled any more."""
+        self._out.pop(id(claim), None)
+
+    def divide(self, part: Part, groups: list[list[Event]]) -> list[Part]:
+        """Replace ``part`` by one part per group of its records, each settled on its own.
+
+        For a batch whose records need several puts (``large_events="split"``): records a
+        put delivered are settled as such even when a later put fails. Returns [] if
+        ``part`` was settled already.
+        """
+        if part.settled:
+            return []
+        part.settled = True
+        return [Part(part.claim, group) for group in groups]
+
+    def first_open(self) -> int | None:
+        """The ``start`` of the earliest claim not abandoned (its first record is the first
+        not settled), or None."""
+        for claim in self._out.values():
+            if not claim.abandoned:
+                return claim.start
+        return None
+
+    def oldest(self) -> int | None:
+        """Timestamp (milliseconds since the epoch) of the first record of the earliest
+        claim of this process's own records still in flight, or None.
+
+        The queue-age gauge's part in flight: records adopted from a dead process's spool
+        (whose age says nothing about this process's delivery) are not looked at.
+        """
+        for claim in self._out.values():  # in the order they were taken
+            if claim.remaining > 0 and not claim.abandoned and claim.acker is None:
+                return claim.first
+        return None

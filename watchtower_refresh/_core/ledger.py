@@ -45,7 +45,7 @@ import sys
 import threading
 from collections.abc import Mapping
 
-from .claims import Claim, Part
+from .claims import Claim, ClaimBook, Part
 from .events import EVENT_OVERHEAD, SIZE, TIMESTAMP, Event, batch_bytes, size_exactly
 from .gate import Gate
 from .markers import Gaps, marked
@@ -69,10 +69,10 @@ class Ledger:
     __slots__ = (
         "_counts",
         "_dropped",
-        "_outstanding",
         "admitted",
         "admitted_bytes",
         "charge_ratio",
+        "claims",
         "cond",
         "drained",
         "drained_bytes",
@@ -124,7 +124,8 @@ class Ledger:
         self.overflowing = False
         self._counts: collections.Counter[str] = collections.Counter()
         self._dropped: collections.Counter[str] = collections.Counter()
-        self._outstanding: dict[int, Claim] = {}  # by id, in the order they were taken
+        # The claims out, in the order they were taken (``_core.claims``); under ``lock``.
+        self.claims = ClaimBook()
         # What each stream lost and no marker has said yet (``_core.markers``); under ``lock``.
         self.gaps = Gaps() if drop_markers else None
         # The sender generation that may take records; an older one is fenced off.
@@ -257,7 +258,7 @@ class Ledger:
     def in_flight(self) -> bool:
         """Whether a claim is still out, abandoned ones included: its put may be answered."""
         with self.lock:
-            return bool(self._outstanding)
+            return bool(self.claims)
 
     def new_generation(self) -> int:
         """Fence off every earlier sender: only the token returned here may ``take`` now."""
@@ -309,10 +310,9 @@ class Ledger:
             else:
                 charged = size = batch_bytes(events)
             self.charge_ratio = charged / size
-            claim = Claim(self.drained, self.drained + len(events), size, events[0][TIMESTAMP])
+            claim = self.claims.open(self.drained, events, size)
             self.drained += len(events)
             self.drained_bytes += charged
-            self._outstanding[id(claim)] = claim
             return claim, events
 
     def claim_now(self, events: list[Event]) -> Claim:
@@ -323,26 +323,18 @@ class Ledger:
         """
         size = batch_bytes(events)
         with self.lock:
-            claim = Claim(self.drained, self.drained + len(events), size, events[0][TIMESTAMP])
+            claim = self.claims.open(self.drained, events, size)
             self.admitted += len(events)
             self.admitted_bytes += size
             self.drained += len(events)
             self.drained_bytes += size
-            self._outstanding[id(claim)] = claim
             return claim
 
     def divide(self, part: Part, groups: list[list[Event]]) -> list[Part]:
-        """Replace ``part`` by one part per group of its records, each settled on its own.
-
-        For a batch whose records need several puts (``large_events="split"``): records a
-        put delivered are settled as such even when a later put fails. Returns [] if
-        ``part`` was settled already.
-        """
+        """Replace ``part`` by one part per group of its records (``ClaimBook.divide``):
+        a batch of split records, settled put by put. [] if ``part`` was settled already."""
         with self.lock:
-            if part.settled:
-                return []
-            part.settled = True
-            return [Part(part.claim, group) for group in groups]
+            return self.claims.divide(part, groups)
 
     def settle(
         self,
@@ -366,15 +358,10 @@ class Ledger:
         process). More records than the claim has left are never counted.
         """
         rejected = {k: v for k, v in (rejected or {}).items() if v}
-        claim, events = part.claim, part.events
         with self.lock:
-            if part.settled:
-                return
-            part.settled = True
-            count = min(len(events), claim.remaining)
+            count, size, abandoned = self.claims.settle(part)
             if count <= 0:
                 return
-            size = min(batch_bytes(events[:count]), claim.remaining_bytes)
             delivered = min(delivered, count)
             budget = count - delivered
             for why, n in list(rejected.items()):  # never more refusals than records
@@ -384,9 +371,7 @@ class Ledger:
             rest = budget
             if rest and reason is None:
                 reason = DropReason.INTERNAL_ERROR
-            claim.remaining -= count
-            claim.remaining_bytes -= size
-            if claim.abandoned:
+            if abandoned:
                 self._dropped[DropReason.SHUTDOWN.value] -= count  # counted when it was abandoned
                 if hold or give_back:
                     reason = DropReason.SHUTDOWN  # on disk, for a later process
@@ -407,28 +392,23 @@ class Ledger:
                 self._dropped[_key(reason)] += rest
             if self.gaps is not None and (refused or (rest and not (hold or give_back))):
                 self.gaps.settled(
-                    events[:count],
+                    part.events[:count],
                     delivered=delivered,
                     rejected=rejected,
                     reason=_key(reason) if reason is not None else None,
                     rest=0 if hold or give_back else rest,
                 )
-            if claim.remaining <= 0:
-                self._finish(claim)
             self._after_release()
 
     def settle_rest(self, claim: Claim, reason: DropReason | str) -> int:
         """Drop whatever ``claim`` has not settled yet as ``reason``; return how many."""
         with self.lock:
-            count = claim.remaining
-            if claim.abandoned or count <= 0:
-                self._finish(claim)  # an abandoned claim's records stay counted as shutdown
-                return 0
+            count, size = self.claims.rest(claim)
+            if count <= 0:
+                return 0  # nothing left, or abandoned: its records stay counted as shutdown
             self.released += count
-            self.released_bytes += claim.remaining_bytes
+            self.released_bytes += size
             self._dropped[_key(reason)] += count
-            claim.remaining = claim.remaining_bytes = 0
-            self._finish(claim)
             self._after_release()
             return count
 
@@ -439,32 +419,20 @@ class Ledger:
         ``reason`` to what became of them.
         """
         with self.lock:
-            taken = self.take()
+            taken = self.take()  # the queue, as one more claim
+            count, size = self.claims.abandon()
             if taken is not None:
-                taken[0].abandoned = True  # nobody else holds it: settle it here, whole
-                self._finish(taken[0])
-                self._release_as(reason, taken[0].remaining, taken[0].remaining_bytes)
-            count = taken[0].remaining if taken is not None else 0
+                self.claims.finish(taken[0])  # nobody else holds it: settled here, whole
+            self.released += count
+            self.released_bytes += size
+            self._dropped[reason.value] += count
             if self.on_disk:  # never admitted, or held: still on disk, for a later process
                 self._dropped[reason.value] += self.on_disk
                 count += self.on_disk
                 self.on_disk = 0
             self.holding = None
-            for claim in self._outstanding.values():
-                if claim.remaining > 0 and not claim.abandoned:
-                    claim.abandoned = True
-                    count += claim.remaining
-                    self._release_as(reason, claim.remaining, claim.remaining_bytes)
             self._after_release()
             return count
-
-    def _release_as(self, reason: DropReason, count: int, size: int) -> None:
-        self.released += count
-        self.released_bytes += size
-        self._dropped[reason.value] += count
-
-    def _finish(self, claim: Claim) -> None:
-        self._outstanding.pop(id(claim), None)
 
     def _after_release(self) -> None:
         self._move_limits()
@@ -478,9 +446,9 @@ class Ledger:
     def settled_through(self) -> int:
         """Every record admitted up to this number is settled (delivered or dropped)."""
         with self.lock:
-            for claim in self._outstanding.values():
-                if not claim.abandoned:
-                    return claim.start
+            start = self.claims.first_open()
+            if start is not None:
+                return start
             return self.drained if self.queue else self.admitted
 
     def wait_settled(self, target: int, timeout: float) -> bool:
@@ -498,9 +466,9 @@ class Ledger:
         (whose age says nothing about this process's delivery) are not looked at.
         """
         with self.lock:
-            for claim in self._outstanding.values():  # in the order they were taken
-                if claim.remaining > 0 and not claim.abandoned and claim.acker is None:
-                    return claim.first
+            first = self.claims.oldest()
+            if first is not None:
+                return first
             return self.queue[0][TIMESTAMP] if self.queue else None
 
     def snapshot(self, *, truncated: int) -> DeliveryStats:
