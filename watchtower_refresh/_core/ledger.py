@@ -8,10 +8,10 @@ Every record given to ``emit()`` is counted in exactly one place:
   spool, a record beyond the caps may first wait on disk (``on_disk``) until admitted;
 - settled from its claim: delivered, rejected by the service, or dropped with a reason;
 - or, with a spool, held: refused for a reason an operator can fix (``reasons.FIXABLE``), the
-  record leaves memory but stays on disk and counted as queued (``on_disk``) while
-  ``holding`` names the refusal; the spool side admits it again once the hold has run its
-  interval. A record adopted from a dead process's spool and refused that way is given back
-  to that spool: released unreceived, for a later pass.
+  record leaves memory but stays on disk and counted as queued (``on_disk``); the spool
+  side, which keeps the hold (why, and when it is tried again), admits it again once the
+  hold has run its interval. A record adopted from a dead process's spool and refused that
+  way is given back to that spool: released unreceived, for a later pass.
 
 A claim can settle each of its records once and only once; whatever is left of it when the
 code that owns it fails is settled by ``Claim.settle_rest``, and ``abandon`` settles every
@@ -80,7 +80,6 @@ class Ledger:
         "gaps",
         "gate",
         "generation",
-        "holding",
         "lock",
         "max_bytes",
         "max_events",
@@ -113,9 +112,6 @@ class Ledger:
         # Records kept in the spool only, beyond the caps, to be admitted as the queue
         # drains; written under the handler's lock, like the admission counters.
         self.on_disk = 0
-        # Why records are held on disk (a refusal an operator can fix), or None: no hold.
-        # Written under ``lock``; on_disk counts the held records with the backlog.
-        self.holding: str | None = None
         # Written under ``lock``.
         self.drained = 0
         self.drained_bytes = 0
@@ -345,23 +341,26 @@ class Ledger:
         reason: DropReason | str | None = None,
         hold: bool = False,
         give_back: bool = False,
-    ) -> None:
+    ) -> int:
         """Settle ``part``: ``delivered`` accepted, ``rejected`` refused one by one by the
         service (by reason), the rest dropped as ``reason``. A part settles once; later calls
         do nothing.
 
         With ``hold``, the rest is held instead: it leaves memory and stays queued, on disk
-        (``on_disk``), and ``holding`` becomes ``reason``. With ``give_back``, the rest
-        returns to the dead process's spool it was adopted from: released, never received.
-        Records of an abandoned claim were counted as ``shutdown``; they move to their real
-        outcome (held or given back, they stay ``shutdown``: they wait on disk for a later
-        process). More records than the claim has left are never counted.
+        (``on_disk``); the spool side keeps why (``SpoolSide.holding``). With ``give_back``,
+        the rest returns to the dead process's spool it was adopted from: released, never
+        received. Records of an abandoned claim were counted as ``shutdown``; they move to
+        their real outcome (held or given back, they stay ``shutdown``: they wait on disk for
+        a later process). More records than the claim has left are never counted.
+
+        Returns:
+            How many records were held (0 without ``hold``).
         """
         rejected = {k: v for k, v in (rejected or {}).items() if v}
         with self.lock:
             count, size, abandoned = self.claims.settle(part)
             if count <= 0:
-                return
+                return 0
             delivered = min(delivered, count)
             budget = count - delivered
             for why, n in list(rejected.items()):  # never more refusals than records
@@ -385,7 +384,6 @@ class Ledger:
                 self._dropped[why] += n
             if rest and hold:
                 self.on_disk += rest
-                self.holding = _key(reason) if reason is not None else "held"
             elif rest and give_back:
                 pass  # released and counted nowhere: the dead process's spool has them
             elif rest and reason is not None:
@@ -399,6 +397,7 @@ class Ledger:
                     rest=0 if hold or give_back else rest,
                 )
             self._after_release()
+            return rest if hold else 0
 
     def settle_rest(self, claim: Claim, reason: DropReason | str) -> int:
         """Drop whatever ``claim`` has not settled yet as ``reason``; return how many."""
@@ -430,7 +429,6 @@ class Ledger:
                 self._dropped[reason.value] += self.on_disk
                 count += self.on_disk
                 self.on_disk = 0
-            self.holding = None
             self._after_release()
             return count
 
