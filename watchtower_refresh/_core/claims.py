@@ -1,20 +1,20 @@
 """Claims: records the sender took off the ledger's queue together, settled part by part.
 
 ``ClaimBook`` keeps the claims still out, in the order they were taken, and settles each
-record of a claim once: it says how many records (and bytes) a settlement still owns, and
-the ledger moves its counters by that. It has no lock of its own: only the ledger calls it,
+record of a claim once: it says what a settlement still owns (``Settled``: how many records
+and bytes, delivered, refused by reason, the rest), and the ledger moves its counters by
+that. It has no lock of its own: only the ledger calls it,
 under the ledger's lock, which also guards every ``Claim`` and ``Part`` field it writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 from .events import TIMESTAMP, Event, batch_bytes
 
-__all__ = ["Claim", "ClaimBook", "Part"]
-
-_NOTHING = (0, 0, False)
+__all__ = ["Claim", "ClaimBook", "Part", "Settled"]
 
 
 class Claim:
@@ -56,6 +56,29 @@ class Part:
         self.settled = False
 
 
+class Settled(NamedTuple):
+    """What one settlement of a part owns, never more than its claim had left."""
+
+    records: int
+    """Records settled now."""
+    size: int
+    """Their bytes, with the overhead."""
+    abandoned: bool
+    """Whether their claim was abandoned: its records were counted as ``shutdown``."""
+    delivered: int
+    """Records the service accepted."""
+    rejected: dict[str, int]
+    """Records the service refused one by one, by reason."""
+    rest: int
+    """Records neither delivered nor refused: dropped, held or given back, as the caller
+    says."""
+
+    @property
+    def refused(self) -> int:
+        """Records the service refused one by one, whatever the reason."""
+        return sum(self.rejected.values())
+
+
 class ClaimBook:
     """The claims out of one ledger, in the order they were taken (the ledger's lock held).
 
@@ -78,23 +101,31 @@ class ClaimBook:
         self._out[id(claim)] = claim
         return claim
 
-    def settle(self, part: Part) -> tuple[int, int, bool]:
-        """Settle ``part`` once: how many of its records its claim still owed, their bytes
-        (with the overhead) and whether the claim was abandoned; no records if ``part`` was
-        settled already. More records than the claim has left are never counted."""
+    def settle(self, part: Part, delivered: int, rejected: Mapping[str, int]) -> Settled | None:
+        """Settle ``part`` once: ``delivered`` of its records accepted, ``rejected`` refused
+        one by one by the service (by reason), the rest left to the caller. None if ``part``
+        was settled already or its claim owes nothing more. More records than the claim has
+        left, and more refusals than records, are never counted."""
         if part.settled:
-            return _NOTHING
+            return None
         part.settled = True
         claim, events = part.claim, part.events
         count = min(len(events), claim.remaining)
         if count <= 0:
-            return _NOTHING
+            return None
         size = min(batch_bytes(events[:count]), claim.remaining_bytes)
         claim.remaining -= count
         claim.remaining_bytes -= size
         if claim.remaining <= 0:
             self.finish(claim)
-        return count, size, claim.abandoned
+        delivered = min(delivered, count)
+        rest = count - delivered
+        refused: dict[str, int] = {}
+        for why, n in rejected.items():
+            if n:
+                refused[why] = min(n, rest)
+                rest -= refused[why]
+        return Settled(count, size, claim.abandoned, delivered, refused, rest)
 
     def rest(self, claim: Claim) -> tuple[int, int]:
         """Settle whatever ``claim`` still owes and close it: how many records, and their

@@ -48,7 +48,7 @@ from collections.abc import Mapping
 from .claims import Claim, ClaimBook, Part
 from .events import EVENT_OVERHEAD, SIZE, TIMESTAMP, Event, batch_bytes, size_exactly
 from .gate import Gate
-from .markers import Gaps, marked
+from .markers import Gaps
 from .reasons import DropReason
 from .stats import DeliveryStats
 
@@ -189,9 +189,8 @@ class Ledger:
         key = _key(reason)
         with self.lock:
             self._dropped[key] += count
-            gaps = self.gaps
-            if gaps is not None and stream is not None and marked(key, spooled=False):
-                gaps.add(stream, timestamp, timestamp, key, count)
+            if self.gaps is not None and stream is not None:
+                self.gaps.refused(stream, timestamp, key, count)
 
     def count(self, name: str, n: int = 1) -> None:
         """Count ``n`` retries, credential refreshes, replayed, corrupt or discarded records."""
@@ -356,45 +355,39 @@ class Ledger:
         Returns:
             How many records were held (0 without ``hold``).
         """
-        rejected = {k: v for k, v in (rejected or {}).items() if v}
         with self.lock:
-            count, size, abandoned = self.claims.settle(part)
-            if count <= 0:
+            settled = self.claims.settle(part, delivered, rejected or {})
+            if settled is None:
                 return 0
-            delivered = min(delivered, count)
-            budget = count - delivered
-            for why, n in list(rejected.items()):  # never more refusals than records
-                rejected[why] = min(n, budget)
-                budget -= rejected[why]
-            refused = count - delivered - budget
-            rest = budget
+            count, rest = settled.records, settled.rest
             if rest and reason is None:
                 reason = DropReason.INTERNAL_ERROR
-            if abandoned:
+            if settled.abandoned:
                 self._dropped[DropReason.SHUTDOWN.value] -= count  # counted when it was abandoned
                 if hold or give_back:
                     reason = DropReason.SHUTDOWN  # on disk, for a later process
                     hold = give_back = False
             else:
                 self.released += count
-                self.released_bytes += size
-            self._counts["delivered"] += delivered
-            self._counts["rejected"] += refused
-            for why, n in rejected.items():
-                self._dropped[why] += n
+                self.released_bytes += settled.size
+            self._counts["delivered"] += settled.delivered
+            self._counts["rejected"] += settled.refused
+            self._dropped.update(settled.rejected)
+            key = _key(reason) if reason is not None else None
             if rest and hold:
                 self.on_disk += rest
             elif rest and give_back:
                 pass  # released and counted nowhere: the dead process's spool has them
-            elif rest and reason is not None:
-                self._dropped[_key(reason)] += rest
-            if self.gaps is not None and (refused or (rest and not (hold or give_back))):
+            elif rest and key is not None:
+                self._dropped[key] += rest
+            lost = 0 if hold or give_back else rest  # a hole in the stream, for its marker
+            if self.gaps is not None and (settled.refused or lost):
                 self.gaps.settled(
                     part.events[:count],
-                    delivered=delivered,
-                    rejected=rejected,
-                    reason=_key(reason) if reason is not None else None,
-                    rest=0 if hold or give_back else rest,
+                    delivered=settled.delivered,
+                    rejected=settled.rejected,
+                    reason=key,
+                    rest=lost,
                 )
             self._after_release()
             return rest if hold else 0
