@@ -33,28 +33,24 @@ as it releases records.
 
 A non-ASCII record is charged an upper bound of its size (its size is then negative in the
 queue, see ``Event``): ``take`` sizes such records exactly and releases the difference, and
-``size_queued`` does so for the emit side when the caps look reached.
+``size_queued`` does so for the emit side when the caps look reached (``_core.queue``).
 """
 
 from __future__ import annotations
 
 import collections
-import itertools
-import operator
-import sys
 import threading
 from collections.abc import Mapping
 
 from .claims import Claim, ClaimBook, Part
-from .events import EVENT_OVERHEAD, SIZE, TIMESTAMP, Event, batch_bytes, size_exactly
+from .events import SIZE, TIMESTAMP, Event, batch_bytes
 from .gate import Gate
 from .markers import Gaps
+from .queue import EventQueue
 from .reasons import DropReason
 from .stats import DeliveryStats
 
 __all__ = ["Claim", "DeliveryStats", "Ledger", "Part"]
-
-_size_of = operator.itemgetter(SIZE)
 
 
 class Ledger:
@@ -98,7 +94,7 @@ class Ledger:
         # Re-entrant: a signal handler may flush while the interrupted code holds it.
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
-        self.queue: collections.deque[Event] = collections.deque()
+        self.queue = EventQueue()
         # Written by the emit thread only (under the handler's lock).
         self.admitted = 0
         self.admitted_bytes = 0
@@ -166,15 +162,11 @@ class Ledger:
             return False
         self.estimated = False
         with self.lock:
-            queue = self.queue
-            count = min(self.admitted - self.sized_through, len(queue))
+            count = min(self.admitted - self.sized_through, len(self.queue))
             self.sized_through = self.admitted
-            tail = [queue.pop() for _ in range(count)]
-            tail.reverse()
-            events, charged, exact = size_exactly(tail)
-            queue.extend(events)
-            self.admitted_bytes -= charged - exact
-            return charged != exact
+            excess = self.queue.size_tail(count)
+            self.admitted_bytes -= excess
+            return excess != 0
 
     def drop(
         self,
@@ -276,34 +268,15 @@ class Ledger:
             generation: The taking sender's token: a sender that a newer one replaced takes
                 nothing (None: the ledger itself, settling everything).
         """
-        events: list[Event] = []
         with self.lock:
             if generation is not None and generation != self.generation:
                 return None
-            pop, push = self.queue.popleft, events.append
-            try:
-                if max_events is None and max_bytes is None:
-                    # What is queued now, popped at C speed: emit() only appends on the
-                    # right meanwhile, so the first len() records are ours to take.
-                    events = list(itertools.islice(iter(pop, None), len(self.queue)))
-                else:
-                    limit_n = max_events or sys.maxsize
-                    limit_b = max_bytes or sys.maxsize
-                    size = 0
-                    while len(events) < limit_n and size < limit_b:
-                        event = pop()
-                        push(event)
-                        size += abs(event[SIZE]) + EVENT_OVERHEAD
-            except IndexError:
-                pass
+            events, charged, size = self.queue.cut(max_events, max_bytes)
             if not events:
                 return None
-            if min(map(_size_of, events)) < 0:  # estimated: sized here, on the sender's thread
-                events, charged, size = size_exactly(events)
+            if charged != size:  # estimates, sized on the sender's thread
                 self.released_bytes += charged - size  # the estimate's excess, at once
                 self._move_limits()
-            else:
-                charged = size = batch_bytes(events)
             self.charge_ratio = charged / size
             claim = self.claims.open(self.drained, events, size)
             self.drained += len(events)
