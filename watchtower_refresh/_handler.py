@@ -493,7 +493,7 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
         """
         bound = len(message) * ESTIMATE_PER_CHAR
         if self.options.spool_dir is None and bound <= self._body_limit:
-            ledger.estimated = True
+            ledger.queue.estimated = True
             return message, -bound, None
         text: bytes | None
         try:

@@ -67,12 +67,10 @@ class Ledger:
         "_dropped",
         "admitted",
         "admitted_bytes",
-        "charge_ratio",
         "claims",
         "cond",
         "drained",
         "drained_bytes",
-        "estimated",
         "gaps",
         "gate",
         "generation",
@@ -84,7 +82,6 @@ class Ledger:
         "queue",
         "released",
         "released_bytes",
-        "sized_through",
         "truncated",
     )
 
@@ -99,12 +96,6 @@ class Ledger:
         self.admitted = 0
         self.admitted_bytes = 0
         self.truncated = 0
-        # Whether a record was charged an estimate since size_queued() last looked, and the
-        # admission number it looked up to.
-        self.estimated = False
-        self.sized_through = 0
-        # Bytes charged per byte held, in the last take: what a full batch is charged.
-        self.charge_ratio = 1.0
         # Records kept in the spool only, beyond the caps, to be admitted as the queue
         # drains; written under the handler's lock, like the admission counters.
         self.on_disk = 0
@@ -137,7 +128,7 @@ class Ledger:
         if self.gate.gated or not self.has_room(cost):
             return False
         if event[SIZE] < 0:
-            self.estimated = True
+            self.queue.estimated = True
         self.admitted += 1
         self.admitted_bytes += cost
         self.queue.append(event)
@@ -158,13 +149,10 @@ class Ledger:
         records admitted since the last call are looked at. Returns whether any bytes were
         released.
         """
-        if not self.estimated:
+        if not self.queue.estimated:
             return False
-        self.estimated = False
         with self.lock:
-            count = min(self.admitted - self.sized_through, len(self.queue))
-            self.sized_through = self.admitted
-            excess = self.queue.size_tail(count)
+            excess = self.queue.size_estimates(self.admitted)
             self.admitted_bytes -= excess
             return excess != 0
 
@@ -277,7 +265,6 @@ class Ledger:
             if charged != size:  # estimates, sized on the sender's thread
                 self.released_bytes += charged - size  # the estimate's excess, at once
                 self._move_limits()
-            self.charge_ratio = charged / size
             claim = self.claims.open(self.drained, events, size)
             self.drained += len(events)
             self.drained_bytes += charged

@@ -2,7 +2,7 @@
 
 ``emit()`` appends to it on its fast path, a plain ``deque.append`` at C speed, under the
 handler's lock; the ledger, under its own lock, cuts batches off its head (``cut``) and
-sizes the estimated events at its tail (``size_tail``). An estimate is an upper bound of a
+sizes the estimated events at its tail (``size_estimates``). An estimate is an upper bound of a
 non-ASCII message's size (a negative size, see ``events.Event``), made so that ``emit()``
 need not encode the message; it is made exact on the sender's thread when the events are
 cut, or on the emit side when the caps look reached.
@@ -14,6 +14,7 @@ import collections
 import itertools
 import operator
 import sys
+from collections.abc import Iterable
 
 from .events import EVENT_OVERHEAD, SIZE, Event, batch_bytes, size_exactly
 
@@ -28,9 +29,21 @@ class EventQueue(collections.deque[Event]):
 
     Only the emit thread appends (on the right); only the ledger pops or replaces events,
     under its lock.
+
+    Attributes:
+        estimated: Whether an event was charged an estimate since ``size_estimates`` last
+            looked (set by the emit side, under the handler's lock).
+        charge_ratio: Bytes charged per byte held, in the last cut: what a full batch is
+            charged.
     """
 
-    __slots__ = ()
+    __slots__ = ("charge_ratio", "estimated", "sized_through")
+
+    def __init__(self, events: Iterable[Event] = ()) -> None:
+        super().__init__(events)
+        self.estimated = False
+        self.sized_through = 0  # the admission number size_estimates() looked up to
+        self.charge_ratio = 1.0
 
     def cut(
         self, max_events: int | None = None, max_bytes: int | None = None
@@ -63,13 +76,19 @@ class EventQueue(collections.deque[Event]):
         except IndexError:
             pass
         if events and min(map(_size_of, events)) < 0:
-            return size_exactly(events)  # estimated: sized here, on the sender's thread
-        size = batch_bytes(events)
-        return events, size, size
+            events, charged, size = size_exactly(events)  # sized here, on the sender's thread
+        else:
+            charged = size = batch_bytes(events)
+        if events:
+            self.charge_ratio = charged / size
+        return events, charged, size
 
-    def size_tail(self, count: int) -> int:
-        """Size the last ``count`` events exactly, in place; the bytes their estimates
-        overstated (with nothing estimated among them, 0)."""
+    def size_estimates(self, admitted: int) -> int:
+        """Size exactly, in place, the events queued since the last call (admission numbers
+        up to ``admitted``); the bytes their estimates overstated (0: none did)."""
+        self.estimated = False
+        count = min(admitted - self.sized_through, len(self))
+        self.sized_through = admitted
         tail = [self.pop() for _ in range(count)]
         tail.reverse()
         events, charged, exact = size_exactly(tail)

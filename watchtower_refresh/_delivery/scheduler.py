@@ -376,7 +376,7 @@ class Sender:
         Never more than half the byte cap, which must hold a full batch and more."""
         ledger = self._ledger
         size = self._host.max_batch_size
-        return min(int(size * ledger.charge_ratio), max(size, ledger.max_bytes // 2))
+        return min(int(size * ledger.queue.charge_ratio), max(size, ledger.max_bytes // 2))
 
     def _take_what_is_due(self) -> float | None:
         """Take records off the queue if they are due; return how long to wait (None: stop)."""
