@@ -164,17 +164,17 @@ class ClaimBook:
         part.settled = True
         return [Part(part.claim, group) for group in groups]
 
-    def first_open(self) -> int | None:
+    def first_open(self, default: int) -> int:
         """The ``start`` of the earliest claim not abandoned (its first record is the first
-        not settled), or None."""
+        not settled), or ``default``: none is."""
         for claim in self._out.values():
             if not claim.abandoned:
                 return claim.start
-        return None
+        return default
 
-    def oldest(self) -> int | None:
+    def oldest(self, default: int | None) -> int | None:
         """Timestamp (milliseconds since the epoch) of the first record of the earliest
-        claim of this process's own records still in flight, or None.
+        claim of this process's own records still in flight, or ``default``: none is.
 
         The queue-age gauge's part in flight: records adopted from a dead process's spool
         (whose age says nothing about this process's delivery) are not looked at.
@@ -182,4 +182,4 @@ class ClaimBook:
         for claim in self._out.values():  # in the order they were taken
             if claim.remaining > 0 and not claim.abandoned and claim.acker is None:
                 return claim.first
-        return None
+        return default

@@ -14,7 +14,7 @@ Every record given to ``emit()`` is counted in exactly one place:
   way is given back to that spool: released unreceived, for a later pass.
 
 A claim can settle each of its records once and only once; whatever is left of it when the
-code that owns it fails is settled by ``Claim.settle_rest``, and ``abandon`` settles every
+code that owns it fails is settled by ``settle_rest``, and ``abandon`` settles every
 claim still open (and the queue) when ``close()`` runs out of time. A claim settled after it
 was abandoned moves its records from ``shutdown`` to what really became of them, so double
 settlement is impossible by construction and ``stats`` always adds up:
@@ -34,6 +34,14 @@ as it releases records.
 A non-ASCII record is charged an upper bound of its size (its size is then negative in the
 queue, see ``Event``): ``take`` sizes such records exactly and releases the difference, and
 ``size_queued`` does so for the emit side when the caps look reached (``_core.queue``).
+
+The ledger is the only writer of its counters (save the admission counters and ``on_disk``,
+which records admitted under the handler's lock move: the fast path, the backlog's refill).
+Each of its parts owns one job's state, has no lock of its own and is written under the
+ledger's lock: ``gate`` (``_core.gate``), the fast path's limits, and ``claims``
+(``_core.claims``), the claims out and what each still owes, only through the ledger;
+``queue`` (``_core.queue``), the events waiting, cut and sized by the ledger and appended to
+by admissions; ``gaps``, also taken and given back around a marker's put.
 """
 
 from __future__ import annotations
@@ -397,10 +405,7 @@ class Ledger:
     def settled_through(self) -> int:
         """Every record admitted up to this number is settled (delivered or dropped)."""
         with self.lock:
-            start = self.claims.first_open()
-            if start is not None:
-                return start
-            return self.drained if self.queue else self.admitted
+            return self.claims.first_open(self.drained if self.queue else self.admitted)
 
     def wait_settled(self, target: int, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds until every record up to ``target`` is settled."""
@@ -417,10 +422,7 @@ class Ledger:
         (whose age says nothing about this process's delivery) are not looked at.
         """
         with self.lock:
-            first = self.claims.oldest()
-            if first is not None:
-                return first
-            return self.queue[0][TIMESTAMP] if self.queue else None
+            return self.claims.oldest(self.queue[0][TIMESTAMP] if self.queue else None)
 
     def snapshot(self, *, truncated: int) -> DeliveryStats:
         """A consistent ``DeliveryStats``; never raises."""
