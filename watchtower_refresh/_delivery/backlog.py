@@ -245,10 +245,10 @@ class SpoolSide:
                 self.backlog_from = first
             ledger.spill()
             if len(spooled) < len(events):
-                part.settled = True
                 memory: list[Event] = [event for event in events if len(event) <= SPOOL_ID]
-                ledger.settle(claim.part(memory), reason=reason)
-                held = ledger.settle(claim.part(spooled), reason=reason, hold=True)
+                in_memory, on_disk = ledger.divide(part, [memory, spooled])
+                ledger.settle(in_memory, reason=reason)
+                held = ledger.settle(on_disk, reason=reason, hold=True)
             else:
                 held = ledger.settle(part, reason=reason, hold=True)
             if held:
