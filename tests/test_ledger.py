@@ -178,7 +178,7 @@ def test_estimated_sizes_are_made_exact_and_their_excess_released() -> None:
     ledger.settle(claim.part(batch), delivered=11)
     # Nothing held, nothing leaked: the whole cap is free again.
     assert ledger.admitted_bytes == ledger.released_bytes
-    assert ledger.limit_bytes == ledger.released_bytes + ledger.max_bytes
+    assert ledger.gate.limit_bytes == ledger.released_bytes + ledger.max_bytes
     assert ledger.snapshot(truncated=0).delivered == 11
 
 
@@ -202,7 +202,7 @@ def test_a_take_says_how_much_estimates_overstated_the_queue() -> None:
     for n in range(4):
         assert ledger.admit(("s", n, "é" * 100, -600), 626)
     assert ledger.take() is not None
-    assert ledger.charge_ratio == 626 / 226
+    assert ledger.queue.charge_ratio == 626 / 226
     assert ledger.admit(("s", 4, "ascii", 5), 31)
     assert ledger.take() is not None
-    assert ledger.charge_ratio == 1.0
+    assert ledger.queue.charge_ratio == 1.0

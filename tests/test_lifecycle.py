@@ -6,7 +6,6 @@ codes and stderr are the evidence.
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import re
@@ -33,6 +32,7 @@ from tests.test_handler_spool import dead_owner, now_ms
 from tests.test_pipeline import StubTarget
 from watchtower_refresh import RefreshingCloudWatchLogHandler, WatchtowerRefreshWarning
 from watchtower_refresh._core.ledger import Ledger
+from watchtower_refresh._core.queue import EventQueue
 from watchtower_refresh._core.reasons import DropReason
 from watchtower_refresh._delivery.closing import Closer
 from watchtower_refresh._delivery.scheduler import Sender
@@ -197,7 +197,7 @@ def test_a_record_queued_as_the_sender_goes_idle_wakes_it(
     ledger.woken()  # the limits as emit() may read them: woken, before the sender re-arms
     armed = threading.Event()
 
-    class ArmedInBetween(collections.deque[Any]):
+    class ArmedInBetween(EventQueue):
         def append(self, event: Any) -> None:
             if not armed.is_set():  # the sender arms between the check and the append
                 armed.set()

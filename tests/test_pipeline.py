@@ -117,7 +117,7 @@ def log(pipeline: Pipeline, *messages: str) -> None:
         ledger = pipeline.ledger
         if not ledger.admit(item, cost):
             pipeline.admit_slow(item, cost)
-        elif ledger.attention:
+        elif ledger.gate.attention:
             pipeline.wake_sender()
 
 

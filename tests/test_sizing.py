@@ -51,14 +51,14 @@ def test_non_ascii_text_without_a_spool_is_charged_an_upper_bound() -> None:
     assert message == "\u00e9" * 10
     assert text is None
     assert -size >= len(message.encode())  # negative: an estimate, sized later
-    assert ledger.estimated
+    assert ledger.queue.estimated
 
 
 def test_non_ascii_text_with_a_spool_is_sized_exactly(tmp_path: Path) -> None:
     ledger = Ledger(100, 1 << 20)
     message, size, text = _sizing(spool_dir=str(tmp_path)).text("\u00e9" * 10, ledger)
     assert (message, size, text) == ("\u00e9" * 10, 20, ("\u00e9" * 10).encode())
-    assert not ledger.estimated
+    assert not ledger.queue.estimated
 
 
 def test_lone_surrogates_are_escaped_so_the_record_is_still_sent(tmp_path: Path) -> None:

@@ -370,7 +370,7 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
         """
         pipeline = self._pipeline
         ledger = pipeline.ledger
-        if ledger.gated and finalizing():
+        if ledger.gate.gated and finalizing():
             # Formatting may crash the interpreter now (3.13.0's datetime does): count the
             # record as shutdown and say so once, unformatted.
             pipeline.refuse_finalizing(1)
@@ -415,9 +415,10 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
                 event = (stream, timestamp, message, size)
             else:  # on disk before emit() returns: the record survives the process's death
                 event = spool.write(stream, timestamp, message, size, text)
+            gate = ledger.gate
             if (
-                ledger.admitted < ledger.limit_events
-                and ledger.admitted_bytes + cost <= ledger.limit_bytes
+                ledger.admitted < gate.limit_events
+                and ledger.admitted_bytes + cost <= gate.limit_bytes
             ):
                 # The fast path: a sender runs, the handler is open and the caps allow. The
                 # ledger's admission, inlined (see ``Ledger.admit``): the counters are updated
@@ -426,7 +427,7 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
                 ledger.admitted += 1
                 ledger.admitted_bytes += cost
                 ledger.queue.append(event)
-                if ledger.attention:  # closed, or the sender went idle, since the check
+                if gate.attention:  # closed, or the sender went idle, since the check
                     pipeline.wake_sender()
                 return
             pipeline.admit_slow(event, cost)

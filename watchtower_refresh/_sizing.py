@@ -6,7 +6,7 @@ length is its size. Everything else comes here: non-ASCII text, which is encoded
 given an upper bound, and a message over the limit, which is truncated or, with
 ``large_events="split"``, kept whole and charged the size of its parts (``_core.parts``).
 
-``Sizing`` holds the rules only; the counters it touches (``truncated``, ``estimated``) are
+``Sizing`` holds the rules only; what it marks (``truncated``, the queue's ``estimated``) is
 the ledger's, written under the handler's lock like the rest of the admission path.
 """
 
@@ -50,7 +50,7 @@ class Sizing:
         limit = self.limit
         bound = len(message) * ESTIMATE_PER_CHAR
         if self.estimate and bound <= limit:
-            ledger.estimated = True
+            ledger.queue.estimated = True
             return message, -bound, None
         text: bytes | None
         try:

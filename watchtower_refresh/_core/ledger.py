@@ -8,13 +8,13 @@ Every record given to ``emit()`` is counted in exactly one place:
   spool, a record beyond the caps may first wait on disk (``on_disk``) until admitted;
 - settled from its claim: delivered, rejected by the service, or dropped with a reason;
 - or, with a spool, held: refused for a reason an operator can fix (``reasons.FIXABLE``), the
-  record leaves memory but stays on disk and counted as queued (``on_disk``) while
-  ``holding`` names the refusal; the spool side admits it again once the hold has run its
-  interval. A record adopted from a dead process's spool and refused that way is given back
-  to that spool: released unreceived, for a later pass.
+  record leaves memory but stays on disk and counted as queued (``on_disk``); the spool
+  side, which keeps the hold (why, and when it is tried again), admits it again once the
+  hold has run its interval. A record adopted from a dead process's spool and refused that
+  way is given back to that spool: released unreceived, for a later pass.
 
 A claim can settle each of its records once and only once; whatever is left of it when the
-code that owns it fails is settled by ``Claim.settle_rest``, and ``abandon`` settles every
+code that owns it fails is settled by ``settle_rest``, and ``abandon`` settles every
 claim still open (and the queue) when ``close()`` runs out of time. A claim settled after it
 was abandoned moves its records from ``shutdown`` to what really became of them, so double
 settlement is impossible by construction and ``stats`` always adds up:
@@ -26,39 +26,39 @@ With drop markers on, a record counted as lost whose stream is known (``drop`` g
 (``_core.markers``), which the delivery side takes when it writes the marker.
 
 The emit thread admits records without taking the ledger's lock: ``emit()`` runs under the
-handler's own lock, so the admission counters have one writer, and the caps are folded into
-two precomputed limits (``limit_events``, ``limit_bytes``) that the sender moves as it
-releases records. The sender's wake-up thresholds are folded into the same limits: the record
-that should wake it takes the slow path, which does. After queueing, ``emit()`` reads one flag,
-``attention``, set while the gate is closed or the sender waits for a first record: either may
-have happened after it read the limits. The gate (``close_gate``) sets the limits so that
-every record takes the slow path, where the handler deals with a closed, unstarted or exiting
-handler.
+handler's own lock, so the admission counters have one writer, and whether a record may take
+that fast path (the caps, a closed gate, the sender's wake-up) it reads from ``gate``
+(``_core.gate``), two precomputed limits and one flag that the ledger moves, under its lock,
+as it releases records.
 
 A non-ASCII record is charged an upper bound of its size (its size is then negative in the
 queue, see ``Event``): ``take`` sizes such records exactly and releases the difference, and
-``size_queued`` does so for the emit side when the caps look reached.
+``size_queued`` does so for the emit side when the caps look reached (``_core.queue``).
+
+The ledger is the only writer of its counters (save the admission counters and ``on_disk``,
+which records admitted under the handler's lock move: the fast path, the backlog's refill).
+Each of its parts owns one job's state, has no lock of its own and is written under the
+ledger's lock: ``gate`` (``_core.gate``), the fast path's limits, and ``claims``
+(``_core.claims``), the claims out and what each still owes, only through the ledger;
+``queue`` (``_core.queue``), the events waiting, cut and sized by the ledger and appended to
+by admissions; ``gaps``, also taken and given back around a marker's put.
 """
 
 from __future__ import annotations
 
 import collections
-import itertools
-import operator
-import sys
 import threading
 from collections.abc import Mapping
 
-from .claims import Claim, Part
-from .events import EVENT_OVERHEAD, SIZE, TIMESTAMP, Event, batch_bytes, size_exactly
-from .markers import Gaps, marked
+from .claims import Claim, ClaimBook, Part
+from .events import SIZE, TIMESTAMP, Event, batch_bytes
+from .gate import Gate
+from .markers import Gaps
+from .queue import EventQueue
 from .reasons import DropReason
 from .stats import DeliveryStats
 
 __all__ = ["Claim", "DeliveryStats", "Ledger", "Part"]
-
-_size_of = operator.itemgetter(SIZE)
-_CLOSED_LIMIT = -1  # admitted counts are never below it: every record takes the slow path
 
 
 class Ledger:
@@ -73,22 +73,15 @@ class Ledger:
     __slots__ = (
         "_counts",
         "_dropped",
-        "_outstanding",
         "admitted",
         "admitted_bytes",
-        "attention",
-        "charge_ratio",
+        "claims",
         "cond",
         "drained",
         "drained_bytes",
-        "estimated",
         "gaps",
-        "gated",
+        "gate",
         "generation",
-        "holding",
-        "idle",
-        "limit_bytes",
-        "limit_events",
         "lock",
         "max_bytes",
         "max_events",
@@ -97,11 +90,7 @@ class Ledger:
         "queue",
         "released",
         "released_bytes",
-        "sized_through",
-        "spilling",
         "truncated",
-        "wake_bytes",
-        "wake_events",
     )
 
     def __init__(self, max_events: int, max_bytes: int, *, drop_markers: bool = False) -> None:
@@ -110,24 +99,14 @@ class Ledger:
         # Re-entrant: a signal handler may flush while the interrupted code holds it.
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
-        self.queue: collections.deque[Event] = collections.deque()
+        self.queue = EventQueue()
         # Written by the emit thread only (under the handler's lock).
         self.admitted = 0
         self.admitted_bytes = 0
         self.truncated = 0
-        # Whether a record was charged an estimate since size_queued() last looked, and the
-        # admission number it looked up to.
-        self.estimated = False
-        self.sized_through = 0
-        # Bytes charged per byte held, in the last take: what a full batch is charged.
-        self.charge_ratio = 1.0
         # Records kept in the spool only, beyond the caps, to be admitted as the queue
         # drains; written under the handler's lock, like the admission counters.
         self.on_disk = 0
-        self.spilling = False
-        # Why records are held on disk (a refusal an operator can fix), or None: no hold.
-        # Written under ``lock``; on_disk counts the held records with the backlog.
-        self.holding: str | None = None
         # Written under ``lock``.
         self.drained = 0
         self.drained_bytes = 0
@@ -136,22 +115,16 @@ class Ledger:
         self.overflowing = False
         self._counts: collections.Counter[str] = collections.Counter()
         self._dropped: collections.Counter[str] = collections.Counter()
-        self._outstanding: dict[int, Claim] = {}  # by id, in the order they were taken
+        # The claims out, in the order they were taken (``_core.claims``); under ``lock``.
+        self.claims = ClaimBook()
         # What each stream lost and no marker has said yet (``_core.markers``); under ``lock``.
         self.gaps = Gaps() if drop_markers else None
         # The sender generation that may take records; an older one is fenced off.
         self.generation = 0
-        # The emit thread's fast path: admit while admitted < limit_events and the bytes fit.
-        # The limits fold in the caps and the sender's wake-up: once admitted reaches
-        # wake_events, or the bytes after a record would reach wake_bytes, records take the
-        # slow path, which wakes the sender (see arm_wake and woken).
-        self.gated = True
-        self.idle = False  # the sender waits for a first record
-        self.attention = True  # gated or idle: emit() looks again after queueing
-        self.limit_events = _CLOSED_LIMIT
-        self.limit_bytes = _CLOSED_LIMIT
-        self.wake_events = 0
-        self.wake_bytes = sys.maxsize
+        # The emit thread's fast path: admit while admitted < gate.limit_events and the
+        # bytes fit. Written under ``lock``, by the ledger only (``_move_limits`` gives it
+        # the caps' room as records are released).
+        self.gate = Gate(max_events, max_bytes)
 
     # ------------------------------------------------------------------ emit side
 
@@ -160,10 +133,10 @@ class Ledger:
 
         The handler's ``emit()`` inlines the same steps for the common case.
         """
-        if self.gated or not self.has_room(cost):
+        if self.gate.gated or not self.has_room(cost):
             return False
         if event[SIZE] < 0:
-            self.estimated = True
+            self.queue.estimated = True
         self.admitted += 1
         self.admitted_bytes += cost
         self.queue.append(event)
@@ -184,19 +157,12 @@ class Ledger:
         records admitted since the last call are looked at. Returns whether any bytes were
         released.
         """
-        if not self.estimated:
+        if not self.queue.estimated:
             return False
-        self.estimated = False
         with self.lock:
-            queue = self.queue
-            count = min(self.admitted - self.sized_through, len(queue))
-            self.sized_through = self.admitted
-            tail = [queue.pop() for _ in range(count)]
-            tail.reverse()
-            events, charged, exact = size_exactly(tail)
-            queue.extend(events)
-            self.admitted_bytes -= charged - exact
-            return charged != exact
+            excess = self.queue.size_estimates(self.admitted)
+            self.admitted_bytes -= excess
+            return excess != 0
 
     def drop(
         self,
@@ -211,9 +177,8 @@ class Ledger:
         key = _key(reason)
         with self.lock:
             self._dropped[key] += count
-            gaps = self.gaps
-            if gaps is not None and stream is not None and marked(key, spooled=False):
-                gaps.add(stream, timestamp, timestamp, key, count)
+            if self.gaps is not None and stream is not None:
+                self.gaps.refused(stream, timestamp, key, count)
 
     def count(self, name: str, n: int = 1) -> None:
         """Count ``n`` retries, credential refreshes, replayed, corrupt or discarded records."""
@@ -225,66 +190,45 @@ class Ledger:
     def open_gate(self) -> None:
         """Let ``emit()`` admit on its fast path (a sender runs and the handler is open)."""
         with self.lock:
-            self.gated = False
-            self.attention = self.idle
-            self._move_limits()
+            self.gate.open()
 
     def close_gate(self) -> None:
         """Send every later record down ``emit()``'s slow path."""
         with self.lock:
-            self.gated = True
-            self.attention = True
-            self.limit_events = self.limit_bytes = _CLOSED_LIMIT
+            self.gate.close()
 
     def arm_wake(self, batch_events: int, batch_bytes: int) -> None:
         """Have ``emit()`` wake the sender at the first record if nothing is queued, else
         once a batch of ``batch_events`` records or ``batch_bytes`` charged bytes waits."""
         with self.lock:
-            self.idle = not self.queue
-            if self.idle:
-                self.wake_events = self.drained
-                self.wake_bytes = self.drained_bytes + 1
-            elif (
-                len(self.queue) >= batch_events
-                or self.admitted_bytes - self.drained_bytes >= batch_bytes
-            ):
-                # A batch waits already: the sender takes it before it sleeps, or, with every
-                # worker busy, is woken by the first that finishes. No record need wake it.
-                self.wake_events = self.wake_bytes = sys.maxsize
-            else:
-                self.wake_events = self.drained + batch_events - 1
-                self.wake_bytes = self.drained_bytes + batch_bytes
-            self.attention = self.gated or self.idle
-            self._move_limits()
+            waiting_bytes = self.admitted_bytes - self.drained_bytes
+            self.gate.arm(
+                len(self.queue),
+                self.drained,
+                self.drained_bytes,
+                waiting_bytes,
+                batch_events,
+                batch_bytes,
+            )
 
     def woken(self) -> None:
         """The sender was woken (emit side): no more wake-ups until it arms them again."""
         with self.lock:
-            self.wake_events = self.wake_bytes = sys.maxsize
-            self.idle = False
-            self.attention = self.gated
-            self._move_limits()
+            self.gate.woken()
 
     def spill(self) -> None:
         """Send every later record down ``emit()``'s slow path: the queue is full and later
         records wait on disk, behind those already there, so that they keep their order."""
         with self.lock:
-            self.spilling = True
-            self.limit_events = self.limit_bytes = _CLOSED_LIMIT
+            self.gate.spill()
 
     def unspill(self) -> None:
         """The records on disk are all admitted: back to the fast path."""
         with self.lock:
-            self.spilling = False
-            self._move_limits()
+            self.gate.unspill()
 
     def _move_limits(self) -> None:
-        if self.gated or self.spilling:
-            return
-        # held < max_events  <=>  admitted < released + max_events; same for bytes (<=).
-        # A record admitted at wake_events, or whose bytes reach wake_bytes, wakes the sender.
-        self.limit_events = min(self.released + self.max_events, self.wake_events)
-        self.limit_bytes = min(self.released_bytes + self.max_bytes, self.wake_bytes - 1)
+        self.gate.room(self.released + self.max_events, self.released_bytes + self.max_bytes)
 
     # ------------------------------------------------------------------ sender side
 
@@ -297,7 +241,7 @@ class Ledger:
     def in_flight(self) -> bool:
         """Whether a claim is still out, abandoned ones included: its put may be answered."""
         with self.lock:
-            return bool(self._outstanding)
+            return bool(self.claims)
 
     def new_generation(self) -> int:
         """Fence off every earlier sender: only the token returned here may ``take`` now."""
@@ -320,39 +264,18 @@ class Ledger:
             generation: The taking sender's token: a sender that a newer one replaced takes
                 nothing (None: the ledger itself, settling everything).
         """
-        events: list[Event] = []
         with self.lock:
             if generation is not None and generation != self.generation:
                 return None
-            pop, push = self.queue.popleft, events.append
-            try:
-                if max_events is None and max_bytes is None:
-                    # What is queued now, popped at C speed: emit() only appends on the
-                    # right meanwhile, so the first len() records are ours to take.
-                    events = list(itertools.islice(iter(pop, None), len(self.queue)))
-                else:
-                    limit_n = max_events or sys.maxsize
-                    limit_b = max_bytes or sys.maxsize
-                    size = 0
-                    while len(events) < limit_n and size < limit_b:
-                        event = pop()
-                        push(event)
-                        size += abs(event[SIZE]) + EVENT_OVERHEAD
-            except IndexError:
-                pass
+            events, charged, size = self.queue.cut(max_events, max_bytes)
             if not events:
                 return None
-            if min(map(_size_of, events)) < 0:  # estimated: sized here, on the sender's thread
-                events, charged, size = size_exactly(events)
+            if charged != size:  # estimates, sized on the sender's thread
                 self.released_bytes += charged - size  # the estimate's excess, at once
                 self._move_limits()
-            else:
-                charged = size = batch_bytes(events)
-            self.charge_ratio = charged / size
-            claim = Claim(self.drained, self.drained + len(events), size, events[0][TIMESTAMP])
+            claim = self.claims.open(self.drained, events, size)
             self.drained += len(events)
             self.drained_bytes += charged
-            self._outstanding[id(claim)] = claim
             return claim, events
 
     def claim_now(self, events: list[Event]) -> Claim:
@@ -363,26 +286,18 @@ class Ledger:
         """
         size = batch_bytes(events)
         with self.lock:
-            claim = Claim(self.drained, self.drained + len(events), size, events[0][TIMESTAMP])
+            claim = self.claims.open(self.drained, events, size)
             self.admitted += len(events)
             self.admitted_bytes += size
             self.drained += len(events)
             self.drained_bytes += size
-            self._outstanding[id(claim)] = claim
             return claim
 
     def divide(self, part: Part, groups: list[list[Event]]) -> list[Part]:
-        """Replace ``part`` by one part per group of its records, each settled on its own.
-
-        For a batch whose records need several puts (``large_events="split"``): records a
-        put delivered are settled as such even when a later put fails. Returns [] if
-        ``part`` was settled already.
-        """
+        """Replace ``part`` by one part per group of its records (``ClaimBook.divide``):
+        a batch of split records, settled put by put. [] if ``part`` was settled already."""
         with self.lock:
-            if part.settled:
-                return []
-            part.settled = True
-            return [Part(part.claim, group) for group in groups]
+            return self.claims.divide(part, groups)
 
     def settle(
         self,
@@ -393,82 +308,67 @@ class Ledger:
         reason: DropReason | str | None = None,
         hold: bool = False,
         give_back: bool = False,
-    ) -> None:
+    ) -> int:
         """Settle ``part``: ``delivered`` accepted, ``rejected`` refused one by one by the
         service (by reason), the rest dropped as ``reason``. A part settles once; later calls
         do nothing.
 
         With ``hold``, the rest is held instead: it leaves memory and stays queued, on disk
-        (``on_disk``), and ``holding`` becomes ``reason``. With ``give_back``, the rest
-        returns to the dead process's spool it was adopted from: released, never received.
-        Records of an abandoned claim were counted as ``shutdown``; they move to their real
-        outcome (held or given back, they stay ``shutdown``: they wait on disk for a later
-        process). More records than the claim has left are never counted.
+        (``on_disk``); the spool side keeps why (``SpoolSide.holding``). With ``give_back``,
+        the rest returns to the dead process's spool it was adopted from: released, never
+        received. Records of an abandoned claim were counted as ``shutdown``; they move to
+        their real outcome (held or given back, they stay ``shutdown``: they wait on disk for
+        a later process). More records than the claim has left are never counted.
+
+        Returns:
+            How many records were held (0 without ``hold``).
         """
-        rejected = {k: v for k, v in (rejected or {}).items() if v}
-        claim, events = part.claim, part.events
         with self.lock:
-            if part.settled:
-                return
-            part.settled = True
-            count = min(len(events), claim.remaining)
-            if count <= 0:
-                return
-            size = min(batch_bytes(events[:count]), claim.remaining_bytes)
-            delivered = min(delivered, count)
-            budget = count - delivered
-            for why, n in list(rejected.items()):  # never more refusals than records
-                rejected[why] = min(n, budget)
-                budget -= rejected[why]
-            refused = count - delivered - budget
-            rest = budget
+            settled = self.claims.settle(part, delivered, rejected or {})
+            if settled is None:
+                return 0
+            count, rest = settled.records, settled.rest
             if rest and reason is None:
                 reason = DropReason.INTERNAL_ERROR
-            claim.remaining -= count
-            claim.remaining_bytes -= size
-            if claim.abandoned:
+            if settled.abandoned:
                 self._dropped[DropReason.SHUTDOWN.value] -= count  # counted when it was abandoned
                 if hold or give_back:
                     reason = DropReason.SHUTDOWN  # on disk, for a later process
                     hold = give_back = False
             else:
                 self.released += count
-                self.released_bytes += size
-            self._counts["delivered"] += delivered
-            self._counts["rejected"] += refused
-            for why, n in rejected.items():
-                self._dropped[why] += n
+                self.released_bytes += settled.size
+            self._counts["delivered"] += settled.delivered
+            self._counts["rejected"] += settled.refused
+            self._dropped.update(settled.rejected)
+            key = _key(reason) if reason is not None else None
             if rest and hold:
                 self.on_disk += rest
-                self.holding = _key(reason) if reason is not None else "held"
             elif rest and give_back:
                 pass  # released and counted nowhere: the dead process's spool has them
-            elif rest and reason is not None:
-                self._dropped[_key(reason)] += rest
-            if self.gaps is not None and (refused or (rest and not (hold or give_back))):
+            elif rest and key is not None:
+                self._dropped[key] += rest
+            lost = 0 if hold or give_back else rest  # a hole in the stream, for its marker
+            if self.gaps is not None and (settled.refused or lost):
                 self.gaps.settled(
-                    events[:count],
-                    delivered=delivered,
-                    rejected=rejected,
-                    reason=_key(reason) if reason is not None else None,
-                    rest=0 if hold or give_back else rest,
+                    part.events[:count],
+                    delivered=settled.delivered,
+                    rejected=settled.rejected,
+                    reason=key,
+                    rest=lost,
                 )
-            if claim.remaining <= 0:
-                self._finish(claim)
             self._after_release()
+            return rest if hold else 0
 
     def settle_rest(self, claim: Claim, reason: DropReason | str) -> int:
         """Drop whatever ``claim`` has not settled yet as ``reason``; return how many."""
         with self.lock:
-            count = claim.remaining
-            if claim.abandoned or count <= 0:
-                self._finish(claim)  # an abandoned claim's records stay counted as shutdown
-                return 0
+            count, size = self.claims.rest(claim)
+            if count <= 0:
+                return 0  # nothing left, or abandoned: its records stay counted as shutdown
             self.released += count
-            self.released_bytes += claim.remaining_bytes
+            self.released_bytes += size
             self._dropped[_key(reason)] += count
-            claim.remaining = claim.remaining_bytes = 0
-            self._finish(claim)
             self._after_release()
             return count
 
@@ -479,32 +379,19 @@ class Ledger:
         ``reason`` to what became of them.
         """
         with self.lock:
-            taken = self.take()
+            taken = self.take()  # the queue, as one more claim
+            count, size = self.claims.abandon()
             if taken is not None:
-                taken[0].abandoned = True  # nobody else holds it: settle it here, whole
-                self._finish(taken[0])
-                self._release_as(reason, taken[0].remaining, taken[0].remaining_bytes)
-            count = taken[0].remaining if taken is not None else 0
+                self.claims.finish(taken[0])  # nobody else holds it: settled here, whole
+            self.released += count
+            self.released_bytes += size
+            self._dropped[reason.value] += count
             if self.on_disk:  # never admitted, or held: still on disk, for a later process
                 self._dropped[reason.value] += self.on_disk
                 count += self.on_disk
                 self.on_disk = 0
-            self.holding = None
-            for claim in self._outstanding.values():
-                if claim.remaining > 0 and not claim.abandoned:
-                    claim.abandoned = True
-                    count += claim.remaining
-                    self._release_as(reason, claim.remaining, claim.remaining_bytes)
             self._after_release()
             return count
-
-    def _release_as(self, reason: DropReason, count: int, size: int) -> None:
-        self.released += count
-        self.released_bytes += size
-        self._dropped[reason.value] += count
-
-    def _finish(self, claim: Claim) -> None:
-        self._outstanding.pop(id(claim), None)
 
     def _after_release(self) -> None:
         self._move_limits()
@@ -518,10 +405,7 @@ class Ledger:
     def settled_through(self) -> int:
         """Every record admitted up to this number is settled (delivered or dropped)."""
         with self.lock:
-            for claim in self._outstanding.values():
-                if not claim.abandoned:
-                    return claim.start
-            return self.drained if self.queue else self.admitted
+            return self.claims.first_open(self.drained if self.queue else self.admitted)
 
     def wait_settled(self, target: int, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds until every record up to ``target`` is settled."""
@@ -538,10 +422,7 @@ class Ledger:
         (whose age says nothing about this process's delivery) are not looked at.
         """
         with self.lock:
-            for claim in self._outstanding.values():  # in the order they were taken
-                if claim.remaining > 0 and not claim.abandoned and claim.acker is None:
-                    return claim.first
-            return self.queue[0][TIMESTAMP] if self.queue else None
+            return self.claims.oldest(self.queue[0][TIMESTAMP] if self.queue else None)
 
     def snapshot(self, *, truncated: int) -> DeliveryStats:
         """A consistent ``DeliveryStats``; never raises."""

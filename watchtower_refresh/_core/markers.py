@@ -111,6 +111,12 @@ class Gaps:
             gap.last_ms = max(gap.last_ms, last_ms)
         gap.reasons[reason] += count
 
+    def refused(self, stream: str, timestamp: int, reason: str, count: int) -> None:
+        """Count ``count`` records of ``stream`` (of ``timestamp``, in milliseconds) refused
+        on arrival for ``reason``, if that leaves a hole (``marked``)."""
+        if marked(reason, spooled=False):
+            self.add(stream, timestamp, timestamp, reason, count)
+
     def add_events(self, events: Sequence[Event], reason: str, count: int | None = None) -> None:
         """Count ``events`` (at most ``count`` of them) lost for ``reason``, if that leaves a
         hole: events kept in the spool for a later process are left out."""

@@ -87,6 +87,9 @@ class SpoolSide:
         # and the interval that led there, in seconds (monotonic clock).
         self._retry_at = 0.0
         self._step = 0.0
+        self.holding: str | None = None
+        """Why records of ours are held on disk (a refusal an operator can fix), or None: no
+        hold. Written under the ledger's lock; ``on_disk`` counts the held records."""
         # The writer is opened at the first record of each process (a forked child opens its
         # own); ``pending`` says it is still to be opened.
         self.writer: Spool | None = None
@@ -207,7 +210,9 @@ class SpoolSide:
         return True
 
     def end_backlog(self) -> None:
-        """``close()`` counted the backlog as shutdown; it stays on disk (ledger lock held)."""
+        """``close()`` counted the backlog and the held records as shutdown; they stay on
+        disk, and the hold is over (ledger lock held)."""
+        self.holding = None
         self._step = 0.0
         if self.backlog_from is not None:
             self.backlog_from = None
@@ -219,7 +224,7 @@ class SpoolSide:
         """Whether ``part`` holds records of ours that a hold keeps from being put now."""
         events = part.events
         return (
-            self._ledger.holding is not None
+            self.holding is not None
             and part.claim.acker is None
             and bool(events)
             and len(events[0]) > SPOOL_ID
@@ -247,10 +252,10 @@ class SpoolSide:
             return None
         ledger = self._ledger
         with ledger.lock:
-            if claim.abandoned or part.settled or (ledger.holding is None and not refused):
+            if claim.abandoned or part.settled or (self.holding is None and not refused):
                 return None  # (the hold ended since ``waiting``: send them)
             now = time.monotonic()
-            if ledger.holding is None:
+            if self.holding is None:
                 self._step = HOLD_FIRST
                 self._retry_at = now + self._step
             elif refused and now >= self._retry_at:  # a probe refused again
@@ -261,21 +266,22 @@ class SpoolSide:
                 self.backlog_from = first
             ledger.spill()
             if len(spooled) < len(events):
-                part.settled = True
                 memory: list[Event] = [event for event in events if len(event) <= SPOOL_ID]
-                ledger.settle(claim.part(memory), reason=reason)
-                ledger.settle(claim.part(spooled), reason=reason, hold=True)
+                in_memory, on_disk = ledger.divide(part, [memory, spooled])
+                ledger.settle(in_memory, reason=reason)
+                held = ledger.settle(on_disk, reason=reason, hold=True)
             else:
-                ledger.settle(part, reason=reason, hold=True)
+                held = ledger.settle(part, reason=reason, hold=True)
+            if held:
+                self.holding = reason
             return max(0.0, self._retry_at - now)
 
     def resumed(self) -> None:
         """A put of this process's records succeeded: the hold, if any, is over."""
-        ledger = self._ledger
-        if ledger.holding is None:
+        if self.holding is None:
             return
-        with ledger.lock:
-            ledger.holding = None
+        with self._ledger.lock:
+            self.holding = None
             self._step = 0.0
 
     def refill(self) -> float | None:
@@ -291,7 +297,7 @@ class SpoolSide:
         if start is None or writer is None:
             return None
         ledger = self._ledger
-        probe = ledger.holding is not None
+        probe = self.holding is not None
         if probe:
             if not self._closing():
                 wait = self._retry_at - time.monotonic()

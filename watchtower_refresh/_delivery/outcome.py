@@ -81,6 +81,8 @@ class Settings(Protocol):
 class Holder(Protocol):
     """Where records refused for a reason an operator can fix wait (the spool side)."""
 
+    @property
+    def holding(self) -> str | None: ...
     def waiting(self, part: Part) -> bool: ...
     def hold(self, part: Part, reason: str, *, refused: bool) -> float | None: ...
     def resumed(self) -> None: ...
@@ -257,7 +259,7 @@ class Outcomes:
         return (
             holder is not None
             and holder.waiting(part)
-            and holder.hold(part, self._ledger.holding or "held", refused=False) is not None
+            and holder.hold(part, holder.holding or "held", refused=False) is not None
         )
 
     def _limit(self, deadline: float | None) -> Callable[[], float | None]:

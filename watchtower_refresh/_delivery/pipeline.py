@@ -223,7 +223,7 @@ class Pipeline:
         sender = self.generations.sender
         if sender is not None:
             sender.wake.set()
-        if ledger.gated:
+        if ledger.gate.gated:
             self._emit_raced_close()
 
     def _emit_raced_close(self) -> None:
@@ -258,7 +258,7 @@ class Pipeline:
         ledger = self.ledger
         with ledger.lock:
             if exiting():
-                if generations.running() and not ledger.spilling and ledger.has_room(cost):
+                if generations.running() and not ledger.gate.spilling and ledger.has_room(cost):
                     # Only the sender's wake-up kept it off the fast path: queue it.
                     self._queue_and_wake(event, cost)
                     return

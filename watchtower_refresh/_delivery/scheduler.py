@@ -376,14 +376,14 @@ class Sender:
         Never more than half the byte cap, which must hold a full batch and more."""
         ledger = self._ledger
         size = self._host.max_batch_size
-        return min(int(size * ledger.charge_ratio), max(size, ledger.max_bytes // 2))
+        return min(int(size * ledger.queue.charge_ratio), max(size, ledger.max_bytes // 2))
 
     def _take_what_is_due(self) -> float | None:
         """Take records off the queue if they are due; return how long to wait (None: stop)."""
         if self.fenced:
             return None  # a newer generation takes what is queued: end once ours is settled
         held_due = None
-        if self._ledger.spilling:
+        if self._ledger.gate.spilling:
             try:
                 held_due = self._host.refill()
             except Exception as exc:  # keep the scheduler alive
