@@ -345,7 +345,9 @@ def test_a_signal_handler_logging_faster_than_puts_cannot_hold_a_log_call(
     done = run_python(aws, "-c", SIGNAL_EVERY_TENTH.replace("{group}", group))
     assert done.returncode == 0, done.stderr
     longest, logged, delivered, dropped, queued = done.stdout.split()
-    assert float(longest) < 3.5  # flush_timeout=2, plus a put under way and a loaded machine
+    # flush_timeout=2, plus a put under way; the margin is for make test's own load (4.6 s
+    # seen there). Held, the call lasted as long as the signals came: until the timeout.
+    assert float(longest) < 8
     assert (int(delivered), int(dropped), int(queued)) == (3 + int(logged), 0, 0)
     read = messages(group)
     assert {"call 0", "call 1", "call 2"} <= set(read)
