@@ -42,25 +42,6 @@ from watchtower_refresh.testing import FakeAWS, Fault
 Read = Callable[[str], list[str]]
 
 
-def test_a_batch_refused_a_thousand_times_is_still_delivered_once(
-    aws: FakeAWS, make_handler: Any, messages: Read, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # 1,100 unavailable answers are about three hours of real backoff; with no pause between
-    # them the backoff arithmetic is what is tested: it used to overflow at attempt 1,024.
-    # (Throttled answers wait for the process's pace instead: tests/test_pace.py.)
-    monkeypatch.setattr(watchtower_refresh._delivery.deliver, "BACKOFF_CAP", 0.0)
-    aws.injector.add_fault(
-        Fault("ServiceUnavailableException", action="PutLogEvents", status=503, times=1100)
-    )
-    handler = make_handler("/life/throttled", queue_max_events=10)
-    logger_for(handler).info("patient")
-    assert handler.flush(timeout=120)
-    stats = handler.stats
-    assert (stats.delivered, stats.dropped, stats.queued) == (1, {}, 0)
-    assert stats.retried >= 1100
-    assert messages("/life/throttled") == ["patient"]
-
-
 def test_a_hanging_put_at_exit_is_counted_and_reported_not_lost_silently(aws: FakeAWS) -> None:
     aws.injector.add_fault(Fault("", action="PutLogEvents", delay=20.0))
     script = textwrap.dedent(

@@ -190,6 +190,23 @@ def test_throttled_then_accepted_is_delivered_once_and_counted_retried() -> None
     assert service.accepted == ["patient"]
 
 
+def test_a_batch_refused_a_thousand_times_is_still_delivered_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 1,100 unavailable answers are about three hours of real backoff; with no pause between
+    # them the backoff arithmetic is what is tested: it used to overflow at attempt 1,024.
+    # (Throttled answers wait for the process's pace instead: tests/test_pace.py.)
+    monkeypatch.setattr("watchtower_refresh._delivery.deliver.BACKOFF_CAP", 0.0)
+    pipeline, service, _ = build(queue_max_events=10)
+    service.script = [error("ServiceUnavailableException")] * 1100
+    log(pipeline, "patient")
+    assert flush(pipeline, timeout=60)
+    stats = pipeline.ledger.snapshot(truncated=0)
+    assert (stats.delivered, stats.dropped, stats.queued) == (1, {}, 0)
+    assert stats.retried >= 1100
+    assert service.accepted == ["patient"]
+
+
 def test_a_refusal_drops_the_batch_under_the_error_code() -> None:
     pipeline, service, _ = build()
     service.script = [error("AccessDeniedException")]
