@@ -3,14 +3,16 @@ and every action the handler really calls on the fake AWS."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import boto3
 import pytest
 
-from tests.conftest import REGION, ROLE_ARN
+from tests.conftest import REGION, ROLE_ARN, SOAK
 from watchtower_refresh import ConfigurationError, RefreshingCloudWatchLogHandler
 from watchtower_refresh._aws.failures import permission_hint
 from watchtower_refresh._aws.iam import (
@@ -222,10 +224,34 @@ def printed_actions(
     return actions
 
 
-@pytest.mark.parametrize("role", [None, ROLE_ARN], ids=["own-keys", "role"])
-@pytest.mark.parametrize("tags", [None, "team=platform"], ids=["no-tags", "tags"])
-@pytest.mark.parametrize("retention", [None, 7], ids=["no-retention", "retention"])
-@pytest.mark.parametrize("place", PLACES)
+# Retention, tags and a role, each off (0) or on (1). make soak tries every combination
+# with every place; make test tries each place twice, with opposite choices, picked so that
+# every pair of the three meets in all four of its settings: 10 cases of 40.
+PAIRWISE = ((0, 0, 0), (0, 1, 1), (1, 0, 1), (1, 1, 0), (0, 0, 0))
+
+
+def policy_cases() -> Iterator[Any]:
+    """The places and options of the test below, each with its id."""
+    for place, pattern in zip(PLACES, PAIRWISE, strict=True):
+        picks: Iterable[tuple[int, ...]] = (pattern, tuple(1 - on for on in pattern))
+        if SOAK:
+            picks = itertools.product((0, 1), repeat=3)
+        for retention, tags, role in picks:
+            name = (
+                f"{place}-{'retention' if retention else 'no-retention'}"
+                f"-{'tags' if tags else 'no-tags'}-{'role' if role else 'own-keys'}"
+            )
+            yield pytest.param(
+                place,
+                7 if retention else None,
+                "team=platform" if tags else None,
+                ROLE_ARN if role else None,
+                id=name,
+            )
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize(("place", "retention", "tags", "role"), list(policy_cases()))
 def test_the_printed_policy_grants_every_action_the_handler_calls(
     aws: FakeAWS,
     capsys: pytest.CaptureFixture[str],
