@@ -41,8 +41,8 @@ demo-spool: $(DEMO_STAMP) ## kill -9 a process that logs with a disk spool, then
 
 test: $(STAMP) ## ruff, mypy --strict, pytest with branch coverage, the docs site
 	@$(MAKE) --no-print-directory lint
-	@# mypy and the docs build each take a core for half a minute, the suite minutes: side by
-	@# side, each printing its output whole when it is done
+	@# mypy and the docs build each take one core for half a minute while the suite runs:
+	@# side by side, each printing its output whole when it is done
 	@$(MAKE) --no-print-directory -j3 --output-sync=target types docs pytest
 
 bench: $(STAMP) ## the benchmarks of docs/performance.md
