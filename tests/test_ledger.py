@@ -34,7 +34,7 @@ def test_a_claim_settles_each_record_once() -> None:
     ledger.settle(part, delivered=6)  # settled already: nothing happens
     ledger.settle_rest(claim, "internal_error")
     ledger.settle_rest(claim, "internal_error")
-    stats = ledger.snapshot(truncated=0)
+    stats = ledger.snapshot()
     assert stats.delivered == 6
     assert stats.dropped == {"internal_error": 4}
     assert stats.queued == 0
@@ -50,9 +50,9 @@ def test_abandon_counts_queue_and_flight_once_and_a_late_answer_corrects_it() ->
     admit(ledger, events(3))  # still queued
     assert ledger.abandon() == 8
     assert ledger.abandon() == 0
-    assert ledger.snapshot(truncated=0).dropped == {"shutdown": 8}
+    assert ledger.snapshot().dropped == {"shutdown": 8}
     ledger.settle(claim.part(batch), delivered=5)  # the put in flight succeeded after all
-    stats = ledger.snapshot(truncated=0)
+    stats = ledger.snapshot()
     assert (stats.delivered, stats.dropped, stats.queued) == (5, {"shutdown": 3}, 0)
 
 
@@ -73,7 +73,7 @@ def test_rejected_records_count_once_under_their_reason() -> None:
     taken = ledger.take()
     assert taken is not None
     ledger.settle(taken[0].part(taken[1]), delivered=1, rejected={"too_old": 2, "too_new": 5})
-    stats = ledger.snapshot(truncated=0)
+    stats = ledger.snapshot()
     assert stats.delivered == 1
     assert stats.rejected == 3
     assert stats.dropped == {"too_old": 2, "too_new": 1}
@@ -94,7 +94,7 @@ def test_stats_never_raises_while_other_threads_count_new_reasons() -> None:
     def read() -> None:
         try:
             for _ in range(300):
-                ledger.snapshot(truncated=0)
+                ledger.snapshot()
         except BaseException as exc:
             errors.append(exc)
 
@@ -152,7 +152,7 @@ def test_any_order_of_operations_adds_up(steps: list[tuple[str, int]]) -> None:
                 ledger.settle_rest(claim, "ThrottlingException")
         elif action == "abandon":
             ledger.abandon()
-        stats = ledger.snapshot(truncated=0)
+        stats = ledger.snapshot()
         assert stats.queued >= 0
         assert stats.queued <= 8
         assert stats.received == given_records
@@ -179,7 +179,7 @@ def test_estimated_sizes_are_made_exact_and_their_excess_released() -> None:
     # Nothing held, nothing leaked: the whole cap is free again.
     assert ledger.admitted_bytes == ledger.released_bytes
     assert ledger.gate.limit_bytes == ledger.released_bytes + ledger.max_bytes
-    assert ledger.snapshot(truncated=0).delivered == 11
+    assert ledger.snapshot().delivered == 11
 
 
 def test_an_estimate_sized_on_take_is_escaped() -> None:

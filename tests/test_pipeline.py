@@ -122,7 +122,7 @@ def log(pipeline: Pipeline, *messages: str) -> None:
 
 
 def received(pipeline: Pipeline) -> int:
-    stats = pipeline.ledger.snapshot(truncated=0)
+    stats = pipeline.ledger.snapshot()
     return stats.delivered + stats.dropped_total + stats.queued
 
 
@@ -150,7 +150,7 @@ def test_the_first_record_opens_and_close_delivers_the_rest() -> None:
     assert pipeline.close_by(time.monotonic() + 5)
     assert pipeline.state is State.CLOSED
     assert service.accepted == ["one", "two", "three"]
-    assert pipeline.ledger.snapshot(truncated=0).delivered == 3
+    assert pipeline.ledger.snapshot().delivered == 3
 
 
 def test_a_record_after_close_reopens_with_a_new_generation() -> None:
@@ -185,7 +185,7 @@ def test_throttled_then_accepted_is_delivered_once_and_counted_retried() -> None
     service.script = [error("ThrottlingException"), error("ThrottlingException")]
     log(pipeline, "patient")
     assert flush(pipeline)
-    stats = pipeline.ledger.snapshot(truncated=0)
+    stats = pipeline.ledger.snapshot()
     assert (stats.delivered, stats.retried, stats.dropped) == (1, 2, {})
     assert service.accepted == ["patient"]
 
@@ -201,7 +201,7 @@ def test_a_batch_refused_a_thousand_times_is_still_delivered_once(
     service.script = [error("ServiceUnavailableException")] * 1100
     log(pipeline, "patient")
     assert flush(pipeline, timeout=60)
-    stats = pipeline.ledger.snapshot(truncated=0)
+    stats = pipeline.ledger.snapshot()
     assert (stats.delivered, stats.dropped, stats.queued) == (1, {}, 0)
     assert stats.retried >= 1100
     assert service.accepted == ["patient"]
@@ -213,7 +213,7 @@ def test_a_refusal_drops_the_batch_under_the_error_code() -> None:
     with pytest.warns(Warning, match="AccessDenied"):
         log(pipeline, "denied 1", "denied 2")
         assert flush(pipeline)
-    stats = pipeline.ledger.snapshot(truncated=0)
+    stats = pipeline.ledger.snapshot()
     assert stats.dropped == {"AccessDeniedException": 2}
     assert received(pipeline) == 2
 
@@ -229,15 +229,15 @@ def test_close_counts_what_it_cannot_deliver_as_shutdown(capsys: Any) -> None:
     service.script = [hang]
     log(pipeline, "stuck")
     pipeline.close_by(time.monotonic() + 0.2)
-    stats = pipeline.ledger.snapshot(truncated=0)
+    stats = pipeline.ledger.snapshot()
     assert stats.dropped == {"shutdown": 1}
     assert (stats.queued, received(pipeline)) == (0, 1)
     assert "1 record for log group /stub/group could not be delivered" in capsys.readouterr().err
     release.set()  # answered after all: the record moves from shutdown to delivered
     deadline = time.monotonic() + 5
-    while pipeline.ledger.snapshot(truncated=0).delivered != 1 and time.monotonic() < deadline:
+    while pipeline.ledger.snapshot().delivered != 1 and time.monotonic() < deadline:
         time.sleep(0.01)
-    stats = pipeline.ledger.snapshot(truncated=0)
+    stats = pipeline.ledger.snapshot()
     assert (stats.delivered, stats.dropped, received(pipeline)) == (1, {}, 1)
 
 
@@ -254,7 +254,7 @@ def test_a_queue_past_its_caps_refuses_and_counts() -> None:
     with pytest.warns(Warning, match="queue of log group /stub/group is full"):
         log(pipeline, *(f"r{n}" for n in range(10)))
         pipeline.issue_warnings()
-    stats = pipeline.ledger.snapshot(truncated=0)
+    stats = pipeline.ledger.snapshot()
     assert stats.dropped == {DropReason.QUEUE_FULL.value: 7}
     assert stats.queued == 3
     release.set()
@@ -271,7 +271,7 @@ def test_a_synchronous_handler_sends_from_the_caller_within_its_deadline() -> No
         log(pipeline, "sync")
     assert time.monotonic() - started < 2.0  # a hang guard: the bound is 0.3 s
     assert pipeline.sender is None
-    assert pipeline.ledger.snapshot(truncated=0).dropped == {"timeout": 1}
+    assert pipeline.ledger.snapshot().dropped == {"timeout": 1}
     given = [w for w in target.within if w is not None]
     assert given
     assert all(w <= 0.3 for w in given)

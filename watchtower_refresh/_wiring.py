@@ -81,8 +81,7 @@ class Wiring:
 
     def stats(self) -> DeliveryStats:
         """What the handler did with its records in this process, as a snapshot."""
-        ledger = self.pipeline.ledger
-        return ledger.snapshot(truncated=ledger.truncated)
+        return self.pipeline.ledger.snapshot()
 
     def held_here(self) -> bool:
         """Whether this thread holds the ledger's lock (a signal handler interrupted it)."""

@@ -424,7 +424,7 @@ class Ledger:
         with self.lock:
             return self.claims.oldest(self.queue[0][TIMESTAMP] if self.queue else None)
 
-    def snapshot(self, *, truncated: int) -> DeliveryStats:
+    def snapshot(self) -> DeliveryStats:
         """A consistent ``DeliveryStats``; never raises."""
         with self.lock:
             dropped = {reason: n for reason, n in self._dropped.items() if n}
@@ -434,7 +434,7 @@ class Ledger:
                 dropped=dropped,
                 retried=self._counts["retried"],
                 credential_refreshes=self._counts["credential_refreshes"],
-                truncated=truncated,
+                truncated=self.truncated,
                 queued=self.admitted - self.released + self.on_disk,
                 replayed=self._counts["replayed"],
                 corrupt=self._counts["corrupt"],

@@ -228,7 +228,7 @@ class SelfMetrics:
         stats = since
         try:
             ledger = self._ledger
-            stats = ledger.snapshot(truncated=ledger.truncated)
+            stats = ledger.snapshot()
             accepted = self._write(stats, since, ledger.oldest_timestamp(), stop, final=final)
         except Exception as exc:  # never into the sender; the counts wait for the next event
             self._reporter.once(
