@@ -32,7 +32,9 @@ from watchtower_refresh._spool import (
     forks,
 )
 from watchtower_refresh._spool import format as spool_format
+from watchtower_refresh._spool import owner as owner_module
 from watchtower_refresh._spool.adoption import _Claim
+from watchtower_refresh._spool.layout import others_bytes
 
 GROUP = "app"
 
@@ -755,6 +757,29 @@ def test_an_append_interrupted_by_a_signal_handler_neither_deadlocks_nor_mixes_r
     assert spool.append("s", 3, "after close") is None
     found, _ = replay(tmp_path)
     assert [r.message for r in found] == ["interrupted"]
+
+
+def test_a_close_during_a_refused_append_still_hands_the_spool_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The spool is full; a signal handler closes it while the next append measures the
+    # other writers' directories. The refused append finishes the close: the owner's lock is
+    # released, and what it wrote is adopted by the next process.
+    monkeypatch.setattr(current, "RESCAN_SECONDS", 0.0)
+    spool = open_spool(tmp_path, max_bytes=32 * 1024, segment_bytes=8192)
+    written = 0
+    while spool.append("s", 0, "m" * 1000) is not None:
+        written += 1
+
+    def interrupted(spool_fd: int, own: str | None) -> int:
+        spool.close()
+        return others_bytes(spool_fd, own)
+
+    monkeypatch.setattr(owner_module, "others_bytes", interrupted)
+    assert spool.append("s", 0, "m" * 1000) is None
+    monkeypatch.setattr(owner_module, "others_bytes", others_bytes)
+    found, _ = replay(tmp_path)
+    assert len(found) == written > 0
 
 
 def test_space_freed_by_another_writer_is_seen(

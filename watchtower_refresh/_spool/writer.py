@@ -191,6 +191,7 @@ class Spool:
             self._stats.errors += 1
             return None
         self._appending = True
+        written: int | None = None
         try:
             encoded = self._streams.get(stream)
             if encoded is None:
@@ -204,29 +205,24 @@ class Spool:
             body = RECORD.pack(record_id, timestamp_ms, len(encoded)) + encoded + text
             size = len(body) + FRAME_SIZE
             segment = self._segment
-            if size > segment.budget and not self._make_room(size):
-                self._appending = False
-                return None
-            segment.write(FRAME.pack(SYNC, len(body), crc32(body)) + body)
-            # A store into the mapped tail file, no system call: after the last intact
-            # frame of a dead writer, it tells how many records followed.
-            self._tail[0] = record_id
-            if self.fsync:  # the record is on the disk (``write``): now its id too
-                self._owner.tail.sync()
-            self._next_id = record_id + 1
-            self._appending = False
-            if self._closed:  # closed while this append was under way: finish the close
-                self._finish_close()
-            return record_id
+            if size <= segment.budget or self._make_room(size):
+                segment.write(FRAME.pack(SYNC, len(body), crc32(body)) + body)
+                # A store into the mapped tail file, no system call: after the last intact
+                # frame of a dead writer, it tells how many records followed.
+                self._tail[0] = record_id
+                if self.fsync:  # the record is on the disk (``write``): now its id too
+                    self._owner.tail.sync()
+                self._next_id = record_id + 1
+                written = record_id
         except OSError as exc:
             with self._lock:
                 self._write_failed(exc)
         except Exception:  # never raise into emit(): struct range errors and the like
             self._stats.errors += 1
         self._appending = False
-        if self._closed:
+        if self._closed:  # closed while this append was under way: finish the close
             self._finish_close()
-        return None
+        return written
 
     def _make_room(self, size: int) -> bool:
         """The slow path of append: open, roll over, or refuse; True when it may write."""
