@@ -386,7 +386,7 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
                 return  # held in its log_buffer() scope (see _buffer)
             message = formatter.format(record)
         except Exception:
-            self._wiring.lost(record, DropReason.FORMAT_ERROR)
+            self._lost(record, DropReason.FORMAT_ERROR)
             self.handleError(record)
             return
         try:
@@ -432,8 +432,15 @@ class RefreshingCloudWatchLogHandler(WatchtowerViews):
                 return
             pipeline.admit_slow(event, cost)
         except Exception:
-            self._wiring.lost(record, DropReason.INTERNAL_ERROR)
+            self._lost(record, DropReason.INTERNAL_ERROR)
             self.handleError(record)
+
+    def _lost(self, record: logging.LogRecord, reason: DropReason) -> None:
+        """Count ``record`` as lost on arrival, in its stream's marker if it has one."""
+        ledger = self._pipeline.ledger
+        place = self._streams.place(record) if ledger.gaps is not None else None
+        stream, timestamp = place or (None, 0)
+        ledger.drop(reason, stream=stream, timestamp=timestamp)
 
     def count_discarded(self, count: int) -> None:
         """Count ``count`` records a ``log_buffer()`` scope held and let go."""

@@ -96,6 +96,14 @@ class StreamNames:
             name = self.cache[key] = self._format(record)
         return name
 
+    def place(self, record: logging.LogRecord) -> tuple[str, int] | None:
+        """``record``'s stream and time (milliseconds since the epoch), or None if a broken
+        record gives neither: where a marker puts a record that was lost on arrival."""
+        try:
+            return self.fixed or self.for_record(record), int(record.created * 1000)
+        except Exception:
+            return None
+
     def _format(self, record: logging.LogRecord) -> str:
         fields = self._fields
         if fields is None:

@@ -5,14 +5,13 @@ names it has worked out (``_streams``), the destination (``_aws``: the client, t
 stream set-up, the entity) and the pipeline (``_delivery``: the ledger, the sender, the
 spool side). ``Wiring`` builds them from the options when the handler is made, and afresh in
 a forked child, whose parent keeps its threads, client and held records and delivers them.
-It also answers what the handler is asked of them beyond a record's way in: how a record
-lost on arrival is counted, the ``stats`` snapshot, and whether this thread holds the lock
-that delivery needs.
+It also answers what the handler is asked of them beyond a record's way in: the ``stats``
+snapshot, and whether this thread holds the lock that delivery needs. A record itself never
+comes here: the handler hands the pipeline events.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,6 @@ from ._compat import holds_lock
 from ._core.events import Event
 from ._core.ledger import DeliveryStats
 from ._core.markers import Style
-from ._core.reasons import DropReason
 from ._delivery.pipeline import Pipeline
 from ._report import Reporter
 from ._settings import HandlerOptions
@@ -64,20 +62,6 @@ class Wiring:
         self.streams = StreamNames(options.log_stream_name)
         self.destination = Destination(options, session_factory, fixed_client, reporter.once)
         self.pipeline = Pipeline(options, lock, self.destination, put, reporter, marker_style)
-
-    def lost(self, record: logging.LogRecord, reason: DropReason) -> None:
-        """Count ``record`` as lost on arrival, in its stream's marker if it has one."""
-        ledger = self.pipeline.ledger
-        stream = None
-        timestamp = 0
-        if ledger.gaps is not None:
-            try:
-                streams = self.streams
-                stream = streams.fixed or streams.for_record(record)
-                timestamp = int(record.created * 1000)
-            except Exception:  # counted all the same, with no stream to mark
-                stream = None
-        ledger.drop(reason, stream=stream, timestamp=timestamp)
 
     def stats(self) -> DeliveryStats:
         """What the handler did with its records in this process, as a snapshot."""
