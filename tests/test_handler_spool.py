@@ -327,6 +327,30 @@ def test_replay_keeps_streams_and_timestamps_and_counts_the_too_old_as_rejected(
     assert len(left) == 1  # the other group's records wait for a handler of that group
 
 
+@pytest.mark.parametrize("large_events", ["truncate", "split"])
+def test_a_replayed_record_over_the_size_limit_is_cut_as_a_new_one_would_be(
+    aws: FakeAWS, make_handler: Any, messages: Read, tmp_path: Path, large_events: str
+) -> None:
+    # Written by a process whose limit was larger: the adopter sends it under its own.
+    dead_owner(tmp_path, "/spool/long", [("s", now_ms(), "x" * 5000)])
+    handler = make_handler(
+        "/spool/long", spool_dir=str(tmp_path), max_message_size=1026, large_events=large_events
+    )
+    assert handler.flush(timeout=20)
+    got = messages("/spool/long")
+    assert all(len(m.encode()) <= 1000 for m in got)
+    stats = handler.stats
+    assert stats.replayed == 1
+    if large_events == "split":
+        assert len(got) > 5  # 5000 bytes in parts of at most 1000, with their headers
+        assert "".join(got).count("x") == 5000
+        assert stats.truncated == 0
+    else:
+        marker = " [truncated: 5000 bytes in all]"
+        assert got == ["x" * (1000 - len(marker)) + marker]
+        assert stats.truncated == 1
+
+
 # --------------------------------------------------------------------------- full, damaged
 
 

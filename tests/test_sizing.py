@@ -7,7 +7,7 @@ from typing import Any
 
 from watchtower_refresh import RefreshingCloudWatchLogHandler, join_parts
 from watchtower_refresh._core.ledger import Ledger
-from watchtower_refresh._sizing import Sizing
+from watchtower_refresh._core.sizing import Sizing
 
 
 def _sizing(**options: Any) -> Sizing:

@@ -3,7 +3,7 @@
 The handler is the thin front of a pipeline. A record goes down once:
 
 1. ``emit()`` (caller's thread) formats the record, sizes it, truncates it if needed (the
-   rules are ``_sizing``'s), picks its stream and, with ``spool_dir``, writes it to this
+   rules are ``_core.sizing``'s), picks its stream and, with ``spool_dir``, writes it to this
    process's spool (through ``_delivery.backlog``'s spool side). On the
    common path it then appends the event to the ledger's queue (``_core.ledger``) under the
    handler's own lock: no other lock, no clock, no network. Any other case (the first record,
@@ -38,6 +38,7 @@ from ._buffer import Buffer
 from ._core.events import EVENT_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES, Event
 from ._core.ledger import DeliveryStats
 from ._core.reasons import DropReason
+from ._core.sizing import Sizing
 from ._formatter import marker_style
 from ._process import arrange as arrange_shutdown
 from ._process import finalizing, live, register
@@ -55,7 +56,6 @@ from ._settings import (
     DEFAULT_SPOOL_MAX_BYTES,
     HandlerOptions,
 )
-from ._sizing import Sizing
 from ._trace import OTEL_TRACE, TraceContext, in_lambda
 from ._watchtower_views import WatchtowerViews
 from ._wiring import Wiring

@@ -24,10 +24,10 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from .._compat import holds_lock
-from .._core.events import EVENT_OVERHEAD, SPOOL_ID, Event, truncate, utf8_size
+from .._core.events import EVENT_OVERHEAD, SPOOL_ID, Event
 from .._core.ledger import Ledger, Part
-from .._core.parts import split_size
 from .._core.reasons import DropReason
+from .._core.sizing import Sizing
 from .._process import mark_delivery_thread
 from .._spool import DEFAULT_SEGMENT_BYTES, Adoption, Spool, SpooledRecord, adopt
 from .outcome import HOLD_FIRST, HOLD_MAX, Acknowledge, Outcomes
@@ -79,6 +79,7 @@ class SpoolSide:
         closing: Callable[[], bool] = lambda: False,
     ) -> None:
         self._settings = settings
+        self._sizing = Sizing(settings)  # records read back are sized as emit() sizes them
         self._ledger = ledger
         self._lock = lock
         self._warn_soon = warn_soon
@@ -341,11 +342,8 @@ class SpoolSide:
                 ledger.drop(DropReason.SPOOL_ERROR, unreadable)
             ledger.unspill()
             return None
-        limit = self._settings.max_message_size - EVENT_OVERHEAD
         for record in records:
-            message, size = utf8_size(record.message)
-            if size > limit:  # kept whole by emit() for large_events="split"
-                size = split_size(message, size, limit)
+            message, size = self._sizing.read_back(record.message, ledger)
             cost = size + EVENT_OVERHEAD
             if not ledger.has_room(cost):
                 break
@@ -412,20 +410,16 @@ class SpoolSide:
     ) -> bool:
         """Deliver one adopted batch; True if the service refused it for a reason an operator
         can fix (it went back to its spool)."""
-        limit = self._settings.max_message_size - EVENT_OVERHEAD
-        events: list[Event] = []
-        for record in records:
-            message, size = utf8_size(record.message)
-            if size > limit and self._settings.large_events == "split":
-                size = split_size(message, size, limit)
-            elif size > limit:
-                message, size = truncate(message, size, limit)
-            events.append((record.stream, record.timestamp_ms, message, size, record.id))
         lock = self._lock
         if lock is None:
             return False
-        with lock:  # admissions are made under it
-            claim = self._ledger.claim_now(events)
+        ledger = self._ledger
+        events: list[Event] = []
+        with lock:  # admissions, and the count of truncations, are made under it
+            for record in records:
+                message, size = self._sizing.read_back(record.message, ledger)
+                events.append((record.stream, record.timestamp_ms, message, size, record.id))
+            claim = ledger.claim_now(events)
         claim.acker = ack
         try:
             return outcomes.deliver_claim(claim, events, stop, deadline=None)

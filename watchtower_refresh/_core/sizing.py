@@ -6,18 +6,32 @@ length is its size. Everything else comes here: non-ASCII text, which is encoded
 given an upper bound, and a message over the limit, which is truncated or, with
 ``large_events="split"``, kept whole and charged the size of its parts (``_core.parts``).
 
-``Sizing`` holds the rules only; what it marks (``truncated``, the queue's ``estimated``) is
-the ledger's, written under the handler's lock like the rest of the admission path.
+The same rules size a record read back from a spool (``read_back``), whether this process's
+backlog or a dead process's records being replayed. ``Sizing`` holds the rules only; what it
+marks (``truncated``, the queue's ``estimated``) is the ledger's, written under the
+handler's lock like the rest of the admission path.
 """
 
 from __future__ import annotations
 
-from ._core.events import ESTIMATE_PER_CHAR, EVENT_OVERHEAD, truncate, utf8_size
-from ._core.ledger import Ledger
-from ._core.parts import split_size
-from ._settings import HandlerOptions
+from typing import Protocol
+
+from .events import ESTIMATE_PER_CHAR, EVENT_OVERHEAD, truncate, utf8_size
+from .ledger import Ledger
+from .parts import split_size
 
 __all__ = ["Sizing"]
+
+
+class Settings(Protocol):
+    """The options that size an event."""
+
+    @property
+    def max_message_size(self) -> int: ...
+    @property
+    def large_events(self) -> str: ...
+    @property
+    def spool_dir(self) -> str | None: ...
 
 
 class Sizing:
@@ -30,7 +44,7 @@ class Sizing:
 
     __slots__ = ("estimate", "limit", "split")
 
-    def __init__(self, options: HandlerOptions) -> None:
+    def __init__(self, options: Settings) -> None:
         self.limit = options.max_message_size - EVENT_OVERHEAD
         """Most UTF-8 bytes of a message, in bytes (the event's overhead left out)."""
         self.split = options.large_events == "split"
@@ -66,6 +80,15 @@ class Sizing:
                 return message, size, text  # split: the spool keeps the whole message
             text = None
         return message, size, text
+
+    def read_back(self, message: str, ledger: Ledger) -> tuple[str, int]:
+        """Size ``message``, read back from a spool: ``(message, size)``, exact, and cut like
+        a new record's when over the limit (a record kept whole for a split, or written under
+        other options by a dead process)."""
+        message, size = utf8_size(message)
+        if size > self.limit:
+            message, size = self.cut(message, size, None, ledger)
+        return message, size
 
     def cut(self, message: str, size: int, text: bytes | None, ledger: Ledger) -> tuple[str, int]:
         """A message of ``size`` bytes over the limit: ``(message, size)``, split
