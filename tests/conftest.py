@@ -198,9 +198,14 @@ def messages(aws: FakeAWS) -> Callable[[str], list[str]]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the longest tests first: ``make test`` hands tests to its processes one at a time
-    (``--dist load``), so the ones that take a minute start at once instead of last."""
-    items.sort(
-        key=lambda item: (
-            0 if item.get_closest_marker("wheel") else 1 if item.get_closest_marker("slow") else 2
-        )
-    )
+    (``--dist load``), so the ones that take many seconds (``slow``, ``soak``, the wheel's)
+    start at once, beside the short ones, instead of last."""
+
+    def weight(item: pytest.Item) -> int:
+        if item.get_closest_marker("wheel"):
+            return 0
+        if item.get_closest_marker("slow") or item.get_closest_marker("soak"):
+            return 1
+        return 2
+
+    items.sort(key=weight)

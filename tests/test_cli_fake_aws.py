@@ -33,6 +33,7 @@ def shell_environment(lines: str) -> dict[str, str]:
     return dict(pairs)
 
 
+@pytest.mark.slow
 def test_exports_send_check_and_the_quick_start_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
     # A leftover from real keys must not mix with the fake ones.
     monkeypatch.setenv("AWS_SESSION_TOKEN", "left-over-token")

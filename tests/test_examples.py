@@ -467,6 +467,7 @@ def test_the_api_reference_documents_every_public_name() -> None:
     assert documented == set(watchtower_refresh.__all__) - {"__version__"}
 
 
+@pytest.mark.slow
 def test_the_testing_example_passes_as_a_users_test(tmp_path: Path) -> None:
     # Outside this project's pytest configuration, as in an application's own suite.
     options = ["-q", "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir", str(tmp_path)]

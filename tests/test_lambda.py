@@ -80,6 +80,7 @@ def test_flush_happens_when_the_function_raises(aws: FakeAWS, messages: Read) ->
     second.close()
 
 
+@pytest.mark.slow
 def test_flush_is_bounded_by_the_time_left(aws: FakeAWS) -> None:
     aws.injector.add_fault(Fault("ServiceUnavailableException", action="PutLogEvents", status=503))
     first, second = handler_pair()

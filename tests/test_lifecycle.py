@@ -314,6 +314,7 @@ print(max(waits), logged, stats.delivered, stats.dropped_total, stats.queued)
 """
 
 
+@pytest.mark.slow
 def test_a_signal_handler_logging_faster_than_puts_cannot_hold_a_log_call(
     aws: FakeAWS, messages: Read
 ) -> None:
@@ -1012,6 +1013,7 @@ def test_a_close_from_a_signal_handler_during_a_spool_write_delivers_each_record
     assert (handler.stats.delivered, handler.stats.replayed) == (3, 0)
 
 
+@pytest.mark.slow
 def test_a_sender_given_up_by_close_takes_nothing_of_the_reopened_handler(
     aws: FakeAWS, make_handler: Any, messages: Callable[[str], list[str]], monkeypatch: Any
 ) -> None:

@@ -55,6 +55,7 @@ def log_numbered(handler: logging.Handler, count: int, prefix: str = "record") -
     return sent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "faults",
     [

@@ -235,6 +235,7 @@ def test_a_hanging_put_ends_within_flush_timeout(
     assert handler.stats.retried == 1
 
 
+@pytest.mark.slow
 def test_a_synchronous_log_call_waits_at_most_flush_timeout(
     aws: FakeAWS, make_handler: Any, messages: Read
 ) -> None:
