@@ -61,14 +61,14 @@ lint: $(STAMP) ## ruff check and ruff format --check
 types: $(STAMP) ## mypy --strict
 	$(BIN)/mypy
 
-pytest: $(STAMP) ## the test suite with branch coverage, in 4 processes, longest tests first
+pytest: $(STAMP) ## the test suite with branch coverage, in 5 processes, longest tests first
 	@# Compiled first, once: the package, which hundreds of the suite's Python processes
-	@# import, and the test modules as pytest rewrites their asserts, which each of the 4
+	@# import, and the test modules as pytest rewrites their asserts, which each of the 5
 	@# processes otherwise did for itself (6 s of CPU each). PYTHONDONTWRITEBYTECODE would
 	@# keep pytest from writing what it rewrote: unset for that one collection.
 	$(BIN)/python -m compileall -q watchtower_refresh > /dev/null
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest --collect-only -q --no-cov -p no:cacheprovider > /dev/null
-	$(BIN)/pytest -n 4 --dist load --maxschedchunk 1
+	$(BIN)/pytest -n 5 --dist load --maxschedchunk 1
 
 # Not in `make test`, which runs the same tests smaller: .ci/run runs both.
 soak: $(STAMP) ## the soak-marked tests at full size: more records, kills and examples
