@@ -14,6 +14,8 @@ handler's lock like the rest of the admission path.
 
 from __future__ import annotations
 
+import contextlib
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from .events import ESTIMATE_PER_CHAR, EVENT_OVERHEAD, truncate, utf8_size
@@ -81,13 +83,20 @@ class Sizing:
             text = None
         return message, size, text
 
-    def read_back(self, message: str, ledger: Ledger) -> tuple[str, int]:
+    def read_back(
+        self,
+        message: str,
+        ledger: Ledger,
+        lock: AbstractContextManager[object] | None = None,
+    ) -> tuple[str, int]:
         """Size ``message``, read back from a spool: ``(message, size)``, exact, and cut like
         a new record's when over the limit (a record kept whole for a split, or written under
-        other options by a dead process)."""
+        other options by a dead process). Only the cut, which counts a truncation, is made
+        under ``lock`` (the handler's; None: the caller holds it)."""
         message, size = utf8_size(message)
         if size > self.limit:
-            message, size = self.cut(message, size, None, ledger)
+            with lock or contextlib.nullcontext():
+                message, size = self.cut(message, size, None, ledger)
         return message, size
 
     def cut(self, message: str, size: int, text: bytes | None, ledger: Ledger) -> tuple[str, int]:

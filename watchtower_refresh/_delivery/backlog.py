@@ -415,10 +415,10 @@ class SpoolSide:
             return False
         ledger = self._ledger
         events: list[Event] = []
-        with lock:  # admissions, and the count of truncations, are made under it
-            for record in records:
-                message, size = self._sizing.read_back(record.message, ledger)
-                events.append((record.stream, record.timestamp_ms, message, size, record.id))
+        for record in records:  # sized without the lock, which emit() waits for
+            message, size = self._sizing.read_back(record.message, ledger, lock)
+            events.append((record.stream, record.timestamp_ms, message, size, record.id))
+        with lock:  # admissions are made under it
             claim = ledger.claim_now(events)
         claim.acker = ack
         try:
